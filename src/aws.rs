@@ -1,0 +1,299 @@
+//! The AWS edge: configuration from the standard chain, and error classes.
+//!
+//! Region, credentials and endpoints come from `aws-config` alone (`AWS_REGION`,
+//! profiles, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_KINESIS`,
+//! `AWS_ENDPOINT_URL_DYNAMODB`, ...); nothing here overrides them.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+/// Loads the shared SDK configuration from the standard chain.
+pub async fn load_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// What a caller should do about a failed AWS call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Slow down and retry (ProvisionedThroughputExceeded, ThrottlingException, ...).
+    Throttled,
+    /// Retry with backoff: 5xx, timeouts, dropped connections.
+    Transient,
+    /// The stream, shard or table does not exist.
+    NotFound,
+    /// A conditional write lost its race.
+    ConditionFailed,
+    /// The shard iterator expired; get a new one from the last checkpoint.
+    ExpiredIterator,
+    /// No credentials could be found, or they were refused.
+    Credentials,
+    /// Nothing answered at the endpoint.
+    Unreachable,
+    /// The request itself is invalid (ValidationException, ...): retrying the same
+    /// request cannot succeed.
+    Rejected,
+}
+
+impl ErrorClass {
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Throttled | Self::Transient | Self::Unreachable)
+    }
+}
+
+const THROTTLING_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "LimitExceededException",
+    "KMSThrottlingException",
+    "TooManyRequestsException",
+];
+
+const CREDENTIAL_CODES: &[&str] = &[
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "ExpiredTokenException",
+    "AccessDeniedException",
+    "MissingAuthenticationToken",
+    "IncompleteSignature",
+];
+
+/// Classifies any SDK error by its service code or, without one, by how the call
+/// failed. Works on `SdkError<E, R>` of every service.
+pub fn classify<E>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::http::Response,
+    >,
+) -> ErrorClass
+where
+    E: ProvideErrorMetadata + StdError + 'static,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match err {
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            classify_code(ctx.err().code(), status)
+        }
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorClass::Transient,
+        SdkError::DispatchFailure(failure) => {
+            if failure.is_io() {
+                ErrorClass::Unreachable
+            } else if failure.is_timeout() {
+                ErrorClass::Transient
+            } else if mentions_credentials(err) {
+                ErrorClass::Credentials
+            } else {
+                ErrorClass::Transient
+            }
+        }
+        _ if mentions_credentials(err) => ErrorClass::Credentials,
+        _ => ErrorClass::Rejected,
+    }
+}
+
+/// Classifies by the service's error code and the HTTP status.
+pub fn classify_code(code: Option<&str>, status: u16) -> ErrorClass {
+    match code {
+        Some(c) if THROTTLING_CODES.contains(&c) => ErrorClass::Throttled,
+        Some("ResourceNotFoundException") => ErrorClass::NotFound,
+        Some("ConditionalCheckFailedException") => ErrorClass::ConditionFailed,
+        Some("ExpiredIteratorException") => ErrorClass::ExpiredIterator,
+        Some(c) if CREDENTIAL_CODES.contains(&c) => ErrorClass::Credentials,
+        _ if status == 429 => ErrorClass::Throttled,
+        _ if status >= 500 => ErrorClass::Transient,
+        _ => ErrorClass::Rejected,
+    }
+}
+
+fn mentions_credentials(err: &dyn StdError) -> bool {
+    let text = DisplayErrorContext(err).to_string().to_ascii_lowercase();
+    text.contains("credential") || text.contains("identity")
+}
+
+/// The whole error chain on one line, for logs and messages.
+pub fn describe(err: &(dyn StdError + 'static)) -> String {
+    DisplayErrorContext(err).to_string()
+}
+
+/// Where a service is reached, for error messages: the endpoint the SDK resolved
+/// from the environment, or the regional AWS default.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub service: &'static str,
+    pub region: String,
+    pub endpoint: Option<String>,
+}
+
+impl Target {
+    pub fn new(service: &'static str, config: &SdkConfig) -> Self {
+        let env_name = format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase());
+        let endpoint = std::env::var(env_name)
+            .ok()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .or_else(|| config.endpoint_url().map(str::to_owned))
+            .filter(|s| !s.is_empty());
+        Self {
+            service,
+            region: config
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "<none>".into()),
+            endpoint,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.endpoint {
+            Some(e) => write!(f, "region {}, endpoint {e}", self.region),
+            None => write!(f, "region {}, default endpoint", self.region),
+        }
+    }
+}
+
+/// A start-up check that failed, as one readable line with a hint.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} ({target}): {problem}\n  hint: {hint}")]
+pub struct StartupError {
+    pub what: String,
+    pub target: Target,
+    pub problem: String,
+    pub hint: String,
+}
+
+impl StartupError {
+    /// Explains a failed call on `what` (e.g. "kinesis stream 'tweets'") by its class.
+    pub fn from_class(what: String, target: &Target, class: ErrorClass, detail: String) -> Self {
+        let (problem, hint) = match class {
+            ErrorClass::NotFound => (
+                "not found".to_owned(),
+                format!(
+                    "check the name and AWS_REGION; locally, create it with `deploy/local/resources.py create` \
+                     (see README); in AWS, deploy the stack"
+                ),
+            ),
+            ErrorClass::Credentials => (
+                format!("no usable AWS credentials: {detail}"),
+                "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run where an instance/task role \
+                 is available (locally any values work, e.g. test/test)"
+                    .to_owned(),
+            ),
+            ErrorClass::Unreachable => (
+                format!("cannot reach the {} endpoint: {detail}", target.service),
+                format!(
+                    "is the endpoint right and up? locally: eval \"$(deploy/local/emulators.sh start)\" \
+                     sets AWS_ENDPOINT_URL_{}",
+                    target.service.to_ascii_uppercase()
+                ),
+            ),
+            _ => (detail, "see the error above; transient errors are retried once running".to_owned()),
+        };
+        Self {
+            what,
+            target: target.clone(),
+            problem,
+            hint,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_classes() {
+        assert_eq!(
+            classify_code(Some("ProvisionedThroughputExceededException"), 400),
+            ErrorClass::Throttled
+        );
+        assert_eq!(
+            classify_code(Some("ThrottlingException"), 400),
+            ErrorClass::Throttled
+        );
+        assert_eq!(
+            classify_code(Some("ResourceNotFoundException"), 400),
+            ErrorClass::NotFound
+        );
+        assert_eq!(
+            classify_code(Some("ConditionalCheckFailedException"), 400),
+            ErrorClass::ConditionFailed
+        );
+        assert_eq!(
+            classify_code(Some("ExpiredIteratorException"), 400),
+            ErrorClass::ExpiredIterator
+        );
+        assert_eq!(
+            classify_code(Some("UnrecognizedClientException"), 400),
+            ErrorClass::Credentials
+        );
+        assert_eq!(
+            classify_code(Some("ValidationException"), 400),
+            ErrorClass::Rejected
+        );
+        assert_eq!(
+            classify_code(Some("InternalFailure"), 500),
+            ErrorClass::Transient
+        );
+        assert_eq!(classify_code(None, 503), ErrorClass::Transient);
+        assert_eq!(classify_code(None, 429), ErrorClass::Throttled);
+    }
+
+    #[test]
+    fn startup_errors_name_what_where_and_how_to_fix() {
+        let target = Target {
+            service: "kinesis",
+            region: "eu-west-1".into(),
+            endpoint: Some("http://127.0.0.1:4567".into()),
+        };
+        let not_found = StartupError::from_class(
+            "kinesis stream 'tweets'".into(),
+            &target,
+            ErrorClass::NotFound,
+            String::new(),
+        );
+        let line = not_found.to_string();
+        assert!(line.starts_with("kinesis stream 'tweets' (region eu-west-1, endpoint http://127.0.0.1:4567): not found"), "{line}");
+        assert!(
+            line.contains("hint: check the name and AWS_REGION"),
+            "{line}"
+        );
+
+        let unreachable = StartupError::from_class(
+            "kinesis stream 'tweets'".into(),
+            &target,
+            ErrorClass::Unreachable,
+            "connection refused".into(),
+        )
+        .to_string();
+        assert!(
+            unreachable.contains("cannot reach the kinesis endpoint: connection refused"),
+            "{unreachable}"
+        );
+        assert!(
+            unreachable.contains("AWS_ENDPOINT_URL_KINESIS"),
+            "{unreachable}"
+        );
+
+        let creds = StartupError::from_class(
+            "dynamodb table 'tweets'".into(),
+            &target,
+            ErrorClass::Credentials,
+            "none found".into(),
+        )
+        .to_string();
+        assert!(
+            creds.contains("no usable AWS credentials: none found"),
+            "{creds}"
+        );
+        assert!(creds.contains("AWS_PROFILE"), "{creds}");
+    }
+}

@@ -1,0 +1,335 @@
+//! Command-line configuration: every flag has a `STREAM_WORKER_*` environment
+//! twin; defaults are the constants below and are shown by `--help`.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::leases::coordinator::InitialPosition;
+
+pub const DEFAULT_TWEETS_TABLE: &str = "tweets";
+pub const DEFAULT_LEASE_TABLE: &str = "stream-worker-leases";
+pub const DEFAULT_DEAD_LETTER_TABLE: &str = "stream-worker-dead-letters";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stream-worker",
+    version,
+    about = "Real-time tweet pipeline on Kinesis and DynamoDB: a KCL-style consumer fleet and its producer",
+    long_about = "Real-time tweet pipeline on Kinesis and DynamoDB.\n\n\
+        `run` consumes a stream with any number of replicas sharing its shards through leases in DynamoDB; \
+        `produce` puts tweets into the stream.\n\n\
+        AWS region, credentials and endpoints come from the standard AWS chain: AWS_REGION, AWS_PROFILE, \
+        AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, instance and task roles, AWS_ENDPOINT_URL, \
+        AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_DYNAMODB.\n\n\
+        Every flag can also be set through the environment variable shown in its help."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume a stream: take shard leases, write tweets to DynamoDB, checkpoint
+    Run(RunArgs),
+    /// Put tweets into a stream (synthetic or replayed from a file)
+    Produce(ProduceArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format; the level filter comes from RUST_LOG (default: info)
+    #[arg(long, env = "STREAM_WORKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Kinesis stream to consume
+    #[arg(long, env = "STREAM_WORKER_STREAM")]
+    pub stream: String,
+
+    /// DynamoDB table the tweets are written to (key `Id`)
+    #[arg(long, env = "STREAM_WORKER_TWEETS_TABLE", default_value = DEFAULT_TWEETS_TABLE)]
+    pub tweets_table: String,
+
+    /// DynamoDB table of shard leases and checkpoints (KCL schema); created if absent.
+    /// Replicas of one application share it; another application needs its own
+    #[arg(long, env = "STREAM_WORKER_LEASE_TABLE", default_value = DEFAULT_LEASE_TABLE)]
+    pub lease_table: String,
+
+    /// DynamoDB table of records that can never be written as tweets (key `ShardId` + `SequenceNumber`)
+    #[arg(long, env = "STREAM_WORKER_DEAD_LETTER_TABLE", default_value = DEFAULT_DEAD_LETTER_TABLE)]
+    pub dead_letter_table: String,
+
+    /// This replica's name in the lease table [default: <hostname>-<pid>-<random>]
+    #[arg(long, env = "STREAM_WORKER_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Where a shard without a checkpoint starts: trim-horizon (everything retained),
+    /// latest (only new records), or at-timestamp:<RFC 3339>
+    #[arg(long, env = "STREAM_WORKER_INITIAL_POSITION", default_value = "trim-horizon", value_parser = parse_initial_position)]
+    pub initial_position: InitialPosition,
+
+    /// Items per second this process writes to DynamoDB, all shards together
+    #[arg(long, env = "STREAM_WORKER_MAX_WRITE_RATE", default_value_t = NonZeroU32::new(1000).unwrap())]
+    pub max_write_rate: NonZeroU32,
+
+    /// Days a tweet is kept before DynamoDB's TTL deletes it (sets `ExpirationTime`)
+    #[arg(long, env = "STREAM_WORKER_TTL_DAYS", default_value_t = 7)]
+    pub ttl_days: u32,
+
+    /// A lease not renewed for this long is taken over by another replica
+    #[arg(long, env = "STREAM_WORKER_FAILOVER_TIME", default_value = "10s", value_parser = parse_duration)]
+    pub failover_time: Duration,
+
+    /// Most leases stolen from a more loaded replica per take round
+    #[arg(long, env = "STREAM_WORKER_MAX_LEASES_TO_STEAL", default_value_t = 2)]
+    pub max_leases_to_steal: usize,
+
+    /// Most leases this replica holds [default: unlimited]
+    #[arg(long, env = "STREAM_WORKER_MAX_LEASES")]
+    pub max_leases: Option<usize>,
+
+    /// How often the shard list is re-read to find new shards (also done at each shard end)
+    #[arg(long, env = "STREAM_WORKER_SHARD_SYNC_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub shard_sync_interval: Duration,
+
+    /// Records per GetRecords call (1-10000)
+    #[arg(long, env = "STREAM_WORKER_MAX_RECORDS", default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=10000))]
+    pub max_records: i32,
+
+    /// Least time between GetRecords calls on a shard; Kinesis allows 5 per second (>= 200ms)
+    #[arg(long, env = "STREAM_WORKER_POLL_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Wait after a GetRecords call that returned nothing
+    #[arg(long, env = "STREAM_WORKER_IDLE_POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub idle_poll_interval: Duration,
+
+    /// Time allowed on SIGTERM/Ctrl-C to finish in-flight batches, checkpoint and release leases
+    #[arg(long, env = "STREAM_WORKER_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Address of the Prometheus metrics endpoint (GET /metrics)
+    #[arg(
+        long,
+        env = "STREAM_WORKER_METRICS_ADDR",
+        default_value = "0.0.0.0:9464"
+    )]
+    pub metrics_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl RunArgs {
+    /// Checks what clap cannot; the message names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.poll_interval < Duration::from_millis(200) {
+            return Err("--poll-interval must be at least 200ms (Kinesis allows 5 GetRecords calls per second per shard)".into());
+        }
+        if self.failover_time < Duration::from_millis(300) {
+            return Err("--failover-time must be at least 300ms".into());
+        }
+        if self.shutdown_timeout < Duration::from_millis(100) {
+            return Err("--shutdown-timeout must be at least 100ms".into());
+        }
+        if self.max_leases == Some(0) {
+            return Err("--max-leases must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn worker_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| {
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            format!(
+                "{host}-{}-{:04x}",
+                std::process::id(),
+                rand::random::<u16>()
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Synthetic,
+    File(PathBuf),
+}
+
+impl FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            _ if s == "synthetic" => Ok(Self::Synthetic),
+            Some(("file", path)) if !path.is_empty() => Ok(Self::File(PathBuf::from(path))),
+            _ => Err(format!(
+                "unknown source {s:?}: expected synthetic or file:PATH"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProduceArgs {
+    /// Kinesis stream to put tweets into
+    #[arg(long, env = "STREAM_WORKER_STREAM")]
+    pub stream: String,
+
+    /// Where tweets come from: synthetic, or file:PATH (JSON lines, one tweet per line, replayed in order)
+    #[arg(long, env = "STREAM_WORKER_SOURCE", default_value = "synthetic")]
+    pub source: Source,
+
+    /// Stop after this many records [default: 1000 for synthetic when --minutes is not given; a file's length]
+    #[arg(long, env = "STREAM_WORKER_COUNT")]
+    pub count: Option<u64>,
+
+    /// Records per second [default: as fast as PutRecords accepts]
+    #[arg(long, env = "STREAM_WORKER_RATE")]
+    pub rate: Option<NonZeroU32>,
+
+    /// Stop after this many minutes (fractions allowed)
+    #[arg(long, env = "STREAM_WORKER_MINUTES")]
+    pub minutes: Option<f64>,
+
+    /// Seed of the synthetic generator: the same seed gives the same tweets
+    #[arg(long, env = "STREAM_WORKER_SEED", default_value_t = 1)]
+    pub seed: u64,
+
+    /// Share of synthetic records that are deliberately malformed (0.0-1.0)
+    #[arg(long, env = "STREAM_WORKER_MALFORMED_RATIO", default_value_t = 0.0)]
+    pub malformed_ratio: f64,
+
+    /// Append a line per record Kinesis accepted: partition key, shard, sequence number, kind (tab-separated)
+    #[arg(long, env = "STREAM_WORKER_PUT_LOG")]
+    pub put_log: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl ProduceArgs {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.malformed_ratio) {
+            return Err("--malformed-ratio must be between 0.0 and 1.0".into());
+        }
+        if self.minutes.is_some_and(|m| m.is_nan() || m <= 0.0) {
+            return Err("--minutes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
+}
+
+pub fn parse_initial_position(s: &str) -> Result<InitialPosition, String> {
+    match s {
+        "trim-horizon" => Ok(InitialPosition::TrimHorizon),
+        "latest" => Ok(InitialPosition::Latest),
+        _ => match s.strip_prefix("at-timestamp:") {
+            Some(t) => DateTime::parse_from_rfc3339(t)
+                .map(|t| InitialPosition::AtTimestamp(t.with_timezone(&Utc)))
+                .map_err(|e| {
+                    format!("at-timestamp needs an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}")
+                }),
+            None => Err(format!(
+                "{s:?}: expected trim-horizon, latest or at-timestamp:<RFC 3339>"
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let cli = Cli::try_parse_from(["stream-worker", "run", "--stream", "s"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.tweets_table, "tweets");
+        assert_eq!(run.lease_table, "stream-worker-leases");
+        assert_eq!(run.dead_letter_table, "stream-worker-dead-letters");
+        assert_eq!(run.initial_position, InitialPosition::TrimHorizon);
+        assert_eq!(run.failover_time, Duration::from_secs(10));
+        assert_eq!(run.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(run.max_write_rate.get(), 1000);
+        assert_eq!(run.ttl_days, 7);
+        assert!(run.validate().is_ok());
+        let id = run.worker_id();
+        assert!(id.contains(&format!("-{}-", std::process::id())), "{id}");
+    }
+
+    #[test]
+    fn initial_positions_parse() {
+        assert_eq!(
+            parse_initial_position("latest"),
+            Ok(InitialPosition::Latest)
+        );
+        let InitialPosition::AtTimestamp(t) =
+            parse_initial_position("at-timestamp:2026-01-31T12:00:00Z").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(t.to_rfc3339(), "2026-01-31T12:00:00+00:00");
+        assert!(parse_initial_position("at-timestamp:yesterday")
+            .unwrap_err()
+            .contains("RFC 3339"));
+        assert!(parse_initial_position("earliest").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        let cli = Cli::try_parse_from([
+            "stream-worker",
+            "run",
+            "--stream",
+            "s",
+            "--poll-interval",
+            "100ms",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!()
+        };
+        assert!(run.validate().unwrap_err().contains("--poll-interval"));
+        assert!(Cli::try_parse_from([
+            "stream-worker",
+            "run",
+            "--stream",
+            "s",
+            "--failover-time",
+            "ten"
+        ])
+        .is_err());
+        assert_eq!(
+            "file:/tmp/x.jsonl".parse::<Source>(),
+            Ok(Source::File("/tmp/x.jsonl".into()))
+        );
+        assert!("kafka".parse::<Source>().is_err());
+    }
+}

@@ -1,0 +1,368 @@
+//! The worker: keeps leases (renewals, take rounds, shard sync) and runs one
+//! consumer per held lease.
+//!
+//! One loop owns all lease state; consumers only checkpoint through their
+//! [`HeldLease`]. Timers: renew every `failover / 3`, take every `failover / 2`
+//! with jitter, shard sync every `shard_sync_interval` and at each shard end.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::held::HeldLease;
+use super::taker::{self, Observations, TakerConfig};
+use super::{Cas, LeaseStore, StoreError};
+use crate::lifecycle::consumer::{Consumer, ConsumerConfig, Exit};
+use crate::metrics as m;
+use crate::model::{Checkpoint, Lease};
+use crate::processor::Processor;
+use crate::retrieval::{Shard, StreamClient};
+
+/// Where a shard without a checkpoint starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialPosition {
+    TrimHorizon,
+    Latest,
+    AtTimestamp(DateTime<Utc>),
+}
+
+impl InitialPosition {
+    pub fn checkpoint(self) -> Checkpoint {
+        match self {
+            Self::TrimHorizon => Checkpoint::TrimHorizon,
+            Self::Latest => Checkpoint::Latest,
+            Self::AtTimestamp(_) => Checkpoint::AtTimestamp,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub worker_id: String,
+    pub failover: Duration,
+    pub max_leases: usize,
+    pub max_leases_to_steal: usize,
+    pub shard_sync_interval: Duration,
+    pub initial_position: InitialPosition,
+    /// Time allowed for the graceful stop: finish batches, checkpoint, release.
+    pub shutdown_timeout: Duration,
+    pub consumer: ConsumerConfig,
+}
+
+pub struct Worker {
+    pub config: WorkerConfig,
+    pub stream: Arc<dyn StreamClient>,
+    pub store: Arc<dyn LeaseStore>,
+    pub processor: Arc<Processor>,
+}
+
+struct State {
+    held: HashMap<String, Arc<HeldLease>>,
+    consumers: JoinSet<Exit>,
+    /// Which shard each consumer task runs, to know whose lease a panic leaves.
+    tasks: HashMap<tokio::task::Id, String>,
+    seen: Observations,
+}
+
+impl Worker {
+    /// Runs until `shutdown` is cancelled, then stops gracefully within the
+    /// shutdown timeout: consumers finish their batch and checkpoint, every lease
+    /// is released.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
+        let cfg = &self.config;
+        self.store.ensure_table().await?;
+        let renew_every = cfg.failover / 3;
+        let mut state = State {
+            held: HashMap::new(),
+            consumers: JoinSet::new(),
+            tasks: HashMap::new(),
+            seen: Observations::default(),
+        };
+        let consumers_stop = CancellationToken::new();
+        tracing::info!(worker_id = %cfg.worker_id, failover = ?cfg.failover, "worker started");
+
+        let mut next_renew = Instant::now() + renew_every;
+        let mut next_take = Instant::now();
+        let mut next_sync = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = sleep_until(next_sync) => {
+                    if let Err(e) = self.sync_shards().await {
+                        tracing::warn!(error = %e, "shard sync failed; retrying at the next take round");
+                        next_sync = Instant::now() + cfg.failover / 2;
+                    } else {
+                        next_sync = Instant::now() + cfg.shard_sync_interval;
+                        next_take = Instant::now();
+                    }
+                }
+                _ = sleep_until(next_take) => {
+                    if let Err(e) = self.take_round(&mut state, &consumers_stop).await {
+                        tracing::warn!(error = %e, "take round failed");
+                    }
+                    next_take = Instant::now() + taker::take_interval(cfg.failover, &mut rand::thread_rng());
+                }
+                _ = sleep_until(next_renew) => {
+                    self.renew_all(&mut state).await;
+                    next_renew += renew_every;
+                }
+                Some(joined) = state.consumers.join_next_with_id() => {
+                    if self.on_consumer_exit(&mut state, joined).await {
+                        next_take = Instant::now();
+                        next_sync = Instant::now();
+                    }
+                }
+            }
+        }
+
+        tracing::info!(worker_id = %cfg.worker_id, leases = state.held.len(), "shutting down: finishing in-flight batches");
+        consumers_stop.cancel();
+        // Keep the last tenth of the budget for releasing the leases.
+        let deadline = Instant::now() + cfg.shutdown_timeout - cfg.shutdown_timeout / 10;
+        loop {
+            tokio::select! {
+                joined = state.consumers.join_next_with_id() => match joined {
+                    Some(joined) => { self.on_consumer_exit(&mut state, joined).await; }
+                    None => break,
+                },
+                _ = sleep_until(next_renew) => {
+                    self.renew_all(&mut state).await;
+                    next_renew += renew_every;
+                }
+                _ = sleep_until(deadline) => {
+                    tracing::warn!(remaining = state.consumers.len(), "shutdown timeout: abandoning unfinished batches (they will be re-read)");
+                    state.consumers.abort_all();
+                    break;
+                }
+            }
+        }
+        let releases = state.held.drain().map(|(_, held)| async move {
+            match held.release().await {
+                Ok(Cas::Done(())) => {
+                    metrics::counter!(m::LEASES_RELEASED).increment(1);
+                    tracing::info!(shard_id = held.key(), "lease released");
+                }
+                Ok(Cas::Lost) => {}
+                Err(e) => tracing::warn!(shard_id = held.key(), error = %e, "release failed; the lease will expire"),
+            }
+        });
+        join_all(releases).await;
+        metrics::gauge!(m::LEASES_HELD).set(0.0);
+        tracing::info!(worker_id = %cfg.worker_id, "worker stopped");
+        Ok(())
+    }
+
+    /// Creates a lease for every shard that has none. Shards whose parents are
+    /// known start at TRIM_HORIZON (after their parents); the others at the
+    /// configured initial position.
+    async fn sync_shards(&self) -> Result<(), anyhow::Error> {
+        let shards = self
+            .stream
+            .list_shards()
+            .await
+            .map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
+        let leases = self.store.list().await?;
+        let created = self.create_leases(&shards, &leases).await?;
+        if created > 0 {
+            tracing::info!(created, shards = shards.len(), "shard sync created leases");
+        }
+        Ok(())
+    }
+
+    async fn create_leases(&self, shards: &[Shard], leases: &[Lease]) -> Result<usize, StoreError> {
+        let known: HashSet<&str> = shards
+            .iter()
+            .map(|s| s.id.as_str())
+            .chain(leases.iter().map(|l| l.key.as_str()))
+            .collect();
+        let existing: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
+        let mut created = 0;
+        for shard in shards.iter().filter(|s| !existing.contains(s.id.as_str())) {
+            let has_known_parent = shard.parents.iter().any(|p| known.contains(p.as_str()));
+            let checkpoint = if has_known_parent {
+                Checkpoint::TrimHorizon
+            } else {
+                self.config.initial_position.checkpoint()
+            };
+            let lease = Lease::new(shard.id.clone(), checkpoint, shard.parents.clone());
+            if let Cas::Done(()) = self.store.create(&lease).await? {
+                created += 1;
+            }
+        }
+        Ok(created)
+    }
+
+    async fn take_round(
+        &self,
+        state: &mut State,
+        consumers_stop: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        let cfg = &self.config;
+        let leases = self.store.list().await?;
+        let now = Instant::now();
+        state.seen.observe(&leases, now);
+        let held: HashSet<String> = state.held.keys().cloned().collect();
+        let taker_cfg = TakerConfig {
+            failover: cfg.failover,
+            max_leases: cfg.max_leases,
+            max_leases_to_steal: cfg.max_leases_to_steal,
+        };
+        let plan = taker::plan(
+            &cfg.worker_id,
+            &held,
+            &leases,
+            &state.seen,
+            now,
+            &taker_cfg,
+            &mut rand::thread_rng(),
+        );
+        metrics::gauge!(m::WORKERS_SEEN).set(plan.workers as f64);
+        let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
+        let wanted = plan
+            .take
+            .iter()
+            .map(|k| (k, false))
+            .chain(plan.steal.iter().map(|k| (k, true)));
+        for (key, stolen) in wanted {
+            let lease = by_key[key.as_str()];
+            let sent = Instant::now();
+            match self.store.take(lease, &cfg.worker_id).await? {
+                Cas::Done(taken) => {
+                    let previous = lease.owner.as_deref().unwrap_or("<none>");
+                    if stolen {
+                        metrics::counter!(m::LEASES_STOLEN).increment(1);
+                    } else {
+                        metrics::counter!(m::LEASES_TAKEN).increment(1);
+                    }
+                    tracing::info!(shard_id = %key, worker_id = %cfg.worker_id, previous_owner = previous,
+                        lease_counter = taken.counter, checkpoint = %taken.checkpoint, stolen, "lease taken");
+                    let held = Arc::new(HeldLease::new(
+                        taken,
+                        sent,
+                        self.store.clone(),
+                        cfg.failover,
+                    ));
+                    self.start_consumer(state, held, consumers_stop);
+                }
+                Cas::Lost => {
+                    tracing::debug!(shard_id = %key, "another worker took the lease first")
+                }
+            }
+        }
+        metrics::gauge!(m::LEASES_HELD).set(state.held.len() as f64);
+        Ok(())
+    }
+
+    fn start_consumer(
+        &self,
+        state: &mut State,
+        held: Arc<HeldLease>,
+        consumers_stop: &CancellationToken,
+    ) {
+        let key = held.key().to_owned();
+        state.held.insert(key.clone(), held.clone());
+        let consumer = Consumer {
+            held,
+            stream: self.stream.clone(),
+            processor: self.processor.clone(),
+            config: self.config.consumer.clone(),
+            shutdown: consumers_stop.clone(),
+        };
+        let task = state.consumers.spawn(consumer.run());
+        state.tasks.insert(task.id(), key);
+    }
+
+    async fn renew_all(&self, state: &mut State) {
+        let renewals = state
+            .held
+            .values()
+            .map(|held| async move { (held.clone(), held.renew().await) });
+        for (held, result) in join_all(renewals).await {
+            match result {
+                Ok(true) => metrics::counter!(m::LEASE_RENEWALS).increment(1),
+                Ok(false) => {
+                    metrics::counter!(m::LEASES_LOST).increment(1);
+                    tracing::warn!(shard_id = held.key(), worker_id = %self.config.worker_id, "lease lost");
+                    state.held.remove(held.key());
+                }
+                Err(e) => {
+                    metrics::counter!(m::LEASE_RENEWAL_FAILURES).increment(1);
+                    tracing::warn!(shard_id = held.key(), error = %e, "lease renewal failed");
+                    if held.is_lost() || Instant::now() >= held.fence() {
+                        // The zombie fence: stop before anyone else may take it.
+                        held.mark_lost();
+                        metrics::counter!(m::LEASES_LOST).increment(1);
+                        tracing::warn!(
+                            shard_id = held.key(),
+                            "lease not renewed in time; stopped processing"
+                        );
+                        state.held.remove(held.key());
+                    }
+                }
+            }
+        }
+        metrics::gauge!(m::LEASES_HELD).set(state.held.len() as f64);
+    }
+
+    /// Handles a finished consumer; returns whether a take round is due now.
+    async fn on_consumer_exit(
+        &self,
+        state: &mut State,
+        joined: Result<(tokio::task::Id, Exit), tokio::task::JoinError>,
+    ) -> bool {
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let Some(key) = state.tasks.remove(&id) else {
+            return false;
+        };
+        let exit = match joined {
+            Ok((_, exit)) => exit,
+            Err(e) if e.is_cancelled() => return false,
+            Err(e) => {
+                tracing::error!(shard_id = %key, error = %e, "shard consumer panicked; releasing its lease");
+                if let Some(held) = state.held.remove(&key) {
+                    let _ = held.release().await;
+                    metrics::counter!(m::LEASES_RELEASED).increment(1);
+                }
+                return true;
+            }
+        };
+        match exit {
+            Exit::ShardEnd { children } => {
+                if !children.is_empty() {
+                    let leases = self.store.list().await.unwrap_or_default();
+                    if let Err(e) = self.create_leases(&children, &leases).await {
+                        tracing::warn!(shard_id = %key, error = %e, "creating child leases failed; shard sync will");
+                    }
+                }
+                if let Some(held) = state.held.remove(&key) {
+                    match held.release().await {
+                        Ok(_) => metrics::counter!(m::LEASES_RELEASED).increment(1),
+                        Err(e) => {
+                            tracing::warn!(shard_id = %key, error = %e, "release after shard end failed")
+                        }
+                    }
+                }
+                metrics::gauge!(m::LEASES_HELD).set(state.held.len() as f64);
+                true
+            }
+            Exit::LeaseLost => {
+                if state.held.remove(&key).is_some() {
+                    metrics::counter!(m::LEASES_LOST).increment(1);
+                    tracing::warn!(shard_id = %key, worker_id = %self.config.worker_id, "lease lost; consumer stopped");
+                }
+                metrics::gauge!(m::LEASES_HELD).set(state.held.len() as f64);
+                false
+            }
+            Exit::Shutdown => false,
+        }
+    }
+}

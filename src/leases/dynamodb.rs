@@ -1,0 +1,428 @@
+//! [`LeaseStore`] on a DynamoDB table with the Java KCL 2.x schema.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ScalarAttributeType, TableStatus,
+};
+use aws_sdk_dynamodb::Client;
+
+use super::{apply, Cas, LeaseStore, StoreError};
+use crate::aws::{classify, describe, ErrorClass};
+use crate::model::{Checkpoint, Lease};
+
+pub const LEASE_KEY: &str = "leaseKey";
+pub const LEASE_OWNER: &str = "leaseOwner";
+pub const LEASE_COUNTER: &str = "leaseCounter";
+pub const CHECKPOINT: &str = "checkpoint";
+pub const CHECKPOINT_SUB: &str = "checkpointSubSequenceNumber";
+pub const OWNER_SWITCHES: &str = "ownerSwitchesSinceCheckpoint";
+pub const PARENT_SHARD_IDS: &str = "parentShardId";
+pub const CHILD_SHARD_IDS: &str = "childShardIds";
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, Clone)]
+pub struct DynamoLeaseStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoLeaseStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn error<E>(
+        &self,
+        op: &str,
+        err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    ) -> StoreError
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        StoreError(format!(
+            "lease table '{}': {op}: {}",
+            self.table,
+            describe(&err)
+        ))
+    }
+
+    /// Runs a conditional update and returns the stored row, or `Lost` when the
+    /// condition failed.
+    async fn update(
+        &self,
+        op: &str,
+        lease: &Lease,
+        check_owner: bool,
+        update: &str,
+        mut values: Item,
+        expected: Lease,
+    ) -> Result<Cas<Lease>, StoreError> {
+        let mut condition = format!("{LEASE_COUNTER} = :expected_counter");
+        values.insert(":expected_counter".into(), n(lease.counter));
+        if check_owner {
+            match &lease.owner {
+                Some(owner) => {
+                    condition.push_str(&format!(" AND {LEASE_OWNER} = :expected_owner"));
+                    values.insert(":expected_owner".into(), AttributeValue::S(owner.clone()));
+                }
+                None => condition.push_str(&format!(" AND attribute_not_exists({LEASE_OWNER})")),
+            }
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, AttributeValue::S(lease.key.clone()))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Cas::Done(
+                out.attributes
+                    .as_ref()
+                    .and_then(from_item)
+                    .unwrap_or(expected),
+            )),
+            Err(err) if classify(&err) == ErrorClass::ConditionFailed => Ok(Cas::Lost),
+            Err(err) => Err(self.error(op, err)),
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseStore for DynamoLeaseStore {
+    async fn ensure_table(&self) -> Result<(), StoreError> {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if classify(&err) == ErrorClass::NotFound => {
+                let created = self
+                    .client
+                    .create_table()
+                    .table_name(&self.table)
+                    .billing_mode(BillingMode::PayPerRequest)
+                    .attribute_definitions(
+                        AttributeDefinition::builder()
+                            .attribute_name(LEASE_KEY)
+                            .attribute_type(ScalarAttributeType::S)
+                            .build()
+                            .expect("complete attribute definition"),
+                    )
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name(LEASE_KEY)
+                            .key_type(KeyType::Hash)
+                            .build()
+                            .expect("complete key schema"),
+                    )
+                    .send()
+                    .await;
+                match created {
+                    Ok(_) => tracing::info!(table = %self.table, "created lease table"),
+                    // Another worker created it first.
+                    Err(err)
+                        if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&err)
+                            == Some("ResourceInUseException") => {}
+                    Err(err) => return Err(self.error("create table", err)),
+                }
+            }
+            Err(err) => return Err(self.error("describe table", err)),
+        }
+        for _ in 0..600 {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| self.error("describe table", e))?;
+            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(StoreError(format!(
+            "lease table '{}' did not become ACTIVE within 120 s",
+            self.table
+        )))
+    }
+
+    async fn list(&self) -> Result<Vec<Lease>, StoreError> {
+        let mut leases = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.error("scan", e))?;
+            for item in out.items() {
+                match from_item(item) {
+                    Some(lease) => leases.push(lease),
+                    None => {
+                        tracing::warn!(table = %self.table, ?item, "ignoring a lease row that is not a lease")
+                    }
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(leases),
+            }
+        }
+    }
+
+    async fn create(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(lease)))
+            .condition_expression(format!("attribute_not_exists({LEASE_KEY})"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Cas::Done(())),
+            Err(err) if classify(&err) == ErrorClass::ConditionFailed => Ok(Cas::Lost),
+            Err(err) => Err(self.error("create lease", err)),
+        }
+    }
+
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Cas<Lease>, StoreError> {
+        let mut values = counter_values(lease);
+        values.insert(":owner".into(), AttributeValue::S(owner.to_owned()));
+        values.insert(":zero".into(), n(0));
+        values.insert(":switch".into(), n(u64::from(!lease.is_owned_by(owner))));
+        let update = format!(
+            "SET {LEASE_OWNER} = :owner, {LEASE_COUNTER} = :next_counter, \
+             {OWNER_SWITCHES} = if_not_exists({OWNER_SWITCHES}, :zero) + :switch"
+        );
+        self.update(
+            "take",
+            lease,
+            false,
+            &update,
+            values,
+            apply::take(lease, owner),
+        )
+        .await
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError> {
+        let update = format!("SET {LEASE_COUNTER} = :next_counter");
+        self.update(
+            "renew",
+            lease,
+            true,
+            &update,
+            counter_values(lease),
+            apply::renew(lease),
+        )
+        .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError> {
+        let update = format!("SET {LEASE_COUNTER} = :next_counter REMOVE {LEASE_OWNER}");
+        self.update(
+            "release",
+            lease,
+            true,
+            &update,
+            counter_values(lease),
+            apply::release(lease),
+        )
+        .await
+    }
+
+    async fn checkpoint(
+        &self,
+        lease: &Lease,
+        checkpoint: &Checkpoint,
+        children: &[String],
+    ) -> Result<Cas<Lease>, StoreError> {
+        let mut values = counter_values(lease);
+        values.insert(
+            ":checkpoint".into(),
+            AttributeValue::S(checkpoint.to_string()),
+        );
+        values.insert(":zero".into(), n(0));
+        let mut update = format!(
+            "SET {LEASE_COUNTER} = :next_counter, {CHECKPOINT} = :checkpoint, \
+             {CHECKPOINT_SUB} = :zero, {OWNER_SWITCHES} = :zero"
+        );
+        if !children.is_empty() {
+            update.push_str(&format!(", {CHILD_SHARD_IDS} = :children"));
+            values.insert(":children".into(), AttributeValue::Ss(children.to_vec()));
+        }
+        let expected = apply::checkpoint(lease, checkpoint, children);
+        self.update("checkpoint", lease, true, &update, values, expected)
+            .await
+    }
+
+    async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, AttributeValue::S(lease.key.clone()))
+            .condition_expression(format!("{LEASE_COUNTER} = :expected_counter"))
+            .expression_attribute_values(":expected_counter", n(lease.counter))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Cas::Done(())),
+            Err(err) if classify(&err) == ErrorClass::ConditionFailed => Ok(Cas::Lost),
+            Err(err) => Err(self.error("delete lease", err)),
+        }
+    }
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn counter_values(lease: &Lease) -> Item {
+    HashMap::from([(":next_counter".to_owned(), n(lease.counter + 1))])
+}
+
+/// The row as the Java KCL writes it.
+pub fn to_item(lease: &Lease) -> Item {
+    let mut item = HashMap::from([
+        (LEASE_KEY.to_owned(), AttributeValue::S(lease.key.clone())),
+        (LEASE_COUNTER.to_owned(), n(lease.counter)),
+        (
+            CHECKPOINT.to_owned(),
+            AttributeValue::S(lease.checkpoint.to_string()),
+        ),
+        (CHECKPOINT_SUB.to_owned(), n(lease.checkpoint_sub)),
+        (OWNER_SWITCHES.to_owned(), n(lease.owner_switches)),
+    ]);
+    if let Some(owner) = &lease.owner {
+        item.insert(LEASE_OWNER.to_owned(), AttributeValue::S(owner.clone()));
+    }
+    // DynamoDB refuses empty sets: absent means none.
+    if !lease.parents.is_empty() {
+        item.insert(
+            PARENT_SHARD_IDS.to_owned(),
+            AttributeValue::Ss(lease.parents.clone()),
+        );
+    }
+    if !lease.children.is_empty() {
+        item.insert(
+            CHILD_SHARD_IDS.to_owned(),
+            AttributeValue::Ss(lease.children.clone()),
+        );
+    }
+    item
+}
+
+/// Reads a row written by this crate or by the Java KCL; `None` if it has no key,
+/// counter or readable checkpoint.
+pub fn from_item(item: &Item) -> Option<Lease> {
+    let s = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    let num = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let set = |name: &str| match item.get(name) {
+        Some(AttributeValue::Ss(values)) => values.clone(),
+        Some(AttributeValue::S(value)) => vec![value.clone()],
+        _ => Vec::new(),
+    };
+    Some(Lease {
+        key: s(LEASE_KEY)?,
+        owner: s(LEASE_OWNER).filter(|o| !o.is_empty()),
+        counter: num(LEASE_COUNTER)?,
+        checkpoint: Checkpoint::parse(
+            &s(CHECKPOINT).unwrap_or_else(|| Checkpoint::TRIM_HORIZON.to_owned()),
+        )?,
+        checkpoint_sub: num(CHECKPOINT_SUB).unwrap_or(0),
+        owner_switches: num(OWNER_SWITCHES).unwrap_or(0),
+        parents: set(PARENT_SHARD_IDS),
+        children: set(CHILD_SHARD_IDS),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SequenceNumber;
+
+    #[test]
+    fn rows_round_trip() {
+        let mut lease = Lease::new(
+            "shardId-000000000002",
+            Checkpoint::Sequence(
+                SequenceNumber::parse("495903382714902566085596925383615").unwrap(),
+            ),
+            vec!["shardId-000000000000".into(), "shardId-000000000001".into()],
+        );
+        lease.owner = Some("worker-a".into());
+        lease.counter = 42;
+        lease.owner_switches = 3;
+        assert_eq!(from_item(&to_item(&lease)), Some(lease.clone()));
+        lease.owner = None;
+        lease.parents.clear();
+        let item = to_item(&lease);
+        assert!(!item.contains_key(LEASE_OWNER) && !item.contains_key(PARENT_SHARD_IDS));
+        assert_eq!(from_item(&item), Some(lease));
+    }
+
+    #[test]
+    fn reads_a_java_kcl_row() {
+        // As written by KCL 2.x: a sentinel checkpoint, no ownerSwitches yet.
+        let item = HashMap::from([
+            (
+                "leaseKey".to_owned(),
+                AttributeValue::S("shardId-000000000007".into()),
+            ),
+            ("leaseCounter".to_owned(), AttributeValue::N("1534".into())),
+            (
+                "leaseOwner".to_owned(),
+                AttributeValue::S("ip-10-0-0-1:5d0f".into()),
+            ),
+            (
+                "checkpoint".to_owned(),
+                AttributeValue::S("SHARD_END".into()),
+            ),
+            (
+                "checkpointSubSequenceNumber".to_owned(),
+                AttributeValue::N("0".into()),
+            ),
+        ]);
+        let lease = from_item(&item).unwrap();
+        assert_eq!(lease.checkpoint, Checkpoint::ShardEnd);
+        assert_eq!(lease.counter, 1534);
+        assert_eq!(lease.owner.as_deref(), Some("ip-10-0-0-1:5d0f"));
+        assert!(from_item(&HashMap::from([(
+            "leaseKey".to_owned(),
+            AttributeValue::S("x".into())
+        )]))
+        .is_none());
+    }
+}

@@ -1,0 +1,264 @@
+//! A lease this worker holds, shared by the renewer and the shard's consumer.
+//!
+//! All writes to the row go through here, one at a time (an async mutex), so the
+//! renewer and the checkpointer never race each other on `leaseCounter`.
+//!
+//! The zombie fence: a renewal or checkpoint sent at `t` proves the lease ours
+//! until, at the earliest, `t + failover_time` on any other worker's clock (they
+//! judge expiry from when they *saw* the counter move, which is after `t`). The
+//! fence is set a margin before that; past it, the holder stops and never writes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Mutex as AsyncMutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Cas, LeaseStore, StoreError};
+use crate::model::{Checkpoint, Lease};
+
+pub struct HeldLease {
+    key: String,
+    state: AsyncMutex<Lease>,
+    fence: Mutex<Instant>,
+    /// Cancelled once the lease is lost, fenced or released: the consumer's stop.
+    lost: CancellationToken,
+    store: Arc<dyn LeaseStore>,
+    failover: Duration,
+}
+
+impl HeldLease {
+    /// `lease` as returned by the take, which was sent at `sent`.
+    pub fn new(
+        lease: Lease,
+        sent: Instant,
+        store: Arc<dyn LeaseStore>,
+        failover: Duration,
+    ) -> Self {
+        Self {
+            key: lease.key.clone(),
+            state: AsyncMutex::new(lease),
+            fence: Mutex::new(fence_after(sent, failover)),
+            lost: CancellationToken::new(),
+            store,
+            failover,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// When this worker must stop touching the shard unless renewed before.
+    pub fn fence(&self) -> Instant {
+        *self.fence.lock().unwrap()
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Marks the lease lost: its consumer stops without checkpointing.
+    pub fn mark_lost(&self) {
+        self.lost.cancel();
+    }
+
+    /// Resolves once the lease is lost or its fence has passed.
+    pub async fn gone(&self) {
+        loop {
+            let fence = self.fence();
+            tokio::select! {
+                _ = self.lost.cancelled() => return,
+                _ = tokio::time::sleep_until(fence) => {
+                    if Instant::now() >= self.fence() {
+                        self.lost.cancel();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn snapshot(&self) -> Lease {
+        self.state.lock().await.clone()
+    }
+
+    fn usable(&self) -> bool {
+        if Instant::now() >= self.fence() {
+            self.lost.cancel();
+        }
+        !self.lost.is_cancelled()
+    }
+
+    /// Renews the lease. `Ok(false)`: it is lost (taken over, or fenced).
+    pub async fn renew(&self) -> Result<bool, StoreError> {
+        let mut lease = self.state.lock().await;
+        if !self.usable() {
+            return Ok(false);
+        }
+        let sent = Instant::now();
+        match self.store.renew(&lease).await? {
+            Cas::Done(next) => {
+                *lease = next;
+                *self.fence.lock().unwrap() = fence_after(sent, self.failover);
+                Ok(true)
+            }
+            Cas::Lost => {
+                self.lost.cancel();
+                Ok(false)
+            }
+        }
+    }
+
+    /// Stores a checkpoint, only while the lease is held and not fenced. A
+    /// checkpoint behind the stored one is refused (logged, nothing written).
+    pub async fn checkpoint(
+        &self,
+        checkpoint: Checkpoint,
+        children: &[String],
+    ) -> Result<Cas<()>, StoreError> {
+        let mut lease = self.state.lock().await;
+        if !self.usable() {
+            return Ok(Cas::Lost);
+        }
+        if let Err(e) = lease.checkpoint.advance(checkpoint.clone()) {
+            tracing::error!(shard_id = %self.key, error = %e, "refusing to move a checkpoint backwards");
+            return Ok(Cas::Done(()));
+        }
+        let sent = Instant::now();
+        match self.store.checkpoint(&lease, &checkpoint, children).await? {
+            Cas::Done(next) => {
+                *lease = next;
+                *self.fence.lock().unwrap() = fence_after(sent, self.failover);
+                Ok(Cas::Done(()))
+            }
+            Cas::Lost => {
+                self.lost.cancel();
+                Ok(Cas::Lost)
+            }
+        }
+    }
+
+    /// Gives the lease up (owner cleared) so another worker can take it at once.
+    pub async fn release(&self) -> Result<Cas<()>, StoreError> {
+        let lease = self.state.lock().await;
+        let already_gone = !self.usable();
+        self.lost.cancel();
+        if already_gone {
+            return Ok(Cas::Lost);
+        }
+        Ok(match self.store.release(&lease).await? {
+            Cas::Done(_) => Cas::Done(()),
+            Cas::Lost => Cas::Lost,
+        })
+    }
+}
+
+/// The fence for a write sent at `sent`: a tenth of the failover time before the
+/// earliest moment another worker may see the lease expired.
+pub fn fence_after(sent: Instant, failover: Duration) -> Instant {
+    sent + failover - failover / 10
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leases::memory::MemoryLeaseStore;
+    use crate::model::SequenceNumber;
+
+    const FAILOVER: Duration = Duration::from_secs(10);
+
+    async fn held(store: &Arc<MemoryLeaseStore>) -> HeldLease {
+        store
+            .create(&Lease::new("s-1", Checkpoint::TrimHorizon, vec![]))
+            .await
+            .unwrap()
+            .done()
+            .unwrap();
+        let lease = store.list().await.unwrap().remove(0);
+        let sent = Instant::now();
+        let taken = store.take(&lease, "me").await.unwrap().done().unwrap();
+        HeldLease::new(taken, sent, store.clone(), FAILOVER)
+    }
+
+    fn seq(n: &str) -> Checkpoint {
+        Checkpoint::Sequence(SequenceNumber::parse(n).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewals_move_the_fence() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let h = held(&store).await;
+        let start = Instant::now();
+        assert_eq!(h.fence(), start + Duration::from_secs(9));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(h.renew().await.unwrap());
+        assert_eq!(h.fence(), start + Duration::from_secs(12));
+        assert_eq!(store.list().await.unwrap()[0].counter, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_lost_mid_batch_cannot_be_checkpointed() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let h = held(&store).await;
+        // Another worker takes the lease while our batch is in flight.
+        let row = store.list().await.unwrap().remove(0);
+        store.take(&row, "thief").await.unwrap().done().unwrap();
+        assert_eq!(h.checkpoint(seq("100"), &[]).await.unwrap(), Cas::Lost);
+        assert!(h.is_lost());
+        let row = store.list().await.unwrap().remove(0);
+        assert_eq!(
+            (row.owner.as_deref(), row.checkpoint),
+            (Some("thief"), Checkpoint::TrimHorizon)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_fence_nothing_is_written_even_if_the_row_is_unchanged() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let h = held(&store).await;
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(h.checkpoint(seq("5"), &[]).await.unwrap(), Cas::Lost);
+        assert!(!h.renew().await.unwrap());
+        let row = store.list().await.unwrap().remove(0);
+        assert_eq!((row.counter, row.checkpoint), (1, Checkpoint::TrimHorizon));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gone_resolves_at_the_fence_unless_renewed() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let h = Arc::new(held(&store).await);
+        let start = Instant::now();
+        let watcher = tokio::spawn({
+            let h = h.clone();
+            async move {
+                h.gone().await;
+                Instant::now()
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(h.renew().await.unwrap()); // fence moves to 14 s
+        let gone_at = watcher.await.unwrap();
+        assert_eq!(gone_at - start, Duration::from_secs(14));
+        assert!(h.is_lost());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checkpoints_never_go_backwards() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let h = held(&store).await;
+        assert_eq!(h.checkpoint(seq("200"), &[]).await.unwrap(), Cas::Done(()));
+        assert_eq!(h.checkpoint(seq("100"), &[]).await.unwrap(), Cas::Done(()));
+        assert_eq!(store.list().await.unwrap()[0].checkpoint, seq("200"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn release_clears_the_owner_and_stops_the_consumer() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let h = held(&store).await;
+        assert_eq!(h.release().await.unwrap(), Cas::Done(()));
+        assert!(h.is_lost());
+        assert_eq!(store.list().await.unwrap()[0].owner, None);
+    }
+}

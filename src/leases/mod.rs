@@ -1,0 +1,116 @@
+//! Leases: who processes which shard, and how far it got.
+//!
+//! [`LeaseStore`] is the narrow edge over the lease table; [`dynamodb`] is the real
+//! one and [`memory`] its in-memory twin. The coordinator (renewals, take rounds,
+//! the zombie fence) lives in [`coordinator`]; what to take is decided by the pure
+//! functions of [`taker`].
+
+pub mod coordinator;
+pub mod dynamodb;
+pub mod held;
+pub mod memory;
+pub mod taker;
+
+use async_trait::async_trait;
+
+use crate::model::{Checkpoint, Lease};
+
+/// The result of a conditional write: done, with the lease as now stored, or lost
+/// because the row changed underneath (another worker took it, or it moved on).
+/// Losing is a value, never an error, and never a reason to retry the same write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Cas<T> {
+    Done(T),
+    Lost,
+}
+
+impl<T> Cas<T> {
+    pub fn done(self) -> Option<T> {
+        match self {
+            Cas::Done(t) => Some(t),
+            Cas::Lost => None,
+        }
+    }
+}
+
+/// A lease-store failure that is not a lost race: the store is unreachable,
+/// throttling, or misconfigured. Callers retry later; they never assume success.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// The lease table.
+///
+/// Contract, for every implementation (checked by the conformance suite in
+/// `tests/lease_store.rs` against both):
+/// - `create` inserts only if no row has the key.
+/// - `take`, `renew`, `release`, `checkpoint` and `delete` apply only if the stored
+///   `leaseCounter` equals the given lease's counter (and, for `renew`, `release`
+///   and `checkpoint`, the stored owner equals the given lease's owner); otherwise
+///   they return [`Cas::Lost`] and change nothing.
+/// - Every applied mutation but `delete` stores `counter + 1` and returns the row.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Creates the table if it does not exist and waits until it is usable.
+    async fn ensure_table(&self) -> Result<(), StoreError>;
+    /// Every lease row (a consistent-enough snapshot: a scan).
+    async fn list(&self) -> Result<Vec<Lease>, StoreError>;
+    async fn create(&self, lease: &Lease) -> Result<Cas<()>, StoreError>;
+    /// Sets the owner to `owner`; counts an owner switch when it changes hands.
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Cas<Lease>, StoreError>;
+    async fn renew(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError>;
+    /// Clears the owner so that any worker may take the lease at once.
+    async fn release(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError>;
+    /// Stores `checkpoint` (and the child shards, when given at shard end) and
+    /// resets `ownerSwitchesSinceCheckpoint`.
+    async fn checkpoint(
+        &self,
+        lease: &Lease,
+        checkpoint: &Checkpoint,
+        children: &[String],
+    ) -> Result<Cas<Lease>, StoreError>;
+    async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError>;
+}
+
+/// The lease as it would be stored after a successful conditional mutation; shared
+/// by the implementations so that they agree on what each mutation changes.
+pub(crate) mod apply {
+    use super::*;
+
+    pub fn take(lease: &Lease, owner: &str) -> Lease {
+        let mut next = lease.clone();
+        if !lease.is_owned_by(owner) {
+            next.owner_switches += 1;
+        }
+        next.owner = Some(owner.to_owned());
+        next.counter += 1;
+        next
+    }
+
+    pub fn renew(lease: &Lease) -> Lease {
+        Lease {
+            counter: lease.counter + 1,
+            ..lease.clone()
+        }
+    }
+
+    pub fn release(lease: &Lease) -> Lease {
+        Lease {
+            owner: None,
+            counter: lease.counter + 1,
+            ..lease.clone()
+        }
+    }
+
+    pub fn checkpoint(lease: &Lease, checkpoint: &Checkpoint, children: &[String]) -> Lease {
+        let mut next = lease.clone();
+        next.checkpoint = checkpoint.clone();
+        next.owner_switches = 0;
+        next.counter += 1;
+        if !children.is_empty() {
+            next.children = children.to_vec();
+        }
+        next
+    }
+}

@@ -1,0 +1,474 @@
+//! What to take in a take round: pure decisions over a snapshot of the table.
+//!
+//! Expiry is judged on this worker's own monotonic clock: a lease is expired when
+//! it has no owner, or its counter has not moved for `failover` since this worker
+//! first saw its current value. No clocks of other machines are ever compared.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::model::Lease;
+
+/// When this worker last saw each lease's counter change.
+#[derive(Debug, Default)]
+pub struct Observations {
+    seen: HashMap<String, (u64, Instant)>,
+}
+
+impl Observations {
+    /// Records a snapshot taken at `now`; forgets leases no longer in the table.
+    pub fn observe(&mut self, leases: &[Lease], now: Instant) {
+        let keys: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
+        self.seen.retain(|k, _| keys.contains(k.as_str()));
+        for lease in leases {
+            let entry = self
+                .seen
+                .entry(lease.key.clone())
+                .or_insert((lease.counter, now));
+            if entry.0 != lease.counter {
+                *entry = (lease.counter, now);
+            }
+        }
+    }
+
+    pub fn is_expired(&self, lease: &Lease, now: Instant, failover: Duration) -> bool {
+        if lease.owner.is_none() {
+            return true;
+        }
+        match self.seen.get(&lease.key) {
+            Some((counter, since)) if *counter == lease.counter => {
+                now.duration_since(*since) >= failover
+            }
+            // Not observed at this counter yet: it just moved, so it is alive.
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TakerConfig {
+    pub failover: Duration,
+    /// No more than this many leases per worker.
+    pub max_leases: usize,
+    /// No more than this many steals per take round.
+    pub max_leases_to_steal: usize,
+}
+
+/// A take round's decision.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Expired or unowned leases to take.
+    pub take: Vec<String>,
+    /// Leases to steal from the most loaded worker.
+    pub steal: Vec<String>,
+    /// Workers holding unexpired leases, this one included.
+    pub workers: usize,
+    /// The share this worker aims at.
+    pub target: usize,
+}
+
+/// Whether a lease may be processed now: not finished, and every parent finished
+/// (a parent without a lease row is past retention, so done).
+pub fn is_ready(lease: &Lease, by_key: &HashMap<&str, &Lease>) -> bool {
+    !lease.checkpoint.is_shard_end()
+        && lease.parents.iter().all(|p| {
+            by_key
+                .get(p.as_str())
+                .is_none_or(|parent| parent.checkpoint.is_shard_end())
+        })
+}
+
+/// Decides a take round for `me`, holding `held`, over the table `leases`.
+pub fn plan(
+    me: &str,
+    held: &HashSet<String>,
+    leases: &[Lease],
+    seen: &Observations,
+    now: Instant,
+    config: &TakerConfig,
+    rng: &mut impl Rng,
+) -> Plan {
+    let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
+    let ready: Vec<&Lease> = leases.iter().filter(|l| is_ready(l, &by_key)).collect();
+
+    // Live load per worker, counted over the leases that can be worked on.
+    let mut load: HashMap<&str, Vec<&Lease>> = HashMap::new();
+    for lease in leases {
+        if let Some(owner) = lease.owner.as_deref() {
+            if owner != me && !seen.is_expired(lease, now, config.failover) {
+                let entry = load.entry(owner).or_default();
+                if is_ready(lease, &by_key) {
+                    entry.push(lease);
+                }
+            }
+        }
+    }
+    let workers = load.len() + 1;
+    let target = ready.len().div_ceil(workers).min(config.max_leases);
+    let mine = ready.iter().filter(|l| held.contains(&l.key)).count();
+    let mut plan = Plan {
+        workers,
+        target,
+        ..Plan::default()
+    };
+    if mine >= target {
+        return plan;
+    }
+    let needed = target - mine;
+
+    let mut expired: Vec<&Lease> = ready
+        .iter()
+        .copied()
+        .filter(|l| !held.contains(&l.key) && seen.is_expired(l, now, config.failover))
+        .collect();
+    if !expired.is_empty() {
+        // Shuffled, so that workers starting together spread out instead of all
+        // racing for the same rows.
+        expired.shuffle(rng);
+        plan.take = expired
+            .into_iter()
+            .take(needed)
+            .map(|l| l.key.clone())
+            .collect();
+        return plan;
+    }
+
+    // Nothing free: steal from the most loaded worker (ties broken at random).
+    let mut owners: Vec<(&str, &Vec<&Lease>)> = load.iter().map(|(k, v)| (*k, v)).collect();
+    owners.shuffle(rng);
+    let Some((_, victim)) = owners.into_iter().max_by_key(|(_, leases)| leases.len()) else {
+        return plan;
+    };
+    let count = victim.len();
+    let to_steal = if count > target {
+        needed.min(count - target)
+    } else if count == target && needed > 1 {
+        // e.g. 2/2/0 over 4 shards: without this the newcomer would stay idle.
+        1
+    } else {
+        0
+    }
+    .min(config.max_leases_to_steal);
+    let mut candidates = victim.clone();
+    candidates.shuffle(rng);
+    plan.steal = candidates
+        .into_iter()
+        .take(to_steal)
+        .map(|l| l.key.clone())
+        .collect();
+    plan
+}
+
+/// The delay before the next take round: `failover / 2`, ±20 % jitter.
+pub fn take_interval(failover: Duration, rng: &mut impl Rng) -> Duration {
+    (failover / 2).mul_f64(rng.gen_range(0.8..=1.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Checkpoint;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    const FAILOVER: Duration = Duration::from_secs(10);
+    const CONFIG: TakerConfig = TakerConfig {
+        failover: FAILOVER,
+        max_leases: usize::MAX,
+        max_leases_to_steal: 2,
+    };
+
+    fn lease(key: &str, owner: Option<&str>, counter: u64) -> Lease {
+        let mut l = Lease::new(key, Checkpoint::TrimHorizon, vec![]);
+        l.owner = owner.map(str::to_owned);
+        l.counter = counter;
+        l
+    }
+
+    fn table(owners: &[Option<&str>]) -> Vec<Lease> {
+        owners
+            .iter()
+            .enumerate()
+            .map(|(i, o)| lease(&format!("shard-{i}"), *o, 1))
+            .collect()
+    }
+
+    fn held_by(leases: &[Lease], me: &str) -> HashSet<String> {
+        leases
+            .iter()
+            .filter(|l| l.is_owned_by(me))
+            .map(|l| l.key.clone())
+            .collect()
+    }
+
+    fn rng() -> StdRng {
+        StdRng::seed_from_u64(1)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn owned_leases_expire_only_after_failover_without_counter_moves() {
+        let mut seen = Observations::default();
+        let mut leases = table(&[Some("a")]);
+        let t0 = Instant::now();
+        seen.observe(&leases, t0);
+        assert!(!seen.is_expired(&leases[0], t0 + Duration::from_millis(9_999), FAILOVER));
+        assert!(seen.is_expired(&leases[0], t0 + FAILOVER, FAILOVER));
+        // The owner renews at 9 s: the clock restarts from when we saw it.
+        leases[0].counter = 2;
+        seen.observe(&leases, t0 + Duration::from_secs(9));
+        assert!(!seen.is_expired(&leases[0], t0 + Duration::from_secs(18), FAILOVER));
+        assert!(seen.is_expired(&leases[0], t0 + Duration::from_secs(19), FAILOVER));
+        // Unowned is expired at once.
+        assert!(seen.is_expired(&lease("x", None, 1), t0, FAILOVER));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_worker_takes_everything_free() {
+        let leases = table(&[None, None, None, None]);
+        let mut seen = Observations::default();
+        seen.observe(&leases, Instant::now());
+        let p = plan(
+            "me",
+            &HashSet::new(),
+            &leases,
+            &seen,
+            Instant::now(),
+            &CONFIG,
+            &mut rng(),
+        );
+        assert_eq!(p.take.len(), 4);
+        assert_eq!((p.workers, p.target), (1, 4));
+        assert!(p.steal.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn takes_up_to_the_fair_share_and_respects_max_leases() {
+        let leases = table(&[Some("a"), Some("a"), None, None, None, None]);
+        let mut seen = Observations::default();
+        let now = Instant::now();
+        seen.observe(&leases, now);
+        let p = plan(
+            "me",
+            &HashSet::new(),
+            &leases,
+            &seen,
+            now,
+            &CONFIG,
+            &mut rng(),
+        );
+        assert_eq!((p.workers, p.target, p.take.len()), (2, 3, 3));
+        let capped = TakerConfig {
+            max_leases: 2,
+            ..CONFIG
+        };
+        let p = plan(
+            "me",
+            &HashSet::new(),
+            &leases,
+            &seen,
+            now,
+            &capped,
+            &mut rng(),
+        );
+        assert_eq!(p.take.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_workers_leases_are_taken_after_failover() {
+        let leases = table(&[Some("dead"), Some("dead"), Some("me"), Some("me")]);
+        let mut seen = Observations::default();
+        let t0 = Instant::now();
+        seen.observe(&leases, t0);
+        let held = held_by(&leases, "me");
+        let early = plan(
+            "me",
+            &held,
+            &leases,
+            &seen,
+            t0 + Duration::from_secs(9),
+            &CONFIG,
+            &mut rng(),
+        );
+        assert!(early.take.is_empty() && early.steal.is_empty(), "{early:?}");
+        let late = plan(
+            "me",
+            &held,
+            &leases,
+            &seen,
+            t0 + FAILOVER,
+            &CONFIG,
+            &mut rng(),
+        );
+        assert_eq!((late.workers, late.target), (1, 4));
+        let mut took = late.take.clone();
+        took.sort();
+        assert_eq!(took, vec!["shard-0", "shard-1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steals_from_the_most_loaded_down_to_the_target_bounded_per_round() {
+        // 8 shards: a has 5, b has 3, the newcomer none -> target 3.
+        let owners = [
+            Some("a"),
+            Some("a"),
+            Some("a"),
+            Some("a"),
+            Some("a"),
+            Some("b"),
+            Some("b"),
+            Some("b"),
+        ];
+        let leases = table(&owners);
+        let mut seen = Observations::default();
+        let now = Instant::now();
+        seen.observe(&leases, now);
+        let p = plan(
+            "c",
+            &HashSet::new(),
+            &leases,
+            &seen,
+            now,
+            &CONFIG,
+            &mut rng(),
+        );
+        assert_eq!((p.workers, p.target), (3, 3));
+        assert_eq!(p.steal.len(), 2);
+        assert!(p
+            .steal
+            .iter()
+            .all(|k| leases.iter().any(|l| &l.key == k && l.is_owned_by("a"))));
+        let one = TakerConfig {
+            max_leases_to_steal: 1,
+            ..CONFIG
+        };
+        assert_eq!(
+            plan("c", &HashSet::new(), &leases, &seen, now, &one, &mut rng())
+                .steal
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_balanced_fleet_stays_put() {
+        // 3/3/2 over 8 shards: nobody takes or steals, whoever asks.
+        let owners = [
+            Some("a"),
+            Some("a"),
+            Some("a"),
+            Some("b"),
+            Some("b"),
+            Some("b"),
+            Some("c"),
+            Some("c"),
+        ];
+        let leases = table(&owners);
+        let mut seen = Observations::default();
+        let now = Instant::now();
+        seen.observe(&leases, now);
+        for me in ["a", "b", "c"] {
+            let p = plan(
+                me,
+                &held_by(&leases, me),
+                &leases,
+                &seen,
+                now,
+                &CONFIG,
+                &mut rng(),
+            );
+            assert!(p.take.is_empty() && p.steal.is_empty(), "{me}: {p:?}");
+        }
+        // 1/2/1 over 4 shards is also stable.
+        let leases = table(&[Some("a"), Some("b"), Some("b"), Some("c")]);
+        seen.observe(&leases, now);
+        for me in ["a", "b", "c"] {
+            let p = plan(
+                me,
+                &held_by(&leases, me),
+                &leases,
+                &seen,
+                now,
+                &CONFIG,
+                &mut rng(),
+            );
+            assert!(p.take.is_empty() && p.steal.is_empty(), "{me}: {p:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_to_an_evenly_loaded_fleet_steals_one() {
+        let leases = table(&[Some("a"), Some("a"), Some("b"), Some("b")]);
+        let mut seen = Observations::default();
+        let now = Instant::now();
+        seen.observe(&leases, now);
+        let p = plan(
+            "c",
+            &HashSet::new(),
+            &leases,
+            &seen,
+            now,
+            &CONFIG,
+            &mut rng(),
+        );
+        assert_eq!((p.target, p.steal.len()), (2, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn children_wait_for_every_parent_to_reach_shard_end() {
+        let mut parent_a = lease("p-a", None, 1);
+        let parent_b = lease("p-b", None, 1);
+        let child = Lease::new(
+            "child",
+            Checkpoint::TrimHorizon,
+            vec!["p-a".into(), "p-b".into()],
+        );
+        let mut leases = vec![parent_a.clone(), parent_b.clone(), child.clone()];
+        let by_key = |ls: &[Lease]| {
+            ls.iter()
+                .map(|l| (l.key.clone(), l.clone()))
+                .collect::<HashMap<_, _>>()
+        };
+        let check = |ls: &[Lease]| {
+            let owned = by_key(ls);
+            let refs: HashMap<&str, &Lease> = owned.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            is_ready(&owned["child"], &refs)
+        };
+        assert!(!check(&leases));
+        parent_a.checkpoint = Checkpoint::ShardEnd;
+        leases[0] = parent_a;
+        assert!(!check(&leases));
+        leases[1].checkpoint = Checkpoint::ShardEnd;
+        assert!(check(&leases));
+        // A parent with no lease row (past retention) does not hold a child back.
+        assert!(check(&[child.clone()]));
+        let mut seen = Observations::default();
+        seen.observe(&leases, Instant::now());
+        let p = plan(
+            "me",
+            &HashSet::new(),
+            &leases,
+            &seen,
+            Instant::now(),
+            &CONFIG,
+            &mut rng(),
+        );
+        assert_eq!(p.take, vec!["child"]);
+    }
+
+    #[test]
+    fn take_rounds_are_jittered_within_bounds() {
+        let mut rng = rng();
+        let intervals: Vec<_> = (0..500)
+            .map(|_| take_interval(FAILOVER, &mut rng))
+            .collect();
+        assert!(intervals
+            .iter()
+            .all(|d| *d >= Duration::from_secs(4) && *d <= Duration::from_secs(6)));
+        let distinct: HashSet<_> = intervals.iter().collect();
+        assert!(distinct.len() > 400);
+    }
+}

@@ -1,0 +1,33 @@
+//! stream-worker: a real-time tweet pipeline on Kinesis and DynamoDB.
+//!
+//! A producer puts tweets into a Kinesis stream; a fleet of `stream-worker run`
+//! replicas (or, later, a Lambda) reads the stream and writes each tweet to a
+//! DynamoDB table through one shared processing core. Replicas share the shards
+//! through leases in a DynamoDB table with the Java KCL's schema.
+//!
+//! # Layout
+//!
+//! - [`model`]: pure values — sequence numbers, checkpoints, leases.
+//! - [`leases`]: the lease store (DynamoDB and in-memory), the pure taker, the
+//!   held lease with its zombie fence, and the coordinator that runs a worker.
+//! - [`retrieval`]: the stream client (Kinesis GetRecords polling).
+//! - [`lifecycle`]: the per-shard consumer: read, process, checkpoint.
+//! - [`processor`]: the shared core — decode tweets, write items under the rate
+//!   limit, dead-letter what can never be written.
+//! - [`producer`]: synthetic and file sources → batched PutRecords.
+//! - [`aws`], [`config`], [`telemetry`], [`shutdown`], [`metrics`], [`retry`]:
+//!   the edges and plumbing; [`app`] wires them for the CLI.
+
+pub mod app;
+pub mod aws;
+pub mod config;
+pub mod leases;
+pub mod lifecycle;
+pub mod metrics;
+pub mod model;
+pub mod processor;
+pub mod producer;
+pub mod retrieval;
+pub mod retry;
+pub mod shutdown;
+pub mod telemetry;

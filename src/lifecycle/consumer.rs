@@ -1,0 +1,246 @@
+//! One shard's consumer task.
+//!
+//! Rules (after the KCL's `ShardRecordProcessor`): checkpoint only after a batch
+//! is durably written; never checkpoint once the lease is lost or fenced; always
+//! checkpoint `SHARD_END` when a closed shard is fully read. On shutdown the
+//! in-flight batch is finished and checkpointed before the task returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::ErrorClass;
+use crate::leases::held::HeldLease;
+use crate::leases::Cas;
+use crate::metrics as m;
+use crate::model::{Checkpoint, SequenceNumber};
+use crate::processor::Processor;
+use crate::retrieval::{Shard, StartAt, StreamClient};
+use crate::retry::Backoff;
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Records per GetRecords call.
+    pub max_records: i32,
+    /// Least time between two GetRecords calls on one shard (Kinesis allows 5/s).
+    pub poll_interval: Duration,
+    /// Wait after a call that returned nothing.
+    pub idle_poll_interval: Duration,
+    /// The timestamp an `AT_TIMESTAMP` checkpoint starts from.
+    pub initial_timestamp: Option<DateTime<Utc>>,
+}
+
+/// Why a consumer stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The shard is closed and fully processed; `SHARD_END` is checkpointed.
+    ShardEnd { children: Vec<Shard> },
+    /// The lease was lost or fenced; nothing more was checkpointed.
+    LeaseLost,
+    /// The worker is shutting down; the last batch is checkpointed.
+    Shutdown,
+}
+
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+
+pub struct Consumer {
+    pub held: Arc<HeldLease>,
+    pub stream: Arc<dyn StreamClient>,
+    pub processor: Arc<Processor>,
+    pub config: ConsumerConfig,
+    /// Graceful stop: finish the batch, checkpoint, return.
+    pub shutdown: CancellationToken,
+}
+
+/// Runs `fut` unless the lease goes first.
+macro_rules! or_lost {
+    ($held:expr, $fut:expr) => {
+        tokio::select! {
+            biased;
+            _ = $held.gone() => return Exit::LeaseLost,
+            out = $fut => out,
+        }
+    };
+}
+
+impl Consumer {
+    pub async fn run(self) -> Exit {
+        let shard_id = self.held.key().to_owned();
+        let start = self.held.snapshot().await.checkpoint;
+        let mut position = match start {
+            Checkpoint::ShardEnd => {
+                return Exit::ShardEnd {
+                    children: Vec::new(),
+                }
+            }
+            Checkpoint::TrimHorizon => StartAt::TrimHorizon,
+            Checkpoint::Latest => StartAt::Latest,
+            Checkpoint::AtTimestamp => match self.config.initial_timestamp {
+                Some(t) => StartAt::AtTimestamp(t),
+                None => StartAt::TrimHorizon,
+            },
+            Checkpoint::Sequence(seq) => StartAt::AfterSequence(seq.to_string()),
+        };
+        tracing::info!(shard_id, from = ?position, "shard consumer started");
+        let mut iterator: Option<String> = None;
+        let mut attempt = 0u32;
+        let mut next_call = Instant::now();
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Exit::Shutdown;
+            }
+            let it = match iterator.take() {
+                Some(it) => it,
+                None => match or_lost!(self.held, self.stream.shard_iterator(&shard_id, &position))
+                {
+                    Ok(it) => it,
+                    Err(e) if e.class == ErrorClass::NotFound => {
+                        // Past retention or gone with its stream: nothing left to read.
+                        tracing::warn!(shard_id, error = %e.message, "shard not found; treating it as ended");
+                        return self.finish(&shard_id, Vec::new()).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard_id, error = %e.message, attempt, "GetShardIterator failed, retrying");
+                        or_lost!(
+                            self.held,
+                            self.wait(BACKOFF.delay(attempt, &mut rand::thread_rng()))
+                        );
+                        attempt = attempt.saturating_add(1);
+                        continue;
+                    }
+                },
+            };
+            or_lost!(self.held, self.wait_until(next_call));
+            if self.shutdown.is_cancelled() {
+                return Exit::Shutdown;
+            }
+            let called = Instant::now();
+            next_call = called + self.config.poll_interval;
+            metrics::counter!(m::GET_RECORDS_CALLS).increment(1);
+            let result = or_lost!(
+                self.held,
+                self.stream.get_records(&it, self.config.max_records)
+            );
+            metrics::histogram!(m::GET_RECORDS_SECONDS).record(called.elapsed().as_secs_f64());
+            let batch = match result {
+                Ok(batch) => batch,
+                Err(e) => {
+                    match e.class {
+                        ErrorClass::ExpiredIterator => {
+                            tracing::info!(
+                                shard_id,
+                                "shard iterator expired; resuming from the last checkpoint"
+                            );
+                        }
+                        ErrorClass::Throttled => {
+                            metrics::counter!(m::GET_RECORDS_THROTTLES).increment(1);
+                            tracing::warn!(shard_id, attempt, "GetRecords throttled, backing off");
+                            iterator = Some(it);
+                        }
+                        _ => {
+                            metrics::counter!(m::GET_RECORDS_ERRORS).increment(1);
+                            tracing::warn!(shard_id, attempt, error = %e.message, "GetRecords failed, retrying");
+                        }
+                    }
+                    next_call = Instant::now() + BACKOFF.delay(attempt, &mut rand::thread_rng());
+                    attempt = attempt.saturating_add(1);
+                    continue;
+                }
+            };
+            attempt = 0;
+            if let Some(ms) = batch.millis_behind_latest {
+                metrics::gauge!(m::MILLIS_BEHIND_LATEST, "shard_id" => shard_id.clone())
+                    .set(ms as f64);
+            }
+            if let Some(last) = batch.records.last() {
+                let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
+                metrics::counter!(m::RECORDS_READ).increment(batch.records.len() as u64);
+                metrics::counter!(m::BYTES_READ).increment(bytes as u64);
+                let last_seq = last.sequence_number.clone();
+                // Not interrupted by shutdown: the in-flight batch is finished.
+                let summary =
+                    or_lost!(self.held, self.processor.process(&shard_id, &batch.records));
+                let Some(seq) = SequenceNumber::parse(&last_seq) else {
+                    tracing::error!(shard_id, sequence_number = %last_seq, "unreadable sequence number; not checkpointing");
+                    continue;
+                };
+                if !self
+                    .checkpoint(&shard_id, Checkpoint::Sequence(seq), &[])
+                    .await
+                {
+                    return Exit::LeaseLost;
+                }
+                metrics::counter!(m::BATCHES).increment(1);
+                tracing::debug!(shard_id, records = summary.records, written = summary.tweets_written,
+                    dead_lettered = summary.dead_lettered, checkpoint = %last_seq, "batch checkpointed");
+                position = StartAt::AfterSequence(last_seq);
+            } else {
+                next_call = called
+                    + self
+                        .config
+                        .idle_poll_interval
+                        .max(self.config.poll_interval);
+            }
+            match batch.next_iterator {
+                Some(next) => iterator = Some(next),
+                None => return self.finish(&shard_id, batch.child_shards).await,
+            }
+        }
+    }
+
+    async fn finish(&self, shard_id: &str, children: Vec<Shard>) -> Exit {
+        let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
+        if !self.checkpoint(shard_id, Checkpoint::ShardEnd, &ids).await {
+            return Exit::LeaseLost;
+        }
+        tracing::info!(shard_id, children = ?ids, "shard ended; checkpointed SHARD_END");
+        Exit::ShardEnd { children }
+    }
+
+    /// Writes a checkpoint, retrying store errors until it is written or the
+    /// lease is gone. Returns whether the lease is still held.
+    async fn checkpoint(
+        &self,
+        shard_id: &str,
+        checkpoint: Checkpoint,
+        children: &[String],
+    ) -> bool {
+        let mut attempt = 0;
+        loop {
+            match self.held.checkpoint(checkpoint.clone(), children).await {
+                Ok(Cas::Done(())) => {
+                    metrics::counter!(m::CHECKPOINTS).increment(1);
+                    return true;
+                }
+                Ok(Cas::Lost) => {
+                    metrics::counter!(m::CHECKPOINT_FAILURES).increment(1);
+                    tracing::warn!(shard_id, %checkpoint, "lease lost; checkpoint not written");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!(shard_id, error = %e, attempt, "checkpoint failed, retrying");
+                    tokio::select! {
+                        _ = self.held.gone() => return false,
+                        _ = BACKOFF.sleep(attempt) => {}
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn wait(&self, delay: Duration) {
+        self.wait_until(Instant::now() + delay).await;
+    }
+
+    /// Sleeps until `deadline`, or less if the worker shuts down.
+    async fn wait_until(&self, deadline: Instant) {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! `stream-worker`: the CLI. Only this file wires OS signals and exit codes.
+
+use clap::Parser;
+
+use stream_worker::config::{Cli, Command};
+use stream_worker::{app, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => {
+            telemetry::init_logs(args.log.log_format);
+            match args.validate() {
+                Err(e) => Err(anyhow::anyhow!(e)),
+                Ok(()) => match (
+                    telemetry::init_metrics(args.metrics_addr),
+                    shutdown::on_signals(),
+                ) {
+                    (Err(e), _) => Err(e),
+                    (_, Err(e)) => Err(anyhow::anyhow!("cannot install signal handlers: {e}")),
+                    (Ok(()), Ok(token)) => app::run(args, token).await,
+                },
+            }
+        }
+        Command::Produce(args) => {
+            telemetry::init_logs(args.log.log_format);
+            match (args.validate(), shutdown::on_signals()) {
+                (Err(e), _) => Err(anyhow::anyhow!(e)),
+                (_, Err(e)) => Err(anyhow::anyhow!("cannot install signal handlers: {e}")),
+                (Ok(()), Ok(token)) => app::produce(args, token).await,
+            }
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,146 @@
+//! Every metric name, in one place: `stream_worker_<name>_<unit>[_total]`.
+//! Labels stay low-cardinality (`shard_id` is bounded by the shard count).
+
+pub const RECORDS_READ: &str = "stream_worker_records_read_total";
+pub const BYTES_READ: &str = "stream_worker_bytes_read_total";
+pub const RECORDS_PROCESSED: &str = "stream_worker_records_processed_total";
+pub const TWEETS_WRITTEN: &str = "stream_worker_records_written_total";
+pub const DEAD_LETTERED: &str = "stream_worker_records_dead_lettered_total";
+pub const DEAD_LETTER_FAILURES: &str = "stream_worker_dead_letter_failures_total";
+pub const BATCHES: &str = "stream_worker_batches_total";
+pub const GET_RECORDS_CALLS: &str = "stream_worker_get_records_calls_total";
+pub const GET_RECORDS_THROTTLES: &str = "stream_worker_get_records_throttles_total";
+pub const GET_RECORDS_ERRORS: &str = "stream_worker_get_records_errors_total";
+pub const GET_RECORDS_SECONDS: &str = "stream_worker_get_records_seconds";
+pub const MILLIS_BEHIND_LATEST: &str = "stream_worker_behind_latest_milliseconds";
+pub const CHECKPOINTS: &str = "stream_worker_checkpoints_total";
+pub const CHECKPOINT_FAILURES: &str = "stream_worker_checkpoint_failures_total";
+pub const LEASES_HELD: &str = "stream_worker_leases_held";
+pub const LEASES_TAKEN: &str = "stream_worker_leases_taken_total";
+pub const LEASES_STOLEN: &str = "stream_worker_leases_stolen_total";
+pub const LEASES_LOST: &str = "stream_worker_leases_lost_total";
+pub const LEASES_RELEASED: &str = "stream_worker_leases_released_total";
+pub const LEASE_RENEWALS: &str = "stream_worker_lease_renewals_total";
+pub const LEASE_RENEWAL_FAILURES: &str = "stream_worker_lease_renewal_failures_total";
+pub const WORKERS_SEEN: &str = "stream_worker_workers_seen";
+pub const SINK_ITEMS_WRITTEN: &str = "stream_worker_sink_items_written_total";
+pub const SINK_THROTTLES: &str = "stream_worker_sink_throttles_total";
+pub const SINK_UNPROCESSED_RETRIES: &str = "stream_worker_sink_unprocessed_retries_total";
+pub const SINK_WRITE_SECONDS: &str = "stream_worker_sink_write_seconds";
+pub const RATE_LIMIT_WAIT_SECONDS: &str = "stream_worker_rate_limit_wait_seconds";
+
+/// Registers a description for every metric with the installed recorder.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(RECORDS_READ, Unit::Count, "records returned by GetRecords");
+    describe_counter!(
+        BYTES_READ,
+        Unit::Bytes,
+        "payload bytes returned by GetRecords"
+    );
+    describe_counter!(
+        RECORDS_PROCESSED,
+        Unit::Count,
+        "records handled by the processing core"
+    );
+    describe_counter!(
+        TWEETS_WRITTEN,
+        Unit::Count,
+        "tweets written to the tweets table"
+    );
+    describe_counter!(
+        DEAD_LETTERED,
+        Unit::Count,
+        "records written to the dead-letter table, by reason"
+    );
+    describe_counter!(
+        DEAD_LETTER_FAILURES,
+        Unit::Count,
+        "records the dead-letter table refused (logged in full)"
+    );
+    describe_counter!(
+        BATCHES,
+        Unit::Count,
+        "GetRecords batches processed and checkpointed"
+    );
+    describe_counter!(GET_RECORDS_CALLS, Unit::Count, "GetRecords calls");
+    describe_counter!(
+        GET_RECORDS_THROTTLES,
+        Unit::Count,
+        "GetRecords calls throttled"
+    );
+    describe_counter!(
+        GET_RECORDS_ERRORS,
+        Unit::Count,
+        "GetRecords calls failed other than by throttling"
+    );
+    describe_histogram!(GET_RECORDS_SECONDS, Unit::Seconds, "GetRecords latency");
+    describe_gauge!(
+        MILLIS_BEHIND_LATEST,
+        Unit::Milliseconds,
+        "MillisBehindLatest of the last GetRecords, per shard"
+    );
+    describe_counter!(CHECKPOINTS, Unit::Count, "checkpoints written");
+    describe_counter!(
+        CHECKPOINT_FAILURES,
+        Unit::Count,
+        "checkpoints refused because the lease was lost"
+    );
+    describe_gauge!(LEASES_HELD, Unit::Count, "leases this worker holds");
+    describe_counter!(
+        LEASES_TAKEN,
+        Unit::Count,
+        "leases taken (expired or unowned)"
+    );
+    describe_counter!(
+        LEASES_STOLEN,
+        Unit::Count,
+        "leases stolen from a more loaded worker"
+    );
+    describe_counter!(
+        LEASES_LOST,
+        Unit::Count,
+        "leases lost (taken by another worker or not renewed in time)"
+    );
+    describe_counter!(
+        LEASES_RELEASED,
+        Unit::Count,
+        "leases released (shutdown, shard end)"
+    );
+    describe_counter!(LEASE_RENEWALS, Unit::Count, "lease renewals that succeeded");
+    describe_counter!(
+        LEASE_RENEWAL_FAILURES,
+        Unit::Count,
+        "lease renewals that failed (store errors)"
+    );
+    describe_gauge!(
+        WORKERS_SEEN,
+        Unit::Count,
+        "workers holding unexpired leases, as seen by this worker"
+    );
+    describe_counter!(
+        SINK_ITEMS_WRITTEN,
+        Unit::Count,
+        "items written by BatchWriteItem, by table"
+    );
+    describe_counter!(
+        SINK_THROTTLES,
+        Unit::Count,
+        "BatchWriteItem calls throttled, by table"
+    );
+    describe_counter!(
+        SINK_UNPROCESSED_RETRIES,
+        Unit::Count,
+        "items returned as UnprocessedItems and retried"
+    );
+    describe_histogram!(
+        SINK_WRITE_SECONDS,
+        Unit::Seconds,
+        "BatchWriteItem latency, by table"
+    );
+    describe_histogram!(
+        RATE_LIMIT_WAIT_SECONDS,
+        Unit::Seconds,
+        "time spent waiting for the write rate limit"
+    );
+}

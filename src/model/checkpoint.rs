@@ -1,0 +1,195 @@
+use std::cmp::Ordering;
+use std::fmt;
+
+/// A Kinesis sequence number.
+///
+/// Sequence numbers are decimal strings of up to 128 bits' worth of digits (often
+/// more than `u128` holds), so they are compared as numbers by length, then digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SequenceNumber(String);
+
+impl SequenceNumber {
+    /// Accepts a non-empty string of ASCII digits; leading zeros are dropped so that
+    /// equal numbers have one spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let trimmed = s.trim_start_matches('0');
+        Some(Self(
+            if trimmed.is_empty() { "0" } else { trimmed }.to_owned(),
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Ord for SequenceNumber {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0
+            .len()
+            .cmp(&other.0.len())
+            .then_with(|| self.0.cmp(&other.0))
+    }
+}
+
+impl PartialOrd for SequenceNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a shard's processing stands, as stored in the lease's `checkpoint` attribute.
+///
+/// The sentinels are the Java KCL's, so a table written by a KCL application reads
+/// the same here. `TrimHorizon`, `Latest` and `AtTimestamp` mean "nothing processed
+/// yet, start there"; `ShardEnd` means the shard is closed and fully processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checkpoint {
+    TrimHorizon,
+    Latest,
+    /// Start at the timestamp the worker is configured with (`--initial-position`).
+    AtTimestamp,
+    /// Everything up to and including this record is durably processed.
+    Sequence(SequenceNumber),
+    ShardEnd,
+}
+
+/// A checkpoint that would move a shard's position backwards; refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("checkpoint {to} is behind {from}")]
+pub struct CheckpointBackwards {
+    pub from: Checkpoint,
+    pub to: Checkpoint,
+}
+
+impl Checkpoint {
+    pub const TRIM_HORIZON: &'static str = "TRIM_HORIZON";
+    pub const LATEST: &'static str = "LATEST";
+    pub const AT_TIMESTAMP: &'static str = "AT_TIMESTAMP";
+    pub const SHARD_END: &'static str = "SHARD_END";
+
+    /// Reads the stored form: a KCL sentinel or a sequence number.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            Self::TRIM_HORIZON => Some(Self::TrimHorizon),
+            Self::LATEST => Some(Self::Latest),
+            Self::AT_TIMESTAMP => Some(Self::AtTimestamp),
+            Self::SHARD_END => Some(Self::ShardEnd),
+            _ => SequenceNumber::parse(s).map(Self::Sequence),
+        }
+    }
+
+    pub fn is_shard_end(&self) -> bool {
+        matches!(self, Self::ShardEnd)
+    }
+
+    /// Sentinel starting positions rank below every sequence number, and
+    /// `ShardEnd` above them all. Two different sentinel starts are equal in rank:
+    /// neither has processed anything.
+    fn rank(&self) -> (u8, Option<&SequenceNumber>) {
+        match self {
+            Self::TrimHorizon | Self::Latest | Self::AtTimestamp => (0, None),
+            Self::Sequence(n) => (1, Some(n)),
+            Self::ShardEnd => (2, None),
+        }
+    }
+
+    /// The checkpoint after moving to `to`, refusing to go backwards. Moving to the
+    /// same position is allowed (a re-delivered batch checkpoints again).
+    pub fn advance(&self, to: Checkpoint) -> Result<Checkpoint, CheckpointBackwards> {
+        if to.rank() < self.rank() {
+            return Err(CheckpointBackwards {
+                from: self.clone(),
+                to,
+            });
+        }
+        Ok(to)
+    }
+}
+
+impl fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TrimHorizon => f.write_str(Self::TRIM_HORIZON),
+            Self::Latest => f.write_str(Self::LATEST),
+            Self::AtTimestamp => f.write_str(Self::AT_TIMESTAMP),
+            Self::Sequence(n) => n.fmt(f),
+            Self::ShardEnd => f.write_str(Self::SHARD_END),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(s: &str) -> Checkpoint {
+        Checkpoint::Sequence(SequenceNumber::parse(s).unwrap())
+    }
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers_beyond_u128() {
+        let small = SequenceNumber::parse("9").unwrap();
+        let big = SequenceNumber::parse("49590338271490256608559692538361571095921575989136588898")
+            .unwrap();
+        let bigger =
+            SequenceNumber::parse("49590338271490256608559692538361571095921575989136588899")
+                .unwrap();
+        assert!(small < big);
+        assert!(big < bigger);
+        assert_eq!(
+            SequenceNumber::parse("007").unwrap(),
+            SequenceNumber::parse("7").unwrap()
+        );
+        assert_eq!(SequenceNumber::parse("000").unwrap().as_str(), "0");
+    }
+
+    #[test]
+    fn sequence_numbers_reject_non_digits() {
+        for bad in ["", "12a", "-1", " 1", "1.0"] {
+            assert_eq!(SequenceNumber::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn kcl_sentinels_round_trip() {
+        for s in [
+            "TRIM_HORIZON",
+            "LATEST",
+            "AT_TIMESTAMP",
+            "SHARD_END",
+            "4959033827149025660855969253836",
+        ] {
+            assert_eq!(Checkpoint::parse(s).unwrap().to_string(), s);
+        }
+        assert_eq!(Checkpoint::parse("NOT_A_SENTINEL"), None);
+    }
+
+    #[test]
+    fn checkpoints_refuse_to_go_backwards() {
+        let at_10 = seq("10");
+        assert_eq!(at_10.advance(seq("11")), Ok(seq("11")));
+        assert_eq!(at_10.advance(seq("10")), Ok(seq("10")));
+        assert!(at_10.advance(seq("9")).is_err());
+        assert!(at_10.advance(Checkpoint::TrimHorizon).is_err());
+        assert_eq!(
+            at_10.advance(Checkpoint::ShardEnd),
+            Ok(Checkpoint::ShardEnd)
+        );
+        assert!(Checkpoint::ShardEnd.advance(seq("99999")).is_err());
+        assert_eq!(Checkpoint::TrimHorizon.advance(seq("1")), Ok(seq("1")));
+        assert_eq!(
+            Checkpoint::Latest.advance(Checkpoint::TrimHorizon),
+            Ok(Checkpoint::TrimHorizon)
+        );
+    }
+}

@@ -1,0 +1,46 @@
+use super::Checkpoint;
+
+/// One shard's lease row, with the Java KCL 2.x attribute names in its store.
+///
+/// `counter` is the lease's version: every mutation is conditional on it and bumps
+/// it, and other workers judge liveness by watching it move on their own clocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// `leaseKey`: the shard id.
+    pub key: String,
+    /// `leaseOwner`: the worker id holding it; `None` once released.
+    pub owner: Option<String>,
+    /// `leaseCounter`.
+    pub counter: u64,
+    /// `checkpoint`.
+    pub checkpoint: Checkpoint,
+    /// `checkpointSubSequenceNumber`: kept for KCL compatibility (aggregated records).
+    pub checkpoint_sub: u64,
+    /// `ownerSwitchesSinceCheckpoint`: how often the lease changed hands without
+    /// progress; a growing value points at a shard that makes workers fail.
+    pub owner_switches: u64,
+    /// `parentShardId`: shards that must reach `SHARD_END` before this one starts.
+    pub parents: Vec<String>,
+    /// `childShardIds`: recorded at shard end.
+    pub children: Vec<String>,
+}
+
+impl Lease {
+    /// A fresh, unowned lease for a shard discovered by shard sync.
+    pub fn new(key: impl Into<String>, checkpoint: Checkpoint, parents: Vec<String>) -> Self {
+        Self {
+            key: key.into(),
+            owner: None,
+            counter: 0,
+            checkpoint,
+            checkpoint_sub: 0,
+            owner_switches: 0,
+            parents,
+            children: Vec::new(),
+        }
+    }
+
+    pub fn is_owned_by(&self, worker_id: &str) -> bool {
+        self.owner.as_deref() == Some(worker_id)
+    }
+}

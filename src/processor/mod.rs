@@ -1,0 +1,453 @@
+//! The processing core, shared by the worker and the Lambda: records in, tweets
+//! written to the tweets table, everything else dead-lettered with its reason.
+//!
+//! [`Processor::process`] returns only once every record of the batch is durably
+//! written to one table or the other, so the caller may then checkpoint. It never
+//! fails: transient errors are retried, permanent ones dead-letter the record.
+
+pub mod limiter;
+pub mod sink;
+pub mod tweet;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_smithy_types::Blob;
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::metrics as m;
+use limiter::WriteLimiter;
+use sink::{write_all, BatchWriter, Item};
+use tweet::{decode, DecodeError, Tweet};
+
+/// One Kinesis record, as the worker's GetRecords or the Lambda's event gives it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub sequence_number: String,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+    pub arrival: DateTime<Utc>,
+}
+
+/// DynamoDB's item size limit, with room for attribute names and overhead.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024 - 4 * 1024;
+
+/// The raw payload kept in a dead letter is cut to this many bytes, so that
+/// any record, even a 1 MiB one, fits in a dead-letter item.
+pub const MAX_DEAD_LETTER_DATA_BYTES: usize = 256 * 1024;
+
+/// Why a record went to the dead-letter table; the label is the metric's `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    NotJson,
+    NotATweet,
+    InvalidField,
+    TooLarge,
+    RejectedBySink,
+}
+
+impl Reason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NotJson => "not_json",
+            Self::NotATweet => "not_a_tweet",
+            Self::InvalidField => "invalid_field",
+            Self::TooLarge => "too_large",
+            Self::RejectedBySink => "rejected_by_sink",
+        }
+    }
+}
+
+impl From<&DecodeError> for Reason {
+    fn from(e: &DecodeError) -> Self {
+        match e {
+            DecodeError::NotJson(_) => Self::NotJson,
+            DecodeError::NotATweet(_) => Self::NotATweet,
+            DecodeError::InvalidField(_) => Self::InvalidField,
+        }
+    }
+}
+
+/// What a batch came to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSummary {
+    pub records: usize,
+    pub tweets_written: usize,
+    pub dead_lettered: usize,
+}
+
+pub struct Processor {
+    tweets: Arc<dyn BatchWriter>,
+    dead_letters: Arc<dyn BatchWriter>,
+    limiter: Arc<WriteLimiter>,
+    ttl: Duration,
+}
+
+impl Processor {
+    pub fn new(
+        tweets: Arc<dyn BatchWriter>,
+        dead_letters: Arc<dyn BatchWriter>,
+        limiter: Arc<WriteLimiter>,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            tweets,
+            dead_letters,
+            limiter,
+            ttl,
+        }
+    }
+
+    /// Writes a batch of one shard's records. Returns once each record is in the
+    /// tweets table or the dead-letter table.
+    pub async fn process(&self, shard_id: &str, records: &[Record]) -> BatchSummary {
+        let now = Utc::now();
+        let expires = (now + self.ttl).timestamp();
+        let mut tweets: Vec<(usize, Item)> = Vec::with_capacity(records.len());
+        let mut dead: Vec<(usize, Reason, String)> = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            match decode(&record.data) {
+                Ok(tweet) => {
+                    let item = tweet_item(&tweet, shard_id, record, expires);
+                    if item_size(&item) > MAX_ITEM_BYTES {
+                        let why = format!("tweet {} is over DynamoDB's item size limit", tweet.id);
+                        dead.push((index, Reason::TooLarge, why));
+                    } else {
+                        tweets.push((index, item));
+                    }
+                }
+                Err(e) => dead.push((index, Reason::from(&e), e.to_string())),
+            }
+        }
+        // A batch may carry one tweet twice (a producer retry); DynamoDB refuses a
+        // BatchWriteItem with a key twice, and the later record is the one to keep.
+        let mut seen: HashMap<String, usize> = HashMap::with_capacity(tweets.len());
+        let mut unique: Vec<(usize, Item)> = Vec::with_capacity(tweets.len());
+        for (index, item) in tweets {
+            let id = item["Id"].as_s().expect("Id is a string").clone();
+            match seen.get(&id) {
+                Some(&slot) => unique[slot] = (index, item),
+                None => {
+                    seen.insert(id, unique.len());
+                    unique.push((index, item));
+                }
+            }
+        }
+        let (indexes, items): (Vec<usize>, Vec<Item>) = unique.into_iter().unzip();
+        let written = items.len();
+        for (position, why) in write_all(self.tweets.as_ref(), &self.limiter, items).await {
+            dead.push((indexes[position], Reason::RejectedBySink, why));
+        }
+        let tweets_written = written
+            - dead
+                .iter()
+                .filter(|d| d.1 == Reason::RejectedBySink)
+                .count();
+
+        let dead_lettered = dead.len();
+        if !dead.is_empty() {
+            self.dead_letter(shard_id, records, dead, now).await;
+        }
+        metrics::counter!(m::RECORDS_PROCESSED).increment(records.len() as u64);
+        metrics::counter!(m::TWEETS_WRITTEN).increment(tweets_written as u64);
+        BatchSummary {
+            records: records.len(),
+            tweets_written,
+            dead_lettered,
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        shard_id: &str,
+        records: &[Record],
+        dead: Vec<(usize, Reason, String)>,
+        now: DateTime<Utc>,
+    ) {
+        let mut reasons = Vec::with_capacity(dead.len());
+        let items: Vec<Item> = dead
+            .into_iter()
+            .map(|(index, reason, why)| {
+                let record = &records[index];
+                tracing::warn!(
+                    shard_id,
+                    sequence_number = %record.sequence_number,
+                    reason = reason.label(),
+                    error = %why,
+                    "dead-lettering record"
+                );
+                metrics::counter!(m::DEAD_LETTERED, "reason" => reason.label()).increment(1);
+                reasons.push((index, reason));
+                dead_letter_item(shard_id, record, reason, &why, now)
+            })
+            .collect();
+        for (position, why) in write_all(self.dead_letters.as_ref(), &self.limiter, items).await {
+            // Last resort: the record cannot be stored anywhere; keep it in the log.
+            let (index, reason) = reasons[position];
+            let record = &records[index];
+            tracing::error!(
+                shard_id,
+                sequence_number = %record.sequence_number,
+                reason = reason.label(),
+                error = %why,
+                data_base64 = %base64::engine::general_purpose::STANDARD.encode(&record.data),
+                "dead-letter table refused the record"
+            );
+            metrics::counter!(m::DEAD_LETTER_FAILURES).increment(1);
+        }
+    }
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+/// ISO 8601 with milliseconds and `Z`, as in the reference architecture.
+pub fn iso8601(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The tweets-table item (DESIGN.md): keyed by `Id`, so a replay overwrites.
+/// A tweet without `created_at` is stamped with the record's arrival time.
+pub fn tweet_item(tweet: &Tweet<'_>, shard_id: &str, record: &Record, expires_epoch: i64) -> Item {
+    let mut item = HashMap::with_capacity(10);
+    item.insert("Id".to_owned(), s(&tweet.id));
+    item.insert(
+        "Timestamp".to_owned(),
+        s(&iso8601(tweet.created_at.unwrap_or(record.arrival))),
+    );
+    item.insert("Message".to_owned(), s(&tweet.message));
+    item.insert("ShardId".to_owned(), s(shard_id));
+    item.insert("SequenceNumber".to_owned(), s(&record.sequence_number));
+    item.insert(
+        "ExpirationTime".to_owned(),
+        AttributeValue::N(expires_epoch.to_string()),
+    );
+    if let Some(v) = &tweet.username {
+        item.insert("Username".to_owned(), s(v));
+    }
+    if let Some(v) = &tweet.screen_name {
+        item.insert("ScreenName".to_owned(), s(v));
+    }
+    if let Some(v) = &tweet.lang {
+        item.insert("Lang".to_owned(), s(v));
+    }
+    if !tweet.hashtags.is_empty() {
+        item.insert(
+            "Hashtags".to_owned(),
+            AttributeValue::Ss(tweet.hashtags.iter().map(|h| h.to_string()).collect()),
+        );
+    }
+    item
+}
+
+/// The dead-letter item: keyed by shard and sequence number, with the raw bytes
+/// (binary, cut to [`MAX_DEAD_LETTER_DATA_BYTES`]), the reason and the error.
+pub fn dead_letter_item(
+    shard_id: &str,
+    record: &Record,
+    reason: Reason,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Item {
+    let kept = record.data.len().min(MAX_DEAD_LETTER_DATA_BYTES);
+    HashMap::from([
+        ("ShardId".to_owned(), s(shard_id)),
+        ("SequenceNumber".to_owned(), s(&record.sequence_number)),
+        ("PartitionKey".to_owned(), s(&record.partition_key)),
+        (
+            "Data".to_owned(),
+            AttributeValue::B(Blob::new(&record.data[..kept])),
+        ),
+        (
+            "DataBytes".to_owned(),
+            AttributeValue::N(record.data.len().to_string()),
+        ),
+        ("Reason".to_owned(), s(reason.label())),
+        ("Error".to_owned(), s(&truncate(error, 1024))),
+        ("ArrivalTime".to_owned(), s(&iso8601(record.arrival))),
+        ("DeadLetteredAt".to_owned(), s(&iso8601(now))),
+    ])
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// DynamoDB's size of an item: attribute names plus values.
+fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+                    AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+                    AttributeValue::B(b) => b.as_ref().len(),
+                    _ => 8,
+                }
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sink::MemoryTable;
+    use super::*;
+    use std::num::NonZeroU32;
+
+    fn record(seq: u64, data: &[u8]) -> Record {
+        Record {
+            sequence_number: format!("{seq:056}"),
+            partition_key: format!("pk-{seq}"),
+            data: data.to_vec(),
+            arrival: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        }
+    }
+
+    fn processor(rate: u32) -> (Processor, Arc<MemoryTable>, Arc<MemoryTable>) {
+        let tweets = Arc::new(MemoryTable::new("tweets", &["Id"]));
+        let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
+        let limiter = Arc::new(WriteLimiter::new(NonZeroU32::new(rate).unwrap()));
+        let p = Processor::new(
+            tweets.clone(),
+            dead.clone(),
+            limiter,
+            Duration::from_secs(7 * 86_400),
+        );
+        (p, tweets, dead)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn good_records_become_rows_and_bad_ones_dead_letters() {
+        let (p, tweets, dead) = processor(1000);
+        let big = format!(r#"{{"id_str":"3","text":"{}"}}"#, "y".repeat(500 * 1024));
+        let records = vec![
+            record(1, br##"{"id_str":"1","text":"hi #a","created_at":"Wed Oct 10 20:19:24 +0000 2018","user":{"name":"N","screen_name":"n"},"entities":{"hashtags":[{"text":"a"}]},"lang":"en"}"##),
+            record(2, b"not json at all"),
+            record(3, big.as_bytes()),
+            record(4, br#"{"data":{"id":"4","text":"v2, no date"}}"#),
+            record(5, br#"{"limit":{"track":12}}"#),
+        ];
+        let summary = p.process("shardId-000000000001", &records).await;
+        assert_eq!(
+            summary,
+            BatchSummary {
+                records: 5,
+                tweets_written: 2,
+                dead_lettered: 3
+            }
+        );
+
+        let row = tweets.get(&["1"]).unwrap();
+        assert_eq!(row["Username"].as_s().unwrap(), "N");
+        assert_eq!(row["ScreenName"].as_s().unwrap(), "n");
+        assert_eq!(row["Timestamp"].as_s().unwrap(), "2018-10-10T20:19:24.000Z");
+        assert_eq!(row["Message"].as_s().unwrap(), "hi #a");
+        assert_eq!(row["Lang"].as_s().unwrap(), "en");
+        assert_eq!(row["Hashtags"].as_ss().unwrap(), &vec!["a".to_owned()]);
+        assert_eq!(row["ShardId"].as_s().unwrap(), "shardId-000000000001");
+        assert_eq!(
+            row["SequenceNumber"].as_s().unwrap(),
+            &records[0].sequence_number
+        );
+        let ttl: i64 = row["ExpirationTime"].as_n().unwrap().parse().unwrap();
+        let expected = (Utc::now() + chrono::Duration::days(7)).timestamp();
+        assert!((ttl - expected).abs() <= 5, "{ttl} vs {expected}");
+        // No created_at: the record's arrival time stands in.
+        assert_eq!(
+            tweets.get(&["4"]).unwrap()["Timestamp"].as_s().unwrap(),
+            "2026-01-02T03:04:05.678Z"
+        );
+
+        let reason = |seq: u64| {
+            let item = dead
+                .get(&["shardId-000000000001", &format!("{seq:056}")])
+                .unwrap();
+            (item["Reason"].as_s().unwrap().clone(), item)
+        };
+        assert_eq!(reason(2).0, "not_json");
+        assert_eq!(
+            reason(2).1["Data"].as_b().unwrap().as_ref(),
+            b"not json at all"
+        );
+        assert_eq!(
+            reason(2).1["ArrivalTime"].as_s().unwrap(),
+            "2026-01-02T03:04:05.678Z"
+        );
+        assert!(reason(2).1["Error"].as_s().unwrap().starts_with("not JSON"));
+        assert_eq!(reason(3).0, "too_large");
+        assert_eq!(
+            reason(3).1["Data"].as_b().unwrap().as_ref().len(),
+            MAX_DEAD_LETTER_DATA_BYTES
+        );
+        assert_eq!(
+            reason(3).1["DataBytes"].as_n().unwrap(),
+            &big.len().to_string()
+        );
+        assert_eq!(reason(5).0, "not_a_tweet");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tweet_twice_in_a_batch_is_written_once_from_the_later_record() {
+        let (p, tweets, _) = processor(1000);
+        let records = vec![
+            record(1, br#"{"id_str":"9","text":"first"}"#),
+            record(2, br#"{"id_str":"9","text":"second"}"#),
+        ];
+        let summary = p.process("s", &records).await;
+        assert_eq!(summary.tweets_written, 1);
+        assert_eq!(
+            tweets.get(&["9"]).unwrap()["Message"].as_s().unwrap(),
+            "second"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_item_the_table_refuses_is_dead_lettered_and_does_not_block_the_batch() {
+        let (p, tweets, dead) = processor(1000);
+        tweets.reject(|item| item["Id"].as_s().unwrap() == "13");
+        let records: Vec<_> = (0..40)
+            .map(|i| record(i, format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes()))
+            .collect();
+        let summary = p.process("s", &records).await;
+        assert_eq!(
+            summary,
+            BatchSummary {
+                records: 40,
+                tweets_written: 39,
+                dead_lettered: 1
+            }
+        );
+        assert_eq!(tweets.len(), 39);
+        let item = dead.get(&["s", &format!("{:056}", 13)]).unwrap();
+        assert_eq!(item["Reason"].as_s().unwrap(), "rejected_by_sink");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_slows_but_loses_nothing() {
+        let (p, tweets, _) = processor(50);
+        tweets.throttle_next(4);
+        let records: Vec<_> = (0..200)
+            .map(|i| record(i, format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes()))
+            .collect();
+        let start = tokio::time::Instant::now();
+        let summary = p.process("s", &records).await;
+        assert_eq!(summary.tweets_written, 200);
+        assert_eq!(tweets.len(), 200);
+        // 200 items at 50/s with a one-second burst: at least 3 s.
+        assert!(
+            start.elapsed() >= Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! Writing items to a DynamoDB table: BatchWriteItem in chunks of 25 under the
+//! shared rate limit, `UnprocessedItems` and throttling retried with backoff and
+//! full jitter, items the table refuses isolated and handed back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::Client;
+use futures::StreamExt;
+
+use super::limiter::WriteLimiter;
+use crate::aws::{classify, describe, ErrorClass};
+use crate::metrics as m;
+use crate::retry::Backoff;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// DynamoDB's BatchWriteItem limit.
+pub const MAX_BATCH_ITEMS: usize = 25;
+
+/// How many chunks of one call are in flight at once.
+const CHUNK_CONCURRENCY: usize = 4;
+
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(10));
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// Throttled, 5xx, timeout, unreachable: the same request may succeed later.
+    #[error("{class:?}: {message}")]
+    Retryable { class: ErrorClass, message: String },
+    /// The table refuses the request as it is (validation, item too large, ...).
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// One table's batch write: the narrow edge the processor writes through.
+///
+/// Contract: `write` puts every item or returns the ones not (yet) written
+/// (DynamoDB's `UnprocessedItems`); an `Err` means none of them is known written.
+/// Putting an item again overwrites it (idempotent by key).
+#[async_trait]
+pub trait BatchWriter: Send + Sync + 'static {
+    async fn write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError>;
+    /// The table's name, for logs and metrics.
+    fn table(&self) -> &str;
+}
+
+#[derive(Debug, Clone)]
+pub struct DynamoTable {
+    client: Client,
+    table: String,
+}
+
+impl DynamoTable {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl BatchWriter for DynamoTable {
+    async fn write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError> {
+        let requests = items
+            .into_iter()
+            .map(|item| {
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .expect("item is set"),
+                    )
+                    .build()
+            })
+            .collect();
+        let result = self
+            .client
+            .batch_write_item()
+            .request_items(self.table.clone(), requests)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&self.table))
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|w| w.put_request.map(|p| p.item))
+                .collect()),
+            Err(err) => {
+                let class = classify(&err);
+                let message = describe(&err);
+                if class.is_retryable() {
+                    Err(WriteError::Retryable { class, message })
+                } else {
+                    Err(WriteError::Rejected(message))
+                }
+            }
+        }
+    }
+
+    fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+/// Writes `items` (in any order) and returns those the table rejected, with the
+/// reason, by their index in `items`. Transient failures are retried until they
+/// succeed: nothing is ever skipped for being slow.
+pub async fn write_all(
+    writer: &dyn BatchWriter,
+    limiter: &WriteLimiter,
+    items: Vec<Item>,
+) -> Vec<(usize, String)> {
+    let chunk_size = MAX_BATCH_ITEMS.min(limiter.burst() as usize).max(1);
+    let mut chunks = Vec::with_capacity(items.len().div_ceil(chunk_size));
+    let mut indexed = items.into_iter().enumerate().peekable();
+    while indexed.peek().is_some() {
+        chunks.push(indexed.by_ref().take(chunk_size).collect::<Vec<_>>());
+    }
+    futures::stream::iter(chunks)
+        .map(|chunk| write_chunk(writer, limiter, chunk))
+        .buffer_unordered(CHUNK_CONCURRENCY)
+        .flat_map(futures::stream::iter)
+        .collect()
+        .await
+}
+
+async fn write_chunk(
+    writer: &dyn BatchWriter,
+    limiter: &WriteLimiter,
+    chunk: Vec<(usize, Item)>,
+) -> Vec<(usize, String)> {
+    let (indexes, items): (Vec<usize>, Vec<Item>) = chunk.into_iter().unzip();
+    match write_retrying(writer, limiter, items.clone()).await {
+        Ok(()) => Vec::new(),
+        Err(_) if items.len() > 1 => {
+            // Find the item(s) the table refuses; the others are written.
+            let mut rejected = Vec::new();
+            for (index, item) in indexes.into_iter().zip(items) {
+                if let Err(reason) = write_retrying(writer, limiter, vec![item]).await {
+                    rejected.push((index, reason));
+                }
+            }
+            rejected
+        }
+        Err(reason) => vec![(indexes[0], reason)],
+    }
+}
+
+/// Writes one chunk until every item is in, or the table rejects the request.
+async fn write_retrying(
+    writer: &dyn BatchWriter,
+    limiter: &WriteLimiter,
+    mut pending: Vec<Item>,
+) -> Result<(), String> {
+    let table = writer.table().to_owned();
+    let mut attempt = 0;
+    loop {
+        let waited = limiter.acquire(pending.len() as u32).await;
+        metrics::histogram!(m::RATE_LIMIT_WAIT_SECONDS).record(waited.as_secs_f64());
+        let started = Instant::now();
+        let sent = pending.len();
+        let result = writer.write(pending.clone()).await;
+        metrics::histogram!(m::SINK_WRITE_SECONDS, "table" => table.clone())
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(unprocessed) if unprocessed.is_empty() => {
+                metrics::counter!(m::SINK_ITEMS_WRITTEN, "table" => table.clone())
+                    .increment(sent as u64);
+                return Ok(());
+            }
+            Ok(unprocessed) => {
+                metrics::counter!(m::SINK_ITEMS_WRITTEN, "table" => table.clone())
+                    .increment((sent - unprocessed.len()) as u64);
+                metrics::counter!(m::SINK_UNPROCESSED_RETRIES, "table" => table.clone())
+                    .increment(unprocessed.len() as u64);
+                pending = unprocessed;
+            }
+            Err(WriteError::Retryable { class, message }) => {
+                if class == ErrorClass::Throttled {
+                    metrics::counter!(m::SINK_THROTTLES, "table" => table.clone()).increment(1);
+                }
+                tracing::warn!(table = %table, ?class, attempt, error = %message, "write failed, retrying");
+            }
+            Err(WriteError::Rejected(message)) => return Err(message),
+        }
+        BACKOFF.sleep(attempt).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// An in-memory table, keyed by the given key attributes, for unit tests.
+/// It can be told to throttle, to leave items unprocessed, and to reject items.
+#[derive(Default)]
+pub struct MemoryTable {
+    name: String,
+    key: Vec<String>,
+    pub rows: Mutex<HashMap<Vec<String>, Item>>,
+    pub calls: Mutex<Vec<usize>>,
+    faults: Mutex<Faults>,
+}
+
+#[derive(Default)]
+struct Faults {
+    throttle_next: usize,
+    unprocess_next: usize,
+    reject: Option<Arc<dyn Fn(&Item) -> bool + Send + Sync>>,
+}
+
+impl MemoryTable {
+    pub fn new(name: &str, key: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            key: key.iter().map(|k| k.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The next `n` calls fail as throttled.
+    pub fn throttle_next(&self, n: usize) {
+        self.faults.lock().unwrap().throttle_next = n;
+    }
+
+    /// The next `n` calls write only the first half of their items.
+    pub fn unprocess_next(&self, n: usize) {
+        self.faults.lock().unwrap().unprocess_next = n;
+    }
+
+    /// Calls containing an item matching `pred` are rejected as invalid.
+    pub fn reject(&self, pred: impl Fn(&Item) -> bool + Send + Sync + 'static) {
+        self.faults.lock().unwrap().reject = Some(Arc::new(pred));
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, key: &[&str]) -> Option<Item> {
+        let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
+        self.rows.lock().unwrap().get(&key).cloned()
+    }
+}
+
+#[async_trait]
+impl BatchWriter for MemoryTable {
+    async fn write(&self, mut items: Vec<Item>) -> Result<Vec<Item>, WriteError> {
+        self.calls.lock().unwrap().push(items.len());
+        assert!(
+            items.len() <= MAX_BATCH_ITEMS,
+            "batch of {} items",
+            items.len()
+        );
+        let unprocessed = {
+            let mut faults = self.faults.lock().unwrap();
+            if faults.throttle_next > 0 {
+                faults.throttle_next -= 1;
+                return Err(WriteError::Retryable {
+                    class: ErrorClass::Throttled,
+                    message: "ProvisionedThroughputExceededException".into(),
+                });
+            }
+            if let Some(reject) = &faults.reject {
+                if items.iter().any(|i| reject(i)) {
+                    return Err(WriteError::Rejected(
+                        "ValidationException: item rejected".into(),
+                    ));
+                }
+            }
+            if faults.unprocess_next > 0 && items.len() > 1 {
+                faults.unprocess_next -= 1;
+                items.split_off(items.len() / 2)
+            } else {
+                Vec::new()
+            }
+        };
+        let mut rows = self.rows.lock().unwrap();
+        for item in items {
+            let key = self
+                .key
+                .iter()
+                .map(|k| item[k].as_s().expect("string key").clone())
+                .collect();
+            rows.insert(key, item);
+        }
+        Ok(unprocessed)
+    }
+
+    fn table(&self) -> &str {
+        &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+
+    fn items(n: usize) -> Vec<Item> {
+        (0..n)
+            .map(|i| HashMap::from([("Id".to_owned(), AttributeValue::S(i.to_string()))]))
+            .collect()
+    }
+
+    fn limiter(rate: u32) -> WriteLimiter {
+        WriteLimiter::new(NonZeroU32::new(rate).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chunks_of_at_most_25() {
+        let table = MemoryTable::new("t", &["Id"]);
+        let rejected = write_all(&table, &limiter(10_000), items(101)).await;
+        assert!(rejected.is_empty());
+        assert_eq!(table.len(), 101);
+        let mut calls = table.calls.lock().unwrap().clone();
+        calls.sort_unstable();
+        assert_eq!(calls, vec![1, 25, 25, 25, 25]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chunks_shrink_to_a_small_rate_limit() {
+        let table = MemoryTable::new("t", &["Id"]);
+        write_all(&table, &limiter(10), items(30)).await;
+        assert_eq!(*table.calls.lock().unwrap(), vec![10, 10, 10]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unprocessed_items_and_throttling_are_retried_until_written() {
+        let table = MemoryTable::new("t", &["Id"]);
+        table.throttle_next(3);
+        table.unprocess_next(5);
+        let rejected = write_all(&table, &limiter(10_000), items(60)).await;
+        assert!(rejected.is_empty());
+        assert_eq!(table.len(), 60);
+        assert!(table.calls.lock().unwrap().len() >= 3 + 3 + 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_item_is_isolated_and_the_rest_written() {
+        let table = MemoryTable::new("t", &["Id"]);
+        table.reject(|item| item["Id"].as_s().unwrap() == "7");
+        let rejected = write_all(&table, &limiter(10_000), items(30)).await;
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].0, 7);
+        assert!(rejected[0].1.contains("ValidationException"));
+        assert_eq!(table.len(), 29);
+        assert!(table.get(&["7"]).is_none());
+    }
+}

@@ -1,0 +1,139 @@
+//! [`StreamClient`] on Kinesis with polling GetRecords.
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::Client;
+use chrono::{DateTime, Utc};
+
+use super::{RecordBatch, Shard, StartAt, StreamClient, StreamError};
+use crate::aws::{classify, describe};
+use crate::processor::Record;
+
+#[derive(Debug, Clone)]
+pub struct KinesisStream {
+    client: Client,
+    stream: String,
+}
+
+impl KinesisStream {
+    pub fn new(client: Client, stream: impl Into<String>) -> Self {
+        Self {
+            client,
+            stream: stream.into(),
+        }
+    }
+}
+
+fn error<E>(err: SdkError<E, aws_smithy_runtime_api::http::Response>) -> StreamError
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    StreamError {
+        class: classify(&err),
+        message: describe(&err),
+    }
+}
+
+fn to_chrono(t: Option<&AwsDateTime>) -> DateTime<Utc> {
+    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+        .unwrap_or_else(Utc::now)
+}
+
+fn shard_of(id: &str, parent: Option<&str>, adjacent: Option<&str>) -> Shard {
+    Shard {
+        id: id.to_owned(),
+        parents: parent
+            .into_iter()
+            .chain(adjacent)
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
+#[async_trait]
+impl StreamClient for KinesisStream {
+    async fn list_shards(&self) -> Result<Vec<Shard>, StreamError> {
+        let mut shards = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            // ListShards takes either the stream name or a next token, not both.
+            let request = match next.take() {
+                Some(token) => self.client.list_shards().next_token(token),
+                None => self.client.list_shards().stream_name(&self.stream),
+            };
+            let out = request.send().await.map_err(error)?;
+            shards.extend(out.shards().iter().map(|s| {
+                shard_of(
+                    s.shard_id(),
+                    s.parent_shard_id(),
+                    s.adjacent_parent_shard_id(),
+                )
+            }));
+            match out.next_token {
+                Some(token) if !token.is_empty() => next = Some(token),
+                _ => return Ok(shards),
+            }
+        }
+    }
+
+    async fn shard_iterator(&self, shard_id: &str, start: &StartAt) -> Result<String, StreamError> {
+        let request = self
+            .client
+            .get_shard_iterator()
+            .stream_name(&self.stream)
+            .shard_id(shard_id);
+        let request = match start {
+            StartAt::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            StartAt::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+            StartAt::AtTimestamp(t) => request
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(AwsDateTime::from_millis(t.timestamp_millis())),
+            StartAt::AfterSequence(seq) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+        };
+        let out = request.send().await.map_err(error)?;
+        out.shard_iterator.ok_or_else(|| StreamError {
+            class: crate::aws::ErrorClass::Transient,
+            message: format!("GetShardIterator for {shard_id} returned no iterator"),
+        })
+    }
+
+    async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordBatch, StreamError> {
+        let out = self
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(error)?;
+        let records = out
+            .records
+            .into_iter()
+            .map(|r| Record {
+                arrival: to_chrono(r.approximate_arrival_timestamp.as_ref()),
+                sequence_number: r.sequence_number,
+                partition_key: r.partition_key.unwrap_or_default(),
+                data: r.data.into_inner(),
+            })
+            .collect();
+        let child_shards = out
+            .child_shards
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| Shard {
+                id: c.shard_id,
+                parents: c.parent_shards,
+            })
+            .collect();
+        Ok(RecordBatch {
+            records,
+            next_iterator: out.next_shard_iterator.filter(|i| !i.is_empty()),
+            millis_behind_latest: out.millis_behind_latest,
+            child_shards,
+        })
+    }
+}
