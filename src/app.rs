@@ -8,7 +8,7 @@ use aws_config::SdkConfig;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::{classify, describe, StartupError, Target};
+use crate::aws::{classify, root_cause, StartupError, Target};
 use crate::config::{ProduceArgs, RunArgs, Source};
 use crate::leases::coordinator::{InitialPosition, Worker, WorkerConfig};
 use crate::leases::dynamodb::DynamoLeaseStore;
@@ -55,7 +55,7 @@ pub async fn check_stream(
                 what,
                 &Target::new("kinesis", config),
                 classify(&e),
-                describe(&e),
+                root_cause(&e),
             )
         })
 }
@@ -79,7 +79,7 @@ pub async fn check_table(
                 what,
                 &Target::new("dynamodb", config),
                 classify(&e),
-                describe(&e),
+                root_cause(&e),
             )
         })
 }

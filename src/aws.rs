@@ -122,6 +122,22 @@ pub fn describe(err: &(dyn StdError + 'static)) -> String {
     DisplayErrorContext(err).to_string()
 }
 
+/// The innermost cause's message ("Connection refused (os error 111)"), for
+/// one-line messages; credential chains say which providers were tried.
+pub fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    let mut cause: &(dyn StdError + 'static) = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let message = cause.to_string();
+    let lower = message.to_ascii_lowercase();
+    if mentions_credentials(err) && (lower.contains("provider") || lower.contains("imds")) {
+        return "none found in the environment, the shared profile files, web identity, ECS or EC2 instance metadata"
+            .to_owned();
+    }
+    message
+}
+
 /// Where a service is reached, for error messages: the endpoint the SDK resolved
 /// from the environment, or the regional AWS default.
 #[derive(Debug, Clone)]

@@ -1,0 +1,409 @@
+//! Harness for tests against the local emulators and the real binary.
+//!
+//! The emulators are started once for the whole suite by `deploy/local/test.sh`
+//! (or by hand: `eval "$(deploy/local/emulators.sh start)"`); tests find them
+//! through the standard AWS endpoint variables and fail, saying how to start
+//! them, when they cannot reach them.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_stream-worker");
+pub type Item = HashMap<String, AttributeValue>;
+
+const HOW_TO_START: &str =
+    "start the local emulators first: `eval \"$(deploy/local/emulators.sh start)\"` \
+     (or run the whole suite with `deploy/local/test.sh`, which does it for you)";
+
+/// Checks that both endpoints are set and answer; the error says how to fix it.
+pub fn check_emulators(kinesis: Option<&str>, dynamodb: Option<&str>) -> Result<(), String> {
+    for (var, value) in [
+        ("AWS_ENDPOINT_URL_KINESIS", kinesis),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb),
+    ] {
+        let Some(url) = value.filter(|v| !v.is_empty()) else {
+            return Err(format!("{var} is not set: this test needs the Kinesis and DynamoDB emulators; {HOW_TO_START}"));
+        };
+        let hostport = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        let reachable = hostport
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
+        if !reachable {
+            return Err(format!(
+                "nothing answers at {var}={url}: the emulators are not running; {HOW_TO_START}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The emulators, or a panic that says how to start them.
+pub fn emulators() {
+    let k = std::env::var("AWS_ENDPOINT_URL_KINESIS").ok();
+    let d = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok();
+    if let Err(message) = check_emulators(k.as_deref(), d.as_deref()) {
+        panic!("{message}");
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    let local = std::env::var("STREAM_WORKER_LOCAL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join(".local"));
+    local.join("emulators/venv/bin/python")
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A stream and its tables, named uniquely for one test.
+pub struct Setup {
+    pub stream: String,
+    pub tweets_table: String,
+    pub dead_letter_table: String,
+    pub lease_table: String,
+    pub dir: PathBuf,
+}
+
+impl Setup {
+    pub fn new(test: &str, shards: u32) -> Self {
+        emulators();
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{test}-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("stream-worker-test-{tag}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let setup = Self {
+            stream: format!("s-{tag}"),
+            tweets_table: format!("tweets-{tag}"),
+            dead_letter_table: format!("dead-{tag}"),
+            lease_table: format!("leases-{tag}"),
+            dir,
+        };
+        let out = Command::new(python())
+            .arg(repo().join("deploy/local/resources.py"))
+            .args([
+                "create",
+                "--stream",
+                &setup.stream,
+                "--shards",
+                &shards.to_string(),
+            ])
+            .args([
+                "--tweets-table",
+                &setup.tweets_table,
+                "--dead-letter-table",
+                &setup.dead_letter_table,
+            ])
+            .output()
+            .expect("run deploy/local/resources.py");
+        assert!(
+            out.status.success(),
+            "resources.py create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        setup
+    }
+
+    /// Runs `stream-worker produce` to completion and returns what Kinesis accepted.
+    pub fn produce(&self, args: &[&str]) -> PutLog {
+        let log = self
+            .dir
+            .join(format!("put-{}.log", NEXT.fetch_add(1, Ordering::SeqCst)));
+        let out = Command::new(BIN)
+            .args(["produce", "--stream", &self.stream, "--put-log"])
+            .arg(&log)
+            .args(args)
+            .output()
+            .expect("run stream-worker produce");
+        assert!(
+            out.status.success(),
+            "produce failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PutLog::read(&log)
+    }
+
+    pub fn worker(&self, name: &str, extra: &[&str]) -> Worker {
+        Worker::start(self, name, extra)
+    }
+
+    pub async fn tweets(&self) -> HashMap<String, Item> {
+        scan(&self.tweets_table)
+            .await
+            .into_iter()
+            .map(|i| (i["Id"].as_s().unwrap().clone(), i))
+            .collect()
+    }
+
+    pub async fn dead_letters(&self) -> HashMap<(String, String), Item> {
+        scan(&self.dead_letter_table)
+            .await
+            .into_iter()
+            .map(|i| {
+                (
+                    (
+                        i["ShardId"].as_s().unwrap().clone(),
+                        i["SequenceNumber"].as_s().unwrap().clone(),
+                    ),
+                    i,
+                )
+            })
+            .collect()
+    }
+
+    pub async fn leases(&self) -> HashMap<String, Item> {
+        scan(&self.lease_table)
+            .await
+            .into_iter()
+            .map(|i| (i["leaseKey"].as_s().unwrap().clone(), i))
+            .collect()
+    }
+}
+
+/// One line of the producer's put log.
+#[derive(Debug, Clone)]
+pub struct Put {
+    pub key: String,
+    pub shard: String,
+    pub sequence: String,
+    pub kind: String,
+}
+
+impl Put {
+    pub fn is_tweet(&self) -> bool {
+        !self.kind.starts_with("malformed")
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PutLog(pub Vec<Put>);
+
+impl PutLog {
+    pub fn read(path: &Path) -> Self {
+        let text = std::fs::read_to_string(path).unwrap();
+        Self(
+            text.lines()
+                .map(|l| {
+                    let f: Vec<&str> = l.split('\t').collect();
+                    Put {
+                        key: f[0].into(),
+                        shard: f[1].into(),
+                        sequence: f[2].into(),
+                        kind: f[3].into(),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    pub fn tweet_ids(&self) -> HashSet<String> {
+        self.0
+            .iter()
+            .filter(|p| p.is_tweet())
+            .map(|p| p.key.clone())
+            .collect()
+    }
+
+    pub fn malformed(&self) -> Vec<&Put> {
+        self.0.iter().filter(|p| !p.is_tweet()).collect()
+    }
+
+    /// The last sequence number put to each shard.
+    pub fn last_per_shard(&self) -> HashMap<String, String> {
+        let mut last: HashMap<String, String> = HashMap::new();
+        for p in &self.0 {
+            let e = last.entry(p.shard.clone()).or_default();
+            if seq_cmp(&p.sequence, e) == std::cmp::Ordering::Greater {
+                *e = p.sequence.clone();
+            }
+        }
+        last
+    }
+}
+
+/// Numeric order of two sequence numbers (decimal strings of any length).
+pub fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `stream-worker run` process.
+pub struct Worker {
+    pub name: String,
+    pub child: Child,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    fn start(setup: &Setup, name: &str, extra: &[&str]) -> Self {
+        let metrics_port = free_port();
+        let log = setup.dir.join(format!("{name}.log"));
+        let child = Command::new(BIN)
+            .args(["run", "--stream", &setup.stream, "--worker-id", name])
+            .args([
+                "--tweets-table",
+                &setup.tweets_table,
+                "--dead-letter-table",
+                &setup.dead_letter_table,
+            ])
+            .args(["--lease-table", &setup.lease_table])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start stream-worker run");
+        Self {
+            name: name.into(),
+            child,
+            metrics_port,
+            log,
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Waits for the process to exit, up to `limit`; returns its status and how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, start.elapsed());
+            }
+            if start.elapsed() > limit {
+                self.child.kill().ok();
+                panic!(
+                    "{} did not exit within {limit:?}; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The value of a metric (summed over its label sets), or `None` if absent.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let body = http_get(self.metrics_port, "/metrics").ok()?;
+        let values: Vec<f64> = body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.0 GET, enough for the metrics endpoint.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}
+
+pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(
+        &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+    )
+}
+
+pub async fn scan(table: &str) -> Vec<Item> {
+    let client = dynamodb().await;
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = match client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if format!("{e:?}").contains("ResourceNotFound") => return items,
+            Err(e) => panic!("scan {table}: {e:?}"),
+        };
+        items.extend(out.items.unwrap_or_default());
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return items,
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
