@@ -8,7 +8,8 @@
 #   deploy/local/emulators.sh stop             stop the emulators this folder started (by their pids)
 #
 # Ports: KINESIS_PORT and DYNAMODB_PORT pick fixed ports; unset, free ones are chosen.
-# State (installs, pids, logs) lives in STREAM_WORKER_LOCAL_DIR (default: <repo>/.local).
+# State (installs, pids, logs) lives in STREAM_WORKER_LOCAL_DIR (default: <repo>/.local);
+# EMULATORS_RUN_DIR picks the pids/logs folder (default: $STREAM_WORKER_LOCAL_DIR/run).
 set -euo pipefail
 
 KINESIS_LOCAL_VERSION=0.6.2
@@ -17,7 +18,7 @@ MOTO_VERSION=5.2.5
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 state=${STREAM_WORKER_LOCAL_DIR:-$repo/.local}
 emu=$state/emulators
-run=$state/run
+run=${EMULATORS_RUN_DIR:-$state/run}
 
 log() { echo "emulators: $*" >&2; }
 
@@ -75,19 +76,23 @@ start() {
   mkdir -p "$run"
   if alive kinesis && alive dynamodb; then log "already running"; print_env; return; fi
   stop 2>/dev/null || true
+  rm -f "$run/kinesis.pid" "$run/dynamodb.pid"
   local kport=${KINESIS_PORT:-$(free_port)} tport dport=${DYNAMODB_PORT:-$(free_port)}
   tport=$(free_port)
   # kinesis-local binds every interface; only the loopback address is ever used.
-  (cd "$run" && KINESIS_MOCK_PLAIN_PORT=$kport KINESIS_MOCK_TLS_PORT=$tport \
+  # setsid: a Ctrl-C in the terminal must not stop the emulators before the
+  # workers have checkpointed. Each process writes its own pid, then execs.
+  (cd "$run" && exec env KINESIS_MOCK_PLAIN_PORT="$kport" KINESIS_MOCK_TLS_PORT="$tport" \
     KINESIS_MOCK_CERT_PATH="$emu/node_modules/kinesis-local/server.json" \
     CREATE_STREAM_DURATION=50ms DELETE_STREAM_DURATION=50ms MERGE_SHARDS_DURATION=50ms \
     SPLIT_SHARD_DURATION=50ms UPDATE_SHARD_COUNT_DURATION=50ms REGISTER_STREAM_CONSUMER_DURATION=50ms \
-    DEREGISTER_STREAM_CONSUMER_DURATION=50ms SHARD_LIMIT=${KINESIS_SHARD_LIMIT:-500} \
-    LOG_LEVEL=WARN ROOT_LOG_LEVEL=ERROR AWS_REGION=${AWS_REGION:-us-east-1} \
-    setsid node "$emu/node_modules/kinesis-local/main.js" >"$run/kinesis.log" 2>&1 < /dev/null &
-    echo $! >"$run/kinesis.pid")
-  (cd "$run" && setsid "$emu/venv/bin/moto_server" -H 127.0.0.1 -p "$dport" >"$run/dynamodb.log" 2>&1 < /dev/null &
-    echo $! >"$run/dynamodb.pid")
+    DEREGISTER_STREAM_CONSUMER_DURATION=50ms SHARD_LIMIT="${KINESIS_SHARD_LIMIT:-500}" \
+    LOG_LEVEL=WARN ROOT_LOG_LEVEL=ERROR AWS_REGION="${AWS_REGION:-us-east-1}" \
+    setsid bash -c 'echo $$ >"$1"; exec node "$2"' _ "$run/kinesis.pid" "$emu/node_modules/kinesis-local/main.js") \
+    >"$run/kinesis.log" 2>&1 </dev/null &
+  (cd "$run" && exec setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$run/dynamodb.pid" \
+    "$emu/venv/bin/moto_server" -H 127.0.0.1 -p "$dport") >"$run/dynamodb.log" 2>&1 </dev/null &
+  for _ in $(seq 1 100); do [ -s "$run/kinesis.pid" ] && [ -s "$run/dynamodb.pid" ] && break; sleep 0.05; done
   echo "$kport" >"$run/kinesis.port"; echo "$dport" >"$run/dynamodb.port"
   wait_http kinesis "http://127.0.0.1:$kport/" "$(cat "$run/kinesis.pid")"
   wait_http dynamodb "http://127.0.0.1:$dport/" "$(cat "$run/dynamodb.pid")"

@@ -9,6 +9,7 @@ AWS variables that `deploy/local/emulators.sh start` prints.
     resources.py create --stream tweets --shards 4 [--tweets-table tweets]
                         [--dead-letter-table stream-worker-dead-letters]
     resources.py delete --stream tweets [...same names]
+    resources.py show [--brief] [...same names]    row counts, sample rows, leases
 """
 import argparse
 import os
@@ -101,16 +102,56 @@ def delete(args):
         ignore_missing(dynamodb.delete_table, TableName=table)
 
 
+def count(dynamodb, table):
+    total, kwargs = 0, {"TableName": table, "Select": "COUNT"}
+    while True:
+        try:
+            out = dynamodb.scan(**kwargs)
+        except ClientError as e:
+            if e.response["Error"]["Code"] == "ResourceNotFoundException":
+                return 0
+            raise
+        total += out["Count"]
+        if "LastEvaluatedKey" not in out:
+            return total
+        kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+
+
+def show(args):
+    dynamodb = client("dynamodb")
+    try:
+        leases = dynamodb.scan(TableName=args.lease_table)["Items"]
+    except ClientError:
+        leases = []
+    owners = {}
+    for lease in leases:
+        owner = lease.get("leaseOwner", {}).get("S", "-")
+        owners[owner] = owners.get(owner, 0) + 1
+    print(f"tweets: {count(dynamodb, args.tweets_table)}  dead letters: {count(dynamodb, args.dead_letter_table)}  "
+          f"leases per worker: {dict(sorted(owners.items()))}", flush=True)
+    if args.brief:
+        return
+    for item in dynamodb.scan(TableName=args.tweets_table, Limit=3)["Items"]:
+        print(f"  @{item.get('ScreenName', {}).get('S', '?')} {item['Timestamp']['S']} "
+              f"{item['Message']['S'][:80]!r}")
+    for item in dynamodb.scan(TableName=args.dead_letter_table, Limit=3)["Items"]:
+        print(f"  dead letter {item['ShardId']['S']}/{item['SequenceNumber']['S'][-8:]}: {item['Reason']['S']}")
+    for lease in sorted(leases, key=lambda l: l["leaseKey"]["S"]):
+        print(f"  {lease['leaseKey']['S']}: owner={lease.get('leaseOwner', {}).get('S', '-')} "
+              f"checkpoint={lease['checkpoint']['S'][-12:]} counter={lease['leaseCounter']['N']}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["create", "delete"])
-    parser.add_argument("--stream", required=True)
+    parser.add_argument("action", choices=["create", "delete", "show"])
+    parser.add_argument("--stream", default="tweets")
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--tweets-table", default="tweets")
     parser.add_argument("--dead-letter-table", default="stream-worker-dead-letters")
     parser.add_argument("--lease-table", default="stream-worker-leases", help="deleted by `delete` only")
+    parser.add_argument("--brief", action="store_true", help="show: counts only")
     args = parser.parse_args()
-    create(args) if args.action == "create" else delete(args)
+    {"create": create, "delete": delete, "show": show}[args.action](args)
 
 
 if __name__ == "__main__":
