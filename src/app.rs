@@ -20,11 +20,7 @@ use crate::processor::Processor;
 use crate::producer::{file_source, synthetic::Synthetic, Producer};
 use crate::retrieval::kinesis::KinesisStream;
 
-fn require_region(
-    config: &SdkConfig,
-    service: &'static str,
-    what: &str,
-) -> Result<(), StartupError> {
+fn require_region(config: &SdkConfig, service: &'static str, what: &str) -> Result<(), StartupError> {
     if config.region().is_some() {
         return Ok(());
     }
@@ -50,14 +46,7 @@ pub async fn check_stream(
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| {
-            StartupError::from_class(
-                what,
-                &Target::new("kinesis", config),
-                classify(&e),
-                root_cause(&e),
-            )
-        })
+        .map_err(|e| StartupError::from_class(what, &Target::new("kinesis", config), classify(&e), root_cause(&e)))
 }
 
 /// Checks that a table exists and is reachable.
@@ -74,14 +63,7 @@ pub async fn check_table(
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| {
-            StartupError::from_class(
-                what,
-                &Target::new("dynamodb", config),
-                classify(&e),
-                root_cause(&e),
-            )
-        })
+        .map_err(|e| StartupError::from_class(what, &Target::new("dynamodb", config), classify(&e), root_cause(&e)))
 }
 
 /// `stream-worker run`: consume until `shutdown` is cancelled.
@@ -156,29 +138,16 @@ pub async fn produce(args: ProduceArgs, stop: CancellationToken) -> anyhow::Resu
         ),
         None => None,
     };
-    let deadline = args
-        .minutes
-        .map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0));
-    let mut producer = Producer {
-        client: kinesis,
-        stream: args.stream.clone(),
-        rate: args.rate,
-        put_log,
-    };
+    let deadline = args.minutes.map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0));
+    let mut producer = Producer { client: kinesis, stream: args.stream.clone(), rate: args.rate, put_log };
     let started = Instant::now();
     let summary = match &args.source {
         Source::Synthetic => {
-            let count = args
-                .count
-                .or(if deadline.is_none() { Some(1000) } else { None });
+            let count = args.count.or(if deadline.is_none() { Some(1000) } else { None });
             let source = Synthetic::new(args.seed, args.malformed_ratio).map(Ok);
             producer.run(source, count, deadline, stop).await?
         }
-        Source::File(path) => {
-            producer
-                .run(file_source(path)?, args.count, deadline, stop)
-                .await?
-        }
+        Source::File(path) => producer.run(file_source(path)?, args.count, deadline, stop).await?,
     };
     let secs = started.elapsed().as_secs_f64();
     println!(

@@ -67,10 +67,7 @@ const CREDENTIAL_CODES: &[&str] = &[
 /// Classifies any SDK error by its service code or, without one, by how the call
 /// failed. Works on `SdkError<E, R>` of every service.
 pub fn classify<E>(
-    err: &aws_smithy_runtime_api::client::result::SdkError<
-        E,
-        aws_smithy_runtime_api::http::Response,
-    >,
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> ErrorClass
 where
     E: ProvideErrorMetadata + StdError + 'static,
@@ -155,14 +152,7 @@ impl Target {
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
             .or_else(|| config.endpoint_url().map(str::to_owned))
             .filter(|s| !s.is_empty());
-        Self {
-            service,
-            region: config
-                .region()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| "<none>".into()),
-            endpoint,
-        }
+        Self { service, region: config.region().map(|r| r.to_string()).unwrap_or_else(|| "<none>".into()), endpoint }
     }
 }
 
@@ -212,12 +202,7 @@ impl StartupError {
             ),
             _ => (detail, "see the error above; transient errors are retried once running".to_owned()),
         };
-        Self {
-            what,
-            target: target.clone(),
-            problem,
-            hint,
-        }
+        Self { what, target: target.clone(), problem, hint }
     }
 }
 
@@ -227,61 +212,30 @@ mod tests {
 
     #[test]
     fn codes_map_to_classes() {
-        assert_eq!(
-            classify_code(Some("ProvisionedThroughputExceededException"), 400),
-            ErrorClass::Throttled
-        );
-        assert_eq!(
-            classify_code(Some("ThrottlingException"), 400),
-            ErrorClass::Throttled
-        );
-        assert_eq!(
-            classify_code(Some("ResourceNotFoundException"), 400),
-            ErrorClass::NotFound
-        );
-        assert_eq!(
-            classify_code(Some("ConditionalCheckFailedException"), 400),
-            ErrorClass::ConditionFailed
-        );
-        assert_eq!(
-            classify_code(Some("ExpiredIteratorException"), 400),
-            ErrorClass::ExpiredIterator
-        );
-        assert_eq!(
-            classify_code(Some("UnrecognizedClientException"), 400),
-            ErrorClass::Credentials
-        );
-        assert_eq!(
-            classify_code(Some("ValidationException"), 400),
-            ErrorClass::Rejected
-        );
-        assert_eq!(
-            classify_code(Some("InternalFailure"), 500),
-            ErrorClass::Transient
-        );
+        assert_eq!(classify_code(Some("ProvisionedThroughputExceededException"), 400), ErrorClass::Throttled);
+        assert_eq!(classify_code(Some("ThrottlingException"), 400), ErrorClass::Throttled);
+        assert_eq!(classify_code(Some("ResourceNotFoundException"), 400), ErrorClass::NotFound);
+        assert_eq!(classify_code(Some("ConditionalCheckFailedException"), 400), ErrorClass::ConditionFailed);
+        assert_eq!(classify_code(Some("ExpiredIteratorException"), 400), ErrorClass::ExpiredIterator);
+        assert_eq!(classify_code(Some("UnrecognizedClientException"), 400), ErrorClass::Credentials);
+        assert_eq!(classify_code(Some("ValidationException"), 400), ErrorClass::Rejected);
+        assert_eq!(classify_code(Some("InternalFailure"), 500), ErrorClass::Transient);
         assert_eq!(classify_code(None, 503), ErrorClass::Transient);
         assert_eq!(classify_code(None, 429), ErrorClass::Throttled);
     }
 
     #[test]
     fn startup_errors_name_what_where_and_how_to_fix() {
-        let target = Target {
-            service: "kinesis",
-            region: "eu-west-1".into(),
-            endpoint: Some("http://127.0.0.1:4567".into()),
-        };
-        let not_found = StartupError::from_class(
-            "kinesis stream 'tweets'".into(),
-            &target,
-            ErrorClass::NotFound,
-            String::new(),
-        );
+        let target =
+            Target { service: "kinesis", region: "eu-west-1".into(), endpoint: Some("http://127.0.0.1:4567".into()) };
+        let not_found =
+            StartupError::from_class("kinesis stream 'tweets'".into(), &target, ErrorClass::NotFound, String::new());
         let line = not_found.to_string();
-        assert!(line.starts_with("kinesis stream 'tweets' (region eu-west-1, endpoint http://127.0.0.1:4567): not found"), "{line}");
         assert!(
-            line.contains("hint: check the name and AWS_REGION"),
+            line.starts_with("kinesis stream 'tweets' (region eu-west-1, endpoint http://127.0.0.1:4567): not found"),
             "{line}"
         );
+        assert!(line.contains("hint: check the name and AWS_REGION"), "{line}");
 
         let unreachable = StartupError::from_class(
             "kinesis stream 'tweets'".into(),
@@ -290,14 +244,8 @@ mod tests {
             "connection refused".into(),
         )
         .to_string();
-        assert!(
-            unreachable.contains("cannot reach the kinesis endpoint: connection refused"),
-            "{unreachable}"
-        );
-        assert!(
-            unreachable.contains("AWS_ENDPOINT_URL_KINESIS"),
-            "{unreachable}"
-        );
+        assert!(unreachable.contains("cannot reach the kinesis endpoint: connection refused"), "{unreachable}");
+        assert!(unreachable.contains("AWS_ENDPOINT_URL_KINESIS"), "{unreachable}");
 
         let creds = StartupError::from_class(
             "dynamodb table 'tweets'".into(),
@@ -306,10 +254,7 @@ mod tests {
             "none found".into(),
         )
         .to_string();
-        assert!(
-            creds.contains("no usable AWS credentials: none found"),
-            "{creds}"
-        );
+        assert!(creds.contains("no usable AWS credentials: none found"), "{creds}");
         assert!(creds.contains("AWS_PROFILE"), "{creds}");
     }
 }

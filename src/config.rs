@@ -124,11 +124,7 @@ pub struct RunArgs {
     pub shutdown_timeout: Duration,
 
     /// Address of the Prometheus metrics endpoint (GET /metrics)
-    #[arg(
-        long,
-        env = "STREAM_WORKER_METRICS_ADDR",
-        default_value = "0.0.0.0:9464"
-    )]
+    #[arg(long, env = "STREAM_WORKER_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     pub metrics_addr: SocketAddr,
 
     #[command(flatten)]
@@ -139,7 +135,10 @@ impl RunArgs {
     /// Checks what clap cannot; the message names the flag.
     pub fn validate(&self) -> Result<(), String> {
         if self.poll_interval < Duration::from_millis(200) {
-            return Err("--poll-interval must be at least 200ms (Kinesis allows 5 GetRecords calls per second per shard)".into());
+            return Err(
+                "--poll-interval must be at least 200ms (Kinesis allows 5 GetRecords calls per second per shard)"
+                    .into(),
+            );
         }
         if self.failover_time < Duration::from_millis(300) {
             return Err("--failover-time must be at least 300ms".into());
@@ -156,11 +155,7 @@ impl RunArgs {
     pub fn worker_id(&self) -> String {
         self.worker_id.clone().unwrap_or_else(|| {
             let host = gethostname::gethostname().to_string_lossy().into_owned();
-            format!(
-                "{host}-{}-{:04x}",
-                std::process::id(),
-                rand::random::<u16>()
-            )
+            format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
         })
     }
 }
@@ -177,9 +172,7 @@ impl FromStr for Source {
         match s.split_once(':') {
             _ if s == "synthetic" => Ok(Self::Synthetic),
             Some(("file", path)) if !path.is_empty() => Ok(Self::File(PathBuf::from(path))),
-            _ => Err(format!(
-                "unknown source {s:?}: expected synthetic or file:PATH"
-            )),
+            _ => Err(format!("unknown source {s:?}: expected synthetic or file:PATH")),
         }
     }
 }
@@ -245,12 +238,8 @@ pub fn parse_initial_position(s: &str) -> Result<InitialPosition, String> {
         _ => match s.strip_prefix("at-timestamp:") {
             Some(t) => DateTime::parse_from_rfc3339(t)
                 .map(|t| InitialPosition::AtTimestamp(t.with_timezone(&Utc)))
-                .map_err(|e| {
-                    format!("at-timestamp needs an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}")
-                }),
-            None => Err(format!(
-                "{s:?}: expected trim-horizon, latest or at-timestamp:<RFC 3339>"
-            )),
+                .map_err(|e| format!("at-timestamp needs an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}")),
+            None => Err(format!("{s:?}: expected trim-horizon, latest or at-timestamp:<RFC 3339>")),
         },
     }
 }
@@ -268,9 +257,7 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let cli = Cli::try_parse_from(["stream-worker", "run", "--stream", "s"]).unwrap();
-        let Command::Run(run) = cli.command else {
-            panic!()
-        };
+        let Command::Run(run) = cli.command else { panic!() };
         assert_eq!(run.tweets_table, "tweets");
         assert_eq!(run.lease_table, "stream-worker-leases");
         assert_eq!(run.dead_letter_table, "stream-worker-dead-letters");
@@ -286,50 +273,23 @@ mod tests {
 
     #[test]
     fn initial_positions_parse() {
-        assert_eq!(
-            parse_initial_position("latest"),
-            Ok(InitialPosition::Latest)
-        );
-        let InitialPosition::AtTimestamp(t) =
-            parse_initial_position("at-timestamp:2026-01-31T12:00:00Z").unwrap()
+        assert_eq!(parse_initial_position("latest"), Ok(InitialPosition::Latest));
+        let InitialPosition::AtTimestamp(t) = parse_initial_position("at-timestamp:2026-01-31T12:00:00Z").unwrap()
         else {
             panic!()
         };
         assert_eq!(t.to_rfc3339(), "2026-01-31T12:00:00+00:00");
-        assert!(parse_initial_position("at-timestamp:yesterday")
-            .unwrap_err()
-            .contains("RFC 3339"));
+        assert!(parse_initial_position("at-timestamp:yesterday").unwrap_err().contains("RFC 3339"));
         assert!(parse_initial_position("earliest").is_err());
     }
 
     #[test]
     fn bad_values_are_refused_with_the_flag_named() {
-        let cli = Cli::try_parse_from([
-            "stream-worker",
-            "run",
-            "--stream",
-            "s",
-            "--poll-interval",
-            "100ms",
-        ])
-        .unwrap();
-        let Command::Run(run) = cli.command else {
-            panic!()
-        };
+        let cli = Cli::try_parse_from(["stream-worker", "run", "--stream", "s", "--poll-interval", "100ms"]).unwrap();
+        let Command::Run(run) = cli.command else { panic!() };
         assert!(run.validate().unwrap_err().contains("--poll-interval"));
-        assert!(Cli::try_parse_from([
-            "stream-worker",
-            "run",
-            "--stream",
-            "s",
-            "--failover-time",
-            "ten"
-        ])
-        .is_err());
-        assert_eq!(
-            "file:/tmp/x.jsonl".parse::<Source>(),
-            Ok(Source::File("/tmp/x.jsonl".into()))
-        );
+        assert!(Cli::try_parse_from(["stream-worker", "run", "--stream", "s", "--failover-time", "ten"]).is_err());
+        assert_eq!("file:/tmp/x.jsonl".parse::<Source>(), Ok(Source::File("/tmp/x.jsonl".into())));
         assert!("kafka".parse::<Source>().is_err());
     }
 }

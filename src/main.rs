@@ -13,10 +13,7 @@ async fn main() {
             telemetry::init_logs(args.log.log_format);
             match args.validate() {
                 Err(e) => Err(anyhow::anyhow!(e)),
-                Ok(()) => match (
-                    telemetry::init_metrics(args.metrics_addr),
-                    shutdown::on_signals(),
-                ) {
+                Ok(()) => match (telemetry::init_metrics(args.metrics_addr), shutdown::on_signals()) {
                     (Err(e), _) => Err(e),
                     (_, Err(e)) => Err(anyhow::anyhow!("cannot install signal handlers: {e}")),
                     (Ok(()), Ok(token)) => app::run(args, token).await,

@@ -20,6 +20,7 @@ pub const LEASES_TAKEN: &str = "stream_worker_leases_taken_total";
 pub const LEASES_STOLEN: &str = "stream_worker_leases_stolen_total";
 pub const LEASES_LOST: &str = "stream_worker_leases_lost_total";
 pub const LEASES_RELEASED: &str = "stream_worker_leases_released_total";
+pub const LEASE_HANDOFFS: &str = "stream_worker_lease_handoffs_total";
 pub const LEASE_RENEWALS: &str = "stream_worker_lease_renewals_total";
 pub const LEASE_RENEWAL_FAILURES: &str = "stream_worker_lease_renewal_failures_total";
 pub const WORKERS_SEEN: &str = "stream_worker_workers_seen";
@@ -33,114 +34,35 @@ pub const RATE_LIMIT_WAIT_SECONDS: &str = "stream_worker_rate_limit_wait_seconds
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(RECORDS_READ, Unit::Count, "records returned by GetRecords");
-    describe_counter!(
-        BYTES_READ,
-        Unit::Bytes,
-        "payload bytes returned by GetRecords"
-    );
-    describe_counter!(
-        RECORDS_PROCESSED,
-        Unit::Count,
-        "records handled by the processing core"
-    );
-    describe_counter!(
-        TWEETS_WRITTEN,
-        Unit::Count,
-        "tweets written to the tweets table"
-    );
-    describe_counter!(
-        DEAD_LETTERED,
-        Unit::Count,
-        "records written to the dead-letter table, by reason"
-    );
-    describe_counter!(
-        DEAD_LETTER_FAILURES,
-        Unit::Count,
-        "records the dead-letter table refused (logged in full)"
-    );
-    describe_counter!(
-        BATCHES,
-        Unit::Count,
-        "GetRecords batches processed and checkpointed"
-    );
+    describe_counter!(BYTES_READ, Unit::Bytes, "payload bytes returned by GetRecords");
+    describe_counter!(RECORDS_PROCESSED, Unit::Count, "records handled by the processing core");
+    describe_counter!(TWEETS_WRITTEN, Unit::Count, "tweets written to the tweets table");
+    describe_counter!(DEAD_LETTERED, Unit::Count, "records written to the dead-letter table, by reason");
+    describe_counter!(DEAD_LETTER_FAILURES, Unit::Count, "records the dead-letter table refused (logged in full)");
+    describe_counter!(BATCHES, Unit::Count, "GetRecords batches processed and checkpointed");
     describe_counter!(GET_RECORDS_CALLS, Unit::Count, "GetRecords calls");
-    describe_counter!(
-        GET_RECORDS_THROTTLES,
-        Unit::Count,
-        "GetRecords calls throttled"
-    );
-    describe_counter!(
-        GET_RECORDS_ERRORS,
-        Unit::Count,
-        "GetRecords calls failed other than by throttling"
-    );
+    describe_counter!(GET_RECORDS_THROTTLES, Unit::Count, "GetRecords calls throttled");
+    describe_counter!(GET_RECORDS_ERRORS, Unit::Count, "GetRecords calls failed other than by throttling");
     describe_histogram!(GET_RECORDS_SECONDS, Unit::Seconds, "GetRecords latency");
-    describe_gauge!(
-        MILLIS_BEHIND_LATEST,
-        Unit::Milliseconds,
-        "MillisBehindLatest of the last GetRecords, per shard"
-    );
+    describe_gauge!(MILLIS_BEHIND_LATEST, Unit::Milliseconds, "MillisBehindLatest of the last GetRecords, per shard");
     describe_counter!(CHECKPOINTS, Unit::Count, "checkpoints written");
-    describe_counter!(
-        CHECKPOINT_FAILURES,
-        Unit::Count,
-        "checkpoints refused because the lease was lost"
-    );
+    describe_counter!(CHECKPOINT_FAILURES, Unit::Count, "checkpoints refused because the lease was lost");
     describe_gauge!(LEASES_HELD, Unit::Count, "leases this worker holds");
+    describe_counter!(LEASES_TAKEN, Unit::Count, "leases taken (expired or unowned)");
+    describe_counter!(LEASES_STOLEN, Unit::Count, "leases stolen from a more loaded worker");
+    describe_counter!(LEASES_LOST, Unit::Count, "leases lost (taken by another worker or not renewed in time)");
+    describe_counter!(LEASES_RELEASED, Unit::Count, "leases released (shutdown, shard end)");
     describe_counter!(
-        LEASES_TAKEN,
+        LEASE_HANDOFFS,
         Unit::Count,
-        "leases taken (expired or unowned)"
-    );
-    describe_counter!(
-        LEASES_STOLEN,
-        Unit::Count,
-        "leases stolen from a more loaded worker"
-    );
-    describe_counter!(
-        LEASES_LOST,
-        Unit::Count,
-        "leases lost (taken by another worker or not renewed in time)"
-    );
-    describe_counter!(
-        LEASES_RELEASED,
-        Unit::Count,
-        "leases released (shutdown, shard end)"
+        "graceful handoffs: side=requested (as taker), side=released (as owner)"
     );
     describe_counter!(LEASE_RENEWALS, Unit::Count, "lease renewals that succeeded");
-    describe_counter!(
-        LEASE_RENEWAL_FAILURES,
-        Unit::Count,
-        "lease renewals that failed (store errors)"
-    );
-    describe_gauge!(
-        WORKERS_SEEN,
-        Unit::Count,
-        "workers holding unexpired leases, as seen by this worker"
-    );
-    describe_counter!(
-        SINK_ITEMS_WRITTEN,
-        Unit::Count,
-        "items written by BatchWriteItem, by table"
-    );
-    describe_counter!(
-        SINK_THROTTLES,
-        Unit::Count,
-        "BatchWriteItem calls throttled, by table"
-    );
-    describe_counter!(
-        SINK_UNPROCESSED_RETRIES,
-        Unit::Count,
-        "items returned as UnprocessedItems and retried"
-    );
-    describe_histogram!(
-        SINK_WRITE_SECONDS,
-        Unit::Seconds,
-        "BatchWriteItem latency, by table"
-    );
-    describe_histogram!(
-        RATE_LIMIT_WAIT_SECONDS,
-        Unit::Seconds,
-        "time spent waiting for the write rate limit"
-    );
+    describe_counter!(LEASE_RENEWAL_FAILURES, Unit::Count, "lease renewals that failed (store errors)");
+    describe_gauge!(WORKERS_SEEN, Unit::Count, "workers holding unexpired leases, as seen by this worker");
+    describe_counter!(SINK_ITEMS_WRITTEN, Unit::Count, "items written by BatchWriteItem, by table");
+    describe_counter!(SINK_THROTTLES, Unit::Count, "BatchWriteItem calls throttled, by table");
+    describe_counter!(SINK_UNPROCESSED_RETRIES, Unit::Count, "items returned as UnprocessedItems and retried");
+    describe_histogram!(SINK_WRITE_SECONDS, Unit::Seconds, "BatchWriteItem latency, by table");
+    describe_histogram!(RATE_LIMIT_WAIT_SECONDS, Unit::Seconds, "time spent waiting for the write rate limit");
 }

@@ -62,10 +62,7 @@ mod tests {
             assert!(delays.iter().all(|d| *d <= b.ceiling(attempt)));
             // Full jitter: both the lower and the upper half of the range are used.
             let half = b.ceiling(attempt) / 2;
-            assert!(
-                delays.iter().any(|d| *d < half) && delays.iter().any(|d| *d > half),
-                "attempt {attempt}"
-            );
+            assert!(delays.iter().any(|d| *d < half) && delays.iter().any(|d| *d > half), "attempt {attempt}");
         }
     }
 

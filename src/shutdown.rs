@@ -13,10 +13,7 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
     let cancel = token.clone();
     tokio::spawn(async move {
         let first = tokio::select! { _ = term.recv() => "SIGTERM", _ = int.recv() => "SIGINT" };
-        tracing::info!(
-            signal = first,
-            "stopping gracefully; send again to exit at once"
-        );
+        tracing::info!(signal = first, "stopping gracefully; send again to exit at once");
         cancel.cancel();
         let second = tokio::select! { _ = term.recv() => "SIGTERM", _ = int.recv() => "SIGINT" };
         tracing::warn!(signal = second, "second signal: exiting now");

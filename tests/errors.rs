@@ -9,9 +9,7 @@ use common::*;
 
 fn run(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.arg("run")
-        .args(args)
-        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())]);
+    cmd.arg("run").args(args).args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())]);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -31,55 +29,27 @@ fn a_missing_stream_is_named_with_region_endpoint_and_hint() {
     let out = run(&["--stream", "no-such-stream"], &[], &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("kinesis stream 'no-such-stream' (region "),
-        "{err}"
-    );
-    assert!(
-        err.contains(&format!(
-            "endpoint {}",
-            std::env::var("AWS_ENDPOINT_URL_KINESIS").unwrap()
-        )),
-        "{err}"
-    );
+    assert!(err.contains("kinesis stream 'no-such-stream' (region "), "{err}");
+    assert!(err.contains(&format!("endpoint {}", std::env::var("AWS_ENDPOINT_URL_KINESIS").unwrap())), "{err}");
     assert!(err.contains("not found") && err.contains("hint:"), "{err}");
 }
 
 #[test]
 fn a_missing_table_is_named() {
     let setup = Setup::new("missing-table", 1);
-    let out = run(
-        &["--stream", &setup.stream, "--tweets-table", "no-such-table"],
-        &[],
-        &[],
-    );
+    let out = run(&["--stream", &setup.stream, "--tweets-table", "no-such-table"], &[], &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("dynamodb table 'no-such-table'") && err.contains("not found"),
-        "{err}"
-    );
+    assert!(err.contains("dynamodb table 'no-such-table'") && err.contains("not found"), "{err}");
 }
 
 #[test]
 fn an_unreachable_endpoint_says_so() {
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let out = run(
-        &["--stream", "s"],
-        &[
-            ("AWS_ENDPOINT_URL_KINESIS", &closed),
-            ("AWS_REGION", "eu-west-1"),
-        ],
-        &[],
-    );
+    let out = run(&["--stream", "s"], &[("AWS_ENDPOINT_URL_KINESIS", &closed), ("AWS_REGION", "eu-west-1")], &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(&format!(
-            "kinesis stream 's' (region eu-west-1, endpoint {closed}): cannot reach"
-        )),
-        "{err}"
-    );
+    assert!(err.contains(&format!("kinesis stream 's' (region eu-west-1, endpoint {closed}): cannot reach")), "{err}");
     assert!(err.contains("hint:"), "{err}");
 }
 
@@ -114,29 +84,19 @@ fn missing_credentials_say_so() {
 fn no_region_says_so() {
     let out = run(
         &["--stream", "s"],
-        &[
-            ("AWS_CONFIG_FILE", "/nonexistent"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
+        &[("AWS_CONFIG_FILE", "/nonexistent"), ("AWS_EC2_METADATA_DISABLED", "true")],
         &["AWS_REGION", "AWS_DEFAULT_REGION"],
     );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("no AWS region configured") && err.contains("AWS_REGION"),
-        "{err}"
-    );
+    assert!(err.contains("no AWS region configured") && err.contains("AWS_REGION"), "{err}");
 }
 
 #[test]
 fn bad_flags_are_refused_before_any_call() {
     let out = run(&["--stream", "s", "--poll-interval", "50ms"], &[], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("--poll-interval must be at least 200ms"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("--poll-interval must be at least 200ms"), "{}", stderr(&out));
     let out = Command::new(BIN).args(["run", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
@@ -159,22 +119,13 @@ fn bad_flags_are_refused_before_any_call() {
 #[test]
 fn the_harness_says_how_to_start_the_emulators() {
     let unset = check_emulators(None, Some("http://127.0.0.1:1")).unwrap_err();
-    assert!(
-        unset.contains("AWS_ENDPOINT_URL_KINESIS is not set"),
-        "{unset}"
-    );
+    assert!(unset.contains("AWS_ENDPOINT_URL_KINESIS is not set"), "{unset}");
     let closed = format!("http://127.0.0.1:{}", free_port());
     let down = check_emulators(Some(&closed), Some(&closed)).unwrap_err();
-    assert!(
-        down.contains(&format!(
-            "nothing answers at AWS_ENDPOINT_URL_KINESIS={closed}"
-        )),
-        "{down}"
-    );
+    assert!(down.contains(&format!("nothing answers at AWS_ENDPOINT_URL_KINESIS={closed}")), "{down}");
     for message in [unset, down] {
         assert!(
-            message.contains("deploy/local/emulators.sh start")
-                && message.contains("deploy/local/test.sh"),
+            message.contains("deploy/local/emulators.sh start") && message.contains("deploy/local/test.sh"),
             "{message}"
         );
     }

@@ -60,6 +60,21 @@ async fn suite(store: Arc<dyn LeaseStore>) {
     assert_eq!((stolen.owner.as_deref(), stolen.owner_switches), (Some("w2"), 1));
     assert_eq!(store.renew(&again).await.unwrap(), Cas::Lost, "the old owner's renewal loses");
 
+    // request_handoff: owner-conditional, keeps the counter, so the owner's next
+    // renewal succeeds and carries the request; release keeps it; take clears it.
+    assert_eq!(store.request_handoff(&again, "w3").await.unwrap(), Cas::Lost, "not the owner any more");
+    let marked = store.request_handoff(&stolen, "w3").await.unwrap().done().unwrap();
+    assert_eq!((marked.handoff_to.as_deref(), marked.counter), (Some("w3"), stolen.counter));
+    let renewed_marked = store.renew(&stolen).await.unwrap().done().unwrap();
+    assert_eq!(renewed_marked.handoff_to.as_deref(), Some("w3"));
+    let released_marked = store.release(&renewed_marked).await.unwrap().done().unwrap();
+    assert_eq!((released_marked.owner.clone(), released_marked.handoff_to.as_deref()), (None, Some("w3")));
+    assert_eq!(get(store, "shard-a").await.unwrap(), released_marked);
+    let handed = store.take(&released_marked, "w2").await.unwrap().done().unwrap();
+    assert_eq!((handed.owner.as_deref(), handed.handoff_to.clone()), (Some("w2"), None));
+    assert_eq!(get(store, "shard-a").await.unwrap(), handed);
+    let stolen = handed;
+
     // shard end with children.
     let children = vec!["child-1".to_owned(), "child-2".to_owned()];
     let ended = store.checkpoint(&stolen, &Checkpoint::ShardEnd, &children).await.unwrap().done().unwrap();

@@ -21,10 +21,7 @@ fn assert_rows_match_puts(rows: &std::collections::HashMap<String, Item>, puts: 
             assert!(row.contains_key(attr), "{attr} missing in {row:?}");
         }
         let ts = row["Timestamp"].as_s().unwrap();
-        assert!(
-            chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z'),
-            "{ts}"
-        );
+        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z'), "{ts}");
         let ttl: i64 = row["ExpirationTime"].as_n().unwrap().parse().unwrap();
         let week = chrono::Utc::now().timestamp() + 7 * 86_400;
         assert!((ttl - week).abs() < 600, "ExpirationTime {ttl}");
@@ -36,14 +33,7 @@ async fn drains_2000_tweets_over_4_shards() {
     let setup = Setup::new("drain", 4);
     let puts = setup.produce(&["--count", "2000", "--seed", "11"]);
     assert_eq!(puts.0.len(), 2000);
-    assert_eq!(
-        puts.0
-            .iter()
-            .map(|p| &p.shard)
-            .collect::<HashSet<_>>()
-            .len(),
-        4
-    );
+    assert_eq!(puts.0.iter().map(|p| &p.shard).collect::<HashSet<_>>().len(), 4);
     let mut worker = setup.worker("w1", &[]);
     let expected = puts.tweet_ids().len();
     let rows = eventually(DRAIN, "2000 rows", || async {
@@ -53,9 +43,7 @@ async fn drains_2000_tweets_over_4_shards() {
     .await;
     assert_rows_match_puts(&rows, &puts);
     // A long v1.1 tweet is stored with its full text, not the truncated one.
-    assert!(rows
-        .values()
-        .any(|r| r["Message"].as_s().unwrap().chars().count() > 1000));
+    assert!(rows.values().any(|r| r["Message"].as_s().unwrap().chars().count() > 1000));
     worker.signal("TERM");
     let (status, _) = worker.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status:?}\n{}", worker.log_text());
@@ -67,25 +55,12 @@ async fn a_restart_after_kill_9_resumes_from_checkpoints() {
     let puts = setup.produce(&["--count", "2000", "--seed", "12"]);
     // Slow writes and small batches, so that the kill lands half-way with
     // several batches checkpointed.
-    let slow = [
-        "--max-write-rate",
-        "300",
-        "--max-records",
-        "50",
-        "--failover-time",
-        "2s",
-    ];
+    let slow = ["--max-write-rate", "300", "--max-records", "50", "--failover-time", "2s"];
     let mut first = setup.worker("first", &slow);
-    eventually(DRAIN, "800 rows", || async {
-        (setup.tweets().await.len() >= 800).then_some(())
-    })
-    .await;
+    eventually(DRAIN, "800 rows", || async { (setup.tweets().await.len() >= 800).then_some(()) }).await;
     first.kill9();
     let rows_at_kill = setup.tweets().await.len();
-    assert!(
-        rows_at_kill < 2000,
-        "the first worker finished before the kill"
-    );
+    assert!(rows_at_kill < 2000, "the first worker finished before the kill");
 
     let second = setup.worker("second", &["--failover-time", "2s"]);
     let expected = puts.tweet_ids().len();
@@ -95,65 +70,40 @@ async fn a_restart_after_kill_9_resumes_from_checkpoints() {
     })
     .await;
     assert_rows_match_puts(&rows, &puts);
-    let read = eventually(
-        Duration::from_secs(10),
-        "the second worker's metrics",
-        || async { second.metric("stream_worker_records_read_total") },
-    )
+    let read = eventually(Duration::from_secs(10), "the second worker's metrics", || async {
+        second.metric("stream_worker_records_read_total")
+    })
     .await;
     // Resumed from checkpoints: it read the rest (plus at most the batches in
     // flight at the kill), not the stream from TRIM_HORIZON.
-    assert!(
-        read < 2000.0,
-        "the second worker read {read} records: it restarted from TRIM_HORIZON"
-    );
-    assert!(
-        read >= (2000 - rows_at_kill) as f64,
-        "read {read}, but {} rows were missing",
-        2000 - rows_at_kill
-    );
+    assert!(read < 2000.0, "the second worker read {read} records: it restarted from TRIM_HORIZON");
+    assert!(read >= (2000 - rows_at_kill) as f64, "read {read}, but {} rows were missing", 2000 - rows_at_kill);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_records_are_dead_lettered_and_no_shard_stalls() {
     let setup = Setup::new("malformed", 4);
-    let puts = setup.produce(&[
-        "--count",
-        "2000",
-        "--seed",
-        "13",
-        "--malformed-ratio",
-        "0.05",
-    ]);
+    let puts = setup.produce(&["--count", "2000", "--seed", "13", "--malformed-ratio", "0.05"]);
     let malformed = puts.malformed();
     assert!(malformed.len() > 50, "{} malformed", malformed.len());
     let _worker = setup.worker("w", &[]);
     let last = puts.last_per_shard();
     // No shard stalls: every shard's checkpoint reaches its last record.
-    eventually(
-        DRAIN,
-        "every shard checkpointed at its last record",
-        || async {
-            let leases = setup.leases().await;
-            let done = last.iter().all(|(shard, seq)| {
-                leases
-                    .get(shard)
-                    .and_then(|l| l.get("checkpoint"))
-                    .and_then(|c| c.as_s().ok())
-                    == Some(seq)
-            });
-            done.then_some(())
-        },
-    )
+    eventually(DRAIN, "every shard checkpointed at its last record", || async {
+        let leases = setup.leases().await;
+        let done = last.iter().all(|(shard, seq)| {
+            leases.get(shard).and_then(|l| l.get("checkpoint")).and_then(|c| c.as_s().ok()) == Some(seq)
+        });
+        done.then_some(())
+    })
     .await;
     let rows = setup.tweets().await;
     assert_rows_match_puts(&rows, &puts);
     let dead = setup.dead_letters().await;
     assert_eq!(dead.len(), malformed.len());
     for put in malformed {
-        let item = dead
-            .get(&(put.shard.clone(), put.sequence.clone()))
-            .unwrap_or_else(|| panic!("{put:?} not dead-lettered"));
+        let item =
+            dead.get(&(put.shard.clone(), put.sequence.clone())).unwrap_or_else(|| panic!("{put:?} not dead-lettered"));
         let reason = item["Reason"].as_s().unwrap();
         assert_eq!(format!("malformed:{reason}"), put.kind, "{item:?}");
         assert!(!item["Error"].as_s().unwrap().is_empty());
@@ -168,25 +118,16 @@ async fn sigterm_under_load_exits_0_in_time_with_checkpoints_past_the_last_write
     let setup = Setup::new("sigterm", 4);
     setup.produce(&["--count", "2000", "--seed", "14"]);
     let mut worker = setup.worker("w", &["--max-write-rate", "300", "--max-records", "100"]);
-    eventually(DRAIN, "300 rows", || async {
-        (setup.tweets().await.len() >= 300).then_some(())
-    })
-    .await;
+    eventually(DRAIN, "300 rows", || async { (setup.tweets().await.len() >= 300).then_some(()) }).await;
     worker.signal("TERM");
     let (status, took) = worker.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "{status:?}\n{}", worker.log_text());
-    assert!(
-        took <= Duration::from_secs(5),
-        "took {took:?} (shutdown timeout 5 s)"
-    );
+    assert!(took <= Duration::from_secs(5), "took {took:?} (shutdown timeout 5 s)");
     let rows = setup.tweets().await;
     assert!(rows.len() < 2000, "the worker had finished before SIGTERM");
     let leases = setup.leases().await;
     for (shard, lease) in &leases {
-        assert!(
-            !lease.contains_key("leaseOwner"),
-            "{shard} not released: {lease:?}"
-        );
+        assert!(!lease.contains_key("leaseOwner"), "{shard} not released: {lease:?}");
         let checkpoint = lease["checkpoint"].as_s().unwrap();
         let last_written = rows
             .values()

@@ -2,8 +2,14 @@
 //! consumer per held lease.
 //!
 //! One loop owns all lease state; consumers only checkpoint through their
-//! [`HeldLease`]. Timers: renew every `failover / 3`, take every `failover / 2`
-//! with jitter, shard sync every `shard_sync_interval` and at each shard end.
+//! [`HeldLease`]. Timers: renew every `failover / 3`; a full take round (with
+//! steals) every `failover / 2` with jitter; a quick round (free leases only)
+//! every second, so that a released lease is picked up within about a second;
+//! shard sync every `shard_sync_interval` and at each shard end.
+//!
+//! Steals are graceful: the taker marks the lease (`handoffTo`), the owner sees
+//! the mark at its next renewal, finishes its batch, checkpoints and releases.
+//! If the owner has not released after one failover time, the taker takes it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -55,6 +61,9 @@ pub struct WorkerConfig {
     pub consumer: ConsumerConfig,
 }
 
+/// How often free leases are looked for between full take rounds.
+const QUICK_TAKE_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct Worker {
     pub config: WorkerConfig,
     pub stream: Arc<dyn StreamClient>,
@@ -68,6 +77,8 @@ struct State {
     /// Which shard each consumer task runs, to know whose lease a panic leaves.
     tasks: HashMap<tokio::task::Id, String>,
     seen: Observations,
+    /// Handoffs this worker asked for, and when.
+    asked: HashMap<String, Instant>,
 }
 
 impl Worker {
@@ -78,17 +89,20 @@ impl Worker {
         let cfg = &self.config;
         self.store.ensure_table().await?;
         let renew_every = cfg.failover / 3;
+        let quick_take_every = QUICK_TAKE_INTERVAL.min(cfg.failover / 2);
         let mut state = State {
             held: HashMap::new(),
             consumers: JoinSet::new(),
             tasks: HashMap::new(),
             seen: Observations::default(),
+            asked: HashMap::new(),
         };
         let consumers_stop = CancellationToken::new();
         tracing::info!(worker_id = %cfg.worker_id, failover = ?cfg.failover, "worker started");
 
         let mut next_renew = Instant::now() + renew_every;
         let mut next_take = Instant::now();
+        let mut next_quick_take = Instant::now() + quick_take_every;
         let mut next_sync = Instant::now();
         loop {
             tokio::select! {
@@ -103,10 +117,17 @@ impl Worker {
                     }
                 }
                 _ = sleep_until(next_take) => {
-                    if let Err(e) = self.take_round(&mut state, &consumers_stop).await {
+                    if let Err(e) = self.take_round(&mut state, &consumers_stop, true).await {
                         tracing::warn!(error = %e, "take round failed");
                     }
                     next_take = Instant::now() + taker::take_interval(cfg.failover, &mut rand::thread_rng());
+                    next_quick_take = Instant::now() + quick_take_every;
+                }
+                _ = sleep_until(next_quick_take) => {
+                    if let Err(e) = self.take_round(&mut state, &consumers_stop, false).await {
+                        tracing::debug!(error = %e, "quick take round failed");
+                    }
+                    next_quick_take = Instant::now() + quick_take_every;
                 }
                 _ = sleep_until(next_renew) => {
                     self.renew_all(&mut state).await;
@@ -162,11 +183,7 @@ impl Worker {
     /// known start at TRIM_HORIZON (after their parents); the others at the
     /// configured initial position.
     async fn sync_shards(&self) -> Result<(), anyhow::Error> {
-        let shards = self
-            .stream
-            .list_shards()
-            .await
-            .map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
+        let shards = self.stream.list_shards().await.map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
         let leases = self.store.list().await?;
         let created = self.create_leases(&shards, &leases).await?;
         if created > 0 {
@@ -176,20 +193,14 @@ impl Worker {
     }
 
     async fn create_leases(&self, shards: &[Shard], leases: &[Lease]) -> Result<usize, StoreError> {
-        let known: HashSet<&str> = shards
-            .iter()
-            .map(|s| s.id.as_str())
-            .chain(leases.iter().map(|l| l.key.as_str()))
-            .collect();
+        let known: HashSet<&str> =
+            shards.iter().map(|s| s.id.as_str()).chain(leases.iter().map(|l| l.key.as_str())).collect();
         let existing: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
         let mut created = 0;
         for shard in shards.iter().filter(|s| !existing.contains(s.id.as_str())) {
             let has_known_parent = shard.parents.iter().any(|p| known.contains(p.as_str()));
-            let checkpoint = if has_known_parent {
-                Checkpoint::TrimHorizon
-            } else {
-                self.config.initial_position.checkpoint()
-            };
+            let checkpoint =
+                if has_known_parent { Checkpoint::TrimHorizon } else { self.config.initial_position.checkpoint() };
             let lease = Lease::new(shard.id.clone(), checkpoint, shard.parents.clone());
             if let Cas::Done(()) = self.store.create(&lease).await? {
                 created += 1;
@@ -198,10 +209,13 @@ impl Worker {
         Ok(created)
     }
 
+    /// Takes free leases; with `steal`, also asks overloaded workers for leases
+    /// and takes over handoffs that timed out.
     async fn take_round(
         &self,
         state: &mut State,
         consumers_stop: &CancellationToken,
+        steal: bool,
     ) -> Result<(), StoreError> {
         let cfg = &self.config;
         let leases = self.store.list().await?;
@@ -213,24 +227,42 @@ impl Worker {
             max_leases: cfg.max_leases,
             max_leases_to_steal: cfg.max_leases_to_steal,
         };
-        let plan = taker::plan(
-            &cfg.worker_id,
-            &held,
-            &leases,
-            &state.seen,
-            now,
-            &taker_cfg,
-            &mut rand::thread_rng(),
-        );
+        let plan = taker::plan(&cfg.worker_id, &held, &leases, &state.seen, now, &taker_cfg, &mut rand::thread_rng());
         metrics::gauge!(m::WORKERS_SEEN).set(plan.workers as f64);
         let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
-        let wanted = plan
-            .take
-            .iter()
-            .map(|k| (k, false))
-            .chain(plan.steal.iter().map(|k| (k, true)));
+        // Handoffs asked for: done (released, taken, or cleared) or timed out.
+        let me = cfg.worker_id.as_str();
+        let mut overdue = Vec::new();
+        state.asked.retain(|key, asked_at| match by_key.get(key.as_str()) {
+            Some(l) if l.handoff_to.as_deref() == Some(me) && l.owner.as_deref().is_some_and(|o| o != me) => {
+                if now.duration_since(*asked_at) >= cfg.failover {
+                    overdue.push(key.clone());
+                    false
+                } else {
+                    true
+                }
+            }
+            _ => false,
+        });
+        let mut wanted: Vec<(&String, bool)> = plan.take.iter().map(|k| (k, false)).collect();
+        if steal {
+            wanted.extend(overdue.iter().map(|k| (k, true)));
+            for key in &plan.steal {
+                let lease = by_key[key.as_str()];
+                if let Cas::Done(_) = self.store.request_handoff(lease, me).await? {
+                    metrics::counter!(m::LEASE_HANDOFFS, "side" => "requested").increment(1);
+                    tracing::info!(shard_id = %key, worker_id = %me, owner = lease.owner.as_deref().unwrap_or("-"),
+                        "asked for a handoff");
+                    state.asked.insert(key.clone(), now);
+                }
+            }
+        }
         for (key, stolen) in wanted {
             let lease = by_key[key.as_str()];
+            if stolen {
+                tracing::warn!(shard_id = %key, owner = lease.owner.as_deref().unwrap_or("-"),
+                    "handoff not done within the failover time; taking the lease over");
+            }
             let sent = Instant::now();
             match self.store.take(lease, &cfg.worker_id).await? {
                 Cas::Done(taken) => {
@@ -242,13 +274,9 @@ impl Worker {
                     }
                     tracing::info!(shard_id = %key, worker_id = %cfg.worker_id, previous_owner = previous,
                         lease_counter = taken.counter, checkpoint = %taken.checkpoint, stolen, "lease taken");
-                    let held = Arc::new(HeldLease::new(
-                        taken,
-                        sent,
-                        self.store.clone(),
-                        cfg.failover,
-                    ));
-                    self.start_consumer(state, held, consumers_stop);
+                    let stop = consumers_stop.child_token();
+                    let held = Arc::new(HeldLease::new(taken, sent, self.store.clone(), cfg.failover, stop));
+                    self.start_consumer(state, held);
                 }
                 Cas::Lost => {
                     tracing::debug!(shard_id = %key, "another worker took the lease first")
@@ -259,12 +287,7 @@ impl Worker {
         Ok(())
     }
 
-    fn start_consumer(
-        &self,
-        state: &mut State,
-        held: Arc<HeldLease>,
-        consumers_stop: &CancellationToken,
-    ) {
+    fn start_consumer(&self, state: &mut State, held: Arc<HeldLease>) {
         let key = held.key().to_owned();
         state.held.insert(key.clone(), held.clone());
         let consumer = Consumer {
@@ -272,17 +295,13 @@ impl Worker {
             stream: self.stream.clone(),
             processor: self.processor.clone(),
             config: self.config.consumer.clone(),
-            shutdown: consumers_stop.clone(),
         };
         let task = state.consumers.spawn(consumer.run());
         state.tasks.insert(task.id(), key);
     }
 
     async fn renew_all(&self, state: &mut State) {
-        let renewals = state
-            .held
-            .values()
-            .map(|held| async move { (held.clone(), held.renew().await) });
+        let renewals = state.held.values().map(|held| async move { (held.clone(), held.renew().await) });
         for (held, result) in join_all(renewals).await {
             match result {
                 Ok(true) => metrics::counter!(m::LEASE_RENEWALS).increment(1),
@@ -298,10 +317,7 @@ impl Worker {
                         // The zombie fence: stop before anyone else may take it.
                         held.mark_lost();
                         metrics::counter!(m::LEASES_LOST).increment(1);
-                        tracing::warn!(
-                            shard_id = held.key(),
-                            "lease not renewed in time; stopped processing"
-                        );
+                        tracing::warn!(shard_id = held.key(), "lease not renewed in time; stopped processing");
                         state.held.remove(held.key());
                     }
                 }
@@ -362,7 +378,26 @@ impl Worker {
                 metrics::gauge!(m::LEASES_HELD).set(state.held.len() as f64);
                 false
             }
-            Exit::Shutdown => false,
+            Exit::Stopped => {
+                // Worker shutdown or a handoff: the batch is checkpointed; release now
+                // so that the next owner starts at once.
+                if let Some(held) = state.held.remove(&key) {
+                    let handoff = held.handoff_requested();
+                    match held.release().await {
+                        Ok(Cas::Done(())) => {
+                            metrics::counter!(m::LEASES_RELEASED).increment(1);
+                            if handoff {
+                                metrics::counter!(m::LEASE_HANDOFFS, "side" => "released").increment(1);
+                            }
+                            tracing::info!(shard_id = %key, worker_id = %self.config.worker_id, handoff, "lease released");
+                        }
+                        Ok(Cas::Lost) => {}
+                        Err(e) => tracing::warn!(shard_id = %key, error = %e, "release failed; the lease will expire"),
+                    }
+                }
+                metrics::gauge!(m::LEASES_HELD).set(state.held.len() as f64);
+                false
+            }
         }
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType,
+    TableStatus,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -23,6 +23,7 @@ pub const CHECKPOINT_SUB: &str = "checkpointSubSequenceNumber";
 pub const OWNER_SWITCHES: &str = "ownerSwitchesSinceCheckpoint";
 pub const PARENT_SHARD_IDS: &str = "parentShardId";
 pub const CHILD_SHARD_IDS: &str = "childShardIds";
+pub const HANDOFF_TO: &str = "handoffTo";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -34,29 +35,18 @@ pub struct DynamoLeaseStore {
 
 impl DynamoLeaseStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     pub fn table(&self) -> &str {
         &self.table
     }
 
-    fn error<E>(
-        &self,
-        op: &str,
-        err: SdkError<E, aws_smithy_runtime_api::http::Response>,
-    ) -> StoreError
+    fn error<E>(&self, op: &str, err: SdkError<E, aws_smithy_runtime_api::http::Response>) -> StoreError
     where
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
     {
-        StoreError(format!(
-            "lease table '{}': {op}: {}",
-            self.table,
-            describe(&err)
-        ))
+        StoreError(format!("lease table '{}': {op}: {}", self.table, describe(&err)))
     }
 
     /// Runs a conditional update and returns the stored row, or `Lost` when the
@@ -93,12 +83,7 @@ impl DynamoLeaseStore {
             .send()
             .await;
         match result {
-            Ok(out) => Ok(Cas::Done(
-                out.attributes
-                    .as_ref()
-                    .and_then(from_item)
-                    .unwrap_or(expected),
-            )),
+            Ok(out) => Ok(Cas::Done(out.attributes.as_ref().and_then(from_item).unwrap_or(expected))),
             Err(err) if classify(&err) == ErrorClass::ConditionFailed => Ok(Cas::Lost),
             Err(err) => Err(self.error(op, err)),
         }
@@ -108,13 +93,7 @@ impl DynamoLeaseStore {
 #[async_trait]
 impl LeaseStore for DynamoLeaseStore {
     async fn ensure_table(&self) -> Result<(), StoreError> {
-        match self
-            .client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-        {
+        match self.client.describe_table().table_name(&self.table).send().await {
             Ok(_) => {}
             Err(err) if classify(&err) == ErrorClass::NotFound => {
                 let created = self
@@ -162,10 +141,7 @@ impl LeaseStore for DynamoLeaseStore {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(StoreError(format!(
-            "lease table '{}' did not become ACTIVE within 120 s",
-            self.table
-        )))
+        Err(StoreError(format!("lease table '{}' did not become ACTIVE within 120 s", self.table)))
     }
 
     async fn list(&self) -> Result<Vec<Lease>, StoreError> {
@@ -219,43 +195,19 @@ impl LeaseStore for DynamoLeaseStore {
         values.insert(":switch".into(), n(u64::from(!lease.is_owned_by(owner))));
         let update = format!(
             "SET {LEASE_OWNER} = :owner, {LEASE_COUNTER} = :next_counter, \
-             {OWNER_SWITCHES} = if_not_exists({OWNER_SWITCHES}, :zero) + :switch"
+             {OWNER_SWITCHES} = if_not_exists({OWNER_SWITCHES}, :zero) + :switch REMOVE {HANDOFF_TO}"
         );
-        self.update(
-            "take",
-            lease,
-            false,
-            &update,
-            values,
-            apply::take(lease, owner),
-        )
-        .await
+        self.update("take", lease, false, &update, values, apply::take(lease, owner)).await
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError> {
         let update = format!("SET {LEASE_COUNTER} = :next_counter");
-        self.update(
-            "renew",
-            lease,
-            true,
-            &update,
-            counter_values(lease),
-            apply::renew(lease),
-        )
-        .await
+        self.update("renew", lease, true, &update, counter_values(lease), apply::renew(lease)).await
     }
 
     async fn release(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError> {
         let update = format!("SET {LEASE_COUNTER} = :next_counter REMOVE {LEASE_OWNER}");
-        self.update(
-            "release",
-            lease,
-            true,
-            &update,
-            counter_values(lease),
-            apply::release(lease),
-        )
-        .await
+        self.update("release", lease, true, &update, counter_values(lease), apply::release(lease)).await
     }
 
     async fn checkpoint(
@@ -265,10 +217,7 @@ impl LeaseStore for DynamoLeaseStore {
         children: &[String],
     ) -> Result<Cas<Lease>, StoreError> {
         let mut values = counter_values(lease);
-        values.insert(
-            ":checkpoint".into(),
-            AttributeValue::S(checkpoint.to_string()),
-        );
+        values.insert(":checkpoint".into(), AttributeValue::S(checkpoint.to_string()));
         values.insert(":zero".into(), n(0));
         let mut update = format!(
             "SET {LEASE_COUNTER} = :next_counter, {CHECKPOINT} = :checkpoint, \
@@ -279,8 +228,14 @@ impl LeaseStore for DynamoLeaseStore {
             values.insert(":children".into(), AttributeValue::Ss(children.to_vec()));
         }
         let expected = apply::checkpoint(lease, checkpoint, children);
-        self.update("checkpoint", lease, true, &update, values, expected)
-            .await
+        self.update("checkpoint", lease, true, &update, values, expected).await
+    }
+
+    async fn request_handoff(&self, lease: &Lease, to: &str) -> Result<Cas<Lease>, StoreError> {
+        let values = HashMap::from([(":to".to_owned(), AttributeValue::S(to.to_owned()))]);
+        let update = format!("SET {HANDOFF_TO} = :to");
+        let expected = apply::request_handoff(lease, to);
+        self.update("request handoff", lease, true, &update, values, expected).await
     }
 
     async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {
@@ -314,10 +269,7 @@ pub fn to_item(lease: &Lease) -> Item {
     let mut item = HashMap::from([
         (LEASE_KEY.to_owned(), AttributeValue::S(lease.key.clone())),
         (LEASE_COUNTER.to_owned(), n(lease.counter)),
-        (
-            CHECKPOINT.to_owned(),
-            AttributeValue::S(lease.checkpoint.to_string()),
-        ),
+        (CHECKPOINT.to_owned(), AttributeValue::S(lease.checkpoint.to_string())),
         (CHECKPOINT_SUB.to_owned(), n(lease.checkpoint_sub)),
         (OWNER_SWITCHES.to_owned(), n(lease.owner_switches)),
     ]);
@@ -326,16 +278,13 @@ pub fn to_item(lease: &Lease) -> Item {
     }
     // DynamoDB refuses empty sets: absent means none.
     if !lease.parents.is_empty() {
-        item.insert(
-            PARENT_SHARD_IDS.to_owned(),
-            AttributeValue::Ss(lease.parents.clone()),
-        );
+        item.insert(PARENT_SHARD_IDS.to_owned(), AttributeValue::Ss(lease.parents.clone()));
     }
     if !lease.children.is_empty() {
-        item.insert(
-            CHILD_SHARD_IDS.to_owned(),
-            AttributeValue::Ss(lease.children.clone()),
-        );
+        item.insert(CHILD_SHARD_IDS.to_owned(), AttributeValue::Ss(lease.children.clone()));
+    }
+    if let Some(to) = &lease.handoff_to {
+        item.insert(HANDOFF_TO.to_owned(), AttributeValue::S(to.clone()));
     }
     item
 }
@@ -344,11 +293,7 @@ pub fn to_item(lease: &Lease) -> Item {
 /// counter or readable checkpoint.
 pub fn from_item(item: &Item) -> Option<Lease> {
     let s = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-    let num = |name: &str| {
-        item.get(name)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-    };
+    let num = |name: &str| item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
     let set = |name: &str| match item.get(name) {
         Some(AttributeValue::Ss(values)) => values.clone(),
         Some(AttributeValue::S(value)) => vec![value.clone()],
@@ -358,13 +303,12 @@ pub fn from_item(item: &Item) -> Option<Lease> {
         key: s(LEASE_KEY)?,
         owner: s(LEASE_OWNER).filter(|o| !o.is_empty()),
         counter: num(LEASE_COUNTER)?,
-        checkpoint: Checkpoint::parse(
-            &s(CHECKPOINT).unwrap_or_else(|| Checkpoint::TRIM_HORIZON.to_owned()),
-        )?,
+        checkpoint: Checkpoint::parse(&s(CHECKPOINT).unwrap_or_else(|| Checkpoint::TRIM_HORIZON.to_owned()))?,
         checkpoint_sub: num(CHECKPOINT_SUB).unwrap_or(0),
         owner_switches: num(OWNER_SWITCHES).unwrap_or(0),
         parents: set(PARENT_SHARD_IDS),
         children: set(CHILD_SHARD_IDS),
+        handoff_to: s(HANDOFF_TO).filter(|o| !o.is_empty()),
     })
 }
 
@@ -377,14 +321,13 @@ mod tests {
     fn rows_round_trip() {
         let mut lease = Lease::new(
             "shardId-000000000002",
-            Checkpoint::Sequence(
-                SequenceNumber::parse("495903382714902566085596925383615").unwrap(),
-            ),
+            Checkpoint::Sequence(SequenceNumber::parse("495903382714902566085596925383615").unwrap()),
             vec!["shardId-000000000000".into(), "shardId-000000000001".into()],
         );
         lease.owner = Some("worker-a".into());
         lease.counter = 42;
         lease.owner_switches = 3;
+        lease.handoff_to = Some("worker-b".into());
         assert_eq!(from_item(&to_item(&lease)), Some(lease.clone()));
         lease.owner = None;
         lease.parents.clear();
@@ -397,32 +340,16 @@ mod tests {
     fn reads_a_java_kcl_row() {
         // As written by KCL 2.x: a sentinel checkpoint, no ownerSwitches yet.
         let item = HashMap::from([
-            (
-                "leaseKey".to_owned(),
-                AttributeValue::S("shardId-000000000007".into()),
-            ),
+            ("leaseKey".to_owned(), AttributeValue::S("shardId-000000000007".into())),
             ("leaseCounter".to_owned(), AttributeValue::N("1534".into())),
-            (
-                "leaseOwner".to_owned(),
-                AttributeValue::S("ip-10-0-0-1:5d0f".into()),
-            ),
-            (
-                "checkpoint".to_owned(),
-                AttributeValue::S("SHARD_END".into()),
-            ),
-            (
-                "checkpointSubSequenceNumber".to_owned(),
-                AttributeValue::N("0".into()),
-            ),
+            ("leaseOwner".to_owned(), AttributeValue::S("ip-10-0-0-1:5d0f".into())),
+            ("checkpoint".to_owned(), AttributeValue::S("SHARD_END".into())),
+            ("checkpointSubSequenceNumber".to_owned(), AttributeValue::N("0".into())),
         ]);
         let lease = from_item(&item).unwrap();
         assert_eq!(lease.checkpoint, Checkpoint::ShardEnd);
         assert_eq!(lease.counter, 1534);
         assert_eq!(lease.owner.as_deref(), Some("ip-10-0-0-1:5d0f"));
-        assert!(from_item(&HashMap::from([(
-            "leaseKey".to_owned(),
-            AttributeValue::S("x".into())
-        )]))
-        .is_none());
+        assert!(from_item(&HashMap::from([("leaseKey".to_owned(), AttributeValue::S("x".into()))])).is_none());
     }
 }

@@ -8,6 +8,7 @@
 //! judge expiry from when they *saw* the counter move, which is after `t`). The
 //! fence is set a margin before that; past it, the holder stops and never writes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,19 +25,27 @@ pub struct HeldLease {
     fence: Mutex<Instant>,
     /// Cancelled once the lease is lost, fenced or released: the consumer's stop.
     lost: CancellationToken,
+    /// Cancelled for a graceful stop (finish the batch, checkpoint): the worker
+    /// shuts down, or another worker asked for the lease (`handoffTo`).
+    stop: CancellationToken,
+    handoff_requested: AtomicBool,
     store: Arc<dyn LeaseStore>,
     failover: Duration,
 }
 
 impl HeldLease {
-    /// `lease` as returned by the take, which was sent at `sent`.
+    /// `lease` as returned by the take, which was sent at `sent`; `stop` is the
+    /// graceful stop (a child of the worker's shutdown).
     pub fn new(
         lease: Lease,
         sent: Instant,
         store: Arc<dyn LeaseStore>,
         failover: Duration,
+        stop: CancellationToken,
     ) -> Self {
         Self {
+            stop,
+            handoff_requested: AtomicBool::new(false),
             key: lease.key.clone(),
             state: AsyncMutex::new(lease),
             fence: Mutex::new(fence_after(sent, failover)),
@@ -53,6 +62,28 @@ impl HeldLease {
     /// When this worker must stop touching the shard unless renewed before.
     pub fn fence(&self) -> Instant {
         *self.fence.lock().unwrap()
+    }
+
+    /// The graceful stop: worker shutdown or a handoff request.
+    pub fn stop_token(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Whether another worker asked for this lease.
+    pub fn handoff_requested(&self) -> bool {
+        self.handoff_requested.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the row a write returned; moves the fence; notices handoff requests.
+    fn stored(&self, lease: &mut Lease, next: Lease, sent: Instant) {
+        if let Some(to) = &next.handoff_to {
+            if !self.handoff_requested.swap(true, Ordering::Relaxed) {
+                tracing::info!(shard_id = %self.key, to = %to, "handoff requested; finishing the batch");
+            }
+            self.stop.cancel();
+        }
+        *lease = next;
+        *self.fence.lock().unwrap() = fence_after(sent, self.failover);
     }
 
     pub fn is_lost(&self) -> bool {
@@ -100,8 +131,7 @@ impl HeldLease {
         let sent = Instant::now();
         match self.store.renew(&lease).await? {
             Cas::Done(next) => {
-                *lease = next;
-                *self.fence.lock().unwrap() = fence_after(sent, self.failover);
+                self.stored(&mut lease, next, sent);
                 Ok(true)
             }
             Cas::Lost => {
@@ -113,11 +143,7 @@ impl HeldLease {
 
     /// Stores a checkpoint, only while the lease is held and not fenced. A
     /// checkpoint behind the stored one is refused (logged, nothing written).
-    pub async fn checkpoint(
-        &self,
-        checkpoint: Checkpoint,
-        children: &[String],
-    ) -> Result<Cas<()>, StoreError> {
+    pub async fn checkpoint(&self, checkpoint: Checkpoint, children: &[String]) -> Result<Cas<()>, StoreError> {
         let mut lease = self.state.lock().await;
         if !self.usable() {
             return Ok(Cas::Lost);
@@ -129,8 +155,7 @@ impl HeldLease {
         let sent = Instant::now();
         match self.store.checkpoint(&lease, &checkpoint, children).await? {
             Cas::Done(next) => {
-                *lease = next;
-                *self.fence.lock().unwrap() = fence_after(sent, self.failover);
+                self.stored(&mut lease, next, sent);
                 Ok(Cas::Done(()))
             }
             Cas::Lost => {
@@ -170,16 +195,11 @@ mod tests {
     const FAILOVER: Duration = Duration::from_secs(10);
 
     async fn held(store: &Arc<MemoryLeaseStore>) -> HeldLease {
-        store
-            .create(&Lease::new("s-1", Checkpoint::TrimHorizon, vec![]))
-            .await
-            .unwrap()
-            .done()
-            .unwrap();
+        store.create(&Lease::new("s-1", Checkpoint::TrimHorizon, vec![])).await.unwrap().done().unwrap();
         let lease = store.list().await.unwrap().remove(0);
         let sent = Instant::now();
         let taken = store.take(&lease, "me").await.unwrap().done().unwrap();
-        HeldLease::new(taken, sent, store.clone(), FAILOVER)
+        HeldLease::new(taken, sent, store.clone(), FAILOVER, CancellationToken::new())
     }
 
     fn seq(n: &str) -> Checkpoint {
@@ -208,10 +228,7 @@ mod tests {
         assert_eq!(h.checkpoint(seq("100"), &[]).await.unwrap(), Cas::Lost);
         assert!(h.is_lost());
         let row = store.list().await.unwrap().remove(0);
-        assert_eq!(
-            (row.owner.as_deref(), row.checkpoint),
-            (Some("thief"), Checkpoint::TrimHorizon)
-        );
+        assert_eq!((row.owner.as_deref(), row.checkpoint), (Some("thief"), Checkpoint::TrimHorizon));
     }
 
     #[tokio::test(start_paused = true)]
@@ -251,6 +268,22 @@ mod tests {
         assert_eq!(h.checkpoint(seq("200"), &[]).await.unwrap(), Cas::Done(()));
         assert_eq!(h.checkpoint(seq("100"), &[]).await.unwrap(), Cas::Done(()));
         assert_eq!(store.list().await.unwrap()[0].checkpoint, seq("200"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handoff_request_is_seen_at_the_next_renewal_and_stops_gracefully() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        let h = held(&store).await;
+        let row = store.list().await.unwrap().remove(0);
+        store.request_handoff(&row, "taker").await.unwrap().done().unwrap();
+        assert!(!h.stop_token().is_cancelled());
+        assert!(h.renew().await.unwrap(), "the renewal still succeeds");
+        assert!(h.handoff_requested() && h.stop_token().is_cancelled() && !h.is_lost());
+        // The batch in flight is still checkpointed before the release.
+        assert_eq!(h.checkpoint(seq("7"), &[]).await.unwrap(), Cas::Done(()));
+        assert_eq!(h.release().await.unwrap(), Cas::Done(()));
+        let row = store.list().await.unwrap().remove(0);
+        assert_eq!((row.owner, row.handoff_to.as_deref(), row.checkpoint), (None, Some("taker"), seq("7")));
     }
 
     #[tokio::test(start_paused = true)]

@@ -20,17 +20,10 @@ impl MemoryLeaseStore {
 
     /// Applies `next(stored)` if the stored row matches `lease`'s counter (and
     /// owner, when `check_owner`).
-    fn cas(
-        &self,
-        lease: &Lease,
-        check_owner: bool,
-        next: impl FnOnce(&Lease) -> Lease,
-    ) -> Cas<Lease> {
+    fn cas(&self, lease: &Lease, check_owner: bool, next: impl FnOnce(&Lease) -> Lease) -> Cas<Lease> {
         let mut rows = self.rows.lock().unwrap();
         match rows.get_mut(&lease.key) {
-            Some(row)
-                if row.counter == lease.counter && (!check_owner || row.owner == lease.owner) =>
-            {
+            Some(row) if row.counter == lease.counter && (!check_owner || row.owner == lease.owner) => {
                 *row = next(row);
                 Cas::Done(row.clone())
             }
@@ -76,9 +69,11 @@ impl LeaseStore for MemoryLeaseStore {
         checkpoint: &Checkpoint,
         children: &[String],
     ) -> Result<Cas<Lease>, StoreError> {
-        Ok(self.cas(lease, true, |row| {
-            apply::checkpoint(row, checkpoint, children)
-        }))
+        Ok(self.cas(lease, true, |row| apply::checkpoint(row, checkpoint, children)))
+    }
+
+    async fn request_handoff(&self, lease: &Lease, to: &str) -> Result<Cas<Lease>, StoreError> {
+        Ok(self.cas(lease, true, |row| apply::request_handoff(row, to)))
     }
 
     async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {

@@ -45,11 +45,13 @@ pub struct StoreError(pub String);
 /// Contract, for every implementation (checked by the conformance suite in
 /// `tests/lease_store.rs` against both):
 /// - `create` inserts only if no row has the key.
-/// - `take`, `renew`, `release`, `checkpoint` and `delete` apply only if the stored
-///   `leaseCounter` equals the given lease's counter (and, for `renew`, `release`
-///   and `checkpoint`, the stored owner equals the given lease's owner); otherwise
+/// - `take`, `renew`, `release`, `checkpoint`, `request_handoff` and `delete` apply
+///   only if the stored `leaseCounter` equals the given lease's counter (and, for
+///   all but `take` and `delete`, the stored owner equals the given lease's owner); otherwise
 ///   they return [`Cas::Lost`] and change nothing.
-/// - Every applied mutation but `delete` stores `counter + 1` and returns the row.
+/// - Every applied mutation but `delete` and `request_handoff` stores
+///   `counter + 1` and returns the row. `take` clears `handoff_to`; `release`
+///   keeps it, so the worker that asked gets the lease first.
 #[async_trait]
 pub trait LeaseStore: Send + Sync + 'static {
     /// Creates the table if it does not exist and waits until it is usable.
@@ -71,6 +73,10 @@ pub trait LeaseStore: Send + Sync + 'static {
         children: &[String],
     ) -> Result<Cas<Lease>, StoreError>;
     async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError>;
+    /// Marks the lease for handoff to `to`, if the counter and owner still match.
+    /// The one mutation that does not bump the counter: the owner's next renewal
+    /// must succeed, and tell it to hand over.
+    async fn request_handoff(&self, lease: &Lease, to: &str) -> Result<Cas<Lease>, StoreError>;
 }
 
 /// The lease as it would be stored after a successful conditional mutation; shared
@@ -85,22 +91,20 @@ pub(crate) mod apply {
         }
         next.owner = Some(owner.to_owned());
         next.counter += 1;
+        next.handoff_to = None;
         next
     }
 
+    pub fn request_handoff(lease: &Lease, to: &str) -> Lease {
+        Lease { handoff_to: Some(to.to_owned()), ..lease.clone() }
+    }
+
     pub fn renew(lease: &Lease) -> Lease {
-        Lease {
-            counter: lease.counter + 1,
-            ..lease.clone()
-        }
+        Lease { counter: lease.counter + 1, ..lease.clone() }
     }
 
     pub fn release(lease: &Lease) -> Lease {
-        Lease {
-            owner: None,
-            counter: lease.counter + 1,
-            ..lease.clone()
-        }
+        Lease { owner: None, counter: lease.counter + 1, ..lease.clone() }
     }
 
     pub fn checkpoint(lease: &Lease, checkpoint: &Checkpoint, children: &[String]) -> Lease {

@@ -25,13 +25,18 @@ impl Observations {
         let keys: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
         self.seen.retain(|k, _| keys.contains(k.as_str()));
         for lease in leases {
-            let entry = self
-                .seen
-                .entry(lease.key.clone())
-                .or_insert((lease.counter, now));
+            let entry = self.seen.entry(lease.key.clone()).or_insert((lease.counter, now));
             if entry.0 != lease.counter {
                 *entry = (lease.counter, now);
             }
+        }
+    }
+
+    /// How long this worker has seen the lease's counter stand still.
+    pub fn unchanged_for(&self, lease: &Lease, now: Instant) -> Duration {
+        match self.seen.get(&lease.key) {
+            Some((counter, since)) if *counter == lease.counter => now.duration_since(*since),
+            _ => Duration::ZERO,
         }
     }
 
@@ -40,9 +45,7 @@ impl Observations {
             return true;
         }
         match self.seen.get(&lease.key) {
-            Some((counter, since)) if *counter == lease.counter => {
-                now.duration_since(*since) >= failover
-            }
+            Some((counter, since)) if *counter == lease.counter => now.duration_since(*since) >= failover,
             // Not observed at this counter yet: it just moved, so it is alive.
             _ => false,
         }
@@ -63,7 +66,8 @@ pub struct TakerConfig {
 pub struct Plan {
     /// Expired or unowned leases to take.
     pub take: Vec<String>,
-    /// Leases to steal from the most loaded worker.
+    /// Leases to ask the most loaded worker to hand over (a steal is graceful:
+    /// the owner finishes its batch, checkpoints and releases).
     pub steal: Vec<String>,
     /// Workers holding unexpired leases, this one included.
     pub workers: usize,
@@ -75,11 +79,7 @@ pub struct Plan {
 /// (a parent without a lease row is past retention, so done).
 pub fn is_ready(lease: &Lease, by_key: &HashMap<&str, &Lease>) -> bool {
     !lease.checkpoint.is_shard_end()
-        && lease.parents.iter().all(|p| {
-            by_key
-                .get(p.as_str())
-                .is_none_or(|parent| parent.checkpoint.is_shard_end())
-        })
+        && lease.parents.iter().all(|p| by_key.get(p.as_str()).is_none_or(|parent| parent.checkpoint.is_shard_end()))
 }
 
 /// Decides a take round for `me`, holding `held`, over the table `leases`.
@@ -95,45 +95,50 @@ pub fn plan(
     let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
     let ready: Vec<&Lease> = leases.iter().filter(|l| is_ready(l, &by_key)).collect();
 
-    // Live load per worker, counted over the leases that can be worked on.
+    // Live load per worker over the leases that can be worked on. A lease being
+    // handed over counts for the worker it goes to, and can be stolen by no one.
     let mut load: HashMap<&str, Vec<&Lease>> = HashMap::new();
+    let mut incoming = 0;
     for lease in leases {
-        if let Some(owner) = lease.owner.as_deref() {
-            if owner != me && !seen.is_expired(lease, now, config.failover) {
-                let entry = load.entry(owner).or_default();
-                if is_ready(lease, &by_key) {
-                    entry.push(lease);
-                }
+        let Some(owner) = lease.owner.as_deref() else { continue };
+        if seen.is_expired(lease, now, config.failover) {
+            continue;
+        }
+        let goes_to = lease.handoff_to.as_deref().unwrap_or(owner);
+        if goes_to == me {
+            incoming += usize::from(owner != me && is_ready(lease, &by_key));
+        } else {
+            let entry = load.entry(goes_to).or_default();
+            if is_ready(lease, &by_key) && lease.handoff_to.is_none() && owner != me {
+                entry.push(lease);
             }
         }
     }
     let workers = load.len() + 1;
     let target = ready.len().div_ceil(workers).min(config.max_leases);
-    let mine = ready.iter().filter(|l| held.contains(&l.key)).count();
-    let mut plan = Plan {
-        workers,
-        target,
-        ..Plan::default()
-    };
+    let mine = ready.iter().filter(|l| held.contains(&l.key)).count() + incoming;
+    let mut plan = Plan { workers, target, ..Plan::default() };
     if mine >= target {
         return plan;
     }
     let needed = target - mine;
 
+    // A lease released for another worker's handoff is reserved for it, unless
+    // it has stood unowned for a whole failover time (that worker died).
+    let claimable = |l: &Lease| match l.handoff_to.as_deref() {
+        None => true,
+        Some(to) => to == me || seen.unchanged_for(l, now) >= config.failover,
+    };
     let mut expired: Vec<&Lease> = ready
         .iter()
         .copied()
-        .filter(|l| !held.contains(&l.key) && seen.is_expired(l, now, config.failover))
+        .filter(|l| !held.contains(&l.key) && seen.is_expired(l, now, config.failover) && claimable(l))
         .collect();
     if !expired.is_empty() {
         // Shuffled, so that workers starting together spread out instead of all
         // racing for the same rows.
         expired.shuffle(rng);
-        plan.take = expired
-            .into_iter()
-            .take(needed)
-            .map(|l| l.key.clone())
-            .collect();
+        plan.take = expired.into_iter().take(needed).map(|l| l.key.clone()).collect();
         return plan;
     }
 
@@ -155,11 +160,7 @@ pub fn plan(
     .min(config.max_leases_to_steal);
     let mut candidates = victim.clone();
     candidates.shuffle(rng);
-    plan.steal = candidates
-        .into_iter()
-        .take(to_steal)
-        .map(|l| l.key.clone())
-        .collect();
+    plan.steal = candidates.into_iter().take(to_steal).map(|l| l.key.clone()).collect();
     plan
 }
 
@@ -176,11 +177,7 @@ mod tests {
     use rand::SeedableRng;
 
     const FAILOVER: Duration = Duration::from_secs(10);
-    const CONFIG: TakerConfig = TakerConfig {
-        failover: FAILOVER,
-        max_leases: usize::MAX,
-        max_leases_to_steal: 2,
-    };
+    const CONFIG: TakerConfig = TakerConfig { failover: FAILOVER, max_leases: usize::MAX, max_leases_to_steal: 2 };
 
     fn lease(key: &str, owner: Option<&str>, counter: u64) -> Lease {
         let mut l = Lease::new(key, Checkpoint::TrimHorizon, vec![]);
@@ -190,19 +187,11 @@ mod tests {
     }
 
     fn table(owners: &[Option<&str>]) -> Vec<Lease> {
-        owners
-            .iter()
-            .enumerate()
-            .map(|(i, o)| lease(&format!("shard-{i}"), *o, 1))
-            .collect()
+        owners.iter().enumerate().map(|(i, o)| lease(&format!("shard-{i}"), *o, 1)).collect()
     }
 
     fn held_by(leases: &[Lease], me: &str) -> HashSet<String> {
-        leases
-            .iter()
-            .filter(|l| l.is_owned_by(me))
-            .map(|l| l.key.clone())
-            .collect()
+        leases.iter().filter(|l| l.is_owned_by(me)).map(|l| l.key.clone()).collect()
     }
 
     fn rng() -> StdRng {
@@ -231,15 +220,7 @@ mod tests {
         let leases = table(&[None, None, None, None]);
         let mut seen = Observations::default();
         seen.observe(&leases, Instant::now());
-        let p = plan(
-            "me",
-            &HashSet::new(),
-            &leases,
-            &seen,
-            Instant::now(),
-            &CONFIG,
-            &mut rng(),
-        );
+        let p = plan("me", &HashSet::new(), &leases, &seen, Instant::now(), &CONFIG, &mut rng());
         assert_eq!(p.take.len(), 4);
         assert_eq!((p.workers, p.target), (1, 4));
         assert!(p.steal.is_empty());
@@ -251,29 +232,10 @@ mod tests {
         let mut seen = Observations::default();
         let now = Instant::now();
         seen.observe(&leases, now);
-        let p = plan(
-            "me",
-            &HashSet::new(),
-            &leases,
-            &seen,
-            now,
-            &CONFIG,
-            &mut rng(),
-        );
+        let p = plan("me", &HashSet::new(), &leases, &seen, now, &CONFIG, &mut rng());
         assert_eq!((p.workers, p.target, p.take.len()), (2, 3, 3));
-        let capped = TakerConfig {
-            max_leases: 2,
-            ..CONFIG
-        };
-        let p = plan(
-            "me",
-            &HashSet::new(),
-            &leases,
-            &seen,
-            now,
-            &capped,
-            &mut rng(),
-        );
+        let capped = TakerConfig { max_leases: 2, ..CONFIG };
+        let p = plan("me", &HashSet::new(), &leases, &seen, now, &capped, &mut rng());
         assert_eq!(p.take.len(), 2);
     }
 
@@ -284,25 +246,9 @@ mod tests {
         let t0 = Instant::now();
         seen.observe(&leases, t0);
         let held = held_by(&leases, "me");
-        let early = plan(
-            "me",
-            &held,
-            &leases,
-            &seen,
-            t0 + Duration::from_secs(9),
-            &CONFIG,
-            &mut rng(),
-        );
+        let early = plan("me", &held, &leases, &seen, t0 + Duration::from_secs(9), &CONFIG, &mut rng());
         assert!(early.take.is_empty() && early.steal.is_empty(), "{early:?}");
-        let late = plan(
-            "me",
-            &held,
-            &leases,
-            &seen,
-            t0 + FAILOVER,
-            &CONFIG,
-            &mut rng(),
-        );
+        let late = plan("me", &held, &leases, &seen, t0 + FAILOVER, &CONFIG, &mut rng());
         assert_eq!((late.workers, late.target), (1, 4));
         let mut took = late.take.clone();
         took.sort();
@@ -312,89 +258,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn steals_from_the_most_loaded_down_to_the_target_bounded_per_round() {
         // 8 shards: a has 5, b has 3, the newcomer none -> target 3.
-        let owners = [
-            Some("a"),
-            Some("a"),
-            Some("a"),
-            Some("a"),
-            Some("a"),
-            Some("b"),
-            Some("b"),
-            Some("b"),
-        ];
+        let owners = [Some("a"), Some("a"), Some("a"), Some("a"), Some("a"), Some("b"), Some("b"), Some("b")];
         let leases = table(&owners);
         let mut seen = Observations::default();
         let now = Instant::now();
         seen.observe(&leases, now);
-        let p = plan(
-            "c",
-            &HashSet::new(),
-            &leases,
-            &seen,
-            now,
-            &CONFIG,
-            &mut rng(),
-        );
+        let p = plan("c", &HashSet::new(), &leases, &seen, now, &CONFIG, &mut rng());
         assert_eq!((p.workers, p.target), (3, 3));
         assert_eq!(p.steal.len(), 2);
-        assert!(p
-            .steal
-            .iter()
-            .all(|k| leases.iter().any(|l| &l.key == k && l.is_owned_by("a"))));
-        let one = TakerConfig {
-            max_leases_to_steal: 1,
-            ..CONFIG
-        };
-        assert_eq!(
-            plan("c", &HashSet::new(), &leases, &seen, now, &one, &mut rng())
-                .steal
-                .len(),
-            1
-        );
+        assert!(p.steal.iter().all(|k| leases.iter().any(|l| &l.key == k && l.is_owned_by("a"))));
+        let one = TakerConfig { max_leases_to_steal: 1, ..CONFIG };
+        assert_eq!(plan("c", &HashSet::new(), &leases, &seen, now, &one, &mut rng()).steal.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_balanced_fleet_stays_put() {
         // 3/3/2 over 8 shards: nobody takes or steals, whoever asks.
-        let owners = [
-            Some("a"),
-            Some("a"),
-            Some("a"),
-            Some("b"),
-            Some("b"),
-            Some("b"),
-            Some("c"),
-            Some("c"),
-        ];
+        let owners = [Some("a"), Some("a"), Some("a"), Some("b"), Some("b"), Some("b"), Some("c"), Some("c")];
         let leases = table(&owners);
         let mut seen = Observations::default();
         let now = Instant::now();
         seen.observe(&leases, now);
         for me in ["a", "b", "c"] {
-            let p = plan(
-                me,
-                &held_by(&leases, me),
-                &leases,
-                &seen,
-                now,
-                &CONFIG,
-                &mut rng(),
-            );
+            let p = plan(me, &held_by(&leases, me), &leases, &seen, now, &CONFIG, &mut rng());
             assert!(p.take.is_empty() && p.steal.is_empty(), "{me}: {p:?}");
         }
         // 1/2/1 over 4 shards is also stable.
         let leases = table(&[Some("a"), Some("b"), Some("b"), Some("c")]);
         seen.observe(&leases, now);
         for me in ["a", "b", "c"] {
-            let p = plan(
-                me,
-                &held_by(&leases, me),
-                &leases,
-                &seen,
-                now,
-                &CONFIG,
-                &mut rng(),
-            );
+            let p = plan(me, &held_by(&leases, me), &leases, &seen, now, &CONFIG, &mut rng());
             assert!(p.take.is_empty() && p.steal.is_empty(), "{me}: {p:?}");
         }
     }
@@ -405,15 +298,7 @@ mod tests {
         let mut seen = Observations::default();
         let now = Instant::now();
         seen.observe(&leases, now);
-        let p = plan(
-            "c",
-            &HashSet::new(),
-            &leases,
-            &seen,
-            now,
-            &CONFIG,
-            &mut rng(),
-        );
+        let p = plan("c", &HashSet::new(), &leases, &seen, now, &CONFIG, &mut rng());
         assert_eq!((p.target, p.steal.len()), (2, 1));
     }
 
@@ -421,17 +306,9 @@ mod tests {
     async fn children_wait_for_every_parent_to_reach_shard_end() {
         let mut parent_a = lease("p-a", None, 1);
         let parent_b = lease("p-b", None, 1);
-        let child = Lease::new(
-            "child",
-            Checkpoint::TrimHorizon,
-            vec!["p-a".into(), "p-b".into()],
-        );
+        let child = Lease::new("child", Checkpoint::TrimHorizon, vec!["p-a".into(), "p-b".into()]);
         let mut leases = vec![parent_a.clone(), parent_b.clone(), child.clone()];
-        let by_key = |ls: &[Lease]| {
-            ls.iter()
-                .map(|l| (l.key.clone(), l.clone()))
-                .collect::<HashMap<_, _>>()
-        };
+        let by_key = |ls: &[Lease]| ls.iter().map(|l| (l.key.clone(), l.clone())).collect::<HashMap<_, _>>();
         let check = |ls: &[Lease]| {
             let owned = by_key(ls);
             let refs: HashMap<&str, &Lease> = owned.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -447,27 +324,52 @@ mod tests {
         assert!(check(&[child.clone()]));
         let mut seen = Observations::default();
         seen.observe(&leases, Instant::now());
-        let p = plan(
-            "me",
-            &HashSet::new(),
-            &leases,
-            &seen,
-            Instant::now(),
-            &CONFIG,
-            &mut rng(),
-        );
+        let p = plan("me", &HashSet::new(), &leases, &seen, Instant::now(), &CONFIG, &mut rng());
         assert_eq!(p.take, vec!["child"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_being_handed_over_count_for_their_taker_and_are_not_stolen_twice() {
+        // 8 shards; c asked a for two of its five.
+        let mut leases =
+            table(&[Some("a"), Some("a"), Some("a"), Some("a"), Some("a"), Some("b"), Some("b"), Some("b")]);
+        leases[0].handoff_to = Some("c".into());
+        leases[1].handoff_to = Some("c".into());
+        let mut seen = Observations::default();
+        let now = Instant::now();
+        seen.observe(&leases, now);
+        // c: 2 incoming of a target of 3 -> needs 1, but nobody is above target.
+        let p = plan("c", &HashSet::new(), &leases, &seen, now, &CONFIG, &mut rng());
+        assert_eq!((p.workers, p.target), (3, 3));
+        assert!(p.take.is_empty() && p.steal.is_empty(), "{p:?}");
+        // A fourth worker steals, but never one of the leases already promised to c.
+        let p = plan("d", &HashSet::new(), &leases, &seen, now, &CONFIG, &mut rng());
+        assert_eq!(p.workers, 4);
+        assert!(!p.steal.is_empty());
+        assert!(!p.steal.contains(&"shard-0".to_owned()) && !p.steal.contains(&"shard-1".to_owned()), "{p:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_released_for_a_handoff_is_reserved_for_its_taker_for_one_failover_time() {
+        let mut leases = table(&[None, Some("b")]);
+        leases[0].handoff_to = Some("c".into());
+        let mut seen = Observations::default();
+        let t0 = Instant::now();
+        seen.observe(&leases, t0);
+        let p = plan("a", &HashSet::new(), &leases, &seen, t0, &CONFIG, &mut rng());
+        assert!(p.take.is_empty(), "{p:?}");
+        let p = plan("c", &HashSet::new(), &leases, &seen, t0, &CONFIG, &mut rng());
+        assert_eq!(p.take, vec!["shard-0"]);
+        // c never came: after a failover time anyone may take it.
+        let p = plan("a", &HashSet::new(), &leases, &seen, t0 + FAILOVER, &CONFIG, &mut rng());
+        assert!(p.take.contains(&"shard-0".to_owned()), "{p:?}");
     }
 
     #[test]
     fn take_rounds_are_jittered_within_bounds() {
         let mut rng = rng();
-        let intervals: Vec<_> = (0..500)
-            .map(|_| take_interval(FAILOVER, &mut rng))
-            .collect();
-        assert!(intervals
-            .iter()
-            .all(|d| *d >= Duration::from_secs(4) && *d <= Duration::from_secs(6)));
+        let intervals: Vec<_> = (0..500).map(|_| take_interval(FAILOVER, &mut rng)).collect();
+        assert!(intervals.iter().all(|d| *d >= Duration::from_secs(4) && *d <= Duration::from_secs(6)));
         let distinct: HashSet<_> = intervals.iter().collect();
         assert!(distinct.len() > 400);
     }

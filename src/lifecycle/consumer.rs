@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::aws::ErrorClass;
 use crate::leases::held::HeldLease;
@@ -40,8 +39,9 @@ pub enum Exit {
     ShardEnd { children: Vec<Shard> },
     /// The lease was lost or fenced; nothing more was checkpointed.
     LeaseLost,
-    /// The worker is shutting down; the last batch is checkpointed.
-    Shutdown,
+    /// Asked to stop (worker shutdown or a handoff request); the last batch is
+    /// checkpointed.
+    Stopped,
 }
 
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -51,8 +51,6 @@ pub struct Consumer {
     pub stream: Arc<dyn StreamClient>,
     pub processor: Arc<Processor>,
     pub config: ConsumerConfig,
-    /// Graceful stop: finish the batch, checkpoint, return.
-    pub shutdown: CancellationToken,
 }
 
 /// Runs `fut` unless the lease goes first.
@@ -71,11 +69,7 @@ impl Consumer {
         let shard_id = self.held.key().to_owned();
         let start = self.held.snapshot().await.checkpoint;
         let mut position = match start {
-            Checkpoint::ShardEnd => {
-                return Exit::ShardEnd {
-                    children: Vec::new(),
-                }
-            }
+            Checkpoint::ShardEnd => return Exit::ShardEnd { children: Vec::new() },
             Checkpoint::TrimHorizon => StartAt::TrimHorizon,
             Checkpoint::Latest => StartAt::Latest,
             Checkpoint::AtTimestamp => match self.config.initial_timestamp {
@@ -89,13 +83,12 @@ impl Consumer {
         let mut attempt = 0u32;
         let mut next_call = Instant::now();
         loop {
-            if self.shutdown.is_cancelled() {
-                return Exit::Shutdown;
+            if self.held.stop_token().is_cancelled() {
+                return Exit::Stopped;
             }
             let it = match iterator.take() {
                 Some(it) => it,
-                None => match or_lost!(self.held, self.stream.shard_iterator(&shard_id, &position))
-                {
+                None => match or_lost!(self.held, self.stream.shard_iterator(&shard_id, &position)) {
                     Ok(it) => it,
                     Err(e) if e.class == ErrorClass::NotFound => {
                         // Past retention or gone with its stream: nothing left to read.
@@ -104,36 +97,27 @@ impl Consumer {
                     }
                     Err(e) => {
                         tracing::warn!(shard_id, error = %e.message, attempt, "GetShardIterator failed, retrying");
-                        or_lost!(
-                            self.held,
-                            self.wait(BACKOFF.delay(attempt, &mut rand::thread_rng()))
-                        );
+                        or_lost!(self.held, self.wait(BACKOFF.delay(attempt, &mut rand::thread_rng())));
                         attempt = attempt.saturating_add(1);
                         continue;
                     }
                 },
             };
             or_lost!(self.held, self.wait_until(next_call));
-            if self.shutdown.is_cancelled() {
-                return Exit::Shutdown;
+            if self.held.stop_token().is_cancelled() {
+                return Exit::Stopped;
             }
             let called = Instant::now();
             next_call = called + self.config.poll_interval;
             metrics::counter!(m::GET_RECORDS_CALLS).increment(1);
-            let result = or_lost!(
-                self.held,
-                self.stream.get_records(&it, self.config.max_records)
-            );
+            let result = or_lost!(self.held, self.stream.get_records(&it, self.config.max_records));
             metrics::histogram!(m::GET_RECORDS_SECONDS).record(called.elapsed().as_secs_f64());
             let batch = match result {
                 Ok(batch) => batch,
                 Err(e) => {
                     match e.class {
                         ErrorClass::ExpiredIterator => {
-                            tracing::info!(
-                                shard_id,
-                                "shard iterator expired; resuming from the last checkpoint"
-                            );
+                            tracing::info!(shard_id, "shard iterator expired; resuming from the last checkpoint");
                         }
                         ErrorClass::Throttled => {
                             metrics::counter!(m::GET_RECORDS_THROTTLES).increment(1);
@@ -152,8 +136,7 @@ impl Consumer {
             };
             attempt = 0;
             if let Some(ms) = batch.millis_behind_latest {
-                metrics::gauge!(m::MILLIS_BEHIND_LATEST, "shard_id" => shard_id.clone())
-                    .set(ms as f64);
+                metrics::gauge!(m::MILLIS_BEHIND_LATEST, "shard_id" => shard_id.clone()).set(ms as f64);
             }
             if let Some(last) = batch.records.last() {
                 let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
@@ -161,16 +144,12 @@ impl Consumer {
                 metrics::counter!(m::BYTES_READ).increment(bytes as u64);
                 let last_seq = last.sequence_number.clone();
                 // Not interrupted by shutdown: the in-flight batch is finished.
-                let summary =
-                    or_lost!(self.held, self.processor.process(&shard_id, &batch.records));
+                let summary = or_lost!(self.held, self.processor.process(&shard_id, &batch.records));
                 let Some(seq) = SequenceNumber::parse(&last_seq) else {
                     tracing::error!(shard_id, sequence_number = %last_seq, "unreadable sequence number; not checkpointing");
                     continue;
                 };
-                if !self
-                    .checkpoint(&shard_id, Checkpoint::Sequence(seq), &[])
-                    .await
-                {
+                if !self.checkpoint(&shard_id, Checkpoint::Sequence(seq), &[]).await {
                     return Exit::LeaseLost;
                 }
                 metrics::counter!(m::BATCHES).increment(1);
@@ -178,11 +157,7 @@ impl Consumer {
                     dead_lettered = summary.dead_lettered, checkpoint = %last_seq, "batch checkpointed");
                 position = StartAt::AfterSequence(last_seq);
             } else {
-                next_call = called
-                    + self
-                        .config
-                        .idle_poll_interval
-                        .max(self.config.poll_interval);
+                next_call = called + self.config.idle_poll_interval.max(self.config.poll_interval);
             }
             match batch.next_iterator {
                 Some(next) => iterator = Some(next),
@@ -202,12 +177,7 @@ impl Consumer {
 
     /// Writes a checkpoint, retrying store errors until it is written or the
     /// lease is gone. Returns whether the lease is still held.
-    async fn checkpoint(
-        &self,
-        shard_id: &str,
-        checkpoint: Checkpoint,
-        children: &[String],
-    ) -> bool {
+    async fn checkpoint(&self, shard_id: &str, checkpoint: Checkpoint, children: &[String]) -> bool {
         let mut attempt = 0;
         loop {
             match self.held.checkpoint(checkpoint.clone(), children).await {
@@ -239,7 +209,7 @@ impl Consumer {
     /// Sleeps until `deadline`, or less if the worker shuts down.
     async fn wait_until(&self, deadline: Instant) {
         tokio::select! {
-            _ = self.shutdown.cancelled() => {}
+            _ = self.held.stop_token().cancelled() => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }

@@ -16,9 +16,7 @@ impl SequenceNumber {
             return None;
         }
         let trimmed = s.trim_start_matches('0');
-        Some(Self(
-            if trimmed.is_empty() { "0" } else { trimmed }.to_owned(),
-        ))
+        Some(Self(if trimmed.is_empty() { "0" } else { trimmed }.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -28,10 +26,7 @@ impl SequenceNumber {
 
 impl Ord for SequenceNumber {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0
-            .len()
-            .cmp(&other.0.len())
-            .then_with(|| self.0.cmp(&other.0))
+        self.0.len().cmp(&other.0.len()).then_with(|| self.0.cmp(&other.0))
     }
 }
 
@@ -107,10 +102,7 @@ impl Checkpoint {
     /// same position is allowed (a re-delivered batch checkpoints again).
     pub fn advance(&self, to: Checkpoint) -> Result<Checkpoint, CheckpointBackwards> {
         if to.rank() < self.rank() {
-            return Err(CheckpointBackwards {
-                from: self.clone(),
-                to,
-            });
+            return Err(CheckpointBackwards { from: self.clone(), to });
         }
         Ok(to)
     }
@@ -139,17 +131,11 @@ mod tests {
     #[test]
     fn sequence_numbers_compare_as_numbers_beyond_u128() {
         let small = SequenceNumber::parse("9").unwrap();
-        let big = SequenceNumber::parse("49590338271490256608559692538361571095921575989136588898")
-            .unwrap();
-        let bigger =
-            SequenceNumber::parse("49590338271490256608559692538361571095921575989136588899")
-                .unwrap();
+        let big = SequenceNumber::parse("49590338271490256608559692538361571095921575989136588898").unwrap();
+        let bigger = SequenceNumber::parse("49590338271490256608559692538361571095921575989136588899").unwrap();
         assert!(small < big);
         assert!(big < bigger);
-        assert_eq!(
-            SequenceNumber::parse("007").unwrap(),
-            SequenceNumber::parse("7").unwrap()
-        );
+        assert_eq!(SequenceNumber::parse("007").unwrap(), SequenceNumber::parse("7").unwrap());
         assert_eq!(SequenceNumber::parse("000").unwrap().as_str(), "0");
     }
 
@@ -162,13 +148,7 @@ mod tests {
 
     #[test]
     fn kcl_sentinels_round_trip() {
-        for s in [
-            "TRIM_HORIZON",
-            "LATEST",
-            "AT_TIMESTAMP",
-            "SHARD_END",
-            "4959033827149025660855969253836",
-        ] {
+        for s in ["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "SHARD_END", "4959033827149025660855969253836"] {
             assert_eq!(Checkpoint::parse(s).unwrap().to_string(), s);
         }
         assert_eq!(Checkpoint::parse("NOT_A_SENTINEL"), None);
@@ -181,15 +161,9 @@ mod tests {
         assert_eq!(at_10.advance(seq("10")), Ok(seq("10")));
         assert!(at_10.advance(seq("9")).is_err());
         assert!(at_10.advance(Checkpoint::TrimHorizon).is_err());
-        assert_eq!(
-            at_10.advance(Checkpoint::ShardEnd),
-            Ok(Checkpoint::ShardEnd)
-        );
+        assert_eq!(at_10.advance(Checkpoint::ShardEnd), Ok(Checkpoint::ShardEnd));
         assert!(Checkpoint::ShardEnd.advance(seq("99999")).is_err());
         assert_eq!(Checkpoint::TrimHorizon.advance(seq("1")), Ok(seq("1")));
-        assert_eq!(
-            Checkpoint::Latest.advance(Checkpoint::TrimHorizon),
-            Ok(Checkpoint::TrimHorizon)
-        );
+        assert_eq!(Checkpoint::Latest.advance(Checkpoint::TrimHorizon), Ok(Checkpoint::TrimHorizon));
     }
 }

@@ -23,6 +23,10 @@ pub struct Lease {
     pub parents: Vec<String>,
     /// `childShardIds`: recorded at shard end.
     pub children: Vec<String>,
+    /// `handoffTo`: a worker that asked to take this lease over. The owner finishes
+    /// its batch, checkpoints and releases; until the taker takes it, or for one
+    /// failover time after the release, no other worker takes it.
+    pub handoff_to: Option<String>,
 }
 
 impl Lease {
@@ -37,6 +41,7 @@ impl Lease {
             owner_switches: 0,
             parents,
             children: Vec::new(),
+            handoff_to: None,
         }
     }
 

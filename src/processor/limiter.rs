@@ -30,11 +30,7 @@ impl Reference for TokioInstant {
     }
 
     fn saturating_sub(&self, duration: Nanos) -> Self {
-        Self(
-            self.0
-                .checked_sub(Duration::from(duration))
-                .unwrap_or(self.0),
-        )
+        Self(self.0.checked_sub(Duration::from(duration)).unwrap_or(self.0))
     }
 }
 
@@ -59,10 +55,7 @@ impl WriteLimiter {
     /// `per_second` items per second, with a burst of one second's worth.
     pub fn new(per_second: NonZeroU32) -> Self {
         let quota = Quota::per_second(per_second);
-        Self {
-            limiter: RateLimiter::direct_with_clock(quota, TokioClock),
-            burst: per_second,
-        }
+        Self { limiter: RateLimiter::direct_with_clock(quota, TokioClock), burst: per_second }
     }
 
     /// The most items one call to [`acquire`](Self::acquire) may ask for.
@@ -122,9 +115,6 @@ mod tests {
         assert_eq!(limiter.burst(), 10);
         assert_eq!(limiter.acquire(25).await, Duration::ZERO);
         let waited = limiter.acquire(5).await;
-        assert!(
-            waited >= Duration::from_millis(490) && waited <= Duration::from_millis(510),
-            "{waited:?}"
-        );
+        assert!(waited >= Duration::from_millis(490) && waited <= Duration::from_millis(510), "{waited:?}");
     }
 }

@@ -93,12 +93,7 @@ impl Processor {
         limiter: Arc<WriteLimiter>,
         ttl: Duration,
     ) -> Self {
-        Self {
-            tweets,
-            dead_letters,
-            limiter,
-            ttl,
-        }
+        Self { tweets, dead_letters, limiter, ttl }
     }
 
     /// Writes a batch of one shard's records. Returns once each record is in the
@@ -141,11 +136,7 @@ impl Processor {
         for (position, why) in write_all(self.tweets.as_ref(), &self.limiter, items).await {
             dead.push((indexes[position], Reason::RejectedBySink, why));
         }
-        let tweets_written = written
-            - dead
-                .iter()
-                .filter(|d| d.1 == Reason::RejectedBySink)
-                .count();
+        let tweets_written = written - dead.iter().filter(|d| d.1 == Reason::RejectedBySink).count();
 
         let dead_lettered = dead.len();
         if !dead.is_empty() {
@@ -153,11 +144,7 @@ impl Processor {
         }
         metrics::counter!(m::RECORDS_PROCESSED).increment(records.len() as u64);
         metrics::counter!(m::TWEETS_WRITTEN).increment(tweets_written as u64);
-        BatchSummary {
-            records: records.len(),
-            tweets_written,
-            dead_lettered,
-        }
+        BatchSummary { records: records.len(), tweets_written, dead_lettered }
     }
 
     async fn dead_letter(
@@ -215,17 +202,11 @@ pub fn iso8601(t: DateTime<Utc>) -> String {
 pub fn tweet_item(tweet: &Tweet<'_>, shard_id: &str, record: &Record, expires_epoch: i64) -> Item {
     let mut item = HashMap::with_capacity(10);
     item.insert("Id".to_owned(), s(&tweet.id));
-    item.insert(
-        "Timestamp".to_owned(),
-        s(&iso8601(tweet.created_at.unwrap_or(record.arrival))),
-    );
+    item.insert("Timestamp".to_owned(), s(&iso8601(tweet.created_at.unwrap_or(record.arrival))));
     item.insert("Message".to_owned(), s(&tweet.message));
     item.insert("ShardId".to_owned(), s(shard_id));
     item.insert("SequenceNumber".to_owned(), s(&record.sequence_number));
-    item.insert(
-        "ExpirationTime".to_owned(),
-        AttributeValue::N(expires_epoch.to_string()),
-    );
+    item.insert("ExpirationTime".to_owned(), AttributeValue::N(expires_epoch.to_string()));
     if let Some(v) = &tweet.username {
         item.insert("Username".to_owned(), s(v));
     }
@@ -236,36 +217,21 @@ pub fn tweet_item(tweet: &Tweet<'_>, shard_id: &str, record: &Record, expires_ep
         item.insert("Lang".to_owned(), s(v));
     }
     if !tweet.hashtags.is_empty() {
-        item.insert(
-            "Hashtags".to_owned(),
-            AttributeValue::Ss(tweet.hashtags.iter().map(|h| h.to_string()).collect()),
-        );
+        item.insert("Hashtags".to_owned(), AttributeValue::Ss(tweet.hashtags.iter().map(|h| h.to_string()).collect()));
     }
     item
 }
 
 /// The dead-letter item: keyed by shard and sequence number, with the raw bytes
 /// (binary, cut to [`MAX_DEAD_LETTER_DATA_BYTES`]), the reason and the error.
-pub fn dead_letter_item(
-    shard_id: &str,
-    record: &Record,
-    reason: Reason,
-    error: &str,
-    now: DateTime<Utc>,
-) -> Item {
+pub fn dead_letter_item(shard_id: &str, record: &Record, reason: Reason, error: &str, now: DateTime<Utc>) -> Item {
     let kept = record.data.len().min(MAX_DEAD_LETTER_DATA_BYTES);
     HashMap::from([
         ("ShardId".to_owned(), s(shard_id)),
         ("SequenceNumber".to_owned(), s(&record.sequence_number)),
         ("PartitionKey".to_owned(), s(&record.partition_key)),
-        (
-            "Data".to_owned(),
-            AttributeValue::B(Blob::new(&record.data[..kept])),
-        ),
-        (
-            "DataBytes".to_owned(),
-            AttributeValue::N(record.data.len().to_string()),
-        ),
+        ("Data".to_owned(), AttributeValue::B(Blob::new(&record.data[..kept]))),
+        ("DataBytes".to_owned(), AttributeValue::N(record.data.len().to_string())),
         ("Reason".to_owned(), s(reason.label())),
         ("Error".to_owned(), s(&truncate(error, 1024))),
         ("ArrivalTime".to_owned(), s(&iso8601(record.arrival))),
@@ -307,9 +273,7 @@ mod tests {
             sequence_number: format!("{seq:056}"),
             partition_key: format!("pk-{seq}"),
             data: data.to_vec(),
-            arrival: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678Z")
-                .unwrap()
-                .with_timezone(&Utc),
+            arrival: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678Z").unwrap().with_timezone(&Utc),
         }
     }
 
@@ -317,12 +281,7 @@ mod tests {
         let tweets = Arc::new(MemoryTable::new("tweets", &["Id"]));
         let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
         let limiter = Arc::new(WriteLimiter::new(NonZeroU32::new(rate).unwrap()));
-        let p = Processor::new(
-            tweets.clone(),
-            dead.clone(),
-            limiter,
-            Duration::from_secs(7 * 86_400),
-        );
+        let p = Processor::new(tweets.clone(), dead.clone(), limiter, Duration::from_secs(7 * 86_400));
         (p, tweets, dead)
     }
 
@@ -338,14 +297,7 @@ mod tests {
             record(5, br#"{"limit":{"track":12}}"#),
         ];
         let summary = p.process("shardId-000000000001", &records).await;
-        assert_eq!(
-            summary,
-            BatchSummary {
-                records: 5,
-                tweets_written: 2,
-                dead_lettered: 3
-            }
-        );
+        assert_eq!(summary, BatchSummary { records: 5, tweets_written: 2, dead_lettered: 3 });
 
         let row = tweets.get(&["1"]).unwrap();
         assert_eq!(row["Username"].as_s().unwrap(), "N");
@@ -355,78 +307,45 @@ mod tests {
         assert_eq!(row["Lang"].as_s().unwrap(), "en");
         assert_eq!(row["Hashtags"].as_ss().unwrap(), &vec!["a".to_owned()]);
         assert_eq!(row["ShardId"].as_s().unwrap(), "shardId-000000000001");
-        assert_eq!(
-            row["SequenceNumber"].as_s().unwrap(),
-            &records[0].sequence_number
-        );
+        assert_eq!(row["SequenceNumber"].as_s().unwrap(), &records[0].sequence_number);
         let ttl: i64 = row["ExpirationTime"].as_n().unwrap().parse().unwrap();
         let expected = (Utc::now() + chrono::Duration::days(7)).timestamp();
         assert!((ttl - expected).abs() <= 5, "{ttl} vs {expected}");
         // No created_at: the record's arrival time stands in.
-        assert_eq!(
-            tweets.get(&["4"]).unwrap()["Timestamp"].as_s().unwrap(),
-            "2026-01-02T03:04:05.678Z"
-        );
+        assert_eq!(tweets.get(&["4"]).unwrap()["Timestamp"].as_s().unwrap(), "2026-01-02T03:04:05.678Z");
 
         let reason = |seq: u64| {
-            let item = dead
-                .get(&["shardId-000000000001", &format!("{seq:056}")])
-                .unwrap();
+            let item = dead.get(&["shardId-000000000001", &format!("{seq:056}")]).unwrap();
             (item["Reason"].as_s().unwrap().clone(), item)
         };
         assert_eq!(reason(2).0, "not_json");
-        assert_eq!(
-            reason(2).1["Data"].as_b().unwrap().as_ref(),
-            b"not json at all"
-        );
-        assert_eq!(
-            reason(2).1["ArrivalTime"].as_s().unwrap(),
-            "2026-01-02T03:04:05.678Z"
-        );
+        assert_eq!(reason(2).1["Data"].as_b().unwrap().as_ref(), b"not json at all");
+        assert_eq!(reason(2).1["ArrivalTime"].as_s().unwrap(), "2026-01-02T03:04:05.678Z");
         assert!(reason(2).1["Error"].as_s().unwrap().starts_with("not JSON"));
         assert_eq!(reason(3).0, "too_large");
-        assert_eq!(
-            reason(3).1["Data"].as_b().unwrap().as_ref().len(),
-            MAX_DEAD_LETTER_DATA_BYTES
-        );
-        assert_eq!(
-            reason(3).1["DataBytes"].as_n().unwrap(),
-            &big.len().to_string()
-        );
+        assert_eq!(reason(3).1["Data"].as_b().unwrap().as_ref().len(), MAX_DEAD_LETTER_DATA_BYTES);
+        assert_eq!(reason(3).1["DataBytes"].as_n().unwrap(), &big.len().to_string());
         assert_eq!(reason(5).0, "not_a_tweet");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_tweet_twice_in_a_batch_is_written_once_from_the_later_record() {
         let (p, tweets, _) = processor(1000);
-        let records = vec![
-            record(1, br#"{"id_str":"9","text":"first"}"#),
-            record(2, br#"{"id_str":"9","text":"second"}"#),
-        ];
+        let records =
+            vec![record(1, br#"{"id_str":"9","text":"first"}"#), record(2, br#"{"id_str":"9","text":"second"}"#)];
         let summary = p.process("s", &records).await;
         assert_eq!(summary.tweets_written, 1);
-        assert_eq!(
-            tweets.get(&["9"]).unwrap()["Message"].as_s().unwrap(),
-            "second"
-        );
+        assert_eq!(tweets.get(&["9"]).unwrap()["Message"].as_s().unwrap(), "second");
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_item_the_table_refuses_is_dead_lettered_and_does_not_block_the_batch() {
         let (p, tweets, dead) = processor(1000);
         tweets.reject(|item| item["Id"].as_s().unwrap() == "13");
-        let records: Vec<_> = (0..40)
-            .map(|i| record(i, format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes()))
-            .collect();
+        let records: Vec<_> =
+            (0..40).map(|i| record(i, format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes())).collect();
         let summary = p.process("s", &records).await;
-        assert_eq!(
-            summary,
-            BatchSummary {
-                records: 40,
-                tweets_written: 39,
-                dead_lettered: 1
-            }
-        );
+        assert_eq!(summary, BatchSummary { records: 40, tweets_written: 39, dead_lettered: 1 });
         assert_eq!(tweets.len(), 39);
         let item = dead.get(&["s", &format!("{:056}", 13)]).unwrap();
         assert_eq!(item["Reason"].as_s().unwrap(), "rejected_by_sink");
@@ -436,18 +355,13 @@ mod tests {
     async fn throttling_slows_but_loses_nothing() {
         let (p, tweets, _) = processor(50);
         tweets.throttle_next(4);
-        let records: Vec<_> = (0..200)
-            .map(|i| record(i, format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes()))
-            .collect();
+        let records: Vec<_> =
+            (0..200).map(|i| record(i, format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes())).collect();
         let start = tokio::time::Instant::now();
         let summary = p.process("s", &records).await;
         assert_eq!(summary.tweets_written, 200);
         assert_eq!(tweets.len(), 200);
         // 200 items at 50/s with a one-second burst: at least 3 s.
-        assert!(
-            start.elapsed() >= Duration::from_secs(3),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() >= Duration::from_secs(3), "{:?}", start.elapsed());
     }
 }

@@ -56,10 +56,7 @@ pub struct DynamoTable {
 
 impl DynamoTable {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 }
 
@@ -70,21 +67,11 @@ impl BatchWriter for DynamoTable {
             .into_iter()
             .map(|item| {
                 WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(item))
-                            .build()
-                            .expect("item is set"),
-                    )
+                    .put_request(PutRequest::builder().set_item(Some(item)).build().expect("item is set"))
                     .build()
             })
             .collect();
-        let result = self
-            .client
-            .batch_write_item()
-            .request_items(self.table.clone(), requests)
-            .send()
-            .await;
+        let result = self.client.batch_write_item().request_items(self.table.clone(), requests).send().await;
         match result {
             Ok(out) => Ok(out
                 .unprocessed_items
@@ -113,11 +100,7 @@ impl BatchWriter for DynamoTable {
 /// Writes `items` (in any order) and returns those the table rejected, with the
 /// reason, by their index in `items`. Transient failures are retried until they
 /// succeed: nothing is ever skipped for being slow.
-pub async fn write_all(
-    writer: &dyn BatchWriter,
-    limiter: &WriteLimiter,
-    items: Vec<Item>,
-) -> Vec<(usize, String)> {
+pub async fn write_all(writer: &dyn BatchWriter, limiter: &WriteLimiter, items: Vec<Item>) -> Vec<(usize, String)> {
     let chunk_size = MAX_BATCH_ITEMS.min(limiter.burst() as usize).max(1);
     let mut chunks = Vec::with_capacity(items.len().div_ceil(chunk_size));
     let mut indexed = items.into_iter().enumerate().peekable();
@@ -168,12 +151,10 @@ async fn write_retrying(
         let started = Instant::now();
         let sent = pending.len();
         let result = writer.write(pending.clone()).await;
-        metrics::histogram!(m::SINK_WRITE_SECONDS, "table" => table.clone())
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::SINK_WRITE_SECONDS, "table" => table.clone()).record(started.elapsed().as_secs_f64());
         match result {
             Ok(unprocessed) if unprocessed.is_empty() => {
-                metrics::counter!(m::SINK_ITEMS_WRITTEN, "table" => table.clone())
-                    .increment(sent as u64);
+                metrics::counter!(m::SINK_ITEMS_WRITTEN, "table" => table.clone()).increment(sent as u64);
                 return Ok(());
             }
             Ok(unprocessed) => {
@@ -216,11 +197,7 @@ struct Faults {
 
 impl MemoryTable {
     pub fn new(name: &str, key: &[&str]) -> Self {
-        Self {
-            name: name.into(),
-            key: key.iter().map(|k| k.to_string()).collect(),
-            ..Default::default()
-        }
+        Self { name: name.into(), key: key.iter().map(|k| k.to_string()).collect(), ..Default::default() }
     }
 
     /// The next `n` calls fail as throttled.
@@ -256,11 +233,7 @@ impl MemoryTable {
 impl BatchWriter for MemoryTable {
     async fn write(&self, mut items: Vec<Item>) -> Result<Vec<Item>, WriteError> {
         self.calls.lock().unwrap().push(items.len());
-        assert!(
-            items.len() <= MAX_BATCH_ITEMS,
-            "batch of {} items",
-            items.len()
-        );
+        assert!(items.len() <= MAX_BATCH_ITEMS, "batch of {} items", items.len());
         let unprocessed = {
             let mut faults = self.faults.lock().unwrap();
             if faults.throttle_next > 0 {
@@ -272,9 +245,7 @@ impl BatchWriter for MemoryTable {
             }
             if let Some(reject) = &faults.reject {
                 if items.iter().any(|i| reject(i)) {
-                    return Err(WriteError::Rejected(
-                        "ValidationException: item rejected".into(),
-                    ));
+                    return Err(WriteError::Rejected("ValidationException: item rejected".into()));
                 }
             }
             if faults.unprocess_next > 0 && items.len() > 1 {
@@ -286,11 +257,7 @@ impl BatchWriter for MemoryTable {
         };
         let mut rows = self.rows.lock().unwrap();
         for item in items {
-            let key = self
-                .key
-                .iter()
-                .map(|k| item[k].as_s().expect("string key").clone())
-                .collect();
+            let key = self.key.iter().map(|k| item[k].as_s().expect("string key").clone()).collect();
             rows.insert(key, item);
         }
         Ok(unprocessed)
@@ -307,9 +274,7 @@ mod tests {
     use std::num::NonZeroU32;
 
     fn items(n: usize) -> Vec<Item> {
-        (0..n)
-            .map(|i| HashMap::from([("Id".to_owned(), AttributeValue::S(i.to_string()))]))
-            .collect()
+        (0..n).map(|i| HashMap::from([("Id".to_owned(), AttributeValue::S(i.to_string()))])).collect()
     }
 
     fn limiter(rate: u32) -> WriteLimiter {

@@ -158,11 +158,7 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, DecodeError> {
     DateTime::parse_from_rfc3339(s)
         .or_else(|_| DateTime::parse_from_str(s, "%a %b %d %H:%M:%S %z %Y"))
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            DecodeError::InvalidField(format!(
-                "created_at {s:?} is neither RFC 3339 nor the v1.1 format"
-            ))
-        })
+        .map_err(|_| DecodeError::InvalidField(format!("created_at {s:?} is neither RFC 3339 nor the v1.1 format")))
 }
 
 /// Decodes one record's payload.
@@ -177,25 +173,16 @@ pub fn decode(payload: &[u8]) -> Result<Tweet<'_>, DecodeError> {
     }
 }
 
-fn decode_v2<'a>(
-    data: V2Data<'a>,
-    includes: Option<V2Includes<'a>>,
-) -> Result<Tweet<'a>, DecodeError> {
-    let id = non_empty(data.id)
-        .ok_or_else(|| DecodeError::NotATweet("v2 tweet without data.id".into()))?;
+fn decode_v2<'a>(data: V2Data<'a>, includes: Option<V2Includes<'a>>) -> Result<Tweet<'a>, DecodeError> {
+    let id = non_empty(data.id).ok_or_else(|| DecodeError::NotATweet("v2 tweet without data.id".into()))?;
     let (note_text, note_entities) = match data.note_tweet {
         Some(note) => (non_empty(note.text), note.entities),
         None => (None, None),
     };
-    let message = note_text
-        .or(data.text)
-        .ok_or_else(|| DecodeError::NotATweet(format!("v2 tweet {id} without data.text")))?;
-    let author = data.author_id.and_then(|author| {
-        includes?
-            .users
-            .into_iter()
-            .find(|u| u.id.as_deref() == Some(&*author))
-    });
+    let message =
+        note_text.or(data.text).ok_or_else(|| DecodeError::NotATweet(format!("v2 tweet {id} without data.text")))?;
+    let author =
+        data.author_id.and_then(|author| includes?.users.into_iter().find(|u| u.id.as_deref() == Some(&*author)));
     let (username, screen_name) = match author {
         Some(u) => (non_empty(u.name), non_empty(u.username)),
         None => (None, None),
@@ -215,9 +202,7 @@ fn decode_v2<'a>(
 fn decode_v1(p: Payload<'_>) -> Result<Tweet<'_>, DecodeError> {
     let id = non_empty(p.id_str)
         .or_else(|| p.id.map(|id| Cow::Owned(id.to_string())))
-        .ok_or_else(|| {
-            DecodeError::NotATweet("neither a v2 `data` object nor a v1.1 `id_str`".into())
-        })?;
+        .ok_or_else(|| DecodeError::NotATweet("neither a v2 `data` object nor a v1.1 `id_str`".into()))?;
     let (ext_text, ext_entities) = match p.extended_tweet {
         Some(ext) => (non_empty(ext.full_text), ext.entities),
         None => (None, None),
@@ -266,16 +251,8 @@ mod tests {
         assert_eq!(t.id, "1050118621198921728");
         assert_eq!(t.username.as_deref(), Some("Twitter API"));
         assert_eq!(t.screen_name.as_deref(), Some("TwitterAPI"));
-        assert_eq!(
-            t.created_at.unwrap().to_rfc3339(),
-            "2018-10-10T20:19:24+00:00"
-        );
-        assert!(
-            t.message
-                .ends_with("our Open Source library. #emoji #TwitterText"),
-            "{}",
-            t.message
-        );
+        assert_eq!(t.created_at.unwrap().to_rfc3339(), "2018-10-10T20:19:24+00:00");
+        assert!(t.message.ends_with("our Open Source library. #emoji #TwitterText"), "{}", t.message);
         assert!(t.message.contains("👍🏻👍🏽👍🏿"));
         assert_eq!(t.hashtags, vec!["TwitterText", "emoji"]);
         assert_eq!(t.lang.as_deref(), Some("en"));
@@ -290,10 +267,7 @@ mod tests {
         assert_eq!(t.message, "Ünïcødé 🚀 #launch");
         assert_eq!(t.hashtags, vec!["launch"]);
         assert_eq!(t.lang.as_deref(), Some("de"));
-        assert_eq!(
-            t.created_at.unwrap().to_rfc3339(),
-            "2021-10-06T22:01:04+00:00"
-        );
+        assert_eq!(t.created_at.unwrap().to_rfc3339(), "2021-10-06T22:01:04+00:00");
     }
 
     #[test]
@@ -335,18 +309,11 @@ mod tests {
             (br#"{"id_str":"1"}"#, "not a tweet"),
             (br#"{"data":{"text":"no id"}}"#, "not a tweet"),
             (br#"{"id_str": 5, "text":"wrong type"}"#, "not a tweet"),
-            (
-                br#"{"id_str":"1","text":"t","created_at":"yesterday"}"#,
-                "invalid field",
-            ),
+            (br#"{"id_str":"1","text":"t","created_at":"yesterday"}"#, "invalid field"),
         ];
         for (payload, prefix) in cases {
             let err = decode(payload).unwrap_err().to_string();
-            assert!(
-                err.starts_with(prefix),
-                "{:?} -> {err}",
-                String::from_utf8_lossy(payload)
-            );
+            assert!(err.starts_with(prefix), "{:?} -> {err}", String::from_utf8_lossy(payload));
         }
     }
 }

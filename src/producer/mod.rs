@@ -44,26 +44,18 @@ impl Outgoing {
 /// Lines of a JSON-lines file; the partition key is the tweet id when the line
 /// decodes as a tweet, else the line number.
 pub fn file_source(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Outgoing>>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let path = path.display().to_string();
-    Ok(BufReader::new(file)
-        .lines()
-        .enumerate()
-        .filter_map(move |(n, line)| match line {
-            Ok(line) if line.trim().is_empty() => None,
-            Ok(line) => {
-                let key = crate::processor::tweet::decode(line.as_bytes())
-                    .map(|t| t.id.into_owned())
-                    .unwrap_or_else(|_| format!("line-{}", n + 1));
-                Some(Ok(Outgoing {
-                    partition_key: key,
-                    data: line.into_bytes(),
-                    kind: "file",
-                }))
-            }
-            Err(e) => Some(Err(anyhow::anyhow!("reading {path} line {}: {e}", n + 1))),
-        }))
+    Ok(BufReader::new(file).lines().enumerate().filter_map(move |(n, line)| match line {
+        Ok(line) if line.trim().is_empty() => None,
+        Ok(line) => {
+            let key = crate::processor::tweet::decode(line.as_bytes())
+                .map(|t| t.id.into_owned())
+                .unwrap_or_else(|_| format!("line-{}", n + 1));
+            Some(Ok(Outgoing { partition_key: key, data: line.into_bytes(), kind: "file" }))
+        }
+        Err(e) => Some(Err(anyhow::anyhow!("reading {path} line {}: {e}", n + 1))),
+    }))
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -98,9 +90,7 @@ impl Producer {
         let mut batch_started = Instant::now();
         let mut taken = 0u64;
         for next in source {
-            if count.is_some_and(|c| taken >= c)
-                || deadline.is_some_and(|d| Instant::now() >= d)
-                || stop.is_cancelled()
+            if count.is_some_and(|c| taken >= c) || deadline.is_some_and(|d| Instant::now() >= d) || stop.is_cancelled()
             {
                 break;
             }
@@ -112,9 +102,7 @@ impl Producer {
                 }
             }
             taken += 1;
-            if batch.len() == MAX_RECORDS_PER_CALL
-                || batch_bytes + record.size() > MAX_BYTES_PER_CALL
-            {
+            if batch.len() == MAX_RECORDS_PER_CALL || batch_bytes + record.size() > MAX_BYTES_PER_CALL {
                 self.put(std::mem::take(&mut batch), &mut summary).await?;
                 batch_bytes = 0;
             }
@@ -136,11 +124,7 @@ impl Producer {
 
     /// Puts one batch, retrying failed entries (and retryable call errors) until
     /// every record is accepted.
-    async fn put(
-        &mut self,
-        mut pending: Vec<Outgoing>,
-        summary: &mut Summary,
-    ) -> anyhow::Result<()> {
+    async fn put(&mut self, mut pending: Vec<Outgoing>, summary: &mut Summary) -> anyhow::Result<()> {
         let mut attempt = 0;
         while !pending.is_empty() {
             let entries = pending
@@ -154,23 +138,13 @@ impl Producer {
                 })
                 .collect();
             summary.calls += 1;
-            let result = self
-                .client
-                .put_records()
-                .stream_name(&self.stream)
-                .set_records(Some(entries))
-                .send()
-                .await;
+            let result = self.client.put_records().stream_name(&self.stream).set_records(Some(entries)).send().await;
             let out = match result {
                 Ok(out) => out,
                 Err(err) => {
                     let class = classify(&err);
                     if !class.is_retryable() {
-                        anyhow::bail!(
-                            "PutRecords to stream '{}' failed: {}",
-                            self.stream,
-                            describe(&err)
-                        );
+                        anyhow::bail!("PutRecords to stream '{}' failed: {}", self.stream, describe(&err));
                     }
                     tracing::warn!(stream = %self.stream, ?class, attempt, "PutRecords failed, retrying");
                     BACKOFF.sleep(attempt).await;
@@ -180,20 +154,12 @@ impl Producer {
             };
             let mut failed = Vec::new();
             for (record, entry) in pending.into_iter().zip(out.records) {
-                match (
-                    entry.error_code(),
-                    entry.shard_id(),
-                    entry.sequence_number(),
-                ) {
+                match (entry.error_code(), entry.shard_id(), entry.sequence_number()) {
                     (None, Some(shard), Some(seq)) => {
                         summary.records += 1;
                         summary.bytes += record.data.len() as u64;
                         if let Some(log) = &mut self.put_log {
-                            writeln!(
-                                log,
-                                "{}\t{shard}\t{seq}\t{}",
-                                record.partition_key, record.kind
-                            )?;
+                            writeln!(log, "{}\t{shard}\t{seq}\t{}", record.partition_key, record.kind)?;
                         }
                     }
                     (code, _, _) => {

@@ -41,16 +41,7 @@ const WORDS: &[&str] = &[
     "tab\there",
     "new\nline",
 ];
-const TAGS: &[&str] = &[
-    "aws",
-    "rustlang",
-    "serverless",
-    "streaming",
-    "bigdata",
-    "日本",
-    "café",
-    "100DaysOfCode",
-];
+const TAGS: &[&str] = &["aws", "rustlang", "serverless", "streaming", "bigdata", "日本", "café", "100DaysOfCode"];
 const LANGS: &[&str] = &["en", "fr", "de", "ja", "ru", "ar", "und"];
 const NAMES: &[(&str, &str)] = &[
     ("Ada Lovelace", "ada"),
@@ -76,52 +67,33 @@ pub struct Synthetic {
 
 impl Synthetic {
     pub fn new(seed: u64, malformed_ratio: f64) -> Self {
-        Self {
-            rng: StdRng::seed_from_u64(seed),
-            seed,
-            next: 0,
-            malformed_ratio,
-        }
+        Self { rng: StdRng::seed_from_u64(seed), seed, next: 0, malformed_ratio }
     }
 
     /// Tweet ids are unique per (seed, index) and look like real snowflake ids.
     fn id(&self, index: u64) -> String {
-        (1_000_000_000_000_000_000u64 + (self.seed % 1_000_000) * 1_000_000_000_000 + index)
-            .to_string()
+        (1_000_000_000_000_000_000u64 + (self.seed % 1_000_000) * 1_000_000_000_000 + index).to_string()
     }
 
     fn text(&mut self) -> (String, Vec<&'static str>) {
         // One tweet in ten is long (a note tweet / extended tweet of ~1-3 KB).
-        let words = if self.rng.gen_bool(0.1) {
-            self.rng.gen_range(150..400)
-        } else {
-            self.rng.gen_range(3..30)
-        };
-        let mut text: Vec<String> = (0..words)
-            .map(|_| WORDS.choose(&mut self.rng).unwrap().to_string())
-            .collect();
+        let words = if self.rng.gen_bool(0.1) { self.rng.gen_range(150..400) } else { self.rng.gen_range(3..30) };
+        let mut text: Vec<String> = (0..words).map(|_| WORDS.choose(&mut self.rng).unwrap().to_string()).collect();
         let n_tags = self.rng.gen_range(0..3);
-        let tags: Vec<&str> = TAGS
-            .choose_multiple(&mut self.rng, n_tags)
-            .copied()
-            .collect();
+        let tags: Vec<&str> = TAGS.choose_multiple(&mut self.rng, n_tags).copied().collect();
         text.extend(tags.iter().map(|t| format!("#{t}")));
         (text.join(" "), tags)
     }
 
     /// A time between 2015 and 2026.
     fn created_at(&mut self) -> chrono::DateTime<chrono::Utc> {
-        chrono::DateTime::from_timestamp(self.rng.gen_range(1_420_070_400..1_798_761_600), 0)
-            .expect("in range")
+        chrono::DateTime::from_timestamp(self.rng.gen_range(1_420_070_400..1_798_761_600), 0).expect("in range")
     }
 
     fn v1(&mut self, id: &str) -> serde_json::Value {
         let (text, tags) = self.text();
         let (name, handle) = *NAMES.choose(&mut self.rng).unwrap();
-        let hashtags: Vec<_> = tags
-            .iter()
-            .map(|t| json!({"text": t, "indices": [0, 1]}))
-            .collect();
+        let hashtags: Vec<_> = tags.iter().map(|t| json!({"text": t, "indices": [0, 1]})).collect();
         let truncated = text.chars().count() > 140;
         let short: String = text.chars().take(140).collect();
         let mut tweet = json!({
@@ -135,8 +107,7 @@ impl Synthetic {
             "entities": {"hashtags": if truncated { vec![] } else { hashtags.clone() }},
         });
         if truncated {
-            tweet["extended_tweet"] =
-                json!({"full_text": text, "entities": {"hashtags": hashtags}});
+            tweet["extended_tweet"] = json!({"full_text": text, "entities": {"hashtags": hashtags}});
         }
         tweet
     }
@@ -145,16 +116,10 @@ impl Synthetic {
         let (text, tags) = self.text();
         let (name, handle) = *NAMES.choose(&mut self.rng).unwrap();
         let author = format!("{}", 1000 + self.rng.gen_range(0..NAMES.len()));
-        let hashtags: Vec<_> = tags
-            .iter()
-            .map(|t| json!({"start": 0, "end": 1, "tag": t}))
-            .collect();
+        let hashtags: Vec<_> = tags.iter().map(|t| json!({"start": 0, "end": 1, "tag": t})).collect();
         let long = text.chars().count() > 280;
         let short: String = text.chars().take(280).collect();
-        let created = self
-            .created_at()
-            .format("%Y-%m-%dT%H:%M:%S.000Z")
-            .to_string();
+        let created = self.created_at().format("%Y-%m-%dT%H:%M:%S.000Z").to_string();
         let mut data = json!({
             "id": id,
             "text": if long { short } else { text.clone() },
@@ -178,20 +143,10 @@ impl Synthetic {
         if self.rng.gen_bool(0.5) {
             let mut data = br#"{"id_str": "1", "text": "cut in the mid"#.to_vec();
             data.extend((0..self.rng.gen_range(0..16)).map(|_| self.rng.gen::<u8>()));
-            Outgoing {
-                partition_key: key,
-                data,
-                kind: KIND_NOT_JSON,
-            }
+            Outgoing { partition_key: key, data, kind: KIND_NOT_JSON }
         } else {
-            let data = json!({"limit": {"track": self.rng.gen_range(1..1000)}})
-                .to_string()
-                .into_bytes();
-            Outgoing {
-                partition_key: key,
-                data,
-                kind: KIND_NOT_A_TWEET,
-            }
+            let data = json!({"limit": {"track": self.rng.gen_range(1..1000)}}).to_string().into_bytes();
+            Outgoing { partition_key: key, data, kind: KIND_NOT_A_TWEET }
         }
     }
 }
@@ -206,16 +161,8 @@ impl Iterator for Synthetic {
             return Some(self.malformed(index));
         }
         let id = self.id(index);
-        let (tweet, kind) = if self.rng.gen_bool(0.5) {
-            (self.v1(&id), KIND_V1)
-        } else {
-            (self.v2(&id), KIND_V2)
-        };
-        Some(Outgoing {
-            partition_key: id,
-            data: tweet.to_string().into_bytes(),
-            kind,
-        })
+        let (tweet, kind) = if self.rng.gen_bool(0.5) { (self.v1(&id), KIND_V1) } else { (self.v2(&id), KIND_V2) };
+        Some(Outgoing { partition_key: id, data: tweet.to_string().into_bytes(), kind })
     }
 }
 
@@ -230,15 +177,9 @@ mod tests {
         let a: Vec<_> = Synthetic::new(7, 0.1).take(300).map(|o| o.data).collect();
         let b: Vec<_> = Synthetic::new(7, 0.1).take(300).map(|o| o.data).collect();
         assert_eq!(a, b);
-        let keys: HashSet<_> = Synthetic::new(7, 0.1)
-            .take(2000)
-            .map(|o| o.partition_key)
-            .collect();
+        let keys: HashSet<_> = Synthetic::new(7, 0.1).take(2000).map(|o| o.partition_key).collect();
         assert_eq!(keys.len(), 2000);
-        let other: HashSet<_> = Synthetic::new(8, 0.0)
-            .take(2000)
-            .map(|o| o.partition_key)
-            .collect();
+        let other: HashSet<_> = Synthetic::new(8, 0.0).take(2000).map(|o| o.partition_key).collect();
         assert!(keys.is_disjoint(&other));
     }
 
@@ -250,19 +191,15 @@ mod tests {
             kinds.insert(out.kind);
             match out.kind {
                 KIND_V1 | KIND_V2 => {
-                    let tweet = decode(&out.data)
-                        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.data)));
+                    let tweet =
+                        decode(&out.data).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.data)));
                     assert_eq!(tweet.id, out.partition_key);
                     assert!(tweet.username.is_some() && tweet.created_at.is_some());
                     if tweet.message.len() > 1000 {
                         long += 1;
                     }
                 }
-                _ => assert!(
-                    decode(&out.data).is_err(),
-                    "{}",
-                    String::from_utf8_lossy(&out.data)
-                ),
+                _ => assert!(decode(&out.data).is_err(), "{}", String::from_utf8_lossy(&out.data)),
             }
         }
         assert_eq!(kinds.len(), 4, "{kinds:?}");
@@ -271,17 +208,8 @@ mod tests {
 
     #[test]
     fn malformed_ratio_is_respected() {
-        let bad = Synthetic::new(1, 0.05)
-            .take(10_000)
-            .filter(|o| o.kind.starts_with("malformed"))
-            .count();
+        let bad = Synthetic::new(1, 0.05).take(10_000).filter(|o| o.kind.starts_with("malformed")).count();
         assert!((400..=600).contains(&bad), "{bad}");
-        assert_eq!(
-            Synthetic::new(1, 0.0)
-                .take(1000)
-                .filter(|o| o.kind.starts_with("malformed"))
-                .count(),
-            0
-        );
+        assert_eq!(Synthetic::new(1, 0.0).take(1000).filter(|o| o.kind.starts_with("malformed")).count(), 0);
     }
 }

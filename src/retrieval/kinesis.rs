@@ -19,10 +19,7 @@ pub struct KinesisStream {
 
 impl KinesisStream {
     pub fn new(client: Client, stream: impl Into<String>) -> Self {
-        Self {
-            client,
-            stream: stream.into(),
-        }
+        Self { client, stream: stream.into() }
     }
 }
 
@@ -30,26 +27,15 @@ fn error<E>(err: SdkError<E, aws_smithy_runtime_api::http::Response>) -> StreamE
 where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
-    StreamError {
-        class: classify(&err),
-        message: describe(&err),
-    }
+    StreamError { class: classify(&err), message: describe(&err) }
 }
 
 fn to_chrono(t: Option<&AwsDateTime>) -> DateTime<Utc> {
-    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
-        .unwrap_or_else(Utc::now)
+    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos())).unwrap_or_else(Utc::now)
 }
 
 fn shard_of(id: &str, parent: Option<&str>, adjacent: Option<&str>) -> Shard {
-    Shard {
-        id: id.to_owned(),
-        parents: parent
-            .into_iter()
-            .chain(adjacent)
-            .map(str::to_owned)
-            .collect(),
-    }
+    Shard { id: id.to_owned(), parents: parent.into_iter().chain(adjacent).map(str::to_owned).collect() }
 }
 
 #[async_trait]
@@ -64,13 +50,9 @@ impl StreamClient for KinesisStream {
                 None => self.client.list_shards().stream_name(&self.stream),
             };
             let out = request.send().await.map_err(error)?;
-            shards.extend(out.shards().iter().map(|s| {
-                shard_of(
-                    s.shard_id(),
-                    s.parent_shard_id(),
-                    s.adjacent_parent_shard_id(),
-                )
-            }));
+            shards.extend(
+                out.shards().iter().map(|s| shard_of(s.shard_id(), s.parent_shard_id(), s.adjacent_parent_shard_id())),
+            );
             match out.next_token {
                 Some(token) if !token.is_empty() => next = Some(token),
                 _ => return Ok(shards),
@@ -79,20 +61,16 @@ impl StreamClient for KinesisStream {
     }
 
     async fn shard_iterator(&self, shard_id: &str, start: &StartAt) -> Result<String, StreamError> {
-        let request = self
-            .client
-            .get_shard_iterator()
-            .stream_name(&self.stream)
-            .shard_id(shard_id);
+        let request = self.client.get_shard_iterator().stream_name(&self.stream).shard_id(shard_id);
         let request = match start {
             StartAt::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
             StartAt::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
             StartAt::AtTimestamp(t) => request
                 .shard_iterator_type(ShardIteratorType::AtTimestamp)
                 .timestamp(AwsDateTime::from_millis(t.timestamp_millis())),
-            StartAt::AfterSequence(seq) => request
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(seq),
+            StartAt::AfterSequence(seq) => {
+                request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq)
+            }
         };
         let out = request.send().await.map_err(error)?;
         out.shard_iterator.ok_or_else(|| StreamError {
@@ -102,14 +80,7 @@ impl StreamClient for KinesisStream {
     }
 
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordBatch, StreamError> {
-        let out = self
-            .client
-            .get_records()
-            .shard_iterator(iterator)
-            .limit(limit)
-            .send()
-            .await
-            .map_err(error)?;
+        let out = self.client.get_records().shard_iterator(iterator).limit(limit).send().await.map_err(error)?;
         let records = out
             .records
             .into_iter()
@@ -124,10 +95,7 @@ impl StreamClient for KinesisStream {
             .child_shards
             .unwrap_or_default()
             .into_iter()
-            .map(|c| Shard {
-                id: c.shard_id,
-                parents: c.parent_shards,
-            })
+            .map(|c| Shard { id: c.shard_id, parents: c.parent_shards })
             .collect();
         Ok(RecordBatch {
             records,

@@ -18,32 +18,25 @@ use aws_sdk_dynamodb::types::AttributeValue;
 pub const BIN: &str = env!("CARGO_BIN_EXE_stream-worker");
 pub type Item = HashMap<String, AttributeValue>;
 
-const HOW_TO_START: &str =
-    "start the local emulators first: `eval \"$(deploy/local/emulators.sh start)\"` \
+const HOW_TO_START: &str = "start the local emulators first: `eval \"$(deploy/local/emulators.sh start)\"` \
      (or run the whole suite with `deploy/local/test.sh`, which does it for you)";
 
 /// Checks that both endpoints are set and answer; the error says how to fix it.
 pub fn check_emulators(kinesis: Option<&str>, dynamodb: Option<&str>) -> Result<(), String> {
-    for (var, value) in [
-        ("AWS_ENDPOINT_URL_KINESIS", kinesis),
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb),
-    ] {
+    for (var, value) in [("AWS_ENDPOINT_URL_KINESIS", kinesis), ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb)] {
         let Some(url) = value.filter(|v| !v.is_empty()) else {
-            return Err(format!("{var} is not set: this test needs the Kinesis and DynamoDB emulators; {HOW_TO_START}"));
+            return Err(format!(
+                "{var} is not set: this test needs the Kinesis and DynamoDB emulators; {HOW_TO_START}"
+            ));
         };
-        let hostport = url
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .trim_end_matches('/');
+        let hostport = url.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
         let reachable = hostport
             .to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next())
             .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
         if !reachable {
-            return Err(format!(
-                "nothing answers at {var}={url}: the emulators are not running; {HOW_TO_START}"
-            ));
+            return Err(format!("nothing answers at {var}={url}: the emulators are not running; {HOW_TO_START}"));
         }
     }
     Ok(())
@@ -63,9 +56,7 @@ pub fn repo() -> PathBuf {
 }
 
 fn python() -> PathBuf {
-    let local = std::env::var("STREAM_WORKER_LOCAL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join(".local"));
+    let local = std::env::var("STREAM_WORKER_LOCAL_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join(".local"));
     local.join("emulators/venv/bin/python")
 }
 
@@ -96,45 +87,24 @@ impl Setup {
         };
         let out = Command::new(python())
             .arg(repo().join("deploy/local/resources.py"))
-            .args([
-                "create",
-                "--stream",
-                &setup.stream,
-                "--shards",
-                &shards.to_string(),
-            ])
-            .args([
-                "--tweets-table",
-                &setup.tweets_table,
-                "--dead-letter-table",
-                &setup.dead_letter_table,
-            ])
+            .args(["create", "--stream", &setup.stream, "--shards", &shards.to_string()])
+            .args(["--tweets-table", &setup.tweets_table, "--dead-letter-table", &setup.dead_letter_table])
             .output()
             .expect("run deploy/local/resources.py");
-        assert!(
-            out.status.success(),
-            "resources.py create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "resources.py create failed: {}", String::from_utf8_lossy(&out.stderr));
         setup
     }
 
     /// Runs `stream-worker produce` to completion and returns what Kinesis accepted.
     pub fn produce(&self, args: &[&str]) -> PutLog {
-        let log = self
-            .dir
-            .join(format!("put-{}.log", NEXT.fetch_add(1, Ordering::SeqCst)));
+        let log = self.dir.join(format!("put-{}.log", NEXT.fetch_add(1, Ordering::SeqCst)));
         let out = Command::new(BIN)
             .args(["produce", "--stream", &self.stream, "--put-log"])
             .arg(&log)
             .args(args)
             .output()
             .expect("run stream-worker produce");
-        assert!(
-            out.status.success(),
-            "produce failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "produce failed: {}", String::from_utf8_lossy(&out.stderr));
         PutLog::read(&log)
     }
 
@@ -143,35 +113,19 @@ impl Setup {
     }
 
     pub async fn tweets(&self) -> HashMap<String, Item> {
-        scan(&self.tweets_table)
-            .await
-            .into_iter()
-            .map(|i| (i["Id"].as_s().unwrap().clone(), i))
-            .collect()
+        scan(&self.tweets_table).await.into_iter().map(|i| (i["Id"].as_s().unwrap().clone(), i)).collect()
     }
 
     pub async fn dead_letters(&self) -> HashMap<(String, String), Item> {
         scan(&self.dead_letter_table)
             .await
             .into_iter()
-            .map(|i| {
-                (
-                    (
-                        i["ShardId"].as_s().unwrap().clone(),
-                        i["SequenceNumber"].as_s().unwrap().clone(),
-                    ),
-                    i,
-                )
-            })
+            .map(|i| ((i["ShardId"].as_s().unwrap().clone(), i["SequenceNumber"].as_s().unwrap().clone()), i))
             .collect()
     }
 
     pub async fn leases(&self) -> HashMap<String, Item> {
-        scan(&self.lease_table)
-            .await
-            .into_iter()
-            .map(|i| (i["leaseKey"].as_s().unwrap().clone(), i))
-            .collect()
+        scan(&self.lease_table).await.into_iter().map(|i| (i["leaseKey"].as_s().unwrap().clone(), i)).collect()
     }
 }
 
@@ -200,23 +154,14 @@ impl PutLog {
             text.lines()
                 .map(|l| {
                     let f: Vec<&str> = l.split('\t').collect();
-                    Put {
-                        key: f[0].into(),
-                        shard: f[1].into(),
-                        sequence: f[2].into(),
-                        kind: f[3].into(),
-                    }
+                    Put { key: f[0].into(), shard: f[1].into(), sequence: f[2].into(), kind: f[3].into() }
                 })
                 .collect(),
         )
     }
 
     pub fn tweet_ids(&self) -> HashSet<String> {
-        self.0
-            .iter()
-            .filter(|p| p.is_tweet())
-            .map(|p| p.key.clone())
-            .collect()
+        self.0.iter().filter(|p| p.is_tweet()).map(|p| p.key.clone()).collect()
     }
 
     pub fn malformed(&self) -> Vec<&Put> {
@@ -243,11 +188,7 @@ pub fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A `stream-worker run` process.
@@ -264,36 +205,20 @@ impl Worker {
         let log = setup.dir.join(format!("{name}.log"));
         let child = Command::new(BIN)
             .args(["run", "--stream", &setup.stream, "--worker-id", name])
-            .args([
-                "--tweets-table",
-                &setup.tweets_table,
-                "--dead-letter-table",
-                &setup.dead_letter_table,
-            ])
+            .args(["--tweets-table", &setup.tweets_table, "--dead-letter-table", &setup.dead_letter_table])
             .args(["--lease-table", &setup.lease_table])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start stream-worker run");
-        Self {
-            name: name.into(),
-            child,
-            metrics_port,
-            log,
-        }
+        Self { name: name.into(), child, metrics_port, log }
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
@@ -311,11 +236,7 @@ impl Worker {
             }
             if start.elapsed() > limit {
                 self.child.kill().ok();
-                panic!(
-                    "{} did not exit within {limit:?}; log:\n{}",
-                    self.name,
-                    self.log_text()
-                );
+                panic!("{} did not exit within {limit:?}; log:\n{}", self.name, self.log_text());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -353,16 +274,11 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
-    Ok(out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default())
+    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
 pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::new(
-        &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
-    )
+    aws_sdk_dynamodb::Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
 }
 
 pub async fn scan(table: &str) -> Vec<Item> {
@@ -370,13 +286,7 @@ pub async fn scan(table: &str) -> Vec<Item> {
     let mut items = Vec::new();
     let mut start = None;
     loop {
-        let out = match client
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-        {
+        let out = match client.scan().table_name(table).set_exclusive_start_key(start.take()).send().await {
             Ok(out) => out,
             Err(e) if format!("{e:?}").contains("ResourceNotFound") => return items,
             Err(e) => panic!("scan {table}: {e:?}"),
@@ -400,10 +310,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
