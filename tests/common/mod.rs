@@ -108,6 +108,32 @@ impl Setup {
         PutLog::read(&log)
     }
 
+    /// Starts `stream-worker produce` in the background.
+    pub fn start_producer(&self, args: &[&str]) -> Producer {
+        let log = self.dir.join(format!("put-{}.log", NEXT.fetch_add(1, Ordering::SeqCst)));
+        let child = Command::new(BIN)
+            .args(["produce", "--stream", &self.stream, "--put-log"])
+            .arg(&log)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start stream-worker produce");
+        Producer { child, log }
+    }
+
+    /// Each shard's owner (`None` when released) and checkpoint.
+    pub async fn lease_states(&self) -> HashMap<String, (Option<String>, String)> {
+        self.leases()
+            .await
+            .into_iter()
+            .map(|(k, l)| {
+                let owner = l.get("leaseOwner").and_then(|o| o.as_s().ok()).cloned();
+                (k, (owner, l["checkpoint"].as_s().unwrap().clone()))
+            })
+            .collect()
+    }
+
     pub fn worker(&self, name: &str, extra: &[&str]) -> Worker {
         Worker::start(self, name, extra)
     }
@@ -126,6 +152,27 @@ impl Setup {
 
     pub async fn leases(&self) -> HashMap<String, Item> {
         scan(&self.lease_table).await.into_iter().map(|i| (i["leaseKey"].as_s().unwrap().clone(), i)).collect()
+    }
+}
+
+pub struct Producer {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Producer {
+    /// Waits for the producer to finish and returns what Kinesis accepted.
+    pub fn finish(mut self) -> PutLog {
+        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap()).wait_with_output().unwrap();
+        assert!(out.status.success(), "produce failed: {}", String::from_utf8_lossy(&out.stderr));
+        PutLog::read(&self.log)
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

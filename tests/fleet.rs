@@ -1,0 +1,164 @@
+//! Several `stream-worker run` processes sharing a stream: convergence, failover
+//! after kill -9, rolling restarts. Records are checked against the ids put.
+//! The tests of this file run one at a time: their timings are the subject.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::sync::Mutex;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+fn counts(states: &HashMap<String, (Option<String>, String)>) -> Vec<usize> {
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for (owner, _) in states.values() {
+        if let Some(o) = owner {
+            *per.entry(o).or_default() += 1;
+        }
+    }
+    let mut v: Vec<usize> = per.into_values().collect();
+    v.sort_unstable();
+    v
+}
+
+async fn all_rows(setup: &Setup, puts: &PutLog) {
+    let ids = puts.tweet_ids();
+    let rows = eventually(Duration::from_secs(120), "every tweet put as a row", || async {
+        let rows = setup.tweets().await;
+        (rows.len() >= ids.len()).then_some(rows)
+    })
+    .await;
+    let got: HashSet<String> = rows.into_keys().collect();
+    assert_eq!(got, ids, "the rows are exactly the tweets put");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_workers_converge_on_8_shards_without_thrashing() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("converge", 8);
+    let workers: Vec<Worker> = ["a", "b", "c"].iter().map(|w| setup.worker(w, &[])).collect();
+    let started = Instant::now();
+    let mut owners_seen: HashMap<String, Vec<String>> = HashMap::new();
+    let mut converged_at: Option<Instant> = None;
+    // Watch for 30 s to converge, then 12 s more (two take rounds and more
+    // than three renewals) to see it stay put.
+    loop {
+        let states = setup.lease_states().await;
+        for (shard, (owner, _)) in &states {
+            if let Some(owner) = owner {
+                let seen = owners_seen.entry(shard.clone()).or_default();
+                if seen.last() != Some(owner) {
+                    seen.push(owner.clone());
+                }
+            }
+        }
+        let balanced = states.len() == 8 && counts(&states) == vec![2, 3, 3];
+        match (balanced, converged_at) {
+            (true, None) => converged_at = Some(Instant::now()),
+            (false, Some(at)) => panic!("the fleet left 3/3/2 {:?} after converging: {states:?}", at.elapsed()),
+            _ => {}
+        }
+        if converged_at.is_some_and(|at| at.elapsed() > Duration::from_secs(12)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30) || converged_at.is_some(),
+            "no 3/3/2 within 30 s: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = converged_at.unwrap() - started;
+    eprintln!("converged to 3/3/2 in {took:?}; owners per lease: {owners_seen:?}");
+    for (shard, owners) in &owners_seen {
+        assert!(owners.len() <= 2, "{shard} changed owner more than once: {owners:?}");
+    }
+    drop(workers);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_workers_shards_resume_elsewhere_within_15_s() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("failover", 6);
+    let producer = setup.start_producer(&["--rate", "150", "--count", "6000", "--seed", "21"]);
+    let mut workers: Vec<Worker> = ["a", "b", "c"].iter().map(|w| setup.worker(w, &[])).collect();
+    let states = eventually(Duration::from_secs(30), "2/2/2", || async {
+        let s = setup.lease_states().await;
+        (s.len() == 6 && counts(&s) == vec![2, 2, 2]).then_some(s)
+    })
+    .await;
+    let victim = workers.remove(1);
+    let victims: HashMap<String, String> = states
+        .iter()
+        .filter(|(_, (o, _))| o.as_deref() == Some(victim.name.as_str()))
+        .map(|(k, (_, c))| (k.clone(), c.clone()))
+        .collect();
+    let mut victim = victim;
+    victim.kill9();
+    let killed = Instant::now();
+    // Processing again: another owner, and the checkpoint moved on.
+    let took = eventually(Duration::from_secs(30), "the killed worker's shards processing again", || async {
+        let s = setup.lease_states().await;
+        victims
+            .iter()
+            .all(|(k, before)| {
+                let (owner, checkpoint) = &s[k];
+                owner.as_deref().is_some_and(|o| o != victim.name) && checkpoint != before
+            })
+            .then(|| killed.elapsed())
+    })
+    .await;
+    eprintln!("failover: {} shards processing again {took:?} after kill -9", victims.len());
+    assert!(took <= Duration::from_secs(15), "took {took:?}");
+    let puts = producer.finish();
+    all_rows(&setup, &puts).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_restart_loses_nothing_and_hands_each_shard_over_within_3_s() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("rolling", 6);
+    let producer = setup.start_producer(&["--rate", "150", "--count", "7500", "--seed", "22"]);
+    let mut workers: Vec<Worker> = ["a", "b", "c"].iter().map(|w| setup.worker(w, &[])).collect();
+    eventually(Duration::from_secs(30), "2/2/2", || async {
+        let s = setup.lease_states().await;
+        (s.len() == 6 && counts(&s) == vec![2, 2, 2]).then_some(())
+    })
+    .await;
+    for round in 0..3 {
+        let mut old = workers.remove(0);
+        let before = setup.lease_states().await;
+        let theirs: Vec<String> = before
+            .iter()
+            .filter(|(_, (o, _))| o.as_deref() == Some(old.name.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        old.signal("TERM");
+        let (status, _) = old.wait_exit(Duration::from_secs(10));
+        assert!(status.success(), "{status:?}\n{}", old.log_text());
+        let released = Instant::now();
+        let at_release = setup.lease_states().await;
+        for k in &theirs {
+            assert_ne!(at_release[k].0.as_deref(), Some(old.name.as_str()), "{k} not released");
+        }
+        let took = eventually(Duration::from_secs(20), "the released shards processing again", || async {
+            let s = setup.lease_states().await;
+            theirs
+                .iter()
+                .all(|k| s[k].0.as_deref().is_some_and(|o| o != old.name) && s[k].1 != at_release[k].1)
+                .then(|| released.elapsed())
+        })
+        .await;
+        eprintln!(
+            "rolling restart {round}: {} shards of {} processing again {took:?} after release",
+            theirs.len(),
+            old.name
+        );
+        assert!(took <= Duration::from_secs(3), "took {took:?}");
+        workers.push(setup.worker(&format!("{}-{round}", old.name), &[]));
+    }
+    let puts = producer.finish();
+    all_rows(&setup, &puts).await;
+}
