@@ -139,7 +139,13 @@ pub async fn produce(args: ProduceArgs, stop: CancellationToken) -> anyhow::Resu
         None => None,
     };
     let deadline = args.minutes.map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0));
-    let mut producer = Producer { client: kinesis, stream: args.stream.clone(), rate: args.rate, put_log };
+    let mut producer = Producer {
+        client: kinesis,
+        stream: args.stream.clone(),
+        rate: args.rate,
+        partition_keys: args.partition_keys,
+        put_log,
+    };
     let started = Instant::now();
     let summary = match &args.source {
         Source::Synthetic => {

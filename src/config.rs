@@ -207,7 +207,11 @@ pub struct ProduceArgs {
     #[arg(long, env = "STREAM_WORKER_MALFORMED_RATIO", default_value_t = 0.0)]
     pub malformed_ratio: f64,
 
-    /// Append a line per record Kinesis accepted: partition key, shard, sequence number, kind (tab-separated)
+    /// Spread records over N partition keys (key-0 … key-N-1, round robin) instead of keying each by its tweet id
+    #[arg(long, env = "STREAM_WORKER_PARTITION_KEYS")]
+    pub partition_keys: Option<NonZeroU32>,
+
+    /// Append a line per record Kinesis accepted: tweet id, partition key, shard, sequence number, kind (tab-separated)
     #[arg(long, env = "STREAM_WORKER_PUT_LOG")]
     pub put_log: Option<PathBuf>,
 

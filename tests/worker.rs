@@ -108,7 +108,7 @@ async fn malformed_records_are_dead_lettered_and_no_shard_stalls() {
         assert_eq!(format!("malformed:{reason}"), put.kind, "{item:?}");
         assert!(!item["Error"].as_s().unwrap().is_empty());
         assert!(!item["Data"].as_b().unwrap().as_ref().is_empty());
-        assert_eq!(item["PartitionKey"].as_s().unwrap(), &put.key);
+        assert_eq!(item["PartitionKey"].as_s().unwrap(), &put.partition_key);
         assert!(item.contains_key("ArrivalTime"));
     }
 }

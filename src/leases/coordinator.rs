@@ -22,6 +22,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::held::HeldLease;
+use super::sync;
 use super::taker::{self, Observations, TakerConfig};
 use super::{Cas, LeaseStore, StoreError};
 use crate::lifecycle::consumer::{Consumer, ConsumerConfig, Exit};
@@ -193,20 +194,23 @@ impl Worker {
     }
 
     async fn create_leases(&self, shards: &[Shard], leases: &[Lease]) -> Result<usize, StoreError> {
-        let known: HashSet<&str> =
-            shards.iter().map(|s| s.id.as_str()).chain(leases.iter().map(|l| l.key.as_str())).collect();
-        let existing: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
         let mut created = 0;
-        for shard in shards.iter().filter(|s| !existing.contains(s.id.as_str())) {
-            let has_known_parent = shard.parents.iter().any(|p| known.contains(p.as_str()));
-            let checkpoint =
-                if has_known_parent { Checkpoint::TrimHorizon } else { self.config.initial_position.checkpoint() };
-            let lease = Lease::new(shard.id.clone(), checkpoint, shard.parents.clone());
+        for lease in sync::leases_to_create(shards, leases, self.config.initial_position.checkpoint()) {
             if let Cas::Done(()) = self.store.create(&lease).await? {
                 created += 1;
             }
         }
         Ok(created)
+    }
+
+    /// Deletes the leases of finished parents whose children all started.
+    async fn clean_up(&self, leases: &[Lease]) -> Result<(), StoreError> {
+        for parent in sync::finished_parents(leases) {
+            if let Cas::Done(()) = self.store.delete(parent).await? {
+                tracing::info!(shard_id = %parent.key, children = ?parent.children, "finished parent's lease deleted");
+            }
+        }
+        Ok(())
     }
 
     /// Takes free leases; with `steal`, also asks overloaded workers for leases
@@ -246,6 +250,7 @@ impl Worker {
         });
         let mut wanted: Vec<(&String, bool)> = plan.take.iter().map(|k| (k, false)).collect();
         if steal {
+            self.clean_up(&leases).await?;
             wanted.extend(overdue.iter().map(|k| (k, true)));
             for key in &plan.steal {
                 let lease = by_key[key.as_str()];

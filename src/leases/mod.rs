@@ -9,6 +9,7 @@ pub mod coordinator;
 pub mod dynamodb;
 pub mod held;
 pub mod memory;
+pub mod sync;
 pub mod taker;
 
 use async_trait::async_trait;

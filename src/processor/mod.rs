@@ -106,7 +106,7 @@ impl Processor {
         for (index, record) in records.iter().enumerate() {
             match decode(&record.data) {
                 Ok(tweet) => {
-                    let item = tweet_item(&tweet, shard_id, record, expires);
+                    let item = tweet_item(&tweet, shard_id, record, now, expires);
                     if item_size(&item) > MAX_ITEM_BYTES {
                         let why = format!("tweet {} is over DynamoDB's item size limit", tweet.id);
                         dead.push((index, Reason::TooLarge, why));
@@ -199,7 +199,15 @@ pub fn iso8601(t: DateTime<Utc>) -> String {
 
 /// The tweets-table item (DESIGN.md): keyed by `Id`, so a replay overwrites.
 /// A tweet without `created_at` is stamped with the record's arrival time.
-pub fn tweet_item(tweet: &Tweet<'_>, shard_id: &str, record: &Record, expires_epoch: i64) -> Item {
+/// `ProcessedAt` is when the batch was processed: it shows the pipeline's
+/// latency and the order in which shards were processed.
+pub fn tweet_item(
+    tweet: &Tweet<'_>,
+    shard_id: &str,
+    record: &Record,
+    processed_at: DateTime<Utc>,
+    expires_epoch: i64,
+) -> Item {
     let mut item = HashMap::with_capacity(10);
     item.insert("Id".to_owned(), s(&tweet.id));
     item.insert("Timestamp".to_owned(), s(&iso8601(tweet.created_at.unwrap_or(record.arrival))));
@@ -207,6 +215,7 @@ pub fn tweet_item(tweet: &Tweet<'_>, shard_id: &str, record: &Record, expires_ep
     item.insert("ShardId".to_owned(), s(shard_id));
     item.insert("SequenceNumber".to_owned(), s(&record.sequence_number));
     item.insert("ExpirationTime".to_owned(), AttributeValue::N(expires_epoch.to_string()));
+    item.insert("ProcessedAt".to_owned(), s(&iso8601(processed_at)));
     if let Some(v) = &tweet.username {
         item.insert("Username".to_owned(), s(v));
     }

@@ -29,16 +29,12 @@ const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from
 /// One record to put.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
-    pub partition_key: String,
+    /// The tweet id (the partition key unless `--partition-keys` is given); for a
+    /// record that is not a tweet, a made-up unique name.
+    pub id: String,
     pub data: Vec<u8>,
     /// What it is (`v1`, `v2`, `malformed:…`, `file`), for the put log.
     pub kind: &'static str,
-}
-
-impl Outgoing {
-    fn size(&self) -> usize {
-        self.data.len() + self.partition_key.len()
-    }
 }
 
 /// Lines of a JSON-lines file; the partition key is the tweet id when the line
@@ -52,7 +48,7 @@ pub fn file_source(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::R
             let key = crate::processor::tweet::decode(line.as_bytes())
                 .map(|t| t.id.into_owned())
                 .unwrap_or_else(|_| format!("line-{}", n + 1));
-            Some(Ok(Outgoing { partition_key: key, data: line.into_bytes(), kind: "file" }))
+            Some(Ok(Outgoing { id: key, data: line.into_bytes(), kind: "file" }))
         }
         Err(e) => Some(Err(anyhow::anyhow!("reading {path} line {}: {e}", n + 1))),
     }))
@@ -70,7 +66,22 @@ pub struct Producer {
     pub client: Client,
     pub stream: String,
     pub rate: Option<NonZeroU32>,
+    /// Spread records over this many partition keys (`key-0` …) instead of
+    /// keying each by its tweet id.
+    pub partition_keys: Option<NonZeroU32>,
     pub put_log: Option<std::fs::File>,
+}
+
+/// A record with its partition key, as it is put.
+struct Keyed {
+    record: Outgoing,
+    partition_key: String,
+}
+
+impl Keyed {
+    fn size(&self) -> usize {
+        self.record.data.len() + self.partition_key.len()
+    }
 }
 
 impl Producer {
@@ -85,7 +96,7 @@ impl Producer {
     ) -> anyhow::Result<Summary> {
         let limiter = self.rate.map(WriteLimiter::new);
         let mut summary = Summary::default();
-        let mut batch: Vec<Outgoing> = Vec::with_capacity(MAX_RECORDS_PER_CALL);
+        let mut batch: Vec<Keyed> = Vec::with_capacity(MAX_RECORDS_PER_CALL);
         let mut batch_bytes = 0;
         let mut batch_started = Instant::now();
         let mut taken = 0u64;
@@ -101,6 +112,11 @@ impl Producer {
                     _ = limiter.acquire(1) => {}
                 }
             }
+            let partition_key = match self.partition_keys {
+                Some(n) => format!("key-{}", taken % u64::from(n.get())),
+                None => record.id.clone(),
+            };
+            let record = Keyed { record, partition_key };
             taken += 1;
             if batch.len() == MAX_RECORDS_PER_CALL || batch_bytes + record.size() > MAX_BYTES_PER_CALL {
                 self.put(std::mem::take(&mut batch), &mut summary).await?;
@@ -124,7 +140,7 @@ impl Producer {
 
     /// Puts one batch, retrying failed entries (and retryable call errors) until
     /// every record is accepted.
-    async fn put(&mut self, mut pending: Vec<Outgoing>, summary: &mut Summary) -> anyhow::Result<()> {
+    async fn put(&mut self, mut pending: Vec<Keyed>, summary: &mut Summary) -> anyhow::Result<()> {
         let mut attempt = 0;
         while !pending.is_empty() {
             let entries = pending
@@ -132,7 +148,7 @@ impl Producer {
                 .map(|r| {
                     PutRecordsRequestEntry::builder()
                         .partition_key(&r.partition_key)
-                        .data(Blob::new(r.data.clone()))
+                        .data(Blob::new(r.record.data.clone()))
                         .build()
                         .expect("partition key and data are set")
                 })
@@ -157,9 +173,10 @@ impl Producer {
                 match (entry.error_code(), entry.shard_id(), entry.sequence_number()) {
                     (None, Some(shard), Some(seq)) => {
                         summary.records += 1;
-                        summary.bytes += record.data.len() as u64;
+                        summary.bytes += record.record.data.len() as u64;
                         if let Some(log) = &mut self.put_log {
-                            writeln!(log, "{}\t{shard}\t{seq}\t{}", record.partition_key, record.kind)?;
+                            let Keyed { record, partition_key } = &record;
+                            writeln!(log, "{}\t{partition_key}\t{shard}\t{seq}\t{}", record.id, record.kind)?;
                         }
                     }
                     (code, _, _) => {

@@ -143,10 +143,10 @@ impl Synthetic {
         if self.rng.gen_bool(0.5) {
             let mut data = br#"{"id_str": "1", "text": "cut in the mid"#.to_vec();
             data.extend((0..self.rng.gen_range(0..16)).map(|_| self.rng.gen::<u8>()));
-            Outgoing { partition_key: key, data, kind: KIND_NOT_JSON }
+            Outgoing { id: key, data, kind: KIND_NOT_JSON }
         } else {
             let data = json!({"limit": {"track": self.rng.gen_range(1..1000)}}).to_string().into_bytes();
-            Outgoing { partition_key: key, data, kind: KIND_NOT_A_TWEET }
+            Outgoing { id: key, data, kind: KIND_NOT_A_TWEET }
         }
     }
 }
@@ -162,7 +162,7 @@ impl Iterator for Synthetic {
         }
         let id = self.id(index);
         let (tweet, kind) = if self.rng.gen_bool(0.5) { (self.v1(&id), KIND_V1) } else { (self.v2(&id), KIND_V2) };
-        Some(Outgoing { partition_key: id, data: tweet.to_string().into_bytes(), kind })
+        Some(Outgoing { id, data: tweet.to_string().into_bytes(), kind })
     }
 }
 
@@ -177,9 +177,9 @@ mod tests {
         let a: Vec<_> = Synthetic::new(7, 0.1).take(300).map(|o| o.data).collect();
         let b: Vec<_> = Synthetic::new(7, 0.1).take(300).map(|o| o.data).collect();
         assert_eq!(a, b);
-        let keys: HashSet<_> = Synthetic::new(7, 0.1).take(2000).map(|o| o.partition_key).collect();
+        let keys: HashSet<_> = Synthetic::new(7, 0.1).take(2000).map(|o| o.id).collect();
         assert_eq!(keys.len(), 2000);
-        let other: HashSet<_> = Synthetic::new(8, 0.0).take(2000).map(|o| o.partition_key).collect();
+        let other: HashSet<_> = Synthetic::new(8, 0.0).take(2000).map(|o| o.id).collect();
         assert!(keys.is_disjoint(&other));
     }
 
@@ -193,7 +193,7 @@ mod tests {
                 KIND_V1 | KIND_V2 => {
                     let tweet =
                         decode(&out.data).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.data)));
-                    assert_eq!(tweet.id, out.partition_key);
+                    assert_eq!(tweet.id, out.id);
                     assert!(tweet.username.is_some() && tweet.created_at.is_some());
                     if tweet.message.len() > 1000 {
                         long += 1;

@@ -179,7 +179,9 @@ impl Drop for Producer {
 /// One line of the producer's put log.
 #[derive(Debug, Clone)]
 pub struct Put {
+    /// The tweet id (a made-up name for a malformed record).
     pub key: String,
+    pub partition_key: String,
     pub shard: String,
     pub sequence: String,
     pub kind: String,
@@ -201,7 +203,13 @@ impl PutLog {
             text.lines()
                 .map(|l| {
                     let f: Vec<&str> = l.split('\t').collect();
-                    Put { key: f[0].into(), shard: f[1].into(), sequence: f[2].into(), kind: f[3].into() }
+                    Put {
+                        key: f[0].into(),
+                        partition_key: f[1].into(),
+                        shard: f[2].into(),
+                        sequence: f[3].into(),
+                        kind: f[4].into(),
+                    }
                 })
                 .collect(),
         )
