@@ -6,14 +6,24 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
-/// Loads the shared SDK configuration from the standard chain.
+/// An AWS call attempt that has not answered by then is abandoned and retried:
+/// a stalled connection must never hold a lease renewal past its fence.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Loads the shared SDK configuration from the standard chain, with attempt
+/// timeouts (the SDK sets none by default).
 pub async fn load_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(ATTEMPT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .build();
+    aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await
 }
 
 /// What a caller should do about a failed AWS call.

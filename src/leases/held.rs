@@ -74,6 +74,18 @@ impl HeldLease {
         self.handoff_requested.load(Ordering::Relaxed)
     }
 
+    /// A write that has not answered within a third of the failover time is
+    /// abandoned: the lease must be renewable again before its fence.
+    async fn bounded<T>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.failover / 3, write).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError(format!("lease '{}': no answer within {:?}", self.key, self.failover / 3))),
+        }
+    }
+
     /// Keeps the row a write returned; moves the fence; notices handoff requests.
     fn stored(&self, lease: &mut Lease, next: Lease, sent: Instant) {
         if let Some(to) = &next.handoff_to {
@@ -129,7 +141,7 @@ impl HeldLease {
             return Ok(false);
         }
         let sent = Instant::now();
-        match self.store.renew(&lease).await? {
+        match self.bounded(self.store.renew(&lease)).await? {
             Cas::Done(next) => {
                 self.stored(&mut lease, next, sent);
                 Ok(true)
@@ -153,7 +165,7 @@ impl HeldLease {
             return Ok(Cas::Done(()));
         }
         let sent = Instant::now();
-        match self.store.checkpoint(&lease, &checkpoint, children).await? {
+        match self.bounded(self.store.checkpoint(&lease, &checkpoint, children)).await? {
             Cas::Done(next) => {
                 self.stored(&mut lease, next, sent);
                 Ok(Cas::Done(()))
@@ -173,7 +185,7 @@ impl HeldLease {
         if already_gone {
             return Ok(Cas::Lost);
         }
-        Ok(match self.store.release(&lease).await? {
+        Ok(match self.bounded(self.store.release(&lease)).await? {
             Cas::Done(_) => Cas::Done(()),
             Cas::Lost => Cas::Lost,
         })
@@ -259,6 +271,84 @@ mod tests {
         let gone_at = watcher.await.unwrap();
         assert_eq!(gone_at - start, Duration::from_secs(14));
         assert!(h.is_lost());
+    }
+
+    /// A store whose writes stop answering, as when the network to DynamoDB is cut.
+    struct Stalling {
+        inner: Arc<MemoryLeaseStore>,
+        stalled: std::sync::atomic::AtomicBool,
+    }
+
+    impl Stalling {
+        async fn gate(&self) {
+            if self.stalled.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl LeaseStore for Stalling {
+        async fn ensure_table(&self) -> Result<(), StoreError> {
+            self.inner.ensure_table().await
+        }
+        async fn list(&self) -> Result<Vec<Lease>, StoreError> {
+            self.gate().await;
+            self.inner.list().await
+        }
+        async fn create(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {
+            self.inner.create(lease).await
+        }
+        async fn take(&self, lease: &Lease, owner: &str) -> Result<Cas<Lease>, StoreError> {
+            self.inner.take(lease, owner).await
+        }
+        async fn renew(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError> {
+            self.gate().await;
+            self.inner.renew(lease).await
+        }
+        async fn release(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError> {
+            self.gate().await;
+            self.inner.release(lease).await
+        }
+        async fn checkpoint(&self, l: &Lease, c: &Checkpoint, ch: &[String]) -> Result<Cas<Lease>, StoreError> {
+            self.gate().await;
+            self.inner.checkpoint(l, c, ch).await
+        }
+        async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {
+            self.inner.delete(lease).await
+        }
+        async fn request_handoff(&self, lease: &Lease, to: &str) -> Result<Cas<Lease>, StoreError> {
+            self.inner.request_handoff(lease, to).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_cut_off_from_the_store_stops_before_anyone_may_take_over() {
+        let memory = Arc::new(MemoryLeaseStore::new());
+        let h = held(&memory).await;
+        let store = Arc::new(Stalling { inner: memory.clone(), stalled: false.into() });
+        let h = HeldLease::new(h.snapshot().await, Instant::now(), store.clone(), FAILOVER, CancellationToken::new());
+        let start = Instant::now();
+        store.stalled.store(true, Ordering::Relaxed);
+        // Renewals no longer answer: each is abandoned after a third of the failover time.
+        for _ in 0..2 {
+            assert!(h.renew().await.is_err());
+        }
+        // (tokio's timer rounds each timeout up to a whole millisecond)
+        let two_thirds = start.elapsed();
+        assert!(
+            two_thirds >= FAILOVER * 2 / 3 && two_thirds <= FAILOVER * 2 / 3 + Duration::from_millis(3),
+            "{two_thirds:?}"
+        );
+        h.gone().await;
+        // Stopped at the fence, 9 s, before another worker may see it expired (10 s).
+        assert_eq!(start.elapsed(), Duration::from_secs(9));
+        // Even once the store answers again, the zombie writes nothing.
+        store.stalled.store(false, Ordering::Relaxed);
+        let before = memory.list().await.unwrap().remove(0);
+        assert_eq!(h.checkpoint(seq("99"), &[]).await.unwrap(), Cas::Lost);
+        assert!(!h.renew().await.unwrap());
+        assert_eq!(memory.list().await.unwrap().remove(0), before);
     }
 
     #[tokio::test(start_paused = true)]

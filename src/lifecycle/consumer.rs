@@ -180,7 +180,11 @@ impl Consumer {
     async fn checkpoint(&self, shard_id: &str, checkpoint: Checkpoint, children: &[String]) -> bool {
         let mut attempt = 0;
         loop {
-            match self.held.checkpoint(checkpoint.clone(), children).await {
+            let written = tokio::select! {
+                _ = self.held.gone() => return false,
+                written = self.held.checkpoint(checkpoint.clone(), children) => written,
+            };
+            match written {
                 Ok(Cas::Done(())) => {
                     metrics::counter!(m::CHECKPOINTS).increment(1);
                     return true;
