@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::{classify, root_cause, StartupError, Target};
-use crate::config::{ProduceArgs, RunArgs, Source};
+use crate::config::{ProduceArgs, RunArgs, Source, StatusArgs};
 use crate::leases::coordinator::{InitialPosition, Worker, WorkerConfig};
 use crate::leases::dynamodb::DynamoLeaseStore;
 use crate::leases::LeaseStore;
@@ -120,6 +120,38 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
     tracing::info!(stream = %args.stream, worker_id = %worker_id, tweets_table = %args.tweets_table,
         lease_table = %args.lease_table, metrics_addr = %args.metrics_addr, "starting");
     worker.run(shutdown).await?;
+    Ok(())
+}
+
+/// `stream-worker status`: print each shard's lease.
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    use crate::retrieval::StreamClient as _;
+    let config = crate::aws::load_config().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    check_stream(&kinesis, &config, &args.stream).await?;
+    check_table(&dynamodb, &config, &args.lease_table).await?;
+    let store = DynamoLeaseStore::new(dynamodb, &args.lease_table);
+    let stream = KinesisStream::new(kinesis, &args.stream);
+    let mut seen = crate::leases::taker::Observations::default();
+    let mut leases = store.list().await?;
+    let observed = if args.observe.is_zero() {
+        None
+    } else {
+        seen.observe(&leases, Instant::now());
+        tokio::time::sleep(args.observe).await;
+        leases = store.list().await?;
+        seen.observe(&leases, Instant::now());
+        Some((&seen, Instant::now(), args.failover_time))
+    };
+    let shards = stream.list_shards().await.map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
+    let ids: Vec<String> = shards.into_iter().map(|s| s.id).collect();
+    let rows = crate::status::report(&leases, &ids, observed, &stream).await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", crate::status::render_text(&rows));
+    }
     Ok(())
 }
 

@@ -40,6 +40,35 @@ pub enum Command {
     Run(RunArgs),
     /// Put tweets into a stream (synthetic or replayed from a file)
     Produce(ProduceArgs),
+    /// Show each shard's lease: owner, checkpoint, parents, state, how far behind
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Kinesis stream whose shards to show
+    #[arg(long, env = "STREAM_WORKER_STREAM")]
+    pub stream: String,
+
+    /// Lease table of the application
+    #[arg(long, env = "STREAM_WORKER_LEASE_TABLE", default_value = DEFAULT_LEASE_TABLE)]
+    pub lease_table: String,
+
+    /// Print JSON (one array of shard objects) instead of a table
+    #[arg(long)]
+    pub json: bool,
+
+    /// Watch the lease table this long and report leases whose counter did not
+    /// move as `expired` (use the fleet's --failover-time); 0 = one snapshot
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub observe: Duration,
+
+    /// The fleet's failover time, to judge expiry with --observe
+    #[arg(long, env = "STREAM_WORKER_FAILOVER_TIME", default_value = "10s", value_parser = parse_duration)]
+    pub failover_time: Duration,
+
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -30,4 +30,5 @@ pub mod producer;
 pub mod retrieval;
 pub mod retry;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;

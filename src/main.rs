@@ -20,6 +20,10 @@ async fn main() {
                 },
             }
         }
+        Command::Status(args) => {
+            telemetry::init_logs(args.log.log_format);
+            app::status(args).await
+        }
         Command::Produce(args) => {
             telemetry::init_logs(args.log.log_format);
             match (args.validate(), shutdown::on_signals()) {

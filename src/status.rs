@@ -1,0 +1,173 @@
+//! `stream-worker status`: one row per shard — owner, checkpoint, parents,
+//! state, and how far behind when it can be measured.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::leases::taker::{is_ready, Observations};
+use crate::model::{Checkpoint, Lease};
+use crate::retrieval::{StartAt, StreamClient};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ShardStatus {
+    pub shard_id: String,
+    /// `owned`, `pending-handoff`, `expired` (only with an observation window),
+    /// `unowned`, `waiting-for-parents`, `finished`, or `no-lease`.
+    pub state: &'static str,
+    pub owner: Option<String>,
+    pub handoff_to: Option<String>,
+    pub checkpoint: Option<String>,
+    pub lease_counter: Option<u64>,
+    pub parents: Vec<String>,
+    /// MillisBehindLatest at the checkpoint, when it could be read.
+    pub behind_ms: Option<i64>,
+}
+
+/// The state of a lease. `expired` needs `seen` to have watched the table for at
+/// least `failover`; without it an owned lease is reported as `owned`.
+pub fn state_of(
+    lease: &Lease,
+    by_key: &HashMap<&str, &Lease>,
+    seen: Option<(&Observations, Instant, Duration)>,
+) -> &'static str {
+    if lease.checkpoint.is_shard_end() {
+        return "finished";
+    }
+    if lease.owner.is_none() {
+        return if is_ready(lease, by_key) { "unowned" } else { "waiting-for-parents" };
+    }
+    if let Some((seen, now, failover)) = seen {
+        if seen.is_expired(lease, now, failover) {
+            return "expired";
+        }
+    }
+    if lease.handoff_to.is_some() {
+        "pending-handoff"
+    } else {
+        "owned"
+    }
+}
+
+/// Builds the report from the lease rows (one snapshot, or the last of two taken
+/// `observed` apart) and the stream's shards.
+pub async fn report(
+    leases: &[Lease],
+    shard_ids: &[String],
+    seen: Option<(&Observations, Instant, Duration)>,
+    stream: &dyn StreamClient,
+) -> Vec<ShardStatus> {
+    let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
+    let mut rows: Vec<ShardStatus> = leases
+        .iter()
+        .map(|l| ShardStatus {
+            shard_id: l.key.clone(),
+            state: state_of(l, &by_key, seen),
+            owner: l.owner.clone(),
+            handoff_to: l.handoff_to.clone(),
+            checkpoint: Some(l.checkpoint.to_string()),
+            lease_counter: Some(l.counter),
+            parents: l.parents.clone(),
+            behind_ms: None,
+        })
+        .collect();
+    rows.extend(shard_ids.iter().filter(|id| !by_key.contains_key(id.as_str())).map(|id| ShardStatus {
+        shard_id: id.clone(),
+        state: "no-lease",
+        owner: None,
+        handoff_to: None,
+        checkpoint: None,
+        lease_counter: None,
+        parents: Vec::new(),
+        behind_ms: None,
+    }));
+    rows.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+    let lags = futures::future::join_all(rows.iter().map(|row| async {
+        let start = match by_key.get(row.shard_id.as_str()).map(|l| &l.checkpoint) {
+            Some(Checkpoint::Sequence(seq)) => StartAt::AfterSequence(seq.to_string()),
+            Some(Checkpoint::TrimHorizon) => StartAt::TrimHorizon,
+            _ => return None,
+        };
+        let iterator = stream.shard_iterator(&row.shard_id, &start).await.ok()?;
+        stream.get_records(&iterator, 1).await.ok()?.millis_behind_latest
+    }))
+    .await;
+    for (row, lag) in rows.iter_mut().zip(lags) {
+        row.behind_ms = lag;
+    }
+    rows
+}
+
+pub fn render_text(rows: &[ShardStatus]) -> String {
+    let mut out = format!(
+        "{:<24} {:<20} {:<28} {:<14} {:>10}  {}\n",
+        "SHARD", "STATE", "OWNER", "CHECKPOINT", "BEHIND", "PARENTS"
+    );
+    for r in rows {
+        let checkpoint = r.checkpoint.as_deref().unwrap_or("-");
+        // Sequence numbers are long; their tail is what tells them apart.
+        let checkpoint = if checkpoint.len() > 14 {
+            format!("…{}", &checkpoint[checkpoint.len() - 13..])
+        } else {
+            checkpoint.to_owned()
+        };
+        let owner = match (&r.owner, &r.handoff_to) {
+            (Some(o), Some(to)) => format!("{o} → {to}"),
+            (Some(o), None) => o.clone(),
+            (None, _) => "-".into(),
+        };
+        let behind = r.behind_ms.map(|ms| format!("{ms}ms")).unwrap_or_else(|| "-".into());
+        let parents = if r.parents.is_empty() { "-".to_owned() } else { r.parents.join(",") };
+        out.push_str(&format!(
+            "{:<24} {:<20} {:<28} {:<14} {:>10}  {}\n",
+            r.shard_id, r.state, owner, checkpoint, behind, parents
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn states() {
+        let mut parent = Lease::new("p", Checkpoint::TrimHorizon, vec![]);
+        parent.owner = Some("w".into());
+        let child = Lease::new("c", Checkpoint::TrimHorizon, vec!["p".into()]);
+        let mut marked = Lease::new("m", Checkpoint::Latest, vec![]);
+        marked.owner = Some("w".into());
+        marked.handoff_to = Some("v".into());
+        let leases = vec![parent.clone(), child.clone(), marked.clone()];
+        let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
+        assert_eq!(state_of(&parent, &by_key, None), "owned");
+        assert_eq!(state_of(&child, &by_key, None), "waiting-for-parents");
+        assert_eq!(state_of(&marked, &by_key, None), "pending-handoff");
+        let mut seen = Observations::default();
+        let t0 = Instant::now();
+        seen.observe(&leases, t0);
+        let failover = Duration::from_secs(10);
+        assert_eq!(state_of(&parent, &by_key, Some((&seen, t0 + failover, failover))), "expired");
+        let ended = Lease::new("e", Checkpoint::ShardEnd, vec![]);
+        assert_eq!(state_of(&ended, &by_key, None), "finished");
+        let text = render_text(&[ShardStatus {
+            shard_id: "shardId-000000000001".into(),
+            state: "owned",
+            owner: Some("w".into()),
+            handoff_to: Some("v".into()),
+            checkpoint: Some("49590338271490256608559692538361571095921575989136588898".into()),
+            lease_counter: Some(3),
+            parents: vec![],
+            behind_ms: Some(250),
+        }]);
+        assert!(
+            text.contains("shardId-000000000001")
+                && text.contains("w → v")
+                && text.contains("…5989136588898")
+                && text.contains("250ms"),
+            "{text}"
+        );
+    }
+}
