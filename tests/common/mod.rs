@@ -135,7 +135,12 @@ impl Setup {
     }
 
     pub fn worker(&self, name: &str, extra: &[&str]) -> Worker {
-        Worker::start(self, name, extra)
+        Worker::start(self, name, extra, &[])
+    }
+
+    /// A worker with extra environment (e.g. another DynamoDB endpoint).
+    pub fn worker_with_env(&self, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
+        Worker::start(self, name, extra, env)
     }
 
     pub async fn tweets(&self) -> HashMap<String, Item> {
@@ -255,7 +260,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn start(setup: &Setup, name: &str, extra: &[&str]) -> Self {
+    fn start(setup: &Setup, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let metrics_port = free_port();
         let log = setup.dir.join(format!("{name}.log"));
         let child = Command::new(BIN)
@@ -265,6 +270,7 @@ impl Worker {
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(extra)
             .env("RUST_LOG", std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

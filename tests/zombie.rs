@@ -1,0 +1,147 @@
+//! The zombie fence, end to end: a worker whose DynamoDB traffic is cut (by a
+//! fault-injecting TCP proxy that stalls, then delivers late, every byte) stops
+//! processing within the failover time, and never overwrites the checkpoints of
+//! the worker that took over — not even with its stalled requests.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Forwards 127.0.0.1:port to `upstream`; while cut, holds every byte back.
+struct Proxy {
+    port: u16,
+    open: watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (open, _) = watch::channel(true);
+        let gate = open.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else { continue };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, gate.subscribe()));
+                tokio::spawn(pump(sr, cw, gate.subscribe()));
+            }
+        });
+        Self { port, open }
+    }
+
+    fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut open: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while !*open.borrow_and_update() {
+            if open.changed().await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_off_worker_stops_in_time_and_never_overwrites_its_successor() {
+    emulators();
+    let setup = Setup::new("zombie", 2);
+    let upstream = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap().trim_start_matches("http://").to_owned();
+    let proxy = Proxy::start(upstream).await;
+    let endpoint = format!("http://127.0.0.1:{}", proxy.port);
+    let producer = setup.start_producer(&["--rate", "100", "--count", "3000", "--seed", "51"]);
+    let flags = ["--failover-time", "3s", "--max-leases-to-steal", "0"];
+    let zombie = setup.worker_with_env("zombie", &flags, &[("AWS_ENDPOINT_URL_DYNAMODB", &endpoint)]);
+    eventually(Duration::from_secs(30), "the zombie holding both leases and checkpointing", || async {
+        let s = setup.lease_states().await;
+        let ours = s.len() == 2
+            && s.values().all(|(o, c)| o.as_deref() == Some("zombie") && c.chars().all(|c| c.is_ascii_digit()));
+        ours.then_some(())
+    })
+    .await;
+    let _successor = setup.worker("successor", &flags);
+
+    proxy.cut();
+    let cut = Instant::now();
+    let stopped = eventually(Duration::from_secs(10), "the zombie to stop processing", || async {
+        (zombie.metric("stream_worker_leases_held") == Some(0.0)).then(|| cut.elapsed())
+    })
+    .await;
+    eprintln!("zombie stopped {stopped:?} after the cut (failover time 3 s)");
+    // The consumers stop at the fence (before 3 s); the gauge is updated by the
+    // next renewal pass, at most one renewal interval (1 s) later.
+    assert!(stopped <= Duration::from_secs(4), "stopped after {stopped:?}");
+    // From here on the zombie must write nothing, whatever reaches DynamoDB late.
+    let checkpoints_at_stop = zombie.metric("stream_worker_checkpoints_total").unwrap();
+
+    // Watch the lease rows: the successor takes over; keep watching while the
+    // zombie's stalled requests are delivered after the network returns.
+    let mut history: HashMap<String, Vec<(Option<String>, String)>> = HashMap::new();
+    let mut restored_at = None;
+    let watch_start = Instant::now();
+    while watch_start.elapsed() < Duration::from_secs(16) {
+        let states = setup.lease_states().await;
+        for (shard, state) in states {
+            let h = history.entry(shard).or_default();
+            if h.last() != Some(&state) {
+                h.push(state);
+            }
+        }
+        let taken = history.values().all(|h| h.last().is_some_and(|(o, _)| o.as_deref() == Some("successor")));
+        if taken && restored_at.is_none() && watch_start.elapsed() > Duration::from_secs(6) {
+            proxy.restore();
+            restored_at = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(restored_at.is_some(), "the successor never took over: {history:?}");
+    for (shard, h) in &history {
+        let first_successor = h.iter().position(|(o, _)| o.as_deref() == Some("successor")).unwrap();
+        for (owner, _) in &h[first_successor..] {
+            assert_eq!(owner.as_deref(), Some("successor"), "{shard} went back to {owner:?}: {h:?}");
+        }
+        for pair in h.windows(2) {
+            let (a, b) = (&pair[0].1, &pair[1].1);
+            assert_ne!(seq_cmp(b, a), std::cmp::Ordering::Less, "{shard}: checkpoint moved back from {a} to {b}");
+        }
+    }
+    assert_eq!(
+        zombie.metric("stream_worker_checkpoints_total").unwrap(),
+        checkpoints_at_stop,
+        "the zombie wrote a checkpoint after it stopped"
+    );
+    assert!(zombie.metric("stream_worker_leases_lost_total").unwrap() >= 2.0);
+
+    let puts = producer.finish();
+    let ids = puts.tweet_ids();
+    let rows = eventually(Duration::from_secs(120), "every tweet put as a row", || async {
+        let rows = setup.tweets().await;
+        (rows.len() >= ids.len()).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows.into_keys().collect::<std::collections::HashSet<_>>(), ids);
+}
