@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::{classify, root_cause, StartupError, Target};
 use crate::config::{ProduceArgs, RunArgs, Source, StatusArgs};
+use crate::health::Health;
 use crate::leases::coordinator::{InitialPosition, Worker, WorkerConfig};
 use crate::leases::dynamodb::DynamoLeaseStore;
 use crate::leases::LeaseStore;
@@ -66,8 +67,14 @@ pub async fn check_table(
         .map_err(|e| StartupError::from_class(what, &Target::new("dynamodb", config), classify(&e), root_cause(&e)))
 }
 
+/// How long the lease table may go unanswered before `/readyz` says not ready:
+/// three quick take rounds, at least 3 s.
+pub fn readiness_window(args: &RunArgs) -> Duration {
+    (crate::leases::coordinator::quick_take_interval(args.failover_time) * 3).max(Duration::from_secs(3))
+}
+
 /// `stream-worker run`: consume until `shutdown` is cancelled.
-pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>) -> anyhow::Result<()> {
     let config = crate::aws::load_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
@@ -85,6 +92,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
             .into(),
     })?;
 
+    crate::metrics::register_table_counters(&[&args.tweets_table, &args.dead_letter_table]);
     let limiter = Arc::new(WriteLimiter::new(args.max_write_rate));
     let processor = Arc::new(Processor::new(
         Arc::new(DynamoTable::new(dynamodb.clone(), &args.tweets_table)),
@@ -116,7 +124,9 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         stream: Arc::new(KinesisStream::new(kinesis, &args.stream)),
         store,
         processor,
+        health: health.clone(),
     };
+    health.started();
     tracing::info!(stream = %args.stream, worker_id = %worker_id, tweets_table = %args.tweets_table,
         lease_table = %args.lease_table, metrics_addr = %args.metrics_addr, "starting");
     worker.run(shutdown).await?;

@@ -42,6 +42,16 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Show each shard's lease: owner, checkpoint, parents, state, how far behind
     Status(StatusArgs),
+    /// Ask a running worker whether it is ready (for images without a shell or curl)
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// URL to GET; exit 0 when it answers 200. /healthz tells that the process
+    /// answers, /readyz that it can work
+    #[arg(long, env = "STREAM_WORKER_HEALTHCHECK_URL", default_value = "http://127.0.0.1:9464/readyz")]
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -152,7 +162,7 @@ pub struct RunArgs {
     #[arg(long, env = "STREAM_WORKER_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// Address of the Prometheus metrics endpoint (GET /metrics)
+    /// Address of the HTTP endpoints: GET /metrics (Prometheus), /healthz, /readyz
     #[arg(long, env = "STREAM_WORKER_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     pub metrics_addr: SocketAddr,
 

@@ -15,12 +15,14 @@
 //! - [`processor`]: the shared core — decode tweets, write items under the rate
 //!   limit, dead-letter what can never be written.
 //! - [`producer`]: synthetic and file sources → batched PutRecords.
-//! - [`aws`], [`config`], [`telemetry`], [`shutdown`], [`metrics`], [`retry`]:
-//!   the edges and plumbing; [`app`] wires them for the CLI.
+//! - [`status`]: the `status` report.
+//! - [`aws`], [`config`], [`telemetry`], [`health`], [`shutdown`], [`metrics`],
+//!   [`retry`]: the edges and plumbing; [`app`] wires them for the CLI.
 
 pub mod app;
 pub mod aws;
 pub mod config;
+pub mod health;
 pub mod leases;
 pub mod lifecycle;
 pub mod metrics;

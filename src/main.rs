@@ -3,6 +3,9 @@
 use clap::Parser;
 
 use stream_worker::config::{Cli, Command};
+use std::sync::Arc;
+
+use stream_worker::health::Health;
 use stream_worker::{app, shutdown, telemetry};
 
 #[tokio::main]
@@ -13,11 +16,24 @@ async fn main() {
             telemetry::init_logs(args.log.log_format);
             match args.validate() {
                 Err(e) => Err(anyhow::anyhow!(e)),
-                Ok(()) => match (telemetry::init_metrics(args.metrics_addr), shutdown::on_signals()) {
-                    (Err(e), _) => Err(e),
-                    (_, Err(e)) => Err(anyhow::anyhow!("cannot install signal handlers: {e}")),
-                    (Ok(()), Ok(token)) => app::run(args, token).await,
-                },
+                Ok(()) => {
+                    let health = Arc::new(Health::new(app::readiness_window(&args)));
+                    match (telemetry::serve(args.metrics_addr, health.clone()).await, shutdown::on_signals()) {
+                        (Err(e), _) => Err(e),
+                        (_, Err(e)) => Err(anyhow::anyhow!("cannot install signal handlers: {e}")),
+                        (Ok(()), Ok(token)) => app::run(args, token, health).await,
+                    }
+                }
+            }
+        }
+        Command::Healthcheck(args) => {
+            match tokio::task::spawn_blocking(move || telemetry::healthcheck(&args.url)).await {
+                Ok(Ok(body)) => {
+                    print!("{body}");
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!(e)),
             }
         }
         Command::Status(args) => {

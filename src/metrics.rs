@@ -12,7 +12,10 @@ pub const GET_RECORDS_CALLS: &str = "stream_worker_get_records_calls_total";
 pub const GET_RECORDS_THROTTLES: &str = "stream_worker_get_records_throttles_total";
 pub const GET_RECORDS_ERRORS: &str = "stream_worker_get_records_errors_total";
 pub const GET_RECORDS_SECONDS: &str = "stream_worker_get_records_seconds";
-pub const MILLIS_BEHIND_LATEST: &str = "stream_worker_behind_latest_milliseconds";
+pub const BEHIND_LATEST_SECONDS: &str = "stream_worker_behind_latest_seconds";
+pub const ITERATOR_AGE_SECONDS: &str = "stream_worker_iterator_age_seconds";
+pub const CHECKPOINT_AGE_SECONDS: &str = "stream_worker_checkpoint_age_seconds";
+pub const SHARDS: &str = "stream_worker_shards";
 pub const CHECKPOINTS: &str = "stream_worker_checkpoints_total";
 pub const CHECKPOINT_FAILURES: &str = "stream_worker_checkpoint_failures_total";
 pub const LEASES_HELD: &str = "stream_worker_leases_held";
@@ -30,6 +33,33 @@ pub const SINK_UNPROCESSED_RETRIES: &str = "stream_worker_sink_unprocessed_retri
 pub const SINK_WRITE_SECONDS: &str = "stream_worker_sink_write_seconds";
 pub const RATE_LIMIT_WAIT_SECONDS: &str = "stream_worker_rate_limit_wait_seconds";
 
+/// Registers every counter at zero, so that dashboards and alerts see a series
+/// (and `rate()` a start) before the first event.
+pub fn register_counters() {
+    for name in [
+        RECORDS_READ, BYTES_READ, RECORDS_PROCESSED, TWEETS_WRITTEN, DEAD_LETTER_FAILURES, BATCHES,
+        GET_RECORDS_CALLS, GET_RECORDS_THROTTLES, GET_RECORDS_ERRORS, CHECKPOINTS, CHECKPOINT_FAILURES,
+        LEASES_TAKEN, LEASES_STOLEN, LEASES_LOST, LEASES_RELEASED, LEASE_RENEWALS, LEASE_RENEWAL_FAILURES,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for reason in crate::processor::Reason::ALL {
+        metrics::counter!(DEAD_LETTERED, "reason" => reason.label()).absolute(0);
+    }
+    for side in ["requested", "released"] {
+        metrics::counter!(LEASE_HANDOFFS, "side" => side).absolute(0);
+    }
+}
+
+/// Registers the per-table sink counters at zero.
+pub fn register_table_counters(tables: &[&str]) {
+    for table in tables {
+        for name in [SINK_ITEMS_WRITTEN, SINK_THROTTLES, SINK_UNPROCESSED_RETRIES] {
+            metrics::counter!(name, "table" => table.to_string()).absolute(0);
+        }
+    }
+}
+
 /// Registers a description for every metric with the installed recorder.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -44,7 +74,10 @@ pub fn describe() {
     describe_counter!(GET_RECORDS_THROTTLES, Unit::Count, "GetRecords calls throttled");
     describe_counter!(GET_RECORDS_ERRORS, Unit::Count, "GetRecords calls failed other than by throttling");
     describe_histogram!(GET_RECORDS_SECONDS, Unit::Seconds, "GetRecords latency");
-    describe_gauge!(MILLIS_BEHIND_LATEST, Unit::Milliseconds, "MillisBehindLatest of the last GetRecords, per shard");
+    describe_gauge!(BEHIND_LATEST_SECONDS, Unit::Seconds, "MillisBehindLatest of the last GetRecords, in seconds, per shard");
+    describe_gauge!(ITERATOR_AGE_SECONDS, Unit::Seconds, "age of the newest record read, per shard");
+    describe_gauge!(CHECKPOINT_AGE_SECONDS, Unit::Seconds, "time since the last checkpoint, per held shard");
+    describe_gauge!(SHARDS, Unit::Count, "shards of the lease table by state, as this worker sees them");
     describe_counter!(CHECKPOINTS, Unit::Count, "checkpoints written");
     describe_counter!(CHECKPOINT_FAILURES, Unit::Count, "checkpoints refused because the lease was lost");
     describe_gauge!(LEASES_HELD, Unit::Count, "leases this worker holds");

@@ -1,11 +1,21 @@
-//! Logs (tracing, text or JSON, filtered by RUST_LOG) and the Prometheus exporter.
+//! Logs (tracing, text or JSON, filtered by RUST_LOG) and the HTTP endpoints:
+//! `/metrics` (Prometheus, with process metrics), `/healthz` (the process and its
+//! runtime answer) and `/readyz` (see [`Health`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::health::Health;
 
 pub fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -16,11 +26,77 @@ pub fn init_logs(format: LogFormat) {
     }
 }
 
-/// Serves `GET /metrics` on `addr` and registers every metric's description.
-pub fn init_metrics(addr: SocketAddr) -> anyhow::Result<()> {
-    PrometheusBuilder::new().with_http_listener(addr).install().map_err(|e| {
-        anyhow::anyhow!("cannot serve metrics on {addr}: {e}\n  hint: pick a free address with --metrics-addr")
-    })?;
+/// Latency buckets, in seconds, for every `_seconds` histogram.
+const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Clone)]
+struct Endpoints {
+    prometheus: PrometheusHandle,
+    process: Arc<metrics_process::Collector>,
+    health: Arc<Health>,
+}
+
+/// Installs the metrics recorder and serves the endpoints on `addr`. Fails at
+/// once, with a hint, if the address cannot be bound.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}\n  hint: pick a free address with --metrics-addr"))?;
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
+        // Per-shard gauges of shards this worker no longer holds disappear.
+        .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_secs(60)))
+        .install_recorder()?;
     crate::metrics::describe();
+    crate::metrics::register_counters();
+    let process = Arc::new(metrics_process::Collector::default());
+    process.describe();
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(Endpoints { prometheus, process, health });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
     Ok(())
+}
+
+async fn metrics(State(e): State<Endpoints>) -> String {
+    e.process.collect();
+    e.prometheus.render()
+}
+
+async fn readyz(State(e): State<Endpoints>) -> (StatusCode, String) {
+    match e.health.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+/// `stream-worker healthcheck`: GET `url`; Ok if it answers 200.
+pub fn healthcheck(url: &str) -> anyhow::Result<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = response.status();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(anyhow::anyhow!("{url} answered {status}: {}", body.trim()))
+    }
 }

@@ -10,6 +10,20 @@ cd "$repo"
 
 command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
 
+# promtool and a Prometheus server for the observability tests: Debian's package,
+# pinned to upstream 2.42.0 (Debian revision 5, any rebuild).
+PROMETHEUS_VERSION='2.42.0+ds-5*'
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing Debian's prometheus=$PROMETHEUS_VERSION" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "prometheus=$PROMETHEUS_VERSION" >&2
+  else
+    echo "test.sh: promtool/prometheus not found; install them (Debian: sudo apt-get install prometheus)" >&2
+    exit 1
+  fi
+fi
+
 # A run folder of its own, so that the suite never touches a running demo.
 export EMULATORS_RUN_DIR="$repo/.local/test-run"
 trap 'deploy/local/emulators.sh stop' EXIT

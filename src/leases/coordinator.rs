@@ -25,6 +25,7 @@ use super::held::HeldLease;
 use super::sync;
 use super::taker::{self, Observations, TakerConfig};
 use super::{Cas, LeaseStore, StoreError};
+use crate::health::Health;
 use crate::lifecycle::consumer::{Consumer, ConsumerConfig, Exit};
 use crate::metrics as m;
 use crate::model::{Checkpoint, Lease};
@@ -62,11 +63,21 @@ pub struct WorkerConfig {
     pub consumer: ConsumerConfig,
 }
 
+/// The states of `stream_worker_shards`, all reported (zero included).
+const SHARD_STATES: &[&str] = &["owned", "pending-handoff", "expired", "unowned", "waiting-for-parents", "finished"];
+
 /// How often free leases are looked for between full take rounds.
 const QUICK_TAKE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The quick take round's interval for a failover time.
+pub fn quick_take_interval(failover: Duration) -> Duration {
+    QUICK_TAKE_INTERVAL.min(failover / 2)
+}
+
 pub struct Worker {
     pub config: WorkerConfig,
+    /// Readiness: the worker reports when the lease table answers, and shutdown.
+    pub health: Arc<Health>,
     pub stream: Arc<dyn StreamClient>,
     pub store: Arc<dyn LeaseStore>,
     pub processor: Arc<Processor>,
@@ -90,7 +101,7 @@ impl Worker {
         let cfg = &self.config;
         self.store.ensure_table().await?;
         let renew_every = cfg.failover / 3;
-        let quick_take_every = QUICK_TAKE_INTERVAL.min(cfg.failover / 2);
+        let quick_take_every = quick_take_interval(cfg.failover);
         let mut state = State {
             held: HashMap::new(),
             consumers: JoinSet::new(),
@@ -109,7 +120,7 @@ impl Worker {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = sleep_until(next_sync) => {
-                    if let Err(e) = self.sync_shards().await {
+                    if let Err(e) = self.bounded(self.sync_shards()).await {
                         tracing::warn!(error = %e, "shard sync failed; retrying at the next take round");
                         next_sync = Instant::now() + cfg.failover / 2;
                     } else {
@@ -118,14 +129,14 @@ impl Worker {
                     }
                 }
                 _ = sleep_until(next_take) => {
-                    if let Err(e) = self.take_round(&mut state, &consumers_stop, true).await {
+                    if let Err(e) = self.bounded(self.take_round(&mut state, &consumers_stop, true)).await {
                         tracing::warn!(error = %e, "take round failed");
                     }
                     next_take = Instant::now() + taker::take_interval(cfg.failover, &mut rand::thread_rng());
                     next_quick_take = Instant::now() + quick_take_every;
                 }
                 _ = sleep_until(next_quick_take) => {
-                    if let Err(e) = self.take_round(&mut state, &consumers_stop, false).await {
+                    if let Err(e) = self.bounded(self.take_round(&mut state, &consumers_stop, false)).await {
                         tracing::debug!(error = %e, "quick take round failed");
                     }
                     next_quick_take = Instant::now() + quick_take_every;
@@ -143,6 +154,7 @@ impl Worker {
             }
         }
 
+        self.health.shutting_down();
         tracing::info!(worker_id = %cfg.worker_id, leases = state.held.len(), "shutting down: finishing in-flight batches");
         consumers_stop.cancel();
         // Keep the last tenth of the budget for releasing the leases.
@@ -178,6 +190,19 @@ impl Worker {
         metrics::gauge!(m::LEASES_HELD).set(0.0);
         tracing::info!(worker_id = %cfg.worker_id, "worker stopped");
         Ok(())
+    }
+
+    /// Runs a step of the loop for at most a third of the failover time: a stalled
+    /// lease table must not keep the loop from renewing, or from noticing that
+    /// consumers stopped.
+    async fn bounded<T, E: Into<anyhow::Error>>(
+        &self,
+        step: impl std::future::Future<Output = Result<T, E>>,
+    ) -> anyhow::Result<T> {
+        match tokio::time::timeout(self.config.failover / 3, step).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(anyhow::anyhow!("no answer from the lease table within {:?}", self.config.failover / 3)),
+        }
     }
 
     /// Creates a lease for every shard that has none. Shards whose parents are
@@ -223,8 +248,20 @@ impl Worker {
     ) -> Result<(), StoreError> {
         let cfg = &self.config;
         let leases = self.store.list().await?;
+        self.health.store_ok();
         let now = Instant::now();
         state.seen.observe(&leases, now);
+        let by_state = {
+            let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
+            let mut counts: HashMap<&str, usize> = SHARD_STATES.iter().map(|s| (*s, 0)).collect();
+            for lease in &leases {
+                *counts.entry(crate::status::state_of(lease, &by_key, Some((&state.seen, now, cfg.failover)))).or_default() += 1;
+            }
+            counts
+        };
+        for (name, count) in by_state {
+            metrics::gauge!(m::SHARDS, "state" => name).set(count as f64);
+        }
         let held: HashSet<String> = state.held.keys().cloned().collect();
         let taker_cfg = TakerConfig {
             failover: cfg.failover,
@@ -279,6 +316,7 @@ impl Worker {
                     }
                     tracing::info!(shard_id = %key, worker_id = %cfg.worker_id, previous_owner = previous,
                         lease_counter = taken.counter, checkpoint = %taken.checkpoint, stolen, "lease taken");
+                    metrics::gauge!(m::CHECKPOINT_AGE_SECONDS, "shard_id" => key.clone()).set(0.0);
                     let stop = consumers_stop.child_token();
                     let held = Arc::new(HeldLease::new(taken, sent, self.store.clone(), cfg.failover, stop));
                     self.start_consumer(state, held);
@@ -309,7 +347,12 @@ impl Worker {
         let renewals = state.held.values().map(|held| async move { (held.clone(), held.renew().await) });
         for (held, result) in join_all(renewals).await {
             match result {
-                Ok(true) => metrics::counter!(m::LEASE_RENEWALS).increment(1),
+                Ok(true) => {
+                    self.health.store_ok();
+                    metrics::counter!(m::LEASE_RENEWALS).increment(1);
+                    metrics::gauge!(m::CHECKPOINT_AGE_SECONDS, "shard_id" => held.key().to_owned())
+                        .set(held.since_checkpoint().as_secs_f64());
+                }
                 Ok(false) => {
                     metrics::counter!(m::LEASES_LOST).increment(1);
                     tracing::warn!(shard_id = held.key(), worker_id = %self.config.worker_id, "lease lost");

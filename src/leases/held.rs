@@ -29,6 +29,8 @@ pub struct HeldLease {
     /// shuts down, or another worker asked for the lease (`handoffTo`).
     stop: CancellationToken,
     handoff_requested: AtomicBool,
+    /// When the last checkpoint was written (or the lease taken).
+    checkpointed_at: Mutex<Instant>,
     store: Arc<dyn LeaseStore>,
     failover: Duration,
 }
@@ -46,6 +48,7 @@ impl HeldLease {
         Self {
             stop,
             handoff_requested: AtomicBool::new(false),
+            checkpointed_at: Mutex::new(sent),
             key: lease.key.clone(),
             state: AsyncMutex::new(lease),
             fence: Mutex::new(fence_after(sent, failover)),
@@ -67,6 +70,11 @@ impl HeldLease {
     /// The graceful stop: worker shutdown or a handoff request.
     pub fn stop_token(&self) -> &CancellationToken {
         &self.stop
+    }
+
+    /// Time since the last checkpoint (or the take).
+    pub fn since_checkpoint(&self) -> Duration {
+        self.checkpointed_at.lock().unwrap().elapsed()
     }
 
     /// Whether another worker asked for this lease.
@@ -168,6 +176,7 @@ impl HeldLease {
         match self.bounded(self.store.checkpoint(&lease, &checkpoint, children)).await? {
             Cas::Done(next) => {
                 self.stored(&mut lease, next, sent);
+                *self.checkpointed_at.lock().unwrap() = Instant::now();
                 Ok(Cas::Done(()))
             }
             Cas::Lost => {

@@ -136,8 +136,14 @@ impl Consumer {
             };
             attempt = 0;
             if let Some(ms) = batch.millis_behind_latest {
-                metrics::gauge!(m::MILLIS_BEHIND_LATEST, "shard_id" => shard_id.clone()).set(ms as f64);
+                metrics::gauge!(m::BEHIND_LATEST_SECONDS, "shard_id" => shard_id.clone()).set(ms as f64 / 1000.0);
             }
+            // Age of the newest record read: how old the data is when it is processed.
+            let iterator_age_ms = match batch.records.last() {
+                Some(last) => (chrono::Utc::now() - last.arrival).num_milliseconds().max(0),
+                None => batch.millis_behind_latest.unwrap_or(0),
+            };
+            metrics::gauge!(m::ITERATOR_AGE_SECONDS, "shard_id" => shard_id.clone()).set(iterator_age_ms as f64 / 1000.0);
             if let Some(last) = batch.records.last() {
                 let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
                 metrics::counter!(m::RECORDS_READ).increment(batch.records.len() as u64);

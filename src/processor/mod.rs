@@ -50,6 +50,9 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 5] =
+        [Self::NotJson, Self::NotATweet, Self::InvalidField, Self::TooLarge, Self::RejectedBySink];
+
     pub fn label(self) -> &'static str {
         match self {
             Self::NotJson => "not_json",

@@ -6,6 +6,8 @@
 //! them, when they cannot reach them.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -327,15 +329,24 @@ impl Drop for Worker {
     }
 }
 
-/// A minimal HTTP/1.0 GET, enough for the metrics endpoint.
-pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+/// GET http://127.0.0.1:port/path; the body of a 200 answer.
+pub fn http_get(port: u16, path: &str) -> Result<String, String> {
+    match http_status(port, path)? {
+        (200, body) => Ok(body),
+        (status, body) => Err(format!("{status}: {body}")),
+    }
+}
+
+/// GET http://127.0.0.1:port/path; the status and body of any answer.
+pub fn http_status(port: u16, path: &str) -> Result<(u16, String), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(format!("http://127.0.0.1:{port}{path}")).call().map_err(|e| e.to_string())?;
+    let body = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    Ok((response.status().as_u16(), body))
 }
 
 pub async fn dynamodb() -> aws_sdk_dynamodb::Client {

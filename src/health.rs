@@ -1,0 +1,73 @@
+//! Readiness: what `/readyz` answers. The worker reports into it; the HTTP
+//! server reads it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+#[derive(Debug)]
+pub struct Health {
+    started: AtomicBool,
+    shutting_down: AtomicBool,
+    /// When the lease table last answered (a scan, a renewal).
+    store_ok_at: Mutex<Option<Instant>>,
+    /// How stale that may be before the worker is not ready.
+    window: Duration,
+}
+
+impl Health {
+    pub fn new(window: Duration) -> Self {
+        Self { started: false.into(), shutting_down: false.into(), store_ok_at: Mutex::new(None), window }
+    }
+
+    /// Start-up checks passed: the stream and tables exist and answer.
+    pub fn started(&self) {
+        self.started.store(true, Ordering::Relaxed);
+        self.store_ok();
+    }
+
+    pub fn shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// The lease table answered just now.
+    pub fn store_ok(&self) {
+        *self.store_ok_at.lock().unwrap() = Some(Instant::now());
+    }
+
+    /// `Ok` when ready; otherwise why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err("shutting down".into());
+        }
+        if !self.started.load(Ordering::Relaxed) {
+            return Err("starting: checking the stream and tables".into());
+        }
+        match *self.store_ok_at.lock().unwrap() {
+            Some(at) if at.elapsed() <= self.window => Ok(()),
+            Some(at) => Err(format!("the lease table has not answered for {:.1} s", at.elapsed().as_secs_f64())),
+            None => Err("the lease table has not answered yet".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_only_while_started_the_store_answers_and_not_shutting_down() {
+        let h = Health::new(Duration::from_secs(3));
+        assert!(h.readiness().unwrap_err().starts_with("starting"));
+        h.started();
+        assert_eq!(h.readiness(), Ok(()));
+        tokio::time::advance(Duration::from_millis(3_100)).await;
+        assert!(h.readiness().unwrap_err().contains("has not answered for 3.1 s"));
+        h.store_ok();
+        assert_eq!(h.readiness(), Ok(()));
+        h.shutting_down();
+        assert_eq!(h.readiness(), Err("shutting down".into()));
+    }
+}
