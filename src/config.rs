@@ -250,7 +250,8 @@ pub struct ProduceArgs {
     #[arg(long, env = "STREAM_WORKER_PARTITION_KEYS")]
     pub partition_keys: Option<NonZeroU32>,
 
-    /// Append a line per record Kinesis accepted: tweet id, partition key, shard, sequence number, kind (tab-separated)
+    /// Append a line per record Kinesis accepted: tweet id, partition key, shard, sequence number, kind,
+    /// acceptance time in Unix milliseconds (tab-separated)
     #[arg(long, env = "STREAM_WORKER_PUT_LOG")]
     pub put_log: Option<PathBuf>,
 

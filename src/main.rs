@@ -2,8 +2,8 @@
 
 use clap::Parser;
 
-use stream_worker::config::{Cli, Command};
 use std::sync::Arc;
+use stream_worker::config::{Cli, Command};
 
 use stream_worker::health::Health;
 use stream_worker::{app, shutdown, telemetry};

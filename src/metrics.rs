@@ -37,9 +37,23 @@ pub const RATE_LIMIT_WAIT_SECONDS: &str = "stream_worker_rate_limit_wait_seconds
 /// (and `rate()` a start) before the first event.
 pub fn register_counters() {
     for name in [
-        RECORDS_READ, BYTES_READ, RECORDS_PROCESSED, TWEETS_WRITTEN, DEAD_LETTER_FAILURES, BATCHES,
-        GET_RECORDS_CALLS, GET_RECORDS_THROTTLES, GET_RECORDS_ERRORS, CHECKPOINTS, CHECKPOINT_FAILURES,
-        LEASES_TAKEN, LEASES_STOLEN, LEASES_LOST, LEASES_RELEASED, LEASE_RENEWALS, LEASE_RENEWAL_FAILURES,
+        RECORDS_READ,
+        BYTES_READ,
+        RECORDS_PROCESSED,
+        TWEETS_WRITTEN,
+        DEAD_LETTER_FAILURES,
+        BATCHES,
+        GET_RECORDS_CALLS,
+        GET_RECORDS_THROTTLES,
+        GET_RECORDS_ERRORS,
+        CHECKPOINTS,
+        CHECKPOINT_FAILURES,
+        LEASES_TAKEN,
+        LEASES_STOLEN,
+        LEASES_LOST,
+        LEASES_RELEASED,
+        LEASE_RENEWALS,
+        LEASE_RENEWAL_FAILURES,
     ] {
         metrics::counter!(name).absolute(0);
     }
@@ -74,7 +88,11 @@ pub fn describe() {
     describe_counter!(GET_RECORDS_THROTTLES, Unit::Count, "GetRecords calls throttled");
     describe_counter!(GET_RECORDS_ERRORS, Unit::Count, "GetRecords calls failed other than by throttling");
     describe_histogram!(GET_RECORDS_SECONDS, Unit::Seconds, "GetRecords latency");
-    describe_gauge!(BEHIND_LATEST_SECONDS, Unit::Seconds, "MillisBehindLatest of the last GetRecords, in seconds, per shard");
+    describe_gauge!(
+        BEHIND_LATEST_SECONDS,
+        Unit::Seconds,
+        "MillisBehindLatest of the last GetRecords, in seconds, per shard"
+    );
     describe_gauge!(ITERATOR_AGE_SECONDS, Unit::Seconds, "age of the newest record read, per shard");
     describe_gauge!(CHECKPOINT_AGE_SECONDS, Unit::Seconds, "time since the last checkpoint, per held shard");
     describe_gauge!(SHARDS, Unit::Count, "shards of the lease table by state, as this worker sees them");

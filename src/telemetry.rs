@@ -39,9 +39,9 @@ struct Endpoints {
 /// Installs the metrics recorder and serves the endpoints on `addr`. Fails at
 /// once, with a hint, if the address cannot be bound.
 pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}\n  hint: pick a free address with --metrics-addr"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot serve metrics on {addr}: {e}\n  hint: pick a free address with --metrics-addr")
+    })?;
     let prometheus = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
         // Per-shard gauges of shards this worker no longer holds disappear.

@@ -21,7 +21,9 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("promtool not found ({e}): install Debian's prometheus package; deploy/local/test.sh does it for you")
+            panic!(
+                "promtool not found ({e}): install Debian's prometheus package; deploy/local/test.sh does it for you"
+            )
         });
     if let Some(input) = stdin {
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
@@ -62,12 +64,19 @@ async fn the_exposition_passes_promtool_and_has_every_metric_the_dashboard_and_a
     let puts = setup.produce(&["--count", "300", "--seed", "61", "--malformed-ratio", "0.05"]);
     let worker = setup.worker("w", &[]);
     let ids = puts.tweet_ids();
-    eventually(Duration::from_secs(60), "every tweet written", || async { (setup.tweets().await.len() >= ids.len()).then_some(()) })
-        .await;
+    eventually(Duration::from_secs(60), "every tweet written", || async {
+        (setup.tweets().await.len() >= ids.len()).then_some(())
+    })
+    .await;
     let exposition = http_get(worker.metrics_port, "/metrics").unwrap();
 
     let check = promtool(&["check", "metrics"], Some(&exposition));
-    assert!(check.status.success(), "promtool check metrics:\n{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     let exported: BTreeSet<String> = exposition
         .lines()
@@ -107,7 +116,11 @@ async fn a_real_prometheus_scrapes_two_workers() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(setup.dir.join("prometheus.log")).unwrap())
         .spawn()
-        .unwrap_or_else(|e| panic!("prometheus not found ({e}): install Debian's prometheus package; deploy/local/test.sh does it for you"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "prometheus not found ({e}): install Debian's prometheus package; deploy/local/test.sh does it for you"
+            )
+        });
     let instances = eventually(Duration::from_secs(60), "samples from both workers", || async {
         let body = http_get(port, "/api/v1/query?query=stream_worker_records_written_total").ok()?;
         let answer: serde_json::Value = serde_json::from_str(&body).ok()?;
@@ -121,7 +134,8 @@ async fn a_real_prometheus_scrapes_two_workers() {
     .await;
     prometheus.kill().unwrap();
     prometheus.wait().unwrap();
-    let expected: BTreeSet<String> = [a.metrics_port, b.metrics_port].iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let expected: BTreeSet<String> =
+        [a.metrics_port, b.metrics_port].iter().map(|p| format!("127.0.0.1:{p}")).collect();
     assert_eq!(instances, expected);
 }
 
@@ -136,7 +150,10 @@ async fn readyz_follows_dynamodb_and_healthz_stays_up() {
     let healthcheck = |path: &str| {
         Command::new(BIN).args(["healthcheck", "--url", &format!("http://127.0.0.1:{port}{path}")]).output().unwrap()
     };
-    eventually(Duration::from_secs(30), "ready", || async { (http_status(port, "/readyz").ok()?.0 == 200).then_some(()) }).await;
+    eventually(Duration::from_secs(30), "ready", || async {
+        (http_status(port, "/readyz").ok()?.0 == 200).then_some(())
+    })
+    .await;
     assert!(healthcheck("/readyz").status.success());
 
     proxy.cut();
@@ -153,8 +170,10 @@ async fn readyz_follows_dynamodb_and_healthz_stays_up() {
     assert!(healthcheck("/healthz").status.success());
 
     proxy.restore();
-    eventually(Duration::from_secs(30), "ready again", || async { (http_status(port, "/readyz").ok()?.0 == 200).then_some(()) })
-        .await;
+    eventually(Duration::from_secs(30), "ready again", || async {
+        (http_status(port, "/readyz").ok()?.0 == 200).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -169,8 +188,10 @@ async fn logs_are_structured_and_never_show_credentials() {
     );
     let puts = setup.produce(&["--count", "100", "--seed", "63", "--malformed-ratio", "0.05"]);
     let ids = puts.tweet_ids();
-    eventually(Duration::from_secs(60), "every tweet written", || async { (setup.tweets().await.len() >= ids.len()).then_some(()) })
-        .await;
+    eventually(Duration::from_secs(60), "every tweet written", || async {
+        (setup.tweets().await.len() >= ids.len()).then_some(())
+    })
+    .await;
     worker.signal("TERM");
     let (status, _) = worker.wait_exit(Duration::from_secs(10));
     assert!(status.success());

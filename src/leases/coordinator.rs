@@ -255,7 +255,9 @@ impl Worker {
             let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
             let mut counts: HashMap<&str, usize> = SHARD_STATES.iter().map(|s| (*s, 0)).collect();
             for lease in &leases {
-                *counts.entry(crate::status::state_of(lease, &by_key, Some((&state.seen, now, cfg.failover)))).or_default() += 1;
+                *counts
+                    .entry(crate::status::state_of(lease, &by_key, Some((&state.seen, now, cfg.failover))))
+                    .or_default() += 1;
             }
             counts
         };

@@ -143,7 +143,8 @@ impl Consumer {
                 Some(last) => (chrono::Utc::now() - last.arrival).num_milliseconds().max(0),
                 None => batch.millis_behind_latest.unwrap_or(0),
             };
-            metrics::gauge!(m::ITERATOR_AGE_SECONDS, "shard_id" => shard_id.clone()).set(iterator_age_ms as f64 / 1000.0);
+            metrics::gauge!(m::ITERATOR_AGE_SECONDS, "shard_id" => shard_id.clone())
+                .set(iterator_age_ms as f64 / 1000.0);
             if let Some(last) = batch.records.last() {
                 let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
                 metrics::counter!(m::RECORDS_READ).increment(batch.records.len() as u64);

@@ -169,6 +169,7 @@ impl Producer {
                 }
             };
             let mut failed = Vec::new();
+            let accepted_ms = chrono::Utc::now().timestamp_millis();
             for (record, entry) in pending.into_iter().zip(out.records) {
                 match (entry.error_code(), entry.shard_id(), entry.sequence_number()) {
                     (None, Some(shard), Some(seq)) => {
@@ -176,7 +177,11 @@ impl Producer {
                         summary.bytes += record.record.data.len() as u64;
                         if let Some(log) = &mut self.put_log {
                             let Keyed { record, partition_key } = &record;
-                            writeln!(log, "{}\t{partition_key}\t{shard}\t{seq}\t{}", record.id, record.kind)?;
+                            writeln!(
+                                log,
+                                "{}\t{partition_key}\t{shard}\t{seq}\t{}\t{accepted_ms}",
+                                record.id, record.kind
+                            )?;
                         }
                     }
                     (code, _, _) => {

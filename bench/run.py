@@ -1,0 +1,222 @@
+"""End-to-end figures of stream-worker on the local emulators.
+
+Run through bench/run.sh (it builds, starts the emulators and sets the variables).
+Each figure runs the real release binary; CPU and memory are read from /proc.
+The emulators' own CPU is printed beside, to show who the bottleneck is.
+"""
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import boto3
+
+BIN = os.environ["STREAM_WORKER_BIN"]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_DIR = os.environ["EMULATORS_RUN_DIR"]
+TICK = os.sysconf("SC_CLK_TCK")
+WORK = tempfile.mkdtemp(prefix="stream-worker-bench-")
+rows = []
+_ports = iter(range(19500, 19600))
+
+
+def region():
+    return os.environ.get("AWS_REGION", "us-east-1")
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def emulator_pids():
+    return {name: int(open(os.path.join(RUN_DIR, f"{name}.pid")).read()) for name in ("kinesis", "dynamodb")}
+
+
+def metric(port, name):
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = None
+    for line in body.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total = (total or 0) + float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def resources(tag, shards):
+    names = {"stream": f"bench-{tag}", "tweets": f"bench-{tag}-tweets", "dead": f"bench-{tag}-dead",
+             "leases": f"bench-{tag}-leases"}
+    subprocess.run([sys.executable, f"{REPO}/deploy/local/resources.py", "create", "--stream", names["stream"],
+                    "--shards", str(shards), "--tweets-table", names["tweets"], "--dead-letter-table", names["dead"]],
+                   check=True, stdout=subprocess.DEVNULL)
+    return names
+
+
+def produce(names, *args):
+    log = os.path.join(WORK, f"{names['stream']}-{time.time_ns()}.log")
+    subprocess.run([BIN, "produce", "--stream", names["stream"], "--put-log", log, *args], check=True,
+                   stdout=subprocess.DEVNULL)
+    return [line.rstrip("\n").split("\t") for line in open(log)]
+
+
+def start_producer(names, *args):
+    log = os.path.join(WORK, f"{names['stream']}-{time.time_ns()}.log")
+    p = subprocess.Popen([BIN, "produce", "--stream", names["stream"], "--put-log", log, *args],
+                         stdout=subprocess.DEVNULL)
+    return p, log
+
+
+def worker(names, worker_id, *extra):
+    port = next(_ports)
+    p = subprocess.Popen([BIN, "run", "--stream", names["stream"], "--worker-id", worker_id,
+                          "--tweets-table", names["tweets"], "--dead-letter-table", names["dead"],
+                          "--lease-table", names["leases"], "--metrics-addr", f"127.0.0.1:{port}", *extra],
+                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, f"{names['stream']}-{worker_id}.log"), "w"))
+    for _ in range(100):
+        try:
+            metric(port, "stream_worker_records_read_total")
+            break
+        except OSError:
+            time.sleep(0.1)
+    return p, port
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=30)
+
+
+def wait_processed(port, n, limit=600):
+    start = time.time()
+    while (metric(port, "stream_worker_records_processed_total") or 0) < n:
+        if time.time() - start > limit:
+            sys.exit(f"timed out waiting for {n} records processed")
+        time.sleep(0.2)
+
+
+def report(figure, value, target, ok, note=""):
+    rows.append((figure, value, target, "met" if ok else "MISSED", note))
+    print(f"  {figure}: {value} (target {target}) {note}", flush=True)
+
+
+def drain(tag, shards, records, max_records):
+    names = resources(tag, shards)
+    print(f"{tag}: loading {records} records on {shards} shards", flush=True)
+    produce(names, "--count", str(records), "--seed", "7")
+    emu = emulator_pids()
+    emu_before = {k: cpu_seconds(v) for k, v in emu.items()}
+    p, port = worker(names, "bench", "--max-write-rate", "100000", "--max-records", str(max_records))
+    started = time.time()
+    wait_processed(port, records)
+    took = time.time() - started
+    cpu = cpu_seconds(p.pid)
+    rss = peak_rss_mib(p.pid)
+    emu_cpu = {k: cpu_seconds(v) - emu_before[k] for k, v in emu.items()}
+    stop(p)
+    return cpu, rss, took, emu_cpu
+
+
+def bench_cpu():
+    n = 50_000
+    cpu, rss, took, emu = drain("cpu", 8, n, 1000)
+    report("worker CPU per record (50,000 on 8 shards)", f"{cpu / n * 1e6:.1f} µs", "≤ 25 µs", cpu / n <= 25e-6,
+           f"[{n / took:.0f} rec/s; worker {cpu:.1f} s CPU; emulators: kinesis {emu['kinesis']:.1f} s, "
+           f"dynamodb {emu['dynamodb']:.1f} s CPU over {took:.1f} s]")
+
+
+def bench_memory():
+    n = 32_000
+    cpu, rss, took, emu = drain("memory", 16, n, 1000)
+    report("worker peak RSS (draining 16 shards)", f"{rss:.1f} MiB", "≤ 64 MiB", rss <= 64,
+           f"[{n} records in {took:.1f} s]")
+
+
+def bench_latency():
+    names = resources("latency", 4)
+    p, port = worker(names, "bench")
+    producer, log = start_producer(names, "--rate", "200", "--minutes", "1", "--seed", "8")
+    producer.wait()
+    puts = [line.rstrip("\n").split("\t") for line in open(log)]
+    wait_processed(port, len(puts))
+    stop(p)
+    put_ms = {f[0]: int(f[5]) for f in puts}
+    table = boto3.client("dynamodb", region_name=region())
+    latencies = []
+    kwargs = {"TableName": names["tweets"], "ProjectionExpression": "Id, ProcessedAt"}
+    while True:
+        out = table.scan(**kwargs)
+        for item in out["Items"]:
+            processed = time.mktime(time.strptime(item["ProcessedAt"]["S"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+            processed_ms = processed * 1000 + int(item["ProcessedAt"]["S"][20:23])
+            latencies.append(processed_ms - put_ms[item["Id"]["S"]])
+        if "LastEvaluatedKey" not in out:
+            break
+        kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[int(len(latencies) * 0.99)]
+    report("latency put → processed, p50 (200 rec/s, 4 shards)", f"{p50:.0f} ms", "≤ 300 ms", p50 <= 300,
+           f"[{len(latencies)} tweets]")
+    report("latency put → processed, p99", f"{p99:.0f} ms", "≤ 700 ms", p99 <= 700)
+
+
+def bench_lease_cost():
+    names = resources("leases", 8)
+    workers = [worker(names, f"w{i}") for i in range(3)]
+    producer, _ = start_producer(names, "--rate", "100", "--minutes", "3", "--seed", "9")
+    time.sleep(30)  # converge; the figure is steady state
+    names_w = ["stream_worker_lease_renewals_total", "stream_worker_leases_taken_total",
+               "stream_worker_leases_stolen_total", "stream_worker_leases_released_total",
+               "stream_worker_lease_handoffs_total"]
+
+    def totals():
+        lease = sum(metric(port, n) or 0 for _, port in workers for n in names_w)
+        cps = sum(metric(port, "stream_worker_checkpoints_total") or 0 for _, port in workers)
+        return lease, cps
+    lease0, cp0 = totals()
+    window = 60
+    time.sleep(window)
+    lease1, cp1 = totals()
+    producer.terminate()
+    for p, _ in workers:
+        stop(p)
+    per = (lease1 - lease0) / 8 / (window / 60)
+    report("lease writes per shard per minute (steady, 3 workers, 8 shards)", f"{per:.1f}", "≤ 20", per <= 20,
+           f"[checkpoints, counted apart: {(cp1 - cp0) / 8 / (window / 60):.0f} per shard per minute]")
+
+
+def bench_fleet():
+    out = subprocess.run(["cargo", "test", "--release", "--locked", "--test", "fleet", "--", "--nocapture"],
+                         cwd=REPO, capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    for line in text.splitlines():
+        if line.startswith(("converged", "failover:", "rolling restart")):
+            print("  " + line[:160], flush=True)
+    ok = out.returncode == 0
+    report("failover, handoff, convergence (tests/fleet.rs, release build)", "see lines above",
+           "≤ 15 s, ≤ 3 s, ≤ 30 s", ok)
+
+
+FIGURES = {"cpu": bench_cpu, "memory": bench_memory, "latency": bench_latency, "lease-cost": bench_lease_cost,
+           "fleet": bench_fleet}
+
+if __name__ == "__main__":
+    wanted = sys.argv[1:] or list(FIGURES)
+    for name in wanted:
+        FIGURES[name]()
+    print()
+    print(f"{'figure':<66} {'value':>12} {'target':>22}  result")
+    for figure, value, target, result, _ in rows:
+        print(f"{figure:<66} {value:>12} {target:>22}  {result}")
+    print(f"\n(machine: {os.cpu_count()} cores; emulators on the same machine; logs in {WORK})")
