@@ -40,10 +40,11 @@ pub enum WriteError {
 ///
 /// Contract: `write` puts every item or returns the ones not (yet) written
 /// (DynamoDB's `UnprocessedItems`); an `Err` means none of them is known written.
-/// Putting an item again overwrites it (idempotent by key).
+/// Putting an item again overwrites it (idempotent by key). Items are borrowed:
+/// the caller keeps them to retry or to isolate one the table refuses.
 #[async_trait]
 pub trait BatchWriter: Send + Sync + 'static {
-    async fn write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError>;
+    async fn write(&self, items: &[Item]) -> Result<Vec<Item>, WriteError>;
     /// The table's name, for logs and metrics.
     fn table(&self) -> &str;
 }
@@ -62,12 +63,12 @@ impl DynamoTable {
 
 #[async_trait]
 impl BatchWriter for DynamoTable {
-    async fn write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError> {
+    async fn write(&self, items: &[Item]) -> Result<Vec<Item>, WriteError> {
         let requests = items
-            .into_iter()
+            .iter()
             .map(|item| {
                 WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(item)).build().expect("item is set"))
+                    .put_request(PutRequest::builder().set_item(Some(item.clone())).build().expect("item is set"))
                     .build()
             })
             .collect();
@@ -121,13 +122,13 @@ async fn write_chunk(
     chunk: Vec<(usize, Item)>,
 ) -> Vec<(usize, String)> {
     let (indexes, items): (Vec<usize>, Vec<Item>) = chunk.into_iter().unzip();
-    match write_retrying(writer, limiter, items.clone()).await {
+    match write_retrying(writer, limiter, &items).await {
         Ok(()) => Vec::new(),
         Err(_) if items.len() > 1 => {
             // Find the item(s) the table refuses; the others are written.
             let mut rejected = Vec::new();
-            for (index, item) in indexes.into_iter().zip(items) {
-                if let Err(reason) = write_retrying(writer, limiter, vec![item]).await {
+            for (index, item) in indexes.into_iter().zip(&items) {
+                if let Err(reason) = write_retrying(writer, limiter, std::slice::from_ref(item)).await {
                     rejected.push((index, reason));
                 }
             }
@@ -138,35 +139,34 @@ async fn write_chunk(
 }
 
 /// Writes one chunk until every item is in, or the table rejects the request.
-async fn write_retrying(
-    writer: &dyn BatchWriter,
-    limiter: &WriteLimiter,
-    mut pending: Vec<Item>,
-) -> Result<(), String> {
-    let table = writer.table().to_owned();
+async fn write_retrying(writer: &dyn BatchWriter, limiter: &WriteLimiter, items: &[Item]) -> Result<(), String> {
+    let table = writer.table();
+    // Until the table hands items back as unprocessed, retries resend the caller's.
+    let mut unprocessed: Option<Vec<Item>> = None;
     let mut attempt = 0;
     loop {
+        let pending = unprocessed.as_deref().unwrap_or(items);
         let waited = limiter.acquire(pending.len() as u32).await;
         metrics::histogram!(m::RATE_LIMIT_WAIT_SECONDS).record(waited.as_secs_f64());
         let started = Instant::now();
         let sent = pending.len();
-        let result = writer.write(pending.clone()).await;
-        metrics::histogram!(m::SINK_WRITE_SECONDS, "table" => table.clone()).record(started.elapsed().as_secs_f64());
+        let result = writer.write(pending).await;
+        metrics::histogram!(m::SINK_WRITE_SECONDS, "table" => table.to_owned()).record(started.elapsed().as_secs_f64());
         match result {
-            Ok(unprocessed) if unprocessed.is_empty() => {
-                metrics::counter!(m::SINK_ITEMS_WRITTEN, "table" => table.clone()).increment(sent as u64);
+            Ok(left) if left.is_empty() => {
+                metrics::counter!(m::SINK_ITEMS_WRITTEN, "table" => table.to_owned()).increment(sent as u64);
                 return Ok(());
             }
-            Ok(unprocessed) => {
-                metrics::counter!(m::SINK_ITEMS_WRITTEN, "table" => table.clone())
-                    .increment((sent - unprocessed.len()) as u64);
-                metrics::counter!(m::SINK_UNPROCESSED_RETRIES, "table" => table.clone())
-                    .increment(unprocessed.len() as u64);
-                pending = unprocessed;
+            Ok(left) => {
+                metrics::counter!(m::SINK_ITEMS_WRITTEN, "table" => table.to_owned())
+                    .increment((sent - left.len()) as u64);
+                metrics::counter!(m::SINK_UNPROCESSED_RETRIES, "table" => table.to_owned())
+                    .increment(left.len() as u64);
+                unprocessed = Some(left);
             }
             Err(WriteError::Retryable { class, message }) => {
                 if class == ErrorClass::Throttled {
-                    metrics::counter!(m::SINK_THROTTLES, "table" => table.clone()).increment(1);
+                    metrics::counter!(m::SINK_THROTTLES, "table" => table.to_owned()).increment(1);
                 }
                 tracing::warn!(table = %table, ?class, attempt, error = %message, "write failed, retrying");
             }
@@ -231,7 +231,8 @@ impl MemoryTable {
 
 #[async_trait]
 impl BatchWriter for MemoryTable {
-    async fn write(&self, mut items: Vec<Item>) -> Result<Vec<Item>, WriteError> {
+    async fn write(&self, items: &[Item]) -> Result<Vec<Item>, WriteError> {
+        let mut items = items.to_vec();
         self.calls.lock().unwrap().push(items.len());
         assert!(items.len() <= MAX_BATCH_ITEMS, "batch of {} items", items.len());
         let unprocessed = {
