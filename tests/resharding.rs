@@ -1,4 +1,5 @@
-//! Resharding under load: a split and a merge while two workers run. Every
+//! Resharding under load: a split, a merge and an UpdateShardCount while two
+//! workers run. Every
 //! record is written, and for each partition key the rows of a child shard are
 //! written after all the rows of its parents.
 
@@ -23,11 +24,11 @@ async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_split_and_a_merge_under_load_lose_nothing_and_keep_per_key_order() {
+async fn a_split_a_merge_and_a_rescale_under_load_lose_nothing_and_keep_per_key_order() {
     let setup = Setup::new("reshard", 2);
     let client = kinesis().await;
     let producer =
-        setup.start_producer(&["--rate", "150", "--count", "4500", "--seed", "31", "--partition-keys", "40"]);
+        setup.start_producer(&["--rate", "150", "--count", "6000", "--seed", "31", "--partition-keys", "40"]);
     let _a = setup.worker("a", &["--shard-sync-interval", "5s"]);
     let _b = setup.worker("b", &["--shard-sync-interval", "5s"]);
     eventually(Duration::from_secs(60), "500 rows", || async { (setup.tweets().await.len() >= 500).then_some(()) })
@@ -70,6 +71,19 @@ async fn a_split_and_a_merge_under_load_lose_nothing_and_keep_per_key_order() {
         .await
         .unwrap();
     wait_active(&client, &setup.stream).await;
+    eventually(Duration::from_secs(60), "2,500 rows", || async { (setup.tweets().await.len() >= 2500).then_some(()) })
+        .await;
+
+    // And a uniform rescale, 2 open shards to 3: every open shard closes.
+    client
+        .update_shard_count()
+        .stream_name(&setup.stream)
+        .target_shard_count(3)
+        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap();
+    wait_active(&client, &setup.stream).await;
 
     let puts = producer.finish();
     let ids = puts.tweet_ids();
@@ -106,13 +120,18 @@ async fn a_split_and_a_merge_under_load_lose_nothing_and_keep_per_key_order() {
     }
     assert!(checked >= 40, "only {checked} (parent, child, key) triples had rows on both sides");
 
-    // The finished parents' leases are cleaned up once their children started.
-    let parents: HashSet<String> = [zero.shard_id().to_owned(), upper_child.clone(), one.clone()].into();
-    eventually(Duration::from_secs(40), "the parents' leases cleaned up", || async {
-        let leases = setup.leases().await;
-        parents.iter().all(|p| !leases.contains_key(p)).then_some(())
+    // The finished parents' leases are cleaned up once their children started:
+    // only the open shards keep a lease.
+    let open: HashSet<String> = lineage
+        .shards()
+        .iter()
+        .filter(|s| s.sequence_number_range().is_some_and(|r| r.ending_sequence_number().is_none()))
+        .map(|s| s.shard_id().to_owned())
+        .collect();
+    assert_eq!(open.len(), 3, "{open:?}");
+    eventually(Duration::from_secs(40), "only the open shards' leases left", || async {
+        let leases: HashSet<String> = setup.leases().await.into_keys().collect();
+        (leases == open).then_some(())
     })
     .await;
-    let leases = setup.leases().await;
-    assert_eq!(leases.len(), 2, "{:?}", leases.keys().collect::<Vec<_>>());
 }
