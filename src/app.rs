@@ -21,7 +21,7 @@ use crate::processor::Processor;
 use crate::producer::{file_source, synthetic::Synthetic, Producer};
 use crate::retrieval::kinesis::KinesisStream;
 
-fn require_region(config: &SdkConfig, service: &'static str, what: &str) -> Result<(), StartupError> {
+fn require_region(config: &SdkConfig, service: &'static str, what: &str) -> anyhow::Result<()> {
     if config.region().is_some() {
         return Ok(());
     }
@@ -30,41 +30,26 @@ fn require_region(config: &SdkConfig, service: &'static str, what: &str) -> Resu
         target: Target::new(service, config),
         problem: "no AWS region configured".into(),
         hint: "set AWS_REGION (or a region in your AWS profile)".into(),
-    })
+    }
+    .into())
 }
 
 /// Checks that the stream exists and is reachable.
-pub async fn check_stream(
-    client: &aws_sdk_kinesis::Client,
-    config: &SdkConfig,
-    stream: &str,
-) -> Result<(), StartupError> {
+pub async fn check_stream(client: &aws_sdk_kinesis::Client, config: &SdkConfig, stream: &str) -> anyhow::Result<()> {
     let what = format!("kinesis stream '{stream}'");
     require_region(config, "kinesis", &what)?;
-    client
-        .describe_stream_summary()
-        .stream_name(stream)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| StartupError::from_class(what, &Target::new("kinesis", config), classify(&e), root_cause(&e)))
+    client.describe_stream_summary().stream_name(stream).send().await.map(|_| ()).map_err(|e| {
+        StartupError::from_class(what, &Target::new("kinesis", config), classify(&e), root_cause(&e)).into()
+    })
 }
 
 /// Checks that a table exists and is reachable.
-pub async fn check_table(
-    client: &aws_sdk_dynamodb::Client,
-    config: &SdkConfig,
-    table: &str,
-) -> Result<(), StartupError> {
+pub async fn check_table(client: &aws_sdk_dynamodb::Client, config: &SdkConfig, table: &str) -> anyhow::Result<()> {
     let what = format!("dynamodb table '{table}'");
     require_region(config, "dynamodb", &what)?;
-    client
-        .describe_table()
-        .table_name(table)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| StartupError::from_class(what, &Target::new("dynamodb", config), classify(&e), root_cause(&e)))
+    client.describe_table().table_name(table).send().await.map(|_| ()).map_err(|e| {
+        StartupError::from_class(what, &Target::new("dynamodb", config), classify(&e), root_cause(&e)).into()
+    })
 }
 
 /// How long the lease table may go unanswered before `/readyz` says not ready:

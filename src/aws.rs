@@ -191,10 +191,9 @@ impl StartupError {
         let (problem, hint) = match class {
             ErrorClass::NotFound => (
                 "not found".to_owned(),
-                format!(
-                    "check the name and AWS_REGION; locally, create it with `deploy/local/resources.py create` \
-                     (see README); in AWS, deploy the stack"
-                ),
+                "check the name and AWS_REGION; locally, create it with `deploy/local/resources.py create` \
+                 (see README); in AWS, deploy the stack"
+                    .to_owned(),
             ),
             ErrorClass::Credentials => (
                 format!("no usable AWS credentials: {detail}"),

@@ -321,7 +321,7 @@ mod tests {
         leases[1].checkpoint = Checkpoint::ShardEnd;
         assert!(check(&leases));
         // A parent with no lease row (past retention) does not hold a child back.
-        assert!(check(&[child.clone()]));
+        assert!(check(std::slice::from_ref(&child)));
         let mut seen = Observations::default();
         seen.observe(&leases, Instant::now());
         let p = plan("me", &HashSet::new(), &leases, &seen, Instant::now(), &CONFIG, &mut rng());

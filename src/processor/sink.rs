@@ -188,11 +188,13 @@ pub struct MemoryTable {
     faults: Mutex<Faults>,
 }
 
+type Predicate = Arc<dyn Fn(&Item) -> bool + Send + Sync>;
+
 #[derive(Default)]
 struct Faults {
     throttle_next: usize,
     unprocess_next: usize,
-    reject: Option<Arc<dyn Fn(&Item) -> bool + Send + Sync>>,
+    reject: Option<Predicate>,
 }
 
 impl MemoryTable {

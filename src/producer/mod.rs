@@ -99,8 +99,7 @@ impl Producer {
         let mut batch: Vec<Keyed> = Vec::with_capacity(MAX_RECORDS_PER_CALL);
         let mut batch_bytes = 0;
         let mut batch_started = Instant::now();
-        let mut taken = 0u64;
-        for next in source {
+        for (taken, next) in (0u64..).zip(source) {
             if count.is_some_and(|c| taken >= c) || deadline.is_some_and(|d| Instant::now() >= d) || stop.is_cancelled()
             {
                 break;
@@ -117,7 +116,6 @@ impl Producer {
                 None => record.id.clone(),
             };
             let record = Keyed { record, partition_key };
-            taken += 1;
             if batch.len() == MAX_RECORDS_PER_CALL || batch_bytes + record.size() > MAX_BYTES_PER_CALL {
                 self.put(std::mem::take(&mut batch), &mut summary).await?;
                 batch_bytes = 0;
