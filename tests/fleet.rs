@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,17 +22,6 @@ fn counts(states: &HashMap<String, (Option<String>, String)>) -> Vec<usize> {
     let mut v: Vec<usize> = per.into_values().collect();
     v.sort_unstable();
     v
-}
-
-async fn all_rows(setup: &Setup, puts: &PutLog) {
-    let ids = puts.tweet_ids();
-    let rows = eventually(Duration::from_secs(120), "every tweet put as a row", || async {
-        let rows = setup.tweets().await;
-        (rows.len() >= ids.len()).then_some(rows)
-    })
-    .await;
-    let got: HashSet<String> = rows.into_keys().collect();
-    assert_eq!(got, ids, "the rows are exactly the tweets put");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -113,7 +102,7 @@ async fn a_killed_workers_shards_resume_elsewhere_within_15_s() {
     eprintln!("failover: {} shards processing again {took:?} after kill -9", victims.len());
     assert!(took <= Duration::from_secs(15), "took {took:?}");
     let puts = producer.finish();
-    all_rows(&setup, &puts).await;
+    setup.rows_of(&puts).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -160,5 +149,5 @@ async fn a_rolling_restart_loses_nothing_and_hands_each_shard_over_within_3_s() 
         workers.push(setup.worker(&format!("{}-{round}", old.name), &[]));
     }
     let puts = producer.finish();
-    all_rows(&setup, &puts).await;
+    setup.rows_of(&puts).await;
 }

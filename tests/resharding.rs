@@ -86,13 +86,7 @@ async fn a_split_a_merge_and_a_rescale_under_load_lose_nothing_and_keep_per_key_
     wait_active(&client, &setup.stream).await;
 
     let puts = producer.finish();
-    let ids = puts.tweet_ids();
-    let rows = eventually(Duration::from_secs(120), "every tweet put as a row", || async {
-        let rows = setup.tweets().await;
-        (rows.len() >= ids.len()).then_some(rows)
-    })
-    .await;
-    assert_eq!(rows.keys().cloned().collect::<HashSet<_>>(), ids);
+    let rows = setup.rows_of(&puts).await;
 
     // Per partition key: the child's rows are processed after all of its parents' rows.
     let key_of: HashMap<&str, &str> = puts.0.iter().map(|p| (p.key.as_str(), p.partition_key.as_str())).collect();

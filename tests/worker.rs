@@ -35,12 +35,7 @@ async fn drains_2000_tweets_over_4_shards() {
     assert_eq!(puts.0.len(), 2000);
     assert_eq!(puts.0.iter().map(|p| &p.shard).collect::<HashSet<_>>().len(), 4);
     let mut worker = setup.worker("w1", &[]);
-    let expected = puts.tweet_ids().len();
-    let rows = eventually(DRAIN, "2000 rows", || async {
-        let rows = setup.tweets().await;
-        (rows.len() >= expected).then_some(rows)
-    })
-    .await;
+    let rows = setup.rows_of(&puts).await;
     assert_rows_match_puts(&rows, &puts);
     // A long v1.1 tweet is stored with its full text, not the truncated one.
     assert!(rows.values().any(|r| r["Message"].as_s().unwrap().chars().count() > 1000));
@@ -63,12 +58,7 @@ async fn a_restart_after_kill_9_resumes_from_checkpoints() {
     assert!(rows_at_kill < 2000, "the first worker finished before the kill");
 
     let second = setup.worker("second", &["--failover-time", "2s"]);
-    let expected = puts.tweet_ids().len();
-    let rows = eventually(DRAIN, "every row after the restart", || async {
-        let rows = setup.tweets().await;
-        (rows.len() >= expected).then_some(rows)
-    })
-    .await;
+    let rows = setup.rows_of(&puts).await;
     assert_rows_match_puts(&rows, &puts);
     let read = eventually(Duration::from_secs(10), "the second worker's metrics", || async {
         second.metric("stream_worker_records_read_total")

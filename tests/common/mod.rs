@@ -149,6 +149,19 @@ impl Setup {
         scan(&self.tweets_table).await.into_iter().map(|i| (i["Id"].as_s().unwrap().clone(), i)).collect()
     }
 
+    /// Waits until every tweet put is a row; asserts the rows are exactly those
+    /// tweets (the ids put, never a count) and returns them.
+    pub async fn rows_of(&self, puts: &PutLog) -> HashMap<String, Item> {
+        let ids = puts.tweet_ids();
+        let rows = eventually(Duration::from_secs(120), "every tweet put as a row", || async {
+            let rows = self.tweets().await;
+            (rows.len() >= ids.len()).then_some(rows)
+        })
+        .await;
+        assert_eq!(rows.keys().cloned().collect::<HashSet<_>>(), ids, "the rows are exactly the tweets put");
+        rows
+    }
+
     pub async fn dead_letters(&self) -> HashMap<(String, String), Item> {
         scan(&self.dead_letter_table)
             .await
