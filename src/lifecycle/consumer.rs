@@ -152,17 +152,22 @@ impl Consumer {
                 let last_seq = last.sequence_number.clone();
                 // Not interrupted by shutdown: the in-flight batch is finished.
                 let summary = or_lost!(self.held, self.processor.process(&shard_id, &batch.records));
-                let Some(seq) = SequenceNumber::parse(&last_seq) else {
-                    tracing::error!(shard_id, sequence_number = %last_seq, "unreadable sequence number; not checkpointing");
-                    continue;
-                };
-                if !self.checkpoint(&shard_id, Checkpoint::Sequence(seq), &[]).await {
-                    return Exit::LeaseLost;
+                match SequenceNumber::parse(&last_seq) {
+                    Some(seq) => {
+                        if !self.checkpoint(&shard_id, Checkpoint::Sequence(seq), &[]).await {
+                            return Exit::LeaseLost;
+                        }
+                        metrics::counter!(m::BATCHES).increment(1);
+                        tracing::debug!(shard_id, records = summary.records, written = summary.tweets_written,
+                            dead_lettered = summary.dead_lettered, checkpoint = %last_seq, "batch checkpointed");
+                        position = StartAt::AfterSequence(last_seq);
+                    }
+                    // Kinesis never sends one; if it did, the batch is written, the
+                    // next checkpoint covers it, and reading goes on.
+                    None => {
+                        tracing::error!(shard_id, sequence_number = %last_seq, "unreadable sequence number; not checkpointing")
+                    }
                 }
-                metrics::counter!(m::BATCHES).increment(1);
-                tracing::debug!(shard_id, records = summary.records, written = summary.tweets_written,
-                    dead_lettered = summary.dead_lettered, checkpoint = %last_seq, "batch checkpointed");
-                position = StartAt::AfterSequence(last_seq);
             } else {
                 next_call = called + self.config.idle_poll_interval.max(self.config.poll_interval);
             }
