@@ -176,20 +176,28 @@ impl Worker {
                 }
             }
         }
-        let releases = state.held.drain().map(|(_, held)| async move {
-            match held.release().await {
-                Ok(Cas::Done(())) => {
-                    metrics::counter!(m::LEASES_RELEASED).increment(1);
-                    tracing::info!(shard_id = held.key(), "lease released");
-                }
-                Ok(Cas::Lost) => {}
-                Err(e) => tracing::warn!(shard_id = held.key(), error = %e, "release failed; the lease will expire"),
-            }
-        });
-        join_all(releases).await;
+        let this = &self;
+        join_all(state.held.drain().map(|(_, held)| async move { this.release(&held).await })).await;
         metrics::gauge!(m::LEASES_HELD).set(0.0);
         tracing::info!(worker_id = %cfg.worker_id, "worker stopped");
         Ok(())
+    }
+
+    /// Releases a lease this worker holds (owner cleared) so the next owner starts
+    /// at once; counts it, and the handoff it completes, when the release applies.
+    async fn release(&self, held: &HeldLease) {
+        let handoff = held.handoff_requested();
+        match held.release().await {
+            Ok(Cas::Done(())) => {
+                metrics::counter!(m::LEASES_RELEASED).increment(1);
+                if handoff {
+                    metrics::counter!(m::LEASE_HANDOFFS, "side" => "released").increment(1);
+                }
+                tracing::info!(shard_id = held.key(), worker_id = %self.config.worker_id, handoff, "lease released");
+            }
+            Ok(Cas::Lost) => {}
+            Err(e) => tracing::warn!(shard_id = held.key(), error = %e, "release failed; the lease will expire"),
+        }
     }
 
     /// Runs a step of the loop for at most a third of the failover time: a stalled
@@ -395,8 +403,7 @@ impl Worker {
             Err(e) => {
                 tracing::error!(shard_id = %key, error = %e, "shard consumer panicked; releasing its lease");
                 if let Some(held) = state.held.remove(&key) {
-                    let _ = held.release().await;
-                    metrics::counter!(m::LEASES_RELEASED).increment(1);
+                    self.release(&held).await;
                 }
                 return true;
             }
@@ -410,12 +417,7 @@ impl Worker {
                     }
                 }
                 if let Some(held) = state.held.remove(&key) {
-                    match held.release().await {
-                        Ok(_) => metrics::counter!(m::LEASES_RELEASED).increment(1),
-                        Err(e) => {
-                            tracing::warn!(shard_id = %key, error = %e, "release after shard end failed")
-                        }
-                    }
+                    self.release(&held).await;
                 }
                 metrics::gauge!(m::LEASES_HELD).set(state.held.len() as f64);
                 true
@@ -432,18 +434,7 @@ impl Worker {
                 // Worker shutdown or a handoff: the batch is checkpointed; release now
                 // so that the next owner starts at once.
                 if let Some(held) = state.held.remove(&key) {
-                    let handoff = held.handoff_requested();
-                    match held.release().await {
-                        Ok(Cas::Done(())) => {
-                            metrics::counter!(m::LEASES_RELEASED).increment(1);
-                            if handoff {
-                                metrics::counter!(m::LEASE_HANDOFFS, "side" => "released").increment(1);
-                            }
-                            tracing::info!(shard_id = %key, worker_id = %self.config.worker_id, handoff, "lease released");
-                        }
-                        Ok(Cas::Lost) => {}
-                        Err(e) => tracing::warn!(shard_id = %key, error = %e, "release failed; the lease will expire"),
-                    }
+                    self.release(&held).await;
                 }
                 metrics::gauge!(m::LEASES_HELD).set(state.held.len() as f64);
                 false
