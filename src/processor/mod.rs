@@ -136,7 +136,12 @@ impl Processor {
         }
         let (indexes, items): (Vec<usize>, Vec<Item>) = unique.into_iter().unzip();
         let written = items.len();
-        for (position, why) in write_all(self.tweets.as_ref(), &self.limiter, items).await {
+        let rebuild = |position: usize| {
+            let record = &records[indexes[position]];
+            let tweet = decode(&record.data).expect("decoded once already");
+            tweet_item(&tweet, shard_id, record, now, expires)
+        };
+        for (position, why) in write_all(self.tweets.as_ref(), &self.limiter, items, &rebuild).await {
             dead.push((indexes[position], Reason::RejectedBySink, why));
         }
         let tweets_written = written - dead.iter().filter(|d| d.1 == Reason::RejectedBySink).count();
@@ -157,27 +162,26 @@ impl Processor {
         dead: Vec<(usize, Reason, String)>,
         now: DateTime<Utc>,
     ) {
-        let mut reasons = Vec::with_capacity(dead.len());
-        let items: Vec<Item> = dead
-            .into_iter()
-            .map(|(index, reason, why)| {
-                let record = &records[index];
-                tracing::warn!(
-                    shard_id,
-                    sequence_number = %record.sequence_number,
-                    reason = reason.label(),
-                    error = %why,
-                    "dead-lettering record"
-                );
-                metrics::counter!(m::DEAD_LETTERED, "reason" => reason.label()).increment(1);
-                reasons.push((index, reason));
-                dead_letter_item(shard_id, record, reason, &why, now)
-            })
-            .collect();
-        for (position, why) in write_all(self.dead_letters.as_ref(), &self.limiter, items).await {
+        let build = |position: usize| {
+            let (index, reason, why) = &dead[position];
+            dead_letter_item(shard_id, &records[*index], *reason, why, now)
+        };
+        for (index, reason, why) in &dead {
+            let record = &records[*index];
+            tracing::warn!(
+                shard_id,
+                sequence_number = %record.sequence_number,
+                reason = reason.label(),
+                error = %why,
+                "dead-lettering record"
+            );
+            metrics::counter!(m::DEAD_LETTERED, "reason" => reason.label()).increment(1);
+        }
+        let items = (0..dead.len()).map(build).collect();
+        for (position, why) in write_all(self.dead_letters.as_ref(), &self.limiter, items, &build).await {
             // Last resort: the record cannot be stored anywhere; keep it in the log.
-            let (index, reason) = reasons[position];
-            let record = &records[index];
+            let (index, reason, _) = &dead[position];
+            let record = &records[*index];
             tracing::error!(
                 shard_id,
                 sequence_number = %record.sequence_number,

@@ -40,11 +40,13 @@ pub enum WriteError {
 ///
 /// Contract: `write` puts every item or returns the ones not (yet) written
 /// (DynamoDB's `UnprocessedItems`); an `Err` means none of them is known written.
-/// Putting an item again overwrites it (idempotent by key). Items are borrowed:
-/// the caller keeps them to retry or to isolate one the table refuses.
+/// Putting an item again overwrites it (idempotent by key). Items are moved into
+/// the request, as the SDK consumes what it sends: after an `Err` they are gone,
+/// and the caller rebuilds them (see [`Rebuild`]) rather than every call
+/// sending a clone.
 #[async_trait]
 pub trait BatchWriter: Send + Sync + 'static {
-    async fn write(&self, items: &[Item]) -> Result<Vec<Item>, WriteError>;
+    async fn write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError>;
     /// The table's name, for logs and metrics.
     fn table(&self) -> &str;
 }
@@ -63,12 +65,12 @@ impl DynamoTable {
 
 #[async_trait]
 impl BatchWriter for DynamoTable {
-    async fn write(&self, items: &[Item]) -> Result<Vec<Item>, WriteError> {
+    async fn write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError> {
         let requests = items
-            .iter()
+            .into_iter()
             .map(|item| {
                 WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(item.clone())).build().expect("item is set"))
+                    .put_request(PutRequest::builder().set_item(Some(item)).build().expect("item is set"))
                     .build()
             })
             .collect();
@@ -98,10 +100,19 @@ impl BatchWriter for DynamoTable {
     }
 }
 
+/// Builds again the item at an index of the items given to [`write_all`], for
+/// a retry after a failed call (rare), so that no call sends a clone.
+pub type Rebuild<'a> = &'a (dyn Fn(usize) -> Item + Sync);
+
 /// Writes `items` (in any order) and returns those the table rejected, with the
 /// reason, by their index in `items`. Transient failures are retried until they
 /// succeed: nothing is ever skipped for being slow.
-pub async fn write_all(writer: &dyn BatchWriter, limiter: &WriteLimiter, items: Vec<Item>) -> Vec<(usize, String)> {
+pub async fn write_all(
+    writer: &dyn BatchWriter,
+    limiter: &WriteLimiter,
+    items: Vec<Item>,
+    rebuild: Rebuild<'_>,
+) -> Vec<(usize, String)> {
     let chunk_size = MAX_BATCH_ITEMS.min(limiter.burst() as usize).max(1);
     let mut chunks = Vec::with_capacity(items.len().div_ceil(chunk_size));
     let mut indexed = items.into_iter().enumerate().peekable();
@@ -109,7 +120,7 @@ pub async fn write_all(writer: &dyn BatchWriter, limiter: &WriteLimiter, items: 
         chunks.push(indexed.by_ref().take(chunk_size).collect::<Vec<_>>());
     }
     futures::stream::iter(chunks)
-        .map(|chunk| write_chunk(writer, limiter, chunk))
+        .map(|chunk| write_chunk(writer, limiter, chunk, rebuild))
         .buffer_unordered(CHUNK_CONCURRENCY)
         .flat_map(futures::stream::iter)
         .collect()
@@ -120,15 +131,18 @@ async fn write_chunk(
     writer: &dyn BatchWriter,
     limiter: &WriteLimiter,
     chunk: Vec<(usize, Item)>,
+    rebuild: Rebuild<'_>,
 ) -> Vec<(usize, String)> {
     let (indexes, items): (Vec<usize>, Vec<Item>) = chunk.into_iter().unzip();
-    match write_retrying(writer, limiter, &items).await {
+    let all = || indexes.iter().map(|&index| rebuild(index)).collect();
+    match write_retrying(writer, limiter, items, &all).await {
         Ok(()) => Vec::new(),
-        Err(_) if items.len() > 1 => {
+        Err(_) if indexes.len() > 1 => {
             // Find the item(s) the table refuses; the others are written.
             let mut rejected = Vec::new();
-            for (index, item) in indexes.into_iter().zip(&items) {
-                if let Err(reason) = write_retrying(writer, limiter, std::slice::from_ref(item)).await {
+            for &index in &indexes {
+                let one = || vec![rebuild(index)];
+                if let Err(reason) = write_retrying(writer, limiter, one(), &one).await {
                     rejected.push((index, reason));
                 }
             }
@@ -139,18 +153,23 @@ async fn write_chunk(
 }
 
 /// Writes one chunk until every item is in, or the table rejects the request.
-async fn write_retrying(writer: &dyn BatchWriter, limiter: &WriteLimiter, items: &[Item]) -> Result<(), String> {
+/// After a failed call the whole chunk is rebuilt and sent again: putting an
+/// item already written once more is harmless.
+async fn write_retrying(
+    writer: &dyn BatchWriter,
+    limiter: &WriteLimiter,
+    items: Vec<Item>,
+    rebuild: &(dyn Fn() -> Vec<Item> + Sync),
+) -> Result<(), String> {
     let table = writer.table();
-    // Until the table hands items back as unprocessed, retries resend the caller's.
-    let mut unprocessed: Option<Vec<Item>> = None;
+    let mut pending = items;
     let mut attempt = 0;
     loop {
-        let pending = unprocessed.as_deref().unwrap_or(items);
         let waited = limiter.acquire(pending.len() as u32).await;
         metrics::histogram!(m::RATE_LIMIT_WAIT_SECONDS).record(waited.as_secs_f64());
         let started = Instant::now();
         let sent = pending.len();
-        let result = writer.write(pending).await;
+        let result = writer.write(std::mem::take(&mut pending)).await;
         metrics::histogram!(m::SINK_WRITE_SECONDS, "table" => table.to_owned()).record(started.elapsed().as_secs_f64());
         match result {
             Ok(left) if left.is_empty() => {
@@ -162,13 +181,14 @@ async fn write_retrying(writer: &dyn BatchWriter, limiter: &WriteLimiter, items:
                     .increment((sent - left.len()) as u64);
                 metrics::counter!(m::SINK_UNPROCESSED_RETRIES, "table" => table.to_owned())
                     .increment(left.len() as u64);
-                unprocessed = Some(left);
+                pending = left;
             }
             Err(WriteError::Retryable { class, message }) => {
                 if class == ErrorClass::Throttled {
                     metrics::counter!(m::SINK_THROTTLES, "table" => table.to_owned()).increment(1);
                 }
                 tracing::warn!(table = %table, ?class, attempt, error = %message, "write failed, retrying");
+                pending = rebuild();
             }
             Err(WriteError::Rejected(message)) => return Err(message),
         }
@@ -233,8 +253,7 @@ impl MemoryTable {
 
 #[async_trait]
 impl BatchWriter for MemoryTable {
-    async fn write(&self, items: &[Item]) -> Result<Vec<Item>, WriteError> {
-        let mut items = items.to_vec();
+    async fn write(&self, mut items: Vec<Item>) -> Result<Vec<Item>, WriteError> {
         self.calls.lock().unwrap().push(items.len());
         assert!(items.len() <= MAX_BATCH_ITEMS, "batch of {} items", items.len());
         let unprocessed = {
@@ -276,8 +295,33 @@ mod tests {
     use super::*;
     use std::num::NonZeroU32;
 
+    fn item(i: usize) -> Item {
+        HashMap::from([("Id".to_owned(), AttributeValue::S(i.to_string()))])
+    }
+
     fn items(n: usize) -> Vec<Item> {
-        (0..n).map(|i| HashMap::from([("Id".to_owned(), AttributeValue::S(i.to_string()))])).collect()
+        (0..n).map(item).collect()
+    }
+
+    /// Rebuilds items by index and counts how often it was asked to.
+    #[derive(Default)]
+    struct Rebuilds(std::sync::atomic::AtomicUsize);
+
+    impl Rebuilds {
+        fn rebuild(&self, i: usize) -> Item {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            item(i)
+        }
+
+        fn count(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    async fn write(table: &MemoryTable, limiter: &WriteLimiter, n: usize) -> (Vec<(usize, String)>, usize) {
+        let rebuilds = Rebuilds::default();
+        let rejected = write_all(table, limiter, items(n), &|i| rebuilds.rebuild(i)).await;
+        (rejected, rebuilds.count())
     }
 
     fn limiter(rate: u32) -> WriteLimiter {
@@ -285,20 +329,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn chunks_of_at_most_25() {
+    async fn chunks_of_at_most_25_each_item_sent_once_and_never_copied() {
         let table = MemoryTable::new("t", &["Id"]);
-        let rejected = write_all(&table, &limiter(10_000), items(101)).await;
+        let (rejected, rebuilt) = write(&table, &limiter(10_000), 101).await;
         assert!(rejected.is_empty());
         assert_eq!(table.len(), 101);
         let mut calls = table.calls.lock().unwrap().clone();
         calls.sort_unstable();
         assert_eq!(calls, vec![1, 25, 25, 25, 25]);
+        assert_eq!(rebuilt, 0, "no failure, no item built twice");
     }
 
     #[tokio::test(start_paused = true)]
     async fn chunks_shrink_to_a_small_rate_limit() {
         let table = MemoryTable::new("t", &["Id"]);
-        write_all(&table, &limiter(10), items(30)).await;
+        write(&table, &limiter(10), 30).await;
         assert_eq!(*table.calls.lock().unwrap(), vec![10, 10, 10]);
     }
 
@@ -307,17 +352,20 @@ mod tests {
         let table = MemoryTable::new("t", &["Id"]);
         table.throttle_next(3);
         table.unprocess_next(5);
-        let rejected = write_all(&table, &limiter(10_000), items(60)).await;
+        let (rejected, rebuilt) = write(&table, &limiter(10_000), 60).await;
         assert!(rejected.is_empty());
         assert_eq!(table.len(), 60);
         assert!(table.calls.lock().unwrap().len() >= 3 + 3 + 5);
+        // A throttled call loses its items (the SDK consumed them): they are
+        // rebuilt. Unprocessed items come back from the table and are not.
+        assert!(rebuilt >= 3 && rebuilt <= 3 * 25, "rebuilt {rebuilt}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_rejected_item_is_isolated_and_the_rest_written() {
         let table = MemoryTable::new("t", &["Id"]);
         table.reject(|item| item["Id"].as_s().unwrap() == "7");
-        let rejected = write_all(&table, &limiter(10_000), items(30)).await;
+        let (rejected, _) = write(&table, &limiter(10_000), 30).await;
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].0, 7);
         assert!(rejected[0].1.contains("ValidationException"));

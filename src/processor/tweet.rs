@@ -3,6 +3,7 @@
 //! `extended_tweet.full_text`), in one parse pass that borrows from the payload.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -34,7 +35,13 @@ pub enum DecodeError {
     InvalidField(String),
 }
 
-type Str<'a> = Option<Cow<'a, str>>;
+/// A JSON string, borrowed from the payload unless it has escapes. (serde
+/// borrows a `Cow` only when it is the field itself, not inside an `Option`.)
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+type Str<'a> = Option<Text<'a>>;
 
 #[derive(Deserialize)]
 struct Payload<'a> {
@@ -141,7 +148,7 @@ fn hashtags(entities: Option<Entities<'_>>) -> Vec<Cow<'_, str>> {
         .map(|e| e.hashtags)
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|h| h.tag.or(h.text))
+        .filter_map(|h| text(h.tag.or(h.text)))
         .filter(|t| !t.is_empty())
         .collect();
     tags.sort_unstable();
@@ -149,16 +156,31 @@ fn hashtags(entities: Option<Entities<'_>>) -> Vec<Cow<'_, str>> {
     tags
 }
 
-fn non_empty(s: Str<'_>) -> Str<'_> {
-    s.filter(|s| !s.is_empty())
+fn text(s: Str<'_>) -> Option<Cow<'_, str>> {
+    s.map(|t| t.0)
+}
+
+fn non_empty(s: Str<'_>) -> Option<Cow<'_, str>> {
+    text(s).filter(|s| !s.is_empty())
+}
+
+/// v1.1's `Wed Oct 10 20:19:24 +0000 2018`, its format parsed once.
+static V1_TIME: LazyLock<Vec<chrono::format::Item<'static>>> =
+    LazyLock::new(|| chrono::format::StrftimeItems::new("%a %b %d %H:%M:%S %z %Y").parse().expect("a valid format"));
+
+fn parse_v1_time(s: &str) -> Option<DateTime<Utc>> {
+    let mut parsed = chrono::format::Parsed::new();
+    chrono::format::parse(&mut parsed, s, V1_TIME.iter()).ok()?;
+    parsed.to_datetime().ok().map(|t| t.with_timezone(&Utc))
 }
 
 /// `Wed Oct 10 20:19:24 +0000 2018` (v1.1) or RFC 3339 (v2).
 fn parse_time(s: &str) -> Result<DateTime<Utc>, DecodeError> {
     DateTime::parse_from_rfc3339(s)
-        .or_else(|_| DateTime::parse_from_str(s, "%a %b %d %H:%M:%S %z %Y"))
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| DecodeError::InvalidField(format!("created_at {s:?} is neither RFC 3339 nor the v1.1 format")))
+        .ok()
+        .or_else(|| parse_v1_time(s))
+        .ok_or_else(|| DecodeError::InvalidField(format!("created_at {s:?} is neither RFC 3339 nor the v1.1 format")))
 }
 
 /// Decodes one record's payload.
@@ -179,15 +201,16 @@ fn decode_v2<'a>(data: V2Data<'a>, includes: Option<V2Includes<'a>>) -> Result<T
         Some(note) => (non_empty(note.text), note.entities),
         None => (None, None),
     };
-    let message =
-        note_text.or(data.text).ok_or_else(|| DecodeError::NotATweet(format!("v2 tweet {id} without data.text")))?;
-    let author =
-        data.author_id.and_then(|author| includes?.users.into_iter().find(|u| u.id.as_deref() == Some(&*author)));
+    let message = note_text
+        .or(text(data.text))
+        .ok_or_else(|| DecodeError::NotATweet(format!("v2 tweet {id} without data.text")))?;
+    let author = text(data.author_id)
+        .and_then(|author| includes?.users.into_iter().find(|u| u.id.as_ref().map(|i| &*i.0) == Some(&*author)));
     let (username, screen_name) = match author {
         Some(u) => (non_empty(u.name), non_empty(u.username)),
         None => (None, None),
     };
-    let created_at = data.created_at.as_deref().map(parse_time).transpose()?;
+    let created_at = data.created_at.map(|t| parse_time(&t.0)).transpose()?;
     Ok(Tweet {
         id,
         username,
@@ -209,13 +232,13 @@ fn decode_v1(p: Payload<'_>) -> Result<Tweet<'_>, DecodeError> {
     };
     let message = ext_text
         .or(non_empty(p.full_text))
-        .or(p.text)
+        .or(text(p.text))
         .ok_or_else(|| DecodeError::NotATweet(format!("v1.1 tweet {id} without text")))?;
     let (username, screen_name) = match p.user {
         Some(u) => (non_empty(u.name), non_empty(u.screen_name)),
         None => (None, None),
     };
-    let created_at = p.created_at.as_deref().map(parse_time).transpose()?;
+    let created_at = p.created_at.map(|t| parse_time(&t.0)).transpose()?;
     Ok(Tweet {
         id,
         username,
@@ -288,6 +311,14 @@ mod tests {
         assert_eq!(t.id, "18446744073709551615");
         assert_eq!(t.message, "");
         assert_eq!(t.username, None);
+    }
+
+    #[test]
+    fn strings_without_escapes_borrow_the_payload() {
+        let t = decode(V2.as_bytes()).unwrap();
+        for s in [&t.id, &t.message, t.username.as_ref().unwrap(), t.screen_name.as_ref().unwrap(), &t.hashtags[0]] {
+            assert!(matches!(s, Cow::Borrowed(_)), "{s:?} was copied");
+        }
     }
 
     #[test]
