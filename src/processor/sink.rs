@@ -358,7 +358,7 @@ mod tests {
         assert!(table.calls.lock().unwrap().len() >= 3 + 3 + 5);
         // A throttled call loses its items (the SDK consumed them): they are
         // rebuilt. Unprocessed items come back from the table and are not.
-        assert!(rebuilt >= 3 && rebuilt <= 3 * 25, "rebuilt {rebuilt}");
+        assert!((3..=3 * 25).contains(&rebuilt), "rebuilt {rebuilt}");
     }
 
     #[tokio::test(start_paused = true)]
