@@ -132,11 +132,19 @@ def drain(tag, shards, records, max_records):
 
 
 def bench_cpu():
+    # The emulators share the two cores with the worker and their pace varies
+    # from run to run, so the figure is the median of three drains.
     n = 50_000
-    cpu, rss, took, emu = drain("cpu", 8, n, 1000)
-    report("worker CPU per record (50,000 on 8 shards)", f"{cpu / n * 1e6:.1f} µs", "≤ 25 µs", cpu / n <= 25e-6,
-           f"[{n / took:.0f} rec/s; worker {cpu:.1f} s CPU; emulators: kinesis {emu['kinesis']:.1f} s, "
-           f"dynamodb {emu['dynamodb']:.1f} s, keep-alive front {emu['nginx']:.1f} s CPU over {took:.1f} s]")
+    runs = []
+    for i in range(3):
+        cpu, rss, took, emu = drain(f"cpu{i}", 8, n, 1000)
+        runs.append(cpu / n)
+        print(f"    run {i + 1}: {cpu / n * 1e6:.1f} µs [{n / took:.0f} rec/s; worker {cpu:.1f} s CPU; emulators: "
+              f"kinesis {emu['kinesis']:.1f} s, dynamodb {emu['dynamodb']:.1f} s, keep-alive front "
+              f"{emu['nginx']:.1f} s CPU over {took:.1f} s]", flush=True)
+    median = statistics.median(runs)
+    report("worker CPU per record (50,000 on 8 shards, median of 3)", f"{median * 1e6:.1f} µs", "≤ 25 µs",
+           median <= 25e-6, f"[runs: {', '.join(f'{r * 1e6:.1f}' for r in runs)} µs]")
 
 
 def bench_memory():

@@ -2,7 +2,7 @@
 # The end-to-end benchmark: release build, emulators on this machine, the real
 # binary; prints one table of figures against their targets (see bench/run.py).
 #
-#   bench/run.sh            # all figures (about 6 minutes)
+#   bench/run.sh            # all figures (about 10 minutes)
 #   bench/run.sh cpu memory # some of: cpu memory latency lease-cost fleet
 #
 # moto (the DynamoDB emulator) closes every connection after one response, while
