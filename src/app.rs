@@ -15,8 +15,6 @@ use crate::leases::coordinator::{InitialPosition, Worker, WorkerConfig};
 use crate::leases::dynamodb::DynamoLeaseStore;
 use crate::leases::LeaseStore;
 use crate::lifecycle::consumer::ConsumerConfig;
-use crate::processor::limiter::WriteLimiter;
-use crate::processor::sink::DynamoTable;
 use crate::processor::Processor;
 use crate::producer::{file_source, synthetic::Synthetic, Producer};
 use crate::retrieval::kinesis::KinesisStream;
@@ -64,8 +62,8 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     check_stream(&kinesis, &config, &args.stream).await?;
-    check_table(&dynamodb, &config, &args.tweets_table).await?;
-    check_table(&dynamodb, &config, &args.dead_letter_table).await?;
+    check_table(&dynamodb, &config, &args.processor.tweets_table).await?;
+    check_table(&dynamodb, &config, &args.processor.dead_letter_table).await?;
 
     let store = Arc::new(DynamoLeaseStore::new(dynamodb.clone(), &args.lease_table));
     store.ensure_table().await.map_err(|e| StartupError {
@@ -77,14 +75,8 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
             .into(),
     })?;
 
-    crate::metrics::register_table_counters(&[&args.tweets_table, &args.dead_letter_table]);
-    let limiter = Arc::new(WriteLimiter::new(args.max_write_rate));
-    let processor = Arc::new(Processor::new(
-        Arc::new(DynamoTable::new(dynamodb.clone(), &args.tweets_table)),
-        Arc::new(DynamoTable::new(dynamodb, &args.dead_letter_table)),
-        limiter,
-        Duration::from_secs(u64::from(args.ttl_days) * 86_400),
-    ));
+    crate::metrics::register_table_counters(&[&args.processor.tweets_table, &args.processor.dead_letter_table]);
+    let processor = Arc::new(Processor::from_args(&args.processor, dynamodb));
     let worker_id = args.worker_id();
     let initial_timestamp = match args.initial_position {
         InitialPosition::AtTimestamp(t) => Some(t),
@@ -112,7 +104,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
         health: health.clone(),
     };
     health.started();
-    tracing::info!(stream = %args.stream, worker_id = %worker_id, tweets_table = %args.tweets_table,
+    tracing::info!(stream = %args.stream, worker_id = %worker_id, tweets_table = %args.processor.tweets_table,
         lease_table = %args.lease_table, metrics_addr = %args.metrics_addr, "starting");
     worker.run(shutdown).await?;
     Ok(())

@@ -94,24 +94,66 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
+/// The processing core's settings, shared by `stream-worker run` (flags and env)
+/// and the Lambda function (env only, the same names).
+#[derive(Debug, Clone, Args)]
+pub struct ProcessorArgs {
+    /// DynamoDB table the tweets are written to (key `Id`)
+    #[arg(long, env = "STREAM_WORKER_TWEETS_TABLE", default_value = DEFAULT_TWEETS_TABLE)]
+    pub tweets_table: String,
+
+    /// DynamoDB table of records that can never be written as tweets (key `ShardId` + `SequenceNumber`)
+    #[arg(long, env = "STREAM_WORKER_DEAD_LETTER_TABLE", default_value = DEFAULT_DEAD_LETTER_TABLE)]
+    pub dead_letter_table: String,
+
+    /// Items per second this process writes to DynamoDB, all shards together
+    #[arg(long, env = "STREAM_WORKER_MAX_WRITE_RATE", default_value_t = NonZeroU32::new(1000).unwrap())]
+    pub max_write_rate: NonZeroU32,
+
+    /// Days a tweet is kept before DynamoDB's TTL deletes it (sets `ExpirationTime`)
+    #[arg(long, env = "STREAM_WORKER_TTL_DAYS", default_value_t = 7)]
+    pub ttl_days: u32,
+}
+
+impl ProcessorArgs {
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(u64::from(self.ttl_days) * 86_400)
+    }
+}
+
+/// The Lambda function's configuration: the environment alone (no flags), with
+/// the names and defaults of `stream-worker run`'s twins.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "stream-worker-lambda")]
+pub struct LambdaArgs {
+    #[command(flatten)]
+    pub processor: ProcessorArgs,
+}
+
+impl LambdaArgs {
+    /// Reads the `STREAM_WORKER_*` variables; the error names the variable.
+    pub fn from_env() -> Result<Self, String> {
+        Self::try_parse_from(["stream-worker-lambda"]).map_err(|e| {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            format!("invalid environment: {first}")
+        })
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Kinesis stream to consume
     #[arg(long, env = "STREAM_WORKER_STREAM")]
     pub stream: String,
 
-    /// DynamoDB table the tweets are written to (key `Id`)
-    #[arg(long, env = "STREAM_WORKER_TWEETS_TABLE", default_value = DEFAULT_TWEETS_TABLE)]
-    pub tweets_table: String,
+    #[command(flatten)]
+    pub processor: ProcessorArgs,
 
     /// DynamoDB table of shard leases and checkpoints (KCL schema); created if absent.
     /// Replicas of one application share it; another application needs its own
     #[arg(long, env = "STREAM_WORKER_LEASE_TABLE", default_value = DEFAULT_LEASE_TABLE)]
     pub lease_table: String,
-
-    /// DynamoDB table of records that can never be written as tweets (key `ShardId` + `SequenceNumber`)
-    #[arg(long, env = "STREAM_WORKER_DEAD_LETTER_TABLE", default_value = DEFAULT_DEAD_LETTER_TABLE)]
-    pub dead_letter_table: String,
 
     /// This replica's name in the lease table [default: <hostname>-<pid>-<random>]
     #[arg(long, env = "STREAM_WORKER_WORKER_ID")]
@@ -121,14 +163,6 @@ pub struct RunArgs {
     /// latest (only new records), or at-timestamp:<RFC 3339>
     #[arg(long, env = "STREAM_WORKER_INITIAL_POSITION", default_value = "trim-horizon", value_parser = parse_initial_position)]
     pub initial_position: InitialPosition,
-
-    /// Items per second this process writes to DynamoDB, all shards together
-    #[arg(long, env = "STREAM_WORKER_MAX_WRITE_RATE", default_value_t = NonZeroU32::new(1000).unwrap())]
-    pub max_write_rate: NonZeroU32,
-
-    /// Days a tweet is kept before DynamoDB's TTL deletes it (sets `ExpirationTime`)
-    #[arg(long, env = "STREAM_WORKER_TTL_DAYS", default_value_t = 7)]
-    pub ttl_days: u32,
 
     /// A lease not renewed for this long is taken over by another replica
     #[arg(long, env = "STREAM_WORKER_FAILOVER_TIME", default_value = "10s", value_parser = parse_duration)]
@@ -302,14 +336,14 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let cli = Cli::try_parse_from(["stream-worker", "run", "--stream", "s"]).unwrap();
         let Command::Run(run) = cli.command else { panic!() };
-        assert_eq!(run.tweets_table, "tweets");
+        assert_eq!(run.processor.tweets_table, "tweets");
         assert_eq!(run.lease_table, "stream-worker-leases");
-        assert_eq!(run.dead_letter_table, "stream-worker-dead-letters");
+        assert_eq!(run.processor.dead_letter_table, "stream-worker-dead-letters");
         assert_eq!(run.initial_position, InitialPosition::TrimHorizon);
         assert_eq!(run.failover_time, Duration::from_secs(10));
         assert_eq!(run.shutdown_timeout, Duration::from_secs(5));
-        assert_eq!(run.max_write_rate.get(), 1000);
-        assert_eq!(run.ttl_days, 7);
+        assert_eq!(run.processor.max_write_rate.get(), 1000);
+        assert_eq!(run.processor.ttl_days, 7);
         assert!(run.validate().is_ok());
         let id = run.worker_id();
         assert!(id.contains(&format!("-{}-", std::process::id())), "{id}");

@@ -1,7 +1,7 @@
 //! stream-worker: a real-time tweet pipeline on Kinesis and DynamoDB.
 //!
 //! A producer puts tweets into a Kinesis stream; a fleet of `stream-worker run`
-//! replicas (or, later, a Lambda) reads the stream and writes each tweet to a
+//! replicas or a Lambda function reads the stream and writes each tweet to a
 //! DynamoDB table through one shared processing core. Replicas share the shards
 //! through leases in a DynamoDB table with the Java KCL's schema.
 //!
@@ -14,6 +14,9 @@
 //! - [`lifecycle`]: the per-shard consumer: read, process, checkpoint.
 //! - [`processor`]: the shared core — decode tweets, write items under the rate
 //!   limit, dead-letter what can never be written.
+//! - [`lambda`]: the Lambda path — a Kinesis event → the core → the first
+//!   record not written, for the event source mapping to retry from
+//!   (`src/bin/lambda.rs` is the function's binary).
 //! - [`producer`]: synthetic and file sources → batched PutRecords.
 //! - [`status`]: the `status` report.
 //! - [`aws`], [`config`], [`telemetry`], [`health`], [`shutdown`], [`metrics`],
@@ -23,6 +26,7 @@ pub mod app;
 pub mod aws;
 pub mod config;
 pub mod health;
+pub mod lambda;
 pub mod leases;
 pub mod lifecycle;
 pub mod metrics;

@@ -31,6 +31,7 @@ pub const SINK_ITEMS_WRITTEN: &str = "stream_worker_sink_items_written_total";
 pub const SINK_THROTTLES: &str = "stream_worker_sink_throttles_total";
 pub const SINK_UNPROCESSED_RETRIES: &str = "stream_worker_sink_unprocessed_retries_total";
 pub const SINK_WRITE_SECONDS: &str = "stream_worker_sink_write_seconds";
+pub const LAMBDA_RECORDS_RETRIED: &str = "stream_worker_lambda_records_retried_total";
 pub const RATE_LIMIT_WAIT_SECONDS: &str = "stream_worker_rate_limit_wait_seconds";
 
 /// Registers every counter at zero, so that dashboards and alerts see a series
@@ -115,5 +116,10 @@ pub fn describe() {
     describe_counter!(SINK_THROTTLES, Unit::Count, "BatchWriteItem calls throttled, by table");
     describe_counter!(SINK_UNPROCESSED_RETRIES, Unit::Count, "items returned as UnprocessedItems and retried");
     describe_histogram!(SINK_WRITE_SECONDS, Unit::Seconds, "BatchWriteItem latency, by table");
+    describe_counter!(
+        LAMBDA_RECORDS_RETRIED,
+        Unit::Count,
+        "records the Lambda handed back to its event source mapping for retry (out of time)"
+    );
     describe_histogram!(RATE_LIMIT_WAIT_SECONDS, Unit::Seconds, "time spent waiting for the write rate limit");
 }

@@ -26,6 +26,20 @@ pub fn init_logs(format: LogFormat) {
     }
 }
 
+/// The Lambda's logs: JSON lines with the invocation's span fields
+/// (`requestId`), level filter from RUST_LOG (default info).
+pub fn init_lambda_logs() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .init();
+}
+
 /// Latency buckets, in seconds, for every `_seconds` histogram.
 const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 

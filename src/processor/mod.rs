@@ -20,7 +20,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::metrics as m;
 use limiter::WriteLimiter;
-use sink::{write_all, BatchWriter, Item};
+use sink::{write_all, BatchWriter, Item, NotWritten};
+use tokio::time::Instant;
 use tweet::{decode, DecodeError, Tweet};
 
 /// One Kinesis record, as the worker's GetRecords or the Lambda's event gives it.
@@ -82,6 +83,15 @@ pub struct BatchSummary {
     pub dead_lettered: usize,
 }
 
+/// What a batch came to under a deadline.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub summary: BatchSummary,
+    /// The index of the first record not durably written; every record before
+    /// it is in the tweets or the dead-letter table.
+    pub first_unwritten: Option<usize>,
+}
+
 pub struct Processor {
     tweets: Arc<dyn BatchWriter>,
     dead_letters: Arc<dyn BatchWriter>,
@@ -99,9 +109,28 @@ impl Processor {
         Self { tweets, dead_letters, limiter, ttl }
     }
 
+    /// The core on DynamoDB tables, as configured by flags or environment.
+    pub fn from_args(args: &crate::config::ProcessorArgs, dynamodb: aws_sdk_dynamodb::Client) -> Self {
+        Self::new(
+            Arc::new(sink::DynamoTable::new(dynamodb.clone(), &args.tweets_table)),
+            Arc::new(sink::DynamoTable::new(dynamodb, &args.dead_letter_table)),
+            Arc::new(WriteLimiter::new(args.max_write_rate)),
+            args.ttl(),
+        )
+    }
+
     /// Writes a batch of one shard's records. Returns once each record is in the
-    /// tweets table or the dead-letter table.
+    /// tweets table or the dead-letter table. The worker's entry: it never gives up.
     pub async fn process(&self, shard_id: &str, records: &[Record]) -> BatchSummary {
+        self.process_until(shard_id, records, None).await.summary
+    }
+
+    /// Writes a batch of one shard's records, giving up on transient failures at
+    /// `deadline` (the Lambda's entry). `first_unwritten` is the index of the
+    /// first record not durably written (in the tweets or the dead-letter table):
+    /// every record before it is; `None` when all are. Without a deadline it is
+    /// always `None`.
+    pub async fn process_until(&self, shard_id: &str, records: &[Record], deadline: Option<Instant>) -> Outcome {
         let now = Utc::now();
         let expires = (now + self.ttl).timestamp();
         let mut tweets: Vec<(usize, Item)> = Vec::with_capacity(records.len());
@@ -122,37 +151,53 @@ impl Processor {
         }
         // A batch may carry one tweet twice (a producer retry); DynamoDB refuses a
         // BatchWriteItem with a key twice, and the later record is the one to keep.
+        // `written_by[i]` is the item that stands for record i.
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(tweets.len());
         let mut unique: Vec<(usize, Item)> = Vec::with_capacity(tweets.len());
+        let mut written_by: Vec<(usize, usize)> = Vec::with_capacity(tweets.len());
         for (index, item) in tweets {
             let id = item["Id"].as_s().expect("Id is a string").clone();
             match seen.get(&id) {
-                Some(&slot) => unique[slot] = (index, item),
+                Some(&slot) => {
+                    written_by.push((index, slot));
+                    unique[slot] = (index, item);
+                }
                 None => {
                     seen.insert(id, unique.len());
+                    written_by.push((index, unique.len()));
                     unique.push((index, item));
                 }
             }
         }
         let (indexes, items): (Vec<usize>, Vec<Item>) = unique.into_iter().unzip();
-        let written = items.len();
         let rebuild = |position: usize| {
             let record = &records[indexes[position]];
             let tweet = decode(&record.data).expect("decoded once already");
             tweet_item(&tweet, shard_id, record, now, expires)
         };
-        for (position, why) in write_all(self.tweets.as_ref(), &self.limiter, items, &rebuild).await {
-            dead.push((indexes[position], Reason::RejectedBySink, why));
+        let mut out_of_time = vec![false; indexes.len()];
+        let mut rejected = 0;
+        for (position, why) in write_all(self.tweets.as_ref(), &self.limiter, items, &rebuild, deadline).await {
+            match why {
+                NotWritten::Rejected(why) => {
+                    rejected += 1;
+                    dead.push((indexes[position], Reason::RejectedBySink, why));
+                }
+                NotWritten::OutOfTime => out_of_time[position] = true,
+            }
         }
-        let tweets_written = written - dead.iter().filter(|d| d.1 == Reason::RejectedBySink).count();
+        let tweets_written = indexes.len() - rejected - out_of_time.iter().filter(|&&o| o).count();
+        let mut first_unwritten =
+            written_by.iter().filter(|(_, position)| out_of_time[*position]).map(|(index, _)| *index).min();
 
         let dead_lettered = dead.len();
         if !dead.is_empty() {
-            self.dead_letter(shard_id, records, dead, now).await;
+            let late = self.dead_letter(shard_id, records, dead, now, deadline).await;
+            first_unwritten = first_unwritten.into_iter().chain(late).min();
         }
         metrics::counter!(m::RECORDS_PROCESSED).increment(records.len() as u64);
         metrics::counter!(m::TWEETS_WRITTEN).increment(tweets_written as u64);
-        BatchSummary { records: records.len(), tweets_written, dead_lettered }
+        Outcome { summary: BatchSummary { records: records.len(), tweets_written, dead_lettered }, first_unwritten }
     }
 
     async fn dead_letter(
@@ -161,7 +206,8 @@ impl Processor {
         records: &[Record],
         dead: Vec<(usize, Reason, String)>,
         now: DateTime<Utc>,
-    ) {
+        deadline: Option<Instant>,
+    ) -> Option<usize> {
         let build = |position: usize| {
             let (index, reason, why) = &dead[position];
             dead_letter_item(shard_id, &records[*index], *reason, why, now)
@@ -178,9 +224,19 @@ impl Processor {
             metrics::counter!(m::DEAD_LETTERED, "reason" => reason.label()).increment(1);
         }
         let items = (0..dead.len()).map(build).collect();
-        for (position, why) in write_all(self.dead_letters.as_ref(), &self.limiter, items, &build).await {
-            // Last resort: the record cannot be stored anywhere; keep it in the log.
+        let mut first_unwritten = None;
+        for (position, not_written) in
+            write_all(self.dead_letters.as_ref(), &self.limiter, items, &build, deadline).await
+        {
             let (index, reason, _) = &dead[position];
+            let why = match not_written {
+                NotWritten::OutOfTime => {
+                    first_unwritten = Some(first_unwritten.map_or(*index, |first: usize| first.min(*index)));
+                    continue;
+                }
+                NotWritten::Rejected(why) => why,
+            };
+            // Last resort: the record cannot be stored anywhere; keep it in the log.
             let record = &records[*index];
             tracing::error!(
                 shard_id,
@@ -192,6 +248,7 @@ impl Processor {
             );
             metrics::counter!(m::DEAD_LETTER_FAILURES).increment(1);
         }
+        first_unwritten
     }
 }
 
@@ -379,5 +436,36 @@ mod tests {
         assert_eq!(tweets.len(), 200);
         // 200 items at 50/s with a one-second burst: at least 3 s.
         assert!(start.elapsed() >= Duration::from_secs(3), "{:?}", start.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_a_deadline_a_record_is_unwritten_when_the_item_standing_for_it_is() {
+        // Chunks of one item (rate 1/s); tweet 9 appears twice and its item is
+        // throttled to the deadline: its first record is the first unwritten one.
+        let (p, tweets, dead) = processor(1);
+        tweets.throttle_matching(|item| item["Id"].as_s().unwrap() == "9");
+        let records = vec![
+            record(0, b"garbage"),
+            record(1, br#"{"id_str":"8","text":"eight"}"#),
+            record(2, br#"{"id_str":"9","text":"first"}"#),
+            record(3, br#"{"id_str":"9","text":"second"}"#),
+        ];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let outcome = p.process_until("s", &records, Some(deadline)).await;
+        assert_eq!(outcome.first_unwritten, Some(2));
+        assert!(tokio::time::Instant::now() <= deadline);
+        assert!(tweets.get(&["8"]).is_some());
+        assert_eq!(dead.len(), 1, "the garbage record is dead-lettered");
+
+        // The dead-letter table out of time makes its record the first unwritten.
+        let (p, _, dead) = processor(1000);
+        dead.throttle_next(usize::MAX);
+        let outcome = p.process_until("s", &records, Some(tokio::time::Instant::now() + Duration::from_secs(3))).await;
+        assert_eq!(outcome.first_unwritten, Some(0));
+        assert_eq!(outcome.summary.tweets_written, 2);
+
+        // Without a deadline nothing is given up.
+        let (p, _, _) = processor(1000);
+        assert_eq!(p.process_until("s", &records, None).await.first_unwritten, None);
     }
 }

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
@@ -104,15 +106,27 @@ impl BatchWriter for DynamoTable {
 /// a retry after a failed call (rare), so that no call sends a clone.
 pub type Rebuild<'a> = &'a (dyn Fn(usize) -> Item + Sync);
 
-/// Writes `items` (in any order) and returns those the table rejected, with the
-/// reason, by their index in `items`. Transient failures are retried until they
-/// succeed: nothing is ever skipped for being slow.
+/// Why an item given to [`write_all`] is not (known to be) written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotWritten {
+    /// The table refuses it as it is; retrying cannot help.
+    Rejected(String),
+    /// The deadline came first; it may or may not be in the table, and writing it
+    /// again later is harmless.
+    OutOfTime,
+}
+
+/// Writes `items` (in any order) and returns those not written, by their index
+/// in `items`. Transient failures are retried until they succeed or, with a
+/// deadline, until the deadline: nothing is skipped for being slow. Without a
+/// deadline every item is written or [`NotWritten::Rejected`].
 pub async fn write_all(
     writer: &dyn BatchWriter,
     limiter: &WriteLimiter,
     items: Vec<Item>,
     rebuild: Rebuild<'_>,
-) -> Vec<(usize, String)> {
+    deadline: Option<Instant>,
+) -> Vec<(usize, NotWritten)> {
     let chunk_size = MAX_BATCH_ITEMS.min(limiter.burst() as usize).max(1);
     let mut chunks = Vec::with_capacity(items.len().div_ceil(chunk_size));
     let mut indexed = items.into_iter().enumerate().peekable();
@@ -120,7 +134,7 @@ pub async fn write_all(
         chunks.push(indexed.by_ref().take(chunk_size).collect::<Vec<_>>());
     }
     futures::stream::iter(chunks)
-        .map(|chunk| write_chunk(writer, limiter, chunk, rebuild))
+        .map(|chunk| write_chunk(writer, limiter, chunk, rebuild, deadline))
         .buffer_unordered(CHUNK_CONCURRENCY)
         .flat_map(futures::stream::iter)
         .collect()
@@ -132,23 +146,32 @@ async fn write_chunk(
     limiter: &WriteLimiter,
     chunk: Vec<(usize, Item)>,
     rebuild: Rebuild<'_>,
-) -> Vec<(usize, String)> {
+    deadline: Option<Instant>,
+) -> Vec<(usize, NotWritten)> {
     let (indexes, items): (Vec<usize>, Vec<Item>) = chunk.into_iter().unzip();
     let all = || indexes.iter().map(|&index| rebuild(index)).collect();
-    match write_retrying(writer, limiter, items, &all).await {
+    match write_retrying(writer, limiter, items, &all, deadline).await {
         Ok(()) => Vec::new(),
-        Err(_) if indexes.len() > 1 => {
+        Err(NotWritten::Rejected(_)) if indexes.len() > 1 => {
             // Find the item(s) the table refuses; the others are written.
-            let mut rejected = Vec::new();
+            let mut failed = Vec::new();
             for &index in &indexes {
                 let one = || vec![rebuild(index)];
-                if let Err(reason) = write_retrying(writer, limiter, one(), &one).await {
-                    rejected.push((index, reason));
+                if let Err(why) = write_retrying(writer, limiter, one(), &one, deadline).await {
+                    failed.push((index, why));
                 }
             }
-            rejected
+            failed
         }
-        Err(reason) => vec![(indexes[0], reason)],
+        Err(why) => indexes.into_iter().map(|index| (index, why.clone())).collect(),
+    }
+}
+
+/// `fut`'s output, or `None` if `deadline` comes first.
+async fn before<F: std::future::Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, fut).await.ok(),
+        None => Some(fut.await),
     }
 }
 
@@ -160,16 +183,18 @@ async fn write_retrying(
     limiter: &WriteLimiter,
     items: Vec<Item>,
     rebuild: &(dyn Fn() -> Vec<Item> + Sync),
-) -> Result<(), String> {
+    deadline: Option<Instant>,
+) -> Result<(), NotWritten> {
     let table = writer.table();
     let mut pending = items;
     let mut attempt = 0;
     loop {
-        let waited = limiter.acquire(pending.len() as u32).await;
+        let waited = before(deadline, limiter.acquire(pending.len() as u32)).await.ok_or(NotWritten::OutOfTime)?;
         metrics::histogram!(m::RATE_LIMIT_WAIT_SECONDS).record(waited.as_secs_f64());
         let started = Instant::now();
         let sent = pending.len();
-        let result = writer.write(std::mem::take(&mut pending)).await;
+        // A call cut off by the deadline may or may not have written its items.
+        let result = before(deadline, writer.write(std::mem::take(&mut pending))).await.ok_or(NotWritten::OutOfTime)?;
         metrics::histogram!(m::SINK_WRITE_SECONDS, "table" => table.to_owned()).record(started.elapsed().as_secs_f64());
         match result {
             Ok(left) if left.is_empty() => {
@@ -190,9 +215,13 @@ async fn write_retrying(
                 tracing::warn!(table = %table, ?class, attempt, error = %message, "write failed, retrying");
                 pending = rebuild();
             }
-            Err(WriteError::Rejected(message)) => return Err(message),
+            Err(WriteError::Rejected(message)) => return Err(NotWritten::Rejected(message)),
         }
-        BACKOFF.sleep(attempt).await;
+        let delay = BACKOFF.delay(attempt, &mut rand::thread_rng());
+        if deadline.is_some_and(|deadline| Instant::now() + delay >= deadline) {
+            return Err(NotWritten::OutOfTime);
+        }
+        tokio::time::sleep(delay).await;
         attempt = attempt.saturating_add(1);
     }
 }
@@ -215,6 +244,7 @@ struct Faults {
     throttle_next: usize,
     unprocess_next: usize,
     reject: Option<Predicate>,
+    throttle: Option<Predicate>,
 }
 
 impl MemoryTable {
@@ -230,6 +260,11 @@ impl MemoryTable {
     /// The next `n` calls write only the first half of their items.
     pub fn unprocess_next(&self, n: usize) {
         self.faults.lock().unwrap().unprocess_next = n;
+    }
+
+    /// Calls containing an item matching `pred` are throttled.
+    pub fn throttle_matching(&self, pred: impl Fn(&Item) -> bool + Send + Sync + 'static) {
+        self.faults.lock().unwrap().throttle = Some(Arc::new(pred));
     }
 
     /// Calls containing an item matching `pred` are rejected as invalid.
@@ -258,17 +293,16 @@ impl BatchWriter for MemoryTable {
         assert!(items.len() <= MAX_BATCH_ITEMS, "batch of {} items", items.len());
         let unprocessed = {
             let mut faults = self.faults.lock().unwrap();
-            if faults.throttle_next > 0 {
-                faults.throttle_next -= 1;
+            let matches = |pred: &Option<Predicate>| pred.as_ref().is_some_and(|p| items.iter().any(|i| p(i)));
+            if faults.throttle_next > 0 || matches(&faults.throttle) {
+                faults.throttle_next = faults.throttle_next.saturating_sub(1);
                 return Err(WriteError::Retryable {
                     class: ErrorClass::Throttled,
                     message: "ProvisionedThroughputExceededException".into(),
                 });
             }
-            if let Some(reject) = &faults.reject {
-                if items.iter().any(|i| reject(i)) {
-                    return Err(WriteError::Rejected("ValidationException: item rejected".into()));
-                }
+            if matches(&faults.reject) {
+                return Err(WriteError::Rejected("ValidationException: item rejected".into()));
             }
             if faults.unprocess_next > 0 && items.len() > 1 {
                 faults.unprocess_next -= 1;
@@ -318,9 +352,9 @@ mod tests {
         }
     }
 
-    async fn write(table: &MemoryTable, limiter: &WriteLimiter, n: usize) -> (Vec<(usize, String)>, usize) {
+    async fn write(table: &MemoryTable, limiter: &WriteLimiter, n: usize) -> (Vec<(usize, NotWritten)>, usize) {
         let rebuilds = Rebuilds::default();
-        let rejected = write_all(table, limiter, items(n), &|i| rebuilds.rebuild(i)).await;
+        let rejected = write_all(table, limiter, items(n), &|i| rebuilds.rebuild(i), None).await;
         (rejected, rebuilds.count())
     }
 
@@ -368,7 +402,7 @@ mod tests {
         let (rejected, _) = write(&table, &limiter(10_000), 30).await;
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].0, 7);
-        assert!(rejected[0].1.contains("ValidationException"));
+        assert!(matches!(&rejected[0].1, NotWritten::Rejected(why) if why.contains("ValidationException")));
         assert_eq!(table.len(), 29);
         assert!(table.get(&["7"]).is_none());
     }

@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# Deploy the whole stream-worker system as one CloudFormation stack (deploy/template.yaml).
+#
+#   deploy/deploy.sh --bucket NAME [options]
+#
+# Steps, each skipped when already done, so that a second run changes nothing:
+#   1. build the Lambda consumer's zip (deploy/build-lambda.sh), unless --lambda-zip PATH
+#   2. upload it to s3://BUCKET/lambda/stream-worker-lambda-<sha256>.zip (bucket created if absent)
+#   3. build the worker image from the top-level Dockerfile and push it to the ECR repository
+#      (created if absent; needs Docker), unless --image URI of an image already pushed
+#   4. aws cloudformation deploy, with the parameters below (others keep their current values)
+#   5. print the stack's outputs
+#
+# Options:
+#   --bucket NAME            S3 bucket for the zip and the packaged template (required; created if absent)
+#   --stack-name NAME        stack name (default: stream-worker)
+#   --region REGION          AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, then the CLI's configuration)
+#   --lambda-zip PATH        a built zip (one executable named bootstrap) instead of deploy/build-lambda.sh
+#   --image URI              a pushed worker image instead of building one (no Docker needed)
+#   --ecr-repository NAME    ECR repository to push to (default: stream-worker)
+#   --processing-path P      lambda or worker: which consumer reads the stream (on a running system
+#                            use deploy/switch.sh instead: it moves without a gap)
+#   --parameter KEY=VALUE    any other template parameter (repeatable), e.g. ShardCount=4
+#   --dry-run                print every command it would run, run none (no AWS call at all)
+#   -h, --help               this text
+#
+# AWS credentials and endpoints come from the standard chain (AWS_PROFILE, AWS_ACCESS_KEY_ID,
+# AWS_ENDPOINT_URL, ...). Without an `aws` on PATH, the pinned AWS CLI is installed from PyPI
+# into .local/tools (deploy/local/tools.sh). Commands are echoed to stderr as they run; the
+# stack's outputs go to stdout. Any failure ends the script with one line saying what failed.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+template=$repo/deploy/template.yaml
+me=deploy.sh
+
+die() { echo "$me: $*" >&2; exit "${DIE_CODE:-1}"; }
+usage_error() { DIE_CODE=2 die "$* (see --help)"; }
+
+stack=stream-worker
+region=
+bucket=
+lambda_zip=
+image=
+ecr_repo=stream-worker
+dry_run=false
+params=()
+
+need_value() { [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#--}" = "$2" ] || usage_error "$1 needs a value"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --bucket) need_value "$@"; bucket=$2; shift 2 ;;
+    --stack-name) need_value "$@"; stack=$2; shift 2 ;;
+    --region) need_value "$@"; region=$2; shift 2 ;;
+    --lambda-zip) need_value "$@"; lambda_zip=$2; shift 2 ;;
+    --image) need_value "$@"; image=$2; shift 2 ;;
+    --ecr-repository) need_value "$@"; ecr_repo=$2; shift 2 ;;
+    --processing-path) need_value "$@"; params+=("ProcessingPath=$2"); shift 2 ;;
+    --parameter) need_value "$@"; params+=("$2"); shift 2 ;;
+    --dry-run) dry_run=true; shift ;;
+    *) usage_error "unknown option '$1'" ;;
+  esac
+done
+
+# ---------------------------------------------------------------- checks before any call
+
+[ -n "$bucket" ] || usage_error "--bucket is required (the S3 bucket for the Lambda zip)"
+[[ "$stack" =~ ^[A-Za-z][A-Za-z0-9-]{0,63}$ ]] || usage_error "--stack-name '$stack' is not a valid stack name (letters, digits, hyphens; starts with a letter)"
+[[ "$bucket" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || usage_error "--bucket '$bucket' is not a valid S3 bucket name"
+if [ -n "$lambda_zip" ] && [ ! -f "$lambda_zip" ]; then usage_error "--lambda-zip '$lambda_zip': no such file"; fi
+
+# The template's parameters and their AllowedValues, read from its Parameters section
+# (AllowedValues are written in flow style on one line there for this reason).
+declare -A known allowed
+while IFS=$'\t' read -r name values; do
+  known[$name]=1
+  [ -n "$values" ] && allowed[$name]=$values
+done < <(awk '
+  /^Parameters:/ { in_params = 1; next }
+  in_params && /^[A-Za-z]/ { in_params = 0 }
+  in_params && /^  [A-Za-z0-9]+:[ \t]*$/ { if (name != "") print name "\t" values; name = $1; sub(":", "", name); values = ""; next }
+  in_params && /^    AllowedValues: *\[/ { v = $0; sub(/^[^[]*\[/, "", v); sub(/\].*$/, "", v); gsub(/[ "]/, "", v); values = v }
+  END { if (name != "") print name "\t" values }
+' "$template")
+[ "${#known[@]}" -gt 0 ] || die "could not read the parameters of $template"
+
+for kv in ${params[@]+"${params[@]}"}; do
+  [[ "$kv" == *=* ]] || usage_error "--parameter '$kv' is not KEY=VALUE"
+  key=${kv%%=*} value=${kv#*=}
+  case "$key" in
+    LambdaCodeBucket|LambdaCodeKey|WorkerImage|EcrRepositoryName)
+      usage_error "parameter $key is set by $me itself (use --bucket, --lambda-zip, --image, --ecr-repository)" ;;
+  esac
+  [ -n "${known[$key]:-}" ] || usage_error "unknown template parameter '$key'"
+  if [ -n "${allowed[$key]:-}" ] && [[ ",${allowed[$key]}," != *",$value,"* ]]; then
+    usage_error "parameter $key must be one of ${allowed[$key]//,/, } (got '$value')"
+  fi
+done
+
+region=${region:-${AWS_REGION:-${AWS_DEFAULT_REGION:-}}}
+
+# ---------------------------------------------------------------- helpers
+
+# Every command goes through run: printed (with shell quoting) and, unless --dry-run, run.
+show() { local out="+" a; for a in "$@"; do out+=" $(printf '%q' "$a")"; done; echo "$out"; }
+run() {
+  if $dry_run; then show "$@"; else show "$@" >&2; "$@"; fi
+}
+# A command whose failure is a fact to learn (does it exist?), not an error.
+probe() {
+  if $dry_run; then show "$@"; return 1; fi
+  show "$@" >&2; "$@" >/dev/null 2>&1
+}
+# A failing step ends the script with its first error line.
+step() { # description command...
+  local what=$1 log; shift
+  log=$(mktemp); trap 'rm -f "$log"' RETURN
+  if $dry_run; then show "$@"; return 0; fi
+  show "$@" >&2
+  if ! "$@" 2>"$log"; then
+    die "$what failed: $(grep -v '^[[:space:]]*$' "$log" | head -1)"
+  fi
+}
+
+if $dry_run; then
+  aws=aws
+else
+  if command -v aws >/dev/null; then aws=aws; else aws="$("$repo/deploy/local/tools.sh" venv)/bin/aws"; fi
+  if [ -z "$region" ]; then region=$($aws configure get region 2>/dev/null || true); fi
+fi
+[ -n "$region" ] || $dry_run || usage_error "no AWS region: pass --region or set AWS_REGION"
+region=${region:-us-east-1}
+awsr() { run "$aws" --region "$region" "$@"; }
+
+# ---------------------------------------------------------------- 1. the Lambda zip
+
+if [ -z "$lambda_zip" ]; then
+  if $dry_run; then
+    show "$repo/deploy/build-lambda.sh"
+    lambda_zip=$repo/target/lambda/stream-worker-lambda/bootstrap.zip
+  else
+    [ -x "$repo/deploy/build-lambda.sh" ] || die "deploy/build-lambda.sh not found; pass --lambda-zip PATH"
+    show "$repo/deploy/build-lambda.sh" >&2
+    lambda_zip=$("$repo/deploy/build-lambda.sh" | tail -1) || die "deploy/build-lambda.sh failed"
+    [ -f "$lambda_zip" ] || die "deploy/build-lambda.sh printed '$lambda_zip', which is not a file"
+  fi
+fi
+if [ -f "$lambda_zip" ]; then
+  digest=$(sha256sum "$lambda_zip" | cut -c1-64)
+else
+  digest="<sha256-of-zip>"
+fi
+# Named by content: the same zip is the same key, and the stack sees no change.
+code_key=lambda/stream-worker-lambda-$digest.zip
+
+# ---------------------------------------------------------------- 2. bucket and upload
+
+if ! probe "$aws" --region "$region" s3api head-bucket --bucket "$bucket"; then
+  $dry_run && echo "# if the bucket is absent:"
+  if [ "$region" = us-east-1 ]; then
+    step "creating bucket $bucket" "$aws" --region "$region" s3api create-bucket --bucket "$bucket"
+  else
+    step "creating bucket $bucket" "$aws" --region "$region" s3api create-bucket --bucket "$bucket" \
+      --create-bucket-configuration "LocationConstraint=$region"
+  fi
+  step "blocking public access to $bucket" "$aws" --region "$region" s3api put-public-access-block --bucket "$bucket" \
+    --public-access-block-configuration BlockPublicAcls=true,IgnorePublicAcls=true,BlockPublicPolicy=true,RestrictPublicBuckets=true
+fi
+if ! probe "$aws" --region "$region" s3api head-object --bucket "$bucket" --key "$code_key"; then
+  $dry_run && echo "# if the zip is not uploaded yet:"
+  step "uploading $lambda_zip" "$aws" --region "$region" s3api put-object --bucket "$bucket" --key "$code_key" --body "$lambda_zip"
+fi
+
+# ---------------------------------------------------------------- 3. the worker image
+
+if [ -n "$image" ]; then
+  # Pull permissions are granted on the image's repository when it is an ECR one.
+  if [[ "$image" =~ ^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com[^/]*/([^:@]+) ]]; then
+    ecr_repo=${BASH_REMATCH[1]}
+  else
+    ecr_repo=
+  fi
+else
+  if ! $dry_run; then
+    command -v docker >/dev/null || die "docker not found: install Docker to build the worker image, or pass --image URI of a pushed one"
+  fi
+  if $dry_run; then
+    account="<account-id>"
+    show "$aws" --region "$region" sts get-caller-identity --query Account --output text
+  else
+    account=$("$aws" --region "$region" sts get-caller-identity --query Account --output text) || die "cannot read the AWS account id (credentials?)"
+  fi
+  registry=$account.dkr.ecr.$region.amazonaws.com
+  tag=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo untracked)
+  # A work tree with changes gets a tag named after them: the same changes, the same tag.
+  if [ -n "$(git -C "$repo" status --porcelain 2>/dev/null)" ]; then
+    tag=$tag-dirty-$( (git -C "$repo" diff HEAD; git -C "$repo" status --porcelain) | sha256sum | cut -c1-10)
+  fi
+  image=$registry/$ecr_repo:$tag
+  if ! probe "$aws" --region "$region" ecr describe-repositories --repository-names "$ecr_repo"; then
+    $dry_run && echo "# if the repository is absent:"
+    step "creating ECR repository $ecr_repo" "$aws" --region "$region" ecr create-repository --repository-name "$ecr_repo" \
+      --image-scanning-configuration scanOnPush=true --encryption-configuration encryptionType=AES256
+  fi
+  if ! probe "$aws" --region "$region" ecr describe-images --repository-name "$ecr_repo" --image-ids "imageTag=$tag"; then
+    $dry_run && echo "# if the image is not pushed yet:"
+    if $dry_run; then
+      echo "+ $aws --region $region ecr get-login-password | docker login --username AWS --password-stdin $registry"
+    else
+      show "$aws" --region "$region" ecr get-login-password "|" docker login --username AWS --password-stdin "$registry" >&2
+      "$aws" --region "$region" ecr get-login-password | docker login --username AWS --password-stdin "$registry" >/dev/null \
+        || die "docker login to $registry failed"
+    fi
+    step "building the worker image" docker build --platform linux/amd64 -t "$image" "$repo"
+    step "pushing $image" docker push "$image"
+  fi
+fi
+
+# ---------------------------------------------------------------- 4. the stack
+
+overrides=(
+  "LambdaCodeBucket=$bucket"
+  "LambdaCodeKey=$code_key"
+  "WorkerImage=$image"
+  "EcrRepositoryName=$ecr_repo"
+  ${params[@]+"${params[@]}"}
+)
+step "deploying stack $stack" "$aws" --region "$region" cloudformation deploy \
+  --stack-name "$stack" --template-file "$template" \
+  --s3-bucket "$bucket" --s3-prefix templates \
+  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
+  --parameter-overrides "${overrides[@]}"
+
+# ---------------------------------------------------------------- 5. outputs
+
+if $dry_run; then
+  show "$aws" --region "$region" cloudformation describe-stacks --stack-name "$stack" \
+    --query "Stacks[0].Outputs[].[OutputKey,OutputValue]" --output text
+else
+  "$aws" --region "$region" cloudformation describe-stacks --stack-name "$stack" \
+    --query "Stacks[0].Outputs[].[OutputKey,OutputValue]" --output text \
+    || die "cannot read the outputs of stack $stack"
+fi

@@ -1,0 +1,210 @@
+//! The Lambda path: a Kinesis event from the event source mapping → the shared
+//! processing core → `batchItemFailures`.
+//!
+//! The mapping hands the function one shard's batch and, with
+//! `ReportBatchItemFailures`, retries from the lowest sequence number reported.
+//! So the function reports the **first** record not durably written, and only
+//! that: everything before it is in the tweets or the dead-letter table. A record
+//! that can never succeed is dead-lettered and never reported (that would block
+//! its shard until the record ages out). Transient failures are retried with
+//! backoff while the invocation has time; see [`budget`] for how much.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::streams::KinesisEventResponse;
+use tokio::time::Instant;
+
+use crate::metrics as m;
+use crate::processor::{Processor, Record};
+
+/// Lambda's longest timeout: a deadline further away than this is not a real one.
+pub const MAX_FUNCTION_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The budget when the runtime's deadline is in the past or absurd (local
+/// runtimes send a relative `600000` where Lambda sends an epoch): short enough
+/// for any function timeout a user is likely to set, long enough to ride out a
+/// burst of throttling.
+pub const FALLBACK_BUDGET: Duration = Duration::from_secs(10);
+
+/// How long the invocation may spend writing: the time to the deadline less a
+/// safety margin (a tenth, at least 250 ms, at most 2 s) kept for answering the
+/// Runtime API before Lambda would time the invocation out. Writes in flight at
+/// the end of the budget are abandoned and reported unwritten, so the margin
+/// only has to cover the response, not a DynamoDB attempt.
+pub fn budget(deadline: SystemTime, now: SystemTime) -> Duration {
+    match deadline.duration_since(now) {
+        Ok(remaining) if !remaining.is_zero() && remaining <= MAX_FUNCTION_TIMEOUT => {
+            let margin = (remaining / 10).clamp(Duration::from_millis(250), Duration::from_secs(2));
+            remaining.saturating_sub(margin)
+        }
+        _ => FALLBACK_BUDGET,
+    }
+}
+
+/// The shard of a record, from its `eventID` (`shardId-…:sequenceNumber`).
+fn shard_of(event_id: Option<&str>) -> &str {
+    event_id.and_then(|id| id.split_once(':')).map_or("unknown", |(shard, _)| shard)
+}
+
+/// The event's records, grouped by shard in order of appearance (the mapping
+/// sends one shard per event; nothing here relies on it).
+pub fn records_by_shard(event: KinesisEvent) -> Vec<(String, Vec<Record>)> {
+    let mut groups: Vec<(String, Vec<Record>)> = Vec::new();
+    for mut r in event.records {
+        let shard = shard_of(r.event_id.as_deref()).to_owned();
+        let record = Record {
+            sequence_number: r.kinesis.sequence_number,
+            partition_key: r.kinesis.partition_key,
+            data: std::mem::take(&mut r.kinesis.data.0),
+            arrival: r.kinesis.approximate_arrival_timestamp.0,
+        };
+        match groups.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, records)) => records.push(record),
+            None => groups.push((shard, vec![record])),
+        }
+    }
+    groups
+}
+
+/// Processes one invocation's event until `deadline` (the Runtime API's) and
+/// says where the mapping must retry from.
+pub async fn handle(processor: &Processor, event: KinesisEvent, deadline: SystemTime) -> KinesisEventResponse {
+    let until = Instant::now() + budget(deadline, SystemTime::now());
+    let mut response = KinesisEventResponse::default();
+    for (shard_id, records) in records_by_shard(event) {
+        metrics::counter!(m::RECORDS_READ).increment(records.len() as u64);
+        metrics::counter!(m::BYTES_READ).increment(records.iter().map(|r| r.data.len() as u64).sum());
+        let outcome = processor.process_until(&shard_id, &records, Some(until)).await;
+        metrics::counter!(m::BATCHES).increment(1);
+        match outcome.first_unwritten {
+            None => tracing::info!(
+                shard_id,
+                records = records.len(),
+                tweets_written = outcome.summary.tweets_written,
+                dead_lettered = outcome.summary.dead_lettered,
+                "batch written"
+            ),
+            Some(index) => {
+                let record = &records[index];
+                tracing::warn!(
+                    shard_id,
+                    records = records.len(),
+                    written = index,
+                    retry_from = %record.sequence_number,
+                    "out of time: reporting the first record not written"
+                );
+                metrics::counter!(m::LAMBDA_RECORDS_RETRIED).increment((records.len() - index) as u64);
+                response.add_failure(record.sequence_number.clone());
+            }
+        }
+    }
+    response
+}
+
+/// Reports a failed cold start to the Runtime API's `/init/error`, as Lambda
+/// expects, so that the invocation fails at once with the reason instead of
+/// timing out. `runtime_api` is `AWS_LAMBDA_RUNTIME_API` (`host:port`).
+pub fn report_init_error(runtime_api: &str, error_type: &str, message: &str) -> Result<(), String> {
+    let url = format!("http://{runtime_api}/2018-06-01/runtime/init/error");
+    let body = serde_json::json!({ "errorType": error_type, "errorMessage": message, "stackTrace": [] });
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+    agent
+        .post(&url)
+        .header("Lambda-Runtime-Function-Error-Type", "Runtime.InitError")
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .map(|_| ())
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+/// Milliseconds since the epoch, for log fields.
+pub fn epoch_millis(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processor::limiter::WriteLimiter;
+    use crate::processor::sink::MemoryTable;
+    use std::num::NonZeroU32;
+    use std::sync::Arc;
+
+    #[test]
+    fn budget_keeps_a_margin_and_clamps_what_is_not_a_real_deadline() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(budget(now + Duration::from_secs(60), now), Duration::from_secs(58));
+        assert_eq!(budget(now + Duration::from_secs(10), now), Duration::from_secs(9));
+        assert_eq!(budget(now + Duration::from_secs(1), now), Duration::from_millis(750));
+        assert_eq!(budget(now + Duration::from_millis(100), now), Duration::ZERO);
+        // Past, now, or further than Lambda's longest timeout.
+        assert_eq!(budget(now - Duration::from_secs(1), now), FALLBACK_BUDGET);
+        assert_eq!(budget(now, now), FALLBACK_BUDGET);
+        assert_eq!(budget(UNIX_EPOCH + Duration::from_millis(600_000), now), FALLBACK_BUDGET);
+        assert_eq!(budget(now + Duration::from_secs(3600), now), FALLBACK_BUDGET);
+    }
+
+    fn event(records: &[(&str, u64, &[u8])]) -> KinesisEvent {
+        let records: Vec<_> = records
+            .iter()
+            .map(|(shard, seq, data)| {
+                use base64::Engine as _;
+                serde_json::json!({
+                    "kinesis": {
+                        "kinesisSchemaVersion": "1.0",
+                        "partitionKey": format!("pk-{seq}"),
+                        "sequenceNumber": format!("{seq:056}"),
+                        "data": base64::engine::general_purpose::STANDARD.encode(data),
+                        "approximateArrivalTimestamp": 1_767_323_045.678
+                    },
+                    "eventSource": "aws:kinesis",
+                    "eventVersion": "1.0",
+                    "eventID": format!("{shard}:{seq:056}"),
+                    "eventName": "aws:kinesis:record",
+                    "invokeIdentityArn": "arn:aws:iam::123456789012:role/r",
+                    "awsRegion": "us-east-1",
+                    "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/tweets"
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    }
+
+    fn tweet(id: u64) -> Vec<u8> {
+        format!(r#"{{"id_str":"{id}","text":"t{id}"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn records_keep_their_bytes_arrival_and_shard() {
+        let groups = records_by_shard(event(&[("shardId-1", 1, b"x"), ("shardId-2", 2, b"y"), ("shardId-1", 3, b"z")]));
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].0, "shardId-1");
+        assert_eq!(groups[0].1.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), vec![b"x".to_vec(), b"z".to_vec()]);
+        assert_eq!(groups[0].1[0].sequence_number, format!("{:056}", 1));
+        assert_eq!(groups[0].1[0].partition_key, "pk-1");
+        assert_eq!(crate::processor::iso8601(groups[0].1[0].arrival), "2026-01-02T03:04:05.678Z");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttled_to_the_deadline_the_first_unwritten_record_is_reported() {
+        let tweets = Arc::new(MemoryTable::new("tweets", &["Id"]));
+        let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
+        let limiter = Arc::new(WriteLimiter::new(NonZeroU32::new(1000).unwrap()));
+        let p = Processor::new(tweets.clone(), dead.clone(), limiter, Duration::from_secs(86_400));
+        tweets.throttle_next(usize::MAX);
+        let e = event(&[("shardId-1", 1, b"not json"), ("shardId-1", 2, &tweet(2)), ("shardId-1", 3, &tweet(3))]);
+        let response = handle(&p, e, SystemTime::now() + Duration::from_secs(5)).await;
+        let failures: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        assert_eq!(failures, vec![Some(format!("{:056}", 2))], "the first tweet, after the dead-lettered record");
+        assert_eq!(dead.len(), 1);
+        assert!(tweets.is_empty());
+
+        // Once the table recovers, the retried batch reports nothing.
+        tweets.throttle_next(0);
+        let retry = event(&[("shardId-1", 2, &tweet(2)), ("shardId-1", 3, &tweet(3))]);
+        let response = handle(&p, retry, SystemTime::now() + Duration::from_secs(5)).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(tweets.len(), 2);
+    }
+}
