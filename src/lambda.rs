@@ -11,8 +11,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::metrics as m;
@@ -47,17 +49,56 @@ fn shard_of(event_id: Option<&str>) -> &str {
     event_id.and_then(|id| id.split_once(':')).map_or("unknown", |(shard, _)| shard)
 }
 
+/// The Kinesis event of the event source mapping: only what the core needs.
+///
+/// Not `aws_lambda_events`' `KinesisEvent`: its `approximateArrivalTimestamp`
+/// reads the digits after the point as milliseconds (`…045.5` becomes 5 ms,
+/// `…045.98` 98 ms), and encoders drop trailing zeros. This reads the seconds
+/// as a number and rounds to Kinesis's millisecond precision.
+#[derive(Debug, Deserialize)]
+pub struct KinesisEvent {
+    #[serde(rename = "Records")]
+    pub records: Vec<EventRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    #[serde(rename = "eventID")]
+    pub event_id: Option<String>,
+    pub kinesis: KinesisData,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KinesisData {
+    pub partition_key: String,
+    pub sequence_number: String,
+    /// Base64, as Lambda sends it.
+    pub data: String,
+    /// Seconds since the epoch, with a fraction.
+    pub approximate_arrival_timestamp: f64,
+}
+
+fn arrival(seconds: f64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis((seconds * 1000.0).round() as i64).unwrap_or_default()
+}
+
 /// The event's records, grouped by shard in order of appearance (the mapping
-/// sends one shard per event; nothing here relies on it).
+/// sends one shard per event; nothing here relies on it). Data that is not
+/// base64 (never sent by Lambda) is passed on as it is, to be dead-lettered
+/// with the rest of what is not a tweet, rather than failing the whole batch.
 pub fn records_by_shard(event: KinesisEvent) -> Vec<(String, Vec<Record>)> {
     let mut groups: Vec<(String, Vec<Record>)> = Vec::new();
-    for mut r in event.records {
+    for r in event.records {
         let shard = shard_of(r.event_id.as_deref()).to_owned();
+        let k = r.kinesis;
+        let data = base64::engine::general_purpose::STANDARD.decode(&k.data).unwrap_or_else(|_| k.data.into_bytes());
         let record = Record {
-            sequence_number: r.kinesis.sequence_number,
-            partition_key: r.kinesis.partition_key,
-            data: std::mem::take(&mut r.kinesis.data.0),
-            arrival: r.kinesis.approximate_arrival_timestamp.0,
+            sequence_number: k.sequence_number,
+            partition_key: k.partition_key,
+            data,
+            arrival: arrival(k.approximate_arrival_timestamp),
         };
         match groups.iter_mut().find(|(s, _)| *s == shard) {
             Some((_, records)) => records.push(record),
@@ -149,7 +190,6 @@ mod tests {
         let records: Vec<_> = records
             .iter()
             .map(|(shard, seq, data)| {
-                use base64::Engine as _;
                 serde_json::json!({
                     "kinesis": {
                         "kinesisSchemaVersion": "1.0",
@@ -184,6 +224,16 @@ mod tests {
         assert_eq!(groups[0].1[0].sequence_number, format!("{:056}", 1));
         assert_eq!(groups[0].1[0].partition_key, "pk-1");
         assert_eq!(crate::processor::iso8601(groups[0].1[0].arrival), "2026-01-02T03:04:05.678Z");
+    }
+
+    #[test]
+    fn arrival_times_keep_their_milliseconds_whatever_the_digits() {
+        let at = |json: &str| crate::processor::iso8601(arrival(serde_json::from_str::<f64>(json).unwrap()));
+        assert_eq!(at("1767323045.5"), "2026-01-02T03:04:05.500Z");
+        assert_eq!(at("1767323045.98"), "2026-01-02T03:04:05.980Z");
+        assert_eq!(at("1767323045.987"), "2026-01-02T03:04:05.987Z");
+        assert_eq!(at("1.767323045987E9"), "2026-01-02T03:04:05.987Z");
+        assert_eq!(at("1767323045"), "2026-01-02T03:04:05.000Z");
     }
 
     #[tokio::test(start_paused = true)]

@@ -826,6 +826,7 @@ class ShardReader(threading.Thread):
         if counted:
             self.app.count("retries")
         self.pending.appendleft(nb)
+        self.app.write_status()  # the failure counts, even when nothing was done
 
     def done(self, records):
         now = time.time()

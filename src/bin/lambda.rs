@@ -11,11 +11,11 @@
 
 use std::sync::Arc;
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use stream_worker::app;
 use stream_worker::config::LambdaArgs;
+use stream_worker::lambda::{self, KinesisEvent};
 use stream_worker::processor::Processor;
-use stream_worker::{app, lambda};
 
 /// The EMF namespace; the dimensions are the metrics' own labels.
 const NAMESPACE: &str = "StreamWorker";
@@ -48,6 +48,7 @@ async fn main() -> Result<(), Error> {
         async move {
             let deadline = event.context.deadline();
             let response = lambda::handle(&processor, event.payload, deadline).await;
+            metrics.set_property("requestId", event.context.request_id);
             if let Err(e) = metrics.flush(std::io::stdout().lock()) {
                 tracing::warn!(error = %e, "cannot write metrics");
             }

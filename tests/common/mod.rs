@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_stream-worker");
+pub const LAMBDA_BIN: &str = env!("CARGO_BIN_EXE_stream-worker-lambda");
 pub type Item = HashMap<String, AttributeValue>;
 
 const HOW_TO_START: &str = "start the local emulators first: `eval \"$(deploy/local/emulators.sh start)\"` \
@@ -57,7 +58,7 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     let local = std::env::var("STREAM_WORKER_LOCAL_DIR").map(PathBuf::from).unwrap_or_else(|_| repo().join(".local"));
     local.join("emulators/venv/bin/python")
 }
@@ -143,6 +144,13 @@ impl Setup {
     /// A worker with extra environment (e.g. another DynamoDB endpoint).
     pub fn worker_with_env(&self, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
         Worker::start(self, name, extra, env)
+    }
+
+    /// The Lambda path: `deploy/local/esm.py` (the local event source mapping)
+    /// driving `stream-worker-lambda` over the Runtime API. `args` go to esm.py
+    /// (e.g. `--starting-position`), `env` to the function.
+    pub fn lambda(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Esm {
+        Esm::start(self, name, args, env)
     }
 
     pub async fn tweets(&self) -> HashMap<String, Item> {
@@ -397,5 +405,99 @@ where
         }
         assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A running `deploy/local/esm.py` and the function processes it drives.
+pub struct Esm {
+    pub name: String,
+    pub child: Child,
+    pub status_file: PathBuf,
+    pub log: PathBuf,
+    pub function_logs: PathBuf,
+}
+
+impl Esm {
+    fn start(setup: &Setup, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let status_file = setup.dir.join(format!("{name}.status.json"));
+        let log = setup.dir.join(format!("{name}.log"));
+        let function_logs = setup.dir.join(format!("{name}-function"));
+        let child = Command::new(python())
+            .arg(repo().join("deploy/local/esm.py"))
+            .args(["--stream", &setup.stream, "--status-file"])
+            .arg(&status_file)
+            .arg("--log-dir")
+            .arg(&function_logs)
+            .args(args)
+            .arg("--")
+            .arg(LAMBDA_BIN)
+            .env("STREAM_WORKER_TWEETS_TABLE", &setup.tweets_table)
+            .env("STREAM_WORKER_DEAD_LETTER_TABLE", &setup.dead_letter_table)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start deploy/local/esm.py");
+        Self { name: name.into(), child, status_file, log, function_logs }
+    }
+
+    /// The mapping's status file (see esm.py), once it exists.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(&self.status_file).ok()?).ok()
+    }
+
+    /// A counter of the status file (0 before it exists).
+    pub fn count(&self, key: &str) -> u64 {
+        self.status().and_then(|s| s[key].as_u64()).unwrap_or(0)
+    }
+
+    /// Each shard's last record done, as the mapping sees it.
+    pub fn done(&self) -> HashMap<String, String> {
+        let Some(status) = self.status() else { return HashMap::new() };
+        let shards = status["shards"].as_object().cloned().unwrap_or_default();
+        shards.into_iter().filter_map(|(shard, s)| Some((shard, s["done_sequence"].as_str()?.to_owned()))).collect()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Every log line of every function process.
+    pub fn function_log_text(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(&self.function_logs).into_iter().flatten().flatten() {
+            text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        text
+    }
+
+    pub fn stop(&mut self) {
+        let status = Command::new("kill").args(["-s", "TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "esm.py exited with {status:?}\n{}", self.log_text());
+                return;
+            }
+            assert!(Instant::now() < deadline, "esm.py did not stop\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Esm {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-s", "TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
