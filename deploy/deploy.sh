@@ -119,9 +119,18 @@ step() { # description command...
   log=$(mktemp); trap 'rm -f "$log"' RETURN
   if $dry_run; then show "$@"; return 0; fi
   show "$@" >&2
-  if ! "$@" 2>"$log"; then
-    die "$what failed: $(grep -v '^[[:space:]]*$' "$log" | head -1)"
+  # stdout (JSON answers, progress) goes to stderr: stdout carries the outputs only.
+  if ! "$@" >&2 2>"$log"; then
+    die "$what failed: $(first_error "$log")"
   fi
+}
+# The line of a log that says what went wrong: the first that looks like an error, else the
+# last non-empty one (the CLI's upload progress comes first and is not the reason).
+first_error() {
+  local line
+  line=$(tr '\r' '\n' <"$1" | grep -iE 'error|failed|denied|invalid|not found|does not exist' | head -1 || true)
+  [ -n "$line" ] || line=$(tr '\r' '\n' <"$1" | grep -v '^[[:space:]]*$' | tail -1 || true)
+  echo "${line:-no error message}" | sed 's/^[[:space:]]*//'
 }
 
 if $dry_run; then
@@ -227,11 +236,33 @@ overrides=(
   "EcrRepositoryName=$ecr_repo"
   ${params[@]+"${params[@]}"}
 )
+# Up to date already (same template, every parameter given here already has this value):
+# nothing to do. CloudFormation would answer the same with an empty change set, after an
+# upload and a change set round trip.
+up_to_date() {
+  $dry_run && return 1
+  local status body current kv
+  status=$("$aws" --region "$region" cloudformation describe-stacks --stack-name "$stack" \
+    --query "Stacks[0].StackStatus" --output text 2>/dev/null) || return 1
+  case "$status" in CREATE_COMPLETE|UPDATE_COMPLETE) ;; *) return 1 ;; esac
+  body=$("$aws" --region "$region" cloudformation get-template --stack-name "$stack" \
+    --query TemplateBody --output text 2>/dev/null) || return 1
+  [ "$body" = "$(cat "$template")" ] || return 1
+  current=$("$aws" --region "$region" cloudformation describe-stacks --stack-name "$stack" \
+    --query "Stacks[0].Parameters[].[ParameterKey,ParameterValue]" --output text 2>/dev/null) || return 1
+  for kv in "${overrides[@]}"; do
+    grep -qxF "${kv%%=*}"$'\t'"${kv#*=}" <<<"$current" || return 1
+  done
+}
+if up_to_date; then
+  echo "$me: stack $stack is up to date (same template and parameters); nothing to deploy" >&2
+else
 step "deploying stack $stack" "$aws" --region "$region" cloudformation deploy \
   --stack-name "$stack" --template-file "$template" \
   --s3-bucket "$bucket" --s3-prefix templates \
   --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset \
   --parameter-overrides "${overrides[@]}"
+fi
 
 # ---------------------------------------------------------------- 5. outputs
 
@@ -239,7 +270,15 @@ if $dry_run; then
   show "$aws" --region "$region" cloudformation describe-stacks --stack-name "$stack" \
     --query "Stacks[0].Outputs[].[OutputKey,OutputValue]" --output text
 else
-  "$aws" --region "$region" cloudformation describe-stacks --stack-name "$stack" \
-    --query "Stacks[0].Outputs[].[OutputKey,OutputValue]" --output text \
+  outputs=$("$aws" --region "$region" cloudformation describe-stacks --stack-name "$stack" \
+    --query "Stacks[0].Outputs[].[OutputKey,OutputValue]" --output text) \
     || die "cannot read the outputs of stack $stack"
+  if [ -n "$outputs" ] && [ "$outputs" != None ]; then
+    echo "$outputs"
+  else
+    # No outputs reported (an emulator may not keep them): the resources say the names.
+    "$aws" --region "$region" cloudformation list-stack-resources --stack-name "$stack" \
+      --query "StackResourceSummaries[].[LogicalResourceId,PhysicalResourceId]" --output text \
+      || die "cannot list the resources of stack $stack"
+  fi
 fi

