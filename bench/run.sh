@@ -4,6 +4,8 @@
 #
 #   bench/run.sh            # all figures (about 10 minutes)
 #   bench/run.sh cpu memory # some of: cpu memory latency lease-cost fleet
+#   bench/run.sh lambda [--json]  # the Lambda function: cold start, peak RSS, CPU per
+#                           # record, invocation latency (see bench/lambda.py; not in "all")
 #
 # moto (the DynamoDB emulator) closes every connection after one response, while
 # DynamoDB keeps them alive; a worker talking to moto directly spends a fifth of
@@ -49,4 +51,8 @@ CONF
 nginx -c "$EMULATORS_RUN_DIR/nginx.conf" -e "$EMULATORS_RUN_DIR/nginx.log"
 export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$front"
 export STREAM_WORKER_BIN="$repo/target/release/stream-worker"
-"$repo/.local/emulators/venv/bin/python" bench/run.py "$@"
+export STREAM_WORKER_LAMBDA_BIN="$repo/target/release/stream-worker-lambda"
+case "${1:-}" in
+  lambda) shift; "$repo/.local/emulators/venv/bin/python" bench/lambda.py "$@" ;;
+  *) "$repo/.local/emulators/venv/bin/python" bench/run.py "$@" ;;
+esac

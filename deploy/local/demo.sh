@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # The whole pipeline on this machine: emulators, stream and tables, a producer of
-# synthetic tweets, two workers sharing the shards, progress every few seconds.
-# Ctrl-C stops it all (workers gracefully: checkpoint, release leases).
+# synthetic tweets, a consumer path, progress every few seconds. Ctrl-C stops it
+# all (workers gracefully: checkpoint, release leases).
 #
-#   deploy/local/demo.sh
+#   deploy/local/demo.sh                  # two workers sharing the shards
+#   DEMO_PATH=lambda deploy/local/demo.sh # the reference architecture's path: the
+#                                         # Lambda function, invoked by the local
+#                                         # event source mapping (deploy/local/esm.py)
 #
-# Settings (environment): DEMO_STREAM (tweets), DEMO_SHARDS (4), DEMO_RATE
-# records/s (100), DEMO_MALFORMED_RATIO (0.01), DEMO_METRICS_PORT (9464; the
-# second worker uses the next port).
+# Settings (environment): DEMO_PATH (worker | lambda), DEMO_STREAM (tweets),
+# DEMO_SHARDS (4), DEMO_RATE records/s (100), DEMO_MALFORMED_RATIO (0.01),
+# DEMO_METRICS_PORT (9464; the second worker uses the next port).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
+path=${DEMO_PATH:-worker}
+case "$path" in worker|lambda) ;; *) echo "demo.sh: DEMO_PATH must be worker or lambda, not '$path'" >&2; exit 2 ;; esac
 stream=${DEMO_STREAM:-tweets}
 shards=${DEMO_SHARDS:-4}
 rate=${DEMO_RATE:-100}
@@ -19,8 +24,8 @@ logs=$repo/.local/demo
 mkdir -p "$logs"
 
 command -v cargo >/dev/null || { echo "demo.sh: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
-echo "demo: building stream-worker"
-cargo build --locked --quiet
+echo "demo: building stream-worker and stream-worker-lambda"
+cargo build --locked --quiet --bins
 bin=$repo/target/debug/stream-worker
 
 eval "$(deploy/local/emulators.sh start)"
@@ -38,18 +43,29 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-for i in 1 2; do
-  "$bin" run --stream "$stream" --worker-id "worker-$i" --metrics-addr "127.0.0.1:$((port + i - 1))" \
-    >"$logs/worker-$i.log" 2>&1 &
+if [ "$path" = worker ]; then
+  for i in 1 2; do
+    "$bin" run --stream "$stream" --worker-id "worker-$i" --metrics-addr "127.0.0.1:$((port + i - 1))" \
+      >"$logs/worker-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  consumers="worker-1 and worker-2 consuming.
+  metrics:  curl -s 127.0.0.1:$port/metrics | grep ^stream_worker   (worker-2 on port $((port + 1)))"
+else
+  # Two execution environments, as Lambda would run for concurrent shards.
+  "$py" deploy/local/esm.py --stream "$stream" --concurrency 2 --log-dir "$logs/lambda" \
+    --status-file "$logs/esm-status.json" -- "$repo/target/debug/stream-worker-lambda" >"$logs/esm.log" 2>&1 &
   pids+=($!)
-done
+  consumers="the Lambda function consuming through the local event source mapping.
+  mapping:  $logs/esm.log, $logs/esm-status.json
+  function: $logs/lambda/ (JSON logs and EMF metric lines)"
+fi
 "$bin" produce --stream "$stream" --rate "$rate" --minutes 600 \
   --malformed-ratio "${DEMO_MALFORMED_RATIO:-0.01}" --seed "$RANDOM" >"$logs/producer.log" 2>&1 &
 pids+=($!)
 
 cat <<MSG
-demo: producer putting $rate tweets/s into stream '$stream'; worker-1 and worker-2 consuming.
-  metrics:  curl -s 127.0.0.1:$port/metrics | grep ^stream_worker   (worker-2 on port $((port + 1)))
+demo: producer putting $rate tweets/s into stream '$stream'; $consumers
   rows:     $py deploy/local/resources.py show --stream $stream
   logs:     $logs/
   stop:     Ctrl-C
