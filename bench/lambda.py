@@ -224,7 +224,7 @@ def spawn(args, tables, log_path):
         "_HANDLER": "bootstrap",
         "STREAM_WORKER_TWEETS_TABLE": tables[0],
         "STREAM_WORKER_DEAD_LETTER_TABLE": tables[1],
-        "STREAM_WORKER_MAX_WRITE_RATE": str(args.max_write_rate),
+        **({"STREAM_WORKER_MAX_WRITE_RATE": str(args.max_write_rate)} if args.max_write_rate else {}),
         "AWS_REGION": region,
     })
     env.setdefault("AWS_DEFAULT_REGION", region)
@@ -430,7 +430,7 @@ Lambda function ({r['binary']})
   invocation latency ({r['invocations']} × {r['records'] // r['invocations']} records)      p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms (first {lat['first']:.1f})
   throughput                                    {r['records_per_s']:,} records/s over {r['wall_s']:.1f} s
   check: {r['tweets_in_table']:,} tweets in the table, {r['dead_letters']} dead letters; tweets ~{r['tweet_bytes_mean']} B, events ~{r['event_bytes_mean'] // 1024} KiB
-  (STREAM_WORKER_MAX_WRITE_RATE={r['max_write_rate']}; DynamoDB at {r['dynamodb_endpoint']}; {r['cores']} cores; logs in {r['logs']})""")
+  (STREAM_WORKER_MAX_WRITE_RATE={r['max_write_rate'] or 'default'}; DynamoDB at {r['dynamodb_endpoint']}; {r['cores']} cores; logs in {r['logs']})""")
 
 
 def main():
@@ -440,8 +440,8 @@ def main():
     p.add_argument("--records", type=int, default=100, help="records per invocation")
     p.add_argument("--cold-starts", type=int, default=5)
     p.add_argument("--memory", type=int, default=128, help="AWS_LAMBDA_FUNCTION_MEMORY_SIZE (not enforced)")
-    p.add_argument("--max-write-rate", type=int, default=100000,
-                   help="STREAM_WORKER_MAX_WRITE_RATE (default 100000, as the cpu figure: no pacing)")
+    p.add_argument("--max-write-rate", type=int, default=None,
+                   help="STREAM_WORKER_MAX_WRITE_RATE (default: unset, the function's own default)")
     p.add_argument("--keep-tables", action="store_true", help="do not delete the two tables afterwards")
     args = p.parse_args()
     r = run(args)

@@ -25,11 +25,14 @@ fn zip_path() -> PathBuf {
 /// The zip's entries as (name, unix mode), and the bytes of `bootstrap`.
 fn read_zip(path: &std::path::Path) -> (Vec<(String, u32)>, Vec<u8>) {
     let out = Command::new("python3")
-        .args(["-c", "import sys, zipfile, json\n\
+        .args([
+            "-c",
+            "import sys, zipfile, json\n\
             z = zipfile.ZipFile(sys.argv[1])\n\
             print(json.dumps([[i.filename, i.external_attr >> 16] for i in z.infolist()]))\n\
             sys.stdout.flush()\n\
-            sys.stdout.buffer.write(z.read('bootstrap'))"])
+            sys.stdout.buffer.write(z.read('bootstrap'))",
+        ])
         .arg(path)
         .output()
         .expect("python3");
@@ -47,11 +50,8 @@ fn glibc_versions(binary: &[u8]) -> Vec<Vec<u32>> {
     while let Some(at) = binary[i..].windows(needle.len()).position(|w| w == needle) {
         let start = i + at + needle.len();
         let end = start + binary[start..].iter().take_while(|b| b.is_ascii_digit() || **b == b'.').count();
-        let parts: Vec<u32> = std::str::from_utf8(&binary[start..end])
-            .unwrap()
-            .split('.')
-            .filter_map(|p| p.parse().ok())
-            .collect();
+        let parts: Vec<u32> =
+            std::str::from_utf8(&binary[start..end]).unwrap().split('.').filter_map(|p| p.parse().ok()).collect();
         if parts.len() >= 2 {
             versions.push(parts);
         }

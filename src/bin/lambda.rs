@@ -17,6 +17,10 @@ use stream_worker::config::LambdaArgs;
 use stream_worker::lambda::{self, KinesisEvent};
 use stream_worker::processor::Processor;
 
+/// jemalloc, as in the worker: glibc's malloc was a fifth of the function's CPU.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The EMF namespace; the dimensions are the metrics' own labels.
 const NAMESPACE: &str = "StreamWorker";
 
