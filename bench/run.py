@@ -120,7 +120,7 @@ def drain(tag, shards, records, max_records):
     produce(names, "--count", str(records), "--seed", "7")
     emu = emulator_pids()
     emu_before = {k: cpu_seconds(v) for k, v in emu.items()}
-    p, port = worker(names, "bench", "--max-write-rate", "100000", "--max-records", str(max_records))
+    p, port = worker(names, "bench", "--max-records", str(max_records))
     started = time.time()
     wait_processed(port, records)
     took = time.time() - started

@@ -106,9 +106,12 @@ pub struct ProcessorArgs {
     #[arg(long, env = "STREAM_WORKER_DEAD_LETTER_TABLE", default_value = DEFAULT_DEAD_LETTER_TABLE)]
     pub dead_letter_table: String,
 
-    /// Items per second this process writes to DynamoDB, all shards together
-    #[arg(long, env = "STREAM_WORKER_MAX_WRITE_RATE", default_value_t = NonZeroU32::new(1000).unwrap())]
-    pub max_write_rate: NonZeroU32,
+    /// Hard ceiling on the write rate to each table, in write capacity units (1 KB
+    /// of item) per second, for this process, all shards together; 0 = none. The
+    /// rate adapts below it: unlimited until DynamoDB throttles, cut to 70 % of
+    /// what was sent at each throttle, raised again while writes go through
+    #[arg(long, env = "STREAM_WORKER_MAX_WRITE_RATE", default_value_t = 0)]
+    pub max_write_rate: u32,
 
     /// Days a tweet is kept before DynamoDB's TTL deletes it (sets `ExpirationTime`)
     #[arg(long, env = "STREAM_WORKER_TTL_DAYS", default_value_t = 7)]
@@ -116,6 +119,11 @@ pub struct ProcessorArgs {
 }
 
 impl ProcessorArgs {
+    /// The ceiling, if any.
+    pub fn max_write_rate(&self) -> Option<NonZeroU32> {
+        NonZeroU32::new(self.max_write_rate)
+    }
+
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(u64::from(self.ttl_days) * 86_400)
     }
@@ -342,7 +350,7 @@ mod tests {
         assert_eq!(run.initial_position, InitialPosition::TrimHorizon);
         assert_eq!(run.failover_time, Duration::from_secs(10));
         assert_eq!(run.shutdown_timeout, Duration::from_secs(5));
-        assert_eq!(run.processor.max_write_rate.get(), 1000);
+        assert_eq!(run.processor.max_write_rate(), None, "no ceiling: the rate adapts to throttling");
         assert_eq!(run.processor.ttl_days, 7);
         assert!(run.validate().is_ok());
         let id = run.worker_id();

@@ -54,7 +54,7 @@ fn shard_of(event_id: Option<&str>) -> &str {
 /// Not `aws_lambda_events`' `KinesisEvent`: its `approximateArrivalTimestamp`
 /// reads the digits after the point as milliseconds (`…045.5` becomes 5 ms,
 /// `…045.98` 98 ms), and encoders drop trailing zeros. This reads the seconds
-/// as a number and rounds to Kinesis's millisecond precision.
+/// as a number (see [`arrival`]).
 #[derive(Debug, Deserialize)]
 pub struct KinesisEvent {
     #[serde(rename = "Records")]
@@ -80,6 +80,9 @@ pub struct KinesisData {
     pub approximate_arrival_timestamp: f64,
 }
 
+/// Kinesis stamps arrival in milliseconds; the float carries noise (`…650.987`
+/// is `…650.98699999` as an f64), so round to the millisecond, as the worker
+/// does with GetRecords' timestamps.
 fn arrival(seconds: f64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis((seconds * 1000.0).round() as i64).unwrap_or_default()
 }
@@ -167,7 +170,6 @@ pub fn epoch_millis(t: SystemTime) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processor::limiter::WriteLimiter;
     use crate::processor::sink::MemoryTable;
     use std::num::NonZeroU32;
     use std::sync::Arc;
@@ -234,14 +236,14 @@ mod tests {
         assert_eq!(at("1767323045.987"), "2026-01-02T03:04:05.987Z");
         assert_eq!(at("1.767323045987E9"), "2026-01-02T03:04:05.987Z");
         assert_eq!(at("1767323045"), "2026-01-02T03:04:05.000Z");
+        assert_eq!(at("1767323045.596999"), "2026-01-02T03:04:05.597Z");
     }
 
     #[tokio::test(start_paused = true)]
     async fn throttled_to_the_deadline_the_first_unwritten_record_is_reported() {
         let tweets = Arc::new(MemoryTable::new("tweets", &["Id"]));
         let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
-        let limiter = Arc::new(WriteLimiter::new(NonZeroU32::new(1000).unwrap()));
-        let p = Processor::new(tweets.clone(), dead.clone(), limiter, Duration::from_secs(86_400));
+        let p = Processor::new(tweets.clone(), dead.clone(), NonZeroU32::new(1000), Duration::from_secs(86_400));
         tweets.throttle_next(usize::MAX);
         let e = event(&[("shardId-1", 1, b"not json"), ("shardId-1", 2, &tweet(2)), ("shardId-1", 3, &tweet(3))]);
         let response = handle(&p, e, SystemTime::now() + Duration::from_secs(5)).await;

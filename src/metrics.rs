@@ -32,6 +32,8 @@ pub const SINK_THROTTLES: &str = "stream_worker_sink_throttles_total";
 pub const SINK_UNPROCESSED_RETRIES: &str = "stream_worker_sink_unprocessed_retries_total";
 pub const SINK_WRITE_SECONDS: &str = "stream_worker_sink_write_seconds";
 pub const LAMBDA_RECORDS_RETRIED: &str = "stream_worker_lambda_records_retried_total";
+pub const WRITE_RATE_LIMIT: &str = "stream_worker_write_rate_limit";
+pub const WRITE_RATE_CUTS: &str = "stream_worker_write_rate_cuts_total";
 pub const RATE_LIMIT_WAIT_SECONDS: &str = "stream_worker_rate_limit_wait_seconds";
 
 /// Registers every counter at zero, so that dashboards and alerts see a series
@@ -69,7 +71,7 @@ pub fn register_counters() {
 /// Registers the per-table sink counters at zero.
 pub fn register_table_counters(tables: &[&str]) {
     for table in tables {
-        for name in [SINK_ITEMS_WRITTEN, SINK_THROTTLES, SINK_UNPROCESSED_RETRIES] {
+        for name in [SINK_ITEMS_WRITTEN, SINK_THROTTLES, SINK_UNPROCESSED_RETRIES, WRITE_RATE_CUTS] {
             metrics::counter!(name, "table" => table.to_string()).absolute(0);
         }
     }
@@ -121,5 +123,10 @@ pub fn describe() {
         Unit::Count,
         "records the Lambda handed back to its event source mapping for retry (out of time)"
     );
+    describe_gauge!(
+        WRITE_RATE_LIMIT,
+        "the adaptive write rate's current limit, write capacity units per second, by table (0: none)"
+    );
+    describe_counter!(WRITE_RATE_CUTS, Unit::Count, "cuts of the write rate after DynamoDB throttled, by table");
     describe_histogram!(RATE_LIMIT_WAIT_SECONDS, Unit::Seconds, "time spent waiting for the write rate limit");
 }

@@ -52,7 +52,7 @@ async fn processor(setup: &Setup, dynamodb_endpoint: Option<&str>) -> Processor 
     let args = ProcessorArgs {
         tweets_table: setup.tweets_table.clone(),
         dead_letter_table: setup.dead_letter_table.clone(),
-        max_write_rate: std::num::NonZeroU32::new(1000).unwrap(),
+        max_write_rate: 0,
         ttl_days: 7,
     };
     Processor::from_args(&args, aws_sdk_dynamodb::Client::from_conf(dynamodb.build()))

@@ -175,7 +175,7 @@ def test_function(aws, lambda_stack):
         "STREAM_WORKER_TWEETS_TABLE": phys(lambda_stack, "TweetsTable"),
         "STREAM_WORKER_DEAD_LETTER_TABLE": phys(lambda_stack, "DeadLetterTable"),
         "STREAM_WORKER_TTL_DAYS": "7",
-        "STREAM_WORKER_MAX_WRITE_RATE": "1000",
+        "STREAM_WORKER_MAX_WRITE_RATE": "0",
         "RUST_LOG": "info",
     }
     assert cfg["Role"].split("/")[-1] == phys(lambda_stack, "ConsumerRole")

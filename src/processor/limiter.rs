@@ -58,6 +58,13 @@ impl WriteLimiter {
         Self { limiter: RateLimiter::direct_with_clock(quota, TokioClock), burst: per_second }
     }
 
+    /// Uses up the burst: the limiter then starts at its rate, with nothing saved
+    /// up (for a limiter that replaces another one).
+    pub fn drained(self) -> Self {
+        let _ = self.limiter.check_n(self.burst);
+        self
+    }
+
     /// The most items one call to [`acquire`](Self::acquire) may ask for.
     pub fn burst(&self) -> u32 {
         self.burst.get()

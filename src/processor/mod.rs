@@ -6,10 +6,12 @@
 //! fails: transient errors are retried, permanent ones dead-letter the record.
 
 pub mod limiter;
+pub mod rate;
 pub mod sink;
 pub mod tweet;
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +21,8 @@ use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::metrics as m;
-use limiter::WriteLimiter;
-use sink::{write_all, BatchWriter, Item, NotWritten};
+use rate::AdaptiveRate;
+use sink::{item_size, write_all, BatchWriter, Item, NotWritten};
 use tokio::time::Instant;
 use tweet::{decode, DecodeError, Tweet};
 
@@ -95,18 +97,24 @@ pub struct Outcome {
 pub struct Processor {
     tweets: Arc<dyn BatchWriter>,
     dead_letters: Arc<dyn BatchWriter>,
-    limiter: Arc<WriteLimiter>,
+    /// One adaptive rate per table, shared by every shard of the process.
+    tweets_rate: AdaptiveRate,
+    dead_letters_rate: AdaptiveRate,
     ttl: Duration,
 }
 
 impl Processor {
+    /// `max_write_rate`: each table's ceiling in write capacity units per
+    /// second; `None` for no ceiling but DynamoDB's own throttling.
     pub fn new(
         tweets: Arc<dyn BatchWriter>,
         dead_letters: Arc<dyn BatchWriter>,
-        limiter: Arc<WriteLimiter>,
+        max_write_rate: Option<NonZeroU32>,
         ttl: Duration,
     ) -> Self {
-        Self { tweets, dead_letters, limiter, ttl }
+        let tweets_rate = AdaptiveRate::new(tweets.table(), max_write_rate);
+        let dead_letters_rate = AdaptiveRate::new(dead_letters.table(), max_write_rate);
+        Self { tweets, dead_letters, tweets_rate, dead_letters_rate, ttl }
     }
 
     /// The core on DynamoDB tables, as configured by flags or environment.
@@ -114,7 +122,7 @@ impl Processor {
         Self::new(
             Arc::new(sink::DynamoTable::new(dynamodb.clone(), &args.tweets_table)),
             Arc::new(sink::DynamoTable::new(dynamodb, &args.dead_letter_table)),
-            Arc::new(WriteLimiter::new(args.max_write_rate)),
+            args.max_write_rate(),
             args.ttl(),
         )
     }
@@ -177,7 +185,7 @@ impl Processor {
         };
         let mut out_of_time = vec![false; indexes.len()];
         let mut rejected = 0;
-        for (position, why) in write_all(self.tweets.as_ref(), &self.limiter, items, &rebuild, deadline).await {
+        for (position, why) in write_all(self.tweets.as_ref(), &self.tweets_rate, items, &rebuild, deadline).await {
             match why {
                 NotWritten::Rejected(why) => {
                     rejected += 1;
@@ -226,7 +234,7 @@ impl Processor {
         let items = (0..dead.len()).map(build).collect();
         let mut first_unwritten = None;
         for (position, not_written) in
-            write_all(self.dead_letters.as_ref(), &self.limiter, items, &build, deadline).await
+            write_all(self.dead_letters.as_ref(), &self.dead_letters_rate, items, &build, deadline).await
         {
             let (index, reason, _) = &dead[position];
             let why = match not_written {
@@ -320,21 +328,6 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
-/// DynamoDB's size of an item: attribute names plus values.
-fn item_size(item: &Item) -> usize {
-    item.iter()
-        .map(|(k, v)| {
-            k.len()
-                + match v {
-                    AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
-                    AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
-                    AttributeValue::B(b) => b.as_ref().len(),
-                    _ => 8,
-                }
-        })
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::sink::MemoryTable;
@@ -353,8 +346,7 @@ mod tests {
     fn processor(rate: u32) -> (Processor, Arc<MemoryTable>, Arc<MemoryTable>) {
         let tweets = Arc::new(MemoryTable::new("tweets", &["Id"]));
         let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
-        let limiter = Arc::new(WriteLimiter::new(NonZeroU32::new(rate).unwrap()));
-        let p = Processor::new(tweets.clone(), dead.clone(), limiter, Duration::from_secs(7 * 86_400));
+        let p = Processor::new(tweets.clone(), dead.clone(), NonZeroU32::new(rate), Duration::from_secs(7 * 86_400));
         (p, tweets, dead)
     }
 

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use futures::StreamExt;
 
-use super::limiter::WriteLimiter;
+use super::rate::AdaptiveRate;
 use crate::aws::{classify, describe, ErrorClass};
 use crate::metrics as m;
 use crate::retry::Backoff;
@@ -102,6 +102,26 @@ impl BatchWriter for DynamoTable {
     }
 }
 
+/// DynamoDB's size of an item: attribute names plus values.
+pub fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+                    AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+                    AttributeValue::B(b) => b.as_ref().len(),
+                    _ => 8,
+                }
+        })
+        .sum()
+}
+
+/// The write capacity units a put of `item` costs: its size in KB, rounded up.
+pub fn write_units(item: &Item) -> u32 {
+    (item_size(item).div_ceil(1024)).max(1) as u32
+}
+
 /// Builds again the item at an index of the items given to [`write_all`], for
 /// a retry after a failed call (rare), so that no call sends a clone.
 pub type Rebuild<'a> = &'a (dyn Fn(usize) -> Item + Sync);
@@ -122,19 +142,19 @@ pub enum NotWritten {
 /// deadline every item is written or [`NotWritten::Rejected`].
 pub async fn write_all(
     writer: &dyn BatchWriter,
-    limiter: &WriteLimiter,
+    rate: &AdaptiveRate,
     items: Vec<Item>,
     rebuild: Rebuild<'_>,
     deadline: Option<Instant>,
 ) -> Vec<(usize, NotWritten)> {
-    let chunk_size = MAX_BATCH_ITEMS.min(limiter.burst() as usize).max(1);
+    let chunk_size = MAX_BATCH_ITEMS.min(rate.burst() as usize).max(1);
     let mut chunks = Vec::with_capacity(items.len().div_ceil(chunk_size));
     let mut indexed = items.into_iter().enumerate().peekable();
     while indexed.peek().is_some() {
         chunks.push(indexed.by_ref().take(chunk_size).collect::<Vec<_>>());
     }
     futures::stream::iter(chunks)
-        .map(|chunk| write_chunk(writer, limiter, chunk, rebuild, deadline))
+        .map(|chunk| write_chunk(writer, rate, chunk, rebuild, deadline))
         .buffer_unordered(CHUNK_CONCURRENCY)
         .flat_map(futures::stream::iter)
         .collect()
@@ -143,21 +163,21 @@ pub async fn write_all(
 
 async fn write_chunk(
     writer: &dyn BatchWriter,
-    limiter: &WriteLimiter,
+    rate: &AdaptiveRate,
     chunk: Vec<(usize, Item)>,
     rebuild: Rebuild<'_>,
     deadline: Option<Instant>,
 ) -> Vec<(usize, NotWritten)> {
     let (indexes, items): (Vec<usize>, Vec<Item>) = chunk.into_iter().unzip();
     let all = || indexes.iter().map(|&index| rebuild(index)).collect();
-    match write_retrying(writer, limiter, items, &all, deadline).await {
+    match write_retrying(writer, rate, items, &all, deadline).await {
         Ok(()) => Vec::new(),
         Err(NotWritten::Rejected(_)) if indexes.len() > 1 => {
             // Find the item(s) the table refuses; the others are written.
             let mut failed = Vec::new();
             for &index in &indexes {
                 let one = || vec![rebuild(index)];
-                if let Err(why) = write_retrying(writer, limiter, one(), &one, deadline).await {
+                if let Err(why) = write_retrying(writer, rate, one(), &one, deadline).await {
                     failed.push((index, why));
                 }
             }
@@ -180,7 +200,7 @@ async fn before<F: std::future::Future>(deadline: Option<Instant>, fut: F) -> Op
 /// item already written once more is harmless.
 async fn write_retrying(
     writer: &dyn BatchWriter,
-    limiter: &WriteLimiter,
+    rate: &AdaptiveRate,
     items: Vec<Item>,
     rebuild: &(dyn Fn() -> Vec<Item> + Sync),
     deadline: Option<Instant>,
@@ -189,7 +209,8 @@ async fn write_retrying(
     let mut pending = items;
     let mut attempt = 0;
     loop {
-        let waited = before(deadline, limiter.acquire(pending.len() as u32)).await.ok_or(NotWritten::OutOfTime)?;
+        let units = pending.iter().map(write_units).sum();
+        let waited = before(deadline, rate.acquire(units)).await.ok_or(NotWritten::OutOfTime)?;
         metrics::histogram!(m::RATE_LIMIT_WAIT_SECONDS).record(waited.as_secs_f64());
         let started = Instant::now();
         let sent = pending.len();
@@ -199,9 +220,12 @@ async fn write_retrying(
         match result {
             Ok(left) if left.is_empty() => {
                 metrics::counter!(m::SINK_ITEMS_WRITTEN, "table" => table.to_owned()).increment(sent as u64);
+                rate.succeeded();
                 return Ok(());
             }
             Ok(left) => {
+                // DynamoDB leaves items unprocessed when it is over capacity.
+                rate.throttled();
                 metrics::counter!(m::SINK_ITEMS_WRITTEN, "table" => table.to_owned())
                     .increment((sent - left.len()) as u64);
                 metrics::counter!(m::SINK_UNPROCESSED_RETRIES, "table" => table.to_owned())
@@ -211,6 +235,7 @@ async fn write_retrying(
             Err(WriteError::Retryable { class, message }) => {
                 if class == ErrorClass::Throttled {
                     metrics::counter!(m::SINK_THROTTLES, "table" => table.to_owned()).increment(1);
+                    rate.throttled();
                 }
                 tracing::warn!(table = %table, ?class, attempt, error = %message, "write failed, retrying");
                 pending = rebuild();
@@ -352,14 +377,14 @@ mod tests {
         }
     }
 
-    async fn write(table: &MemoryTable, limiter: &WriteLimiter, n: usize) -> (Vec<(usize, NotWritten)>, usize) {
+    async fn write(table: &MemoryTable, rate: &AdaptiveRate, n: usize) -> (Vec<(usize, NotWritten)>, usize) {
         let rebuilds = Rebuilds::default();
-        let rejected = write_all(table, limiter, items(n), &|i| rebuilds.rebuild(i), None).await;
+        let rejected = write_all(table, rate, items(n), &|i| rebuilds.rebuild(i), None).await;
         (rejected, rebuilds.count())
     }
 
-    fn limiter(rate: u32) -> WriteLimiter {
-        WriteLimiter::new(NonZeroU32::new(rate).unwrap())
+    fn limiter(rate: u32) -> AdaptiveRate {
+        AdaptiveRate::new("t", NonZeroU32::new(rate))
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,8 +30,12 @@ where
     StreamError { class: classify(&err), message: describe(&err) }
 }
 
+/// Kinesis stamps arrival in milliseconds, sent as fractional seconds that the
+/// SDK reads through a float (`.597` can come out as `.596999884`): round to the
+/// millisecond, as the Lambda path does with its event's timestamps.
 fn to_chrono(t: Option<&AwsDateTime>) -> DateTime<Utc> {
-    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos())).unwrap_or_else(Utc::now)
+    t.and_then(|t| DateTime::from_timestamp_millis(t.secs() * 1000 + i64::from(t.subsec_nanos() + 500_000) / 1_000_000))
+        .unwrap_or_else(Utc::now)
 }
 
 fn shard_of(id: &str, parent: Option<&str>, adjacent: Option<&str>) -> Shard {
@@ -103,5 +107,20 @@ impl StreamClient for KinesisStream {
             millis_behind_latest: out.millis_behind_latest,
             child_shards,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrival_is_rounded_to_kinesis_milliseconds() {
+        let shown = |secs: i64, nanos: u32| {
+            crate::processor::iso8601(to_chrono(Some(&AwsDateTime::from_secs_and_nanos(secs, nanos))))
+        };
+        assert_eq!(shown(1_767_323_045, 596_999_884), "2026-01-02T03:04:05.597Z");
+        assert_eq!(shown(1_767_323_045, 597_000_000), "2026-01-02T03:04:05.597Z");
+        assert_eq!(shown(1_767_323_045, 999_600_000), "2026-01-02T03:04:06.000Z");
     }
 }

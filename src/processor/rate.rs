@@ -1,0 +1,255 @@
+//! The adaptive write rate of one table: as fast as DynamoDB takes, slower when
+//! it throttles.
+//!
+//! The rate is counted in write capacity units (an item's size rounded up to
+//! 1 KB), which is what a table's capacity and its throttling are counted in.
+//! Until the table first pushes back there is no limit (as in the AWS SDKs'
+//! adaptive retry mode) but the optional ceiling (`--max-write-rate`). A
+//! throttling signal (a throttled call, `UnprocessedItems`) cuts the rate to
+//! [`DECREASE`] of what was being sent, at most once per [`STEP`], since the
+//! chunks in flight together report one overload several times. Each [`STEP`]
+//! without a signal raises it by a tenth (at least [`MIN_RAISE`] units/s),
+//! up to the ceiling; once the limit is twice what is actually sent it no
+//! longer binds anything and is lifted. `governor` is the mechanism: its quota
+//! is fixed, so a change swaps in a new limiter.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::limiter::WriteLimiter;
+use crate::metrics as m;
+
+/// The share of the sending rate kept after a throttling signal (the AWS SDKs'
+/// and CUBIC's beta).
+pub const DECREASE: f64 = 0.7;
+/// How often the rate may change.
+pub const STEP: Duration = Duration::from_secs(1);
+/// The least raise per step, in units per second.
+pub const MIN_RAISE: u32 = 10;
+/// The rate never goes below this many units per second.
+pub const FLOOR: u32 = 5;
+
+pub struct AdaptiveRate {
+    table: String,
+    ceiling: Option<NonZeroU32>,
+    /// Set at every acquire too, so that the exporter never drops it as idle.
+    gauge: metrics::Gauge,
+    cuts: metrics::Counter,
+    limiter: RwLock<Option<Arc<WriteLimiter>>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The limiter's rate; `None` while nothing limits but the ceiling.
+    rate: Option<u32>,
+    last_change: Instant,
+    /// Units acquired since `window_start`, and the rate of the last window.
+    window_start: Instant,
+    window_units: u64,
+    sent_rate: f64,
+}
+
+impl AdaptiveRate {
+    /// Starts at the ceiling, or unlimited without one.
+    pub fn new(table: &str, ceiling: Option<NonZeroU32>) -> Self {
+        let now = Instant::now();
+        let rate = Self {
+            table: table.to_owned(),
+            ceiling,
+            gauge: metrics::gauge!(m::WRITE_RATE_LIMIT, "table" => table.to_owned()),
+            cuts: metrics::counter!(m::WRITE_RATE_CUTS, "table" => table.to_owned()),
+            limiter: RwLock::new(None),
+            state: Mutex::new(State {
+                rate: None,
+                last_change: now,
+                window_start: now,
+                window_units: 0,
+                sent_rate: 0.0,
+            }),
+        };
+        let limiter = ceiling.map(|c| Arc::new(WriteLimiter::new(c)));
+        *rate.limiter.write().unwrap() = limiter;
+        rate.state.lock().unwrap().rate = ceiling.map(NonZeroU32::get);
+        rate.gauge.set(f64::from(ceiling.map_or(0, NonZeroU32::get)));
+        rate
+    }
+
+    /// The current limit in units per second; `None` when there is none.
+    pub fn rate(&self) -> Option<u32> {
+        self.state.lock().unwrap().rate
+    }
+
+    /// The most units one call to [`acquire`](Self::acquire) waits for: a
+    /// second's worth of the current rate.
+    pub fn burst(&self) -> u32 {
+        self.limiter.read().unwrap().as_ref().map_or(u32::MAX, |l| l.burst())
+    }
+
+    /// Waits until `units` may be written; returns how long it waited.
+    pub async fn acquire(&self, units: u32) -> Duration {
+        {
+            let mut state = self.state.lock().unwrap();
+            let now = Instant::now();
+            let elapsed = now.duration_since(state.window_start);
+            if elapsed >= STEP {
+                state.sent_rate = state.window_units as f64 / elapsed.as_secs_f64();
+                state.window_start = now;
+                state.window_units = 0;
+            }
+            state.window_units += u64::from(units);
+            self.gauge.set(f64::from(state.rate.unwrap_or(0)));
+        }
+        let limiter = self.limiter.read().unwrap().clone();
+        match limiter {
+            Some(limiter) => limiter.acquire(units).await,
+            None => Duration::ZERO,
+        }
+    }
+
+    /// DynamoDB pushed back: cut the rate (once per step).
+    pub fn throttled(&self) {
+        let mut state = self.state.lock().unwrap();
+        let now = Instant::now();
+        if state.rate.is_some() && now.duration_since(state.last_change) < STEP {
+            return;
+        }
+        // What was being sent: the limit, or, without one, the last window's
+        // rate (or this window's so far, if it is the first).
+        let sending = match state.rate {
+            Some(rate) => f64::from(rate),
+            None => {
+                let so_far = now.duration_since(state.window_start).as_secs_f64();
+                let current = if so_far > 0.0 { state.window_units as f64 / so_far.max(0.1) } else { 0.0 };
+                state.sent_rate.max(current)
+            }
+        };
+        let cut = ((sending * DECREASE).round() as u32).max(FLOOR);
+        let cut = self.ceiling.map_or(cut, |c| cut.min(c.get()));
+        self.cuts.increment(1);
+        tracing::info!(table = %self.table, from = sending as u64, to = cut, "throttled: write rate cut");
+        self.set(&mut state, Some(cut));
+    }
+
+    /// A call went through whole: raise the rate (once per step).
+    pub fn succeeded(&self) {
+        let mut state = self.state.lock().unwrap();
+        let Some(rate) = state.rate else { return };
+        if Instant::now().duration_since(state.last_change) < STEP {
+            return;
+        }
+        let raised = rate.saturating_add((rate / 10).max(MIN_RAISE));
+        let next = match self.ceiling {
+            Some(ceiling) => Some(raised.min(ceiling.get())),
+            None if f64::from(raised) > 2.0 * state.sent_rate && state.sent_rate > 0.0 => None,
+            None => Some(raised),
+        };
+        if next != state.rate {
+            self.set(&mut state, next);
+        } else {
+            state.last_change = Instant::now();
+        }
+    }
+
+    fn set(&self, state: &mut State, rate: Option<u32>) {
+        state.rate = rate;
+        state.last_change = Instant::now();
+        // A fresh limiter would grant a second's burst at every change: it
+        // starts drained, so that the rate holds across changes.
+        let limiter = rate.and_then(NonZeroU32::new).map(|r| Arc::new(WriteLimiter::new(r).drained()));
+        *self.limiter.write().unwrap() = limiter;
+        self.gauge.set(f64::from(rate.unwrap_or(0)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step() -> Duration {
+        STEP + Duration::from_millis(1)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_ceiling_nothing_limits_until_the_table_pushes_back() {
+        let rate = AdaptiveRate::new("t", None);
+        assert_eq!(rate.rate(), None);
+        assert_eq!(rate.burst(), u32::MAX);
+        let start = Instant::now();
+        for _ in 0..100 {
+            rate.acquire(25).await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_signal_cuts_to_seven_tenths_of_what_was_sent_once_per_step() {
+        let rate = AdaptiveRate::new("t", None);
+        // 2,000 units over two seconds: 1,000 units/s sent.
+        for _ in 0..20 {
+            rate.acquire(100).await;
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        rate.acquire(0).await;
+        rate.throttled();
+        assert_eq!(rate.rate(), Some(700));
+        rate.throttled();
+        assert_eq!(rate.rate(), Some(700), "one cut per step");
+        tokio::time::advance(step()).await;
+        rate.throttled();
+        assert_eq!(rate.rate(), Some(490));
+        for _ in 0..100 {
+            tokio::time::advance(step()).await;
+            rate.throttled();
+        }
+        assert_eq!(rate.rate(), Some(FLOOR));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_raises_by_a_tenth_per_step_up_to_the_ceiling() {
+        let rate = AdaptiveRate::new("t", NonZeroU32::new(1000));
+        assert_eq!(rate.rate(), Some(1000));
+        tokio::time::advance(step()).await;
+        rate.throttled();
+        assert_eq!(rate.rate(), Some(700));
+        rate.succeeded();
+        assert_eq!(rate.rate(), Some(700), "not within the step of the cut");
+        tokio::time::advance(step()).await;
+        rate.succeeded();
+        assert_eq!(rate.rate(), Some(770));
+        for _ in 0..10 {
+            tokio::time::advance(step()).await;
+            rate.succeeded();
+        }
+        assert_eq!(rate.rate(), Some(1000), "never above the ceiling");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limit_holds_the_rate_and_is_lifted_once_it_binds_nothing() {
+        let rate = AdaptiveRate::new("t", None);
+        rate.acquire(50).await;
+        tokio::time::advance(step()).await;
+        rate.throttled();
+        let limit = rate.rate().unwrap();
+        assert_eq!(limit, FLOOR.max((50.0 / step().as_secs_f64() * DECREASE).round() as u32));
+        assert_eq!(rate.burst(), limit);
+        // The limit is a real limit, with no burst saved up by the change: ten
+        // seconds' worth take ten seconds.
+        let start = Instant::now();
+        for _ in 0..10 {
+            rate.acquire(limit).await;
+        }
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(9_990) && took <= Duration::from_millis(10_010), "{took:?}");
+        // Little is sent afterwards: raised steps soon exceed twice the sent rate.
+        for _ in 0..30 {
+            tokio::time::advance(step()).await;
+            rate.acquire(1).await;
+            rate.succeeded();
+        }
+        assert_eq!(rate.rate(), None);
+    }
+}
