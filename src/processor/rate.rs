@@ -6,12 +6,12 @@
 //! Until the table first pushes back there is no limit (as in the AWS SDKs'
 //! adaptive retry mode) but the optional ceiling (`--max-write-rate`). A
 //! throttling signal (a throttled call, `UnprocessedItems`) cuts the rate to
-//! [`DECREASE`] of what was being sent, at most once per [`STEP`], since the
-//! chunks in flight together report one overload several times. Each [`STEP`]
-//! without a signal raises it by a tenth (at least [`MIN_RAISE`] units/s),
-//! up to the ceiling; once the limit is twice what is actually sent it no
-//! longer binds anything and is lifted. `governor` is the mechanism: its quota
-//! is fixed, so a change swaps in a new limiter.
+//! [`DECREASE`] of what was being sent, at most once per [`STEP`], and only
+//! for a call sent after the last cut: calls already in flight report the
+//! same overload again (TCP's one cut per window). Each [`STEP`] without a
+//! signal raises it by a tenth (at least [`MIN_RAISE`] units/s), up to the
+//! ceiling. `governor` is the mechanism: its quota is fixed, so a change swaps
+//! in a new limiter, drained so that no burst is granted by the change.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, RwLock};
@@ -47,6 +47,9 @@ struct State {
     /// The limiter's rate; `None` while nothing limits but the ceiling.
     rate: Option<u32>,
     last_change: Instant,
+    /// The last cut, and the last throttling signal (cut or not).
+    last_cut: Option<Instant>,
+    last_signal: Option<Instant>,
     /// Units acquired since `window_start`, and the rate of the last window.
     window_start: Instant,
     window_units: u64,
@@ -66,6 +69,8 @@ impl AdaptiveRate {
             state: Mutex::new(State {
                 rate: None,
                 last_change: now,
+                last_cut: None,
+                last_signal: None,
                 window_start: now,
                 window_units: 0,
                 sent_rate: 0.0,
@@ -110,22 +115,25 @@ impl AdaptiveRate {
         }
     }
 
-    /// DynamoDB pushed back: cut the rate (once per step).
-    pub fn throttled(&self) {
+    /// DynamoDB pushed back on a call sent at `sent_at`: cut the rate, once per
+    /// step and only for calls sent since the last cut.
+    pub fn throttled(&self, sent_at: Instant) {
         let mut state = self.state.lock().unwrap();
         let now = Instant::now();
-        if state.rate.is_some() && now.duration_since(state.last_change) < STEP {
+        state.last_signal = Some(now);
+        if state.last_cut.is_some_and(|cut| sent_at < cut || now.duration_since(cut) < STEP) {
             return;
         }
-        // What was being sent: the limit, or, without one, the last window's
-        // rate (or this window's so far, if it is the first).
+        state.last_cut = Some(now);
+        // What was being sent: the last window's rate (or this window's so far,
+        // if it is the first), never more than the limit.
+        let so_far = now.duration_since(state.window_start).as_secs_f64();
+        let current = if so_far > 0.0 { state.window_units as f64 / so_far.max(0.1) } else { 0.0 };
+        let sent = state.sent_rate.max(current);
         let sending = match state.rate {
+            Some(rate) if sent > 0.0 => sent.min(f64::from(rate)),
             Some(rate) => f64::from(rate),
-            None => {
-                let so_far = now.duration_since(state.window_start).as_secs_f64();
-                let current = if so_far > 0.0 { state.window_units as f64 / so_far.max(0.1) } else { 0.0 };
-                state.sent_rate.max(current)
-            }
+            None => sent,
         };
         let cut = ((sending * DECREASE).round() as u32).max(FLOOR);
         let cut = self.ceiling.map_or(cut, |c| cut.min(c.get()));
@@ -134,19 +142,18 @@ impl AdaptiveRate {
         self.set(&mut state, Some(cut));
     }
 
-    /// A call went through whole: raise the rate (once per step).
+    /// A call went through whole: raise the rate, once per step, and only after
+    /// a step without any throttling signal.
     pub fn succeeded(&self) {
         let mut state = self.state.lock().unwrap();
         let Some(rate) = state.rate else { return };
-        if Instant::now().duration_since(state.last_change) < STEP {
+        let now = Instant::now();
+        let quiet = |since: Option<Instant>| since.is_none_or(|t| now.duration_since(t) >= STEP);
+        if !quiet(Some(state.last_change)) || !quiet(state.last_signal) {
             return;
         }
         let raised = rate.saturating_add((rate / 10).max(MIN_RAISE));
-        let next = match self.ceiling {
-            Some(ceiling) => Some(raised.min(ceiling.get())),
-            None if f64::from(raised) > 2.0 * state.sent_rate && state.sent_rate > 0.0 => None,
-            None => Some(raised),
-        };
+        let next = Some(self.ceiling.map_or(raised, |ceiling| raised.min(ceiling.get())));
         if next != state.rate {
             self.set(&mut state, next);
         } else {
@@ -194,18 +201,58 @@ mod tests {
             tokio::time::advance(Duration::from_millis(100)).await;
         }
         rate.acquire(0).await;
-        rate.throttled();
+        rate.throttled(Instant::now());
         assert_eq!(rate.rate(), Some(700));
-        rate.throttled();
+        rate.throttled(Instant::now());
         assert_eq!(rate.rate(), Some(700), "one cut per step");
         tokio::time::advance(step()).await;
-        rate.throttled();
+        rate.throttled(Instant::now());
         assert_eq!(rate.rate(), Some(490));
         for _ in 0..100 {
             tokio::time::advance(step()).await;
-            rate.throttled();
+            rate.throttled(Instant::now());
         }
         assert_eq!(rate.rate(), Some(FLOOR));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn successes_do_not_outrun_throttling() {
+        let rate = AdaptiveRate::new("t", NonZeroU32::new(1000));
+        rate.throttled(Instant::now());
+        assert_eq!(rate.rate(), Some(700));
+        // A success and a signal every step: up a tenth, down three tenths.
+        for _ in 0..3 {
+            tokio::time::advance(step()).await;
+            rate.succeeded();
+            rate.succeeded();
+            rate.throttled(Instant::now());
+            rate.throttled(Instant::now());
+        }
+        assert_eq!(rate.rate(), Some(319), "700 → 770 → 539 → 592 → 414 → 455 → 319");
+        // A signal within the cooldown cuts nothing but still holds raises back.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        rate.throttled(Instant::now());
+        assert_eq!(rate.rate(), Some(319));
+        tokio::time::advance(Duration::from_millis(600)).await;
+        rate.succeeded();
+        assert_eq!(rate.rate(), Some(319));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        rate.succeeded();
+        assert_eq!(rate.rate(), Some(350));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_sent_before_the_last_cut_does_not_cut_again() {
+        let rate = AdaptiveRate::new("t", NonZeroU32::new(1000));
+        let before = Instant::now();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        rate.throttled(Instant::now());
+        assert_eq!(rate.rate(), Some(700));
+        tokio::time::advance(step() * 3).await;
+        rate.throttled(before);
+        assert_eq!(rate.rate(), Some(700), "in flight during the cut: the same overload");
+        rate.throttled(Instant::now());
+        assert_eq!(rate.rate(), Some(490));
     }
 
     #[tokio::test(start_paused = true)]
@@ -213,13 +260,15 @@ mod tests {
         let rate = AdaptiveRate::new("t", NonZeroU32::new(1000));
         assert_eq!(rate.rate(), Some(1000));
         tokio::time::advance(step()).await;
-        rate.throttled();
+        rate.throttled(Instant::now());
         assert_eq!(rate.rate(), Some(700));
         rate.succeeded();
         assert_eq!(rate.rate(), Some(700), "not within the step of the cut");
         tokio::time::advance(step()).await;
         rate.succeeded();
         assert_eq!(rate.rate(), Some(770));
+        rate.succeeded();
+        assert_eq!(rate.rate(), Some(770), "once per step");
         for _ in 0..10 {
             tokio::time::advance(step()).await;
             rate.succeeded();
@@ -228,11 +277,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_limit_holds_the_rate_and_is_lifted_once_it_binds_nothing() {
+    async fn the_limit_holds_the_rate_and_keeps_rising_while_writes_go_through() {
         let rate = AdaptiveRate::new("t", None);
         rate.acquire(50).await;
         tokio::time::advance(step()).await;
-        rate.throttled();
+        rate.throttled(Instant::now());
         let limit = rate.rate().unwrap();
         assert_eq!(limit, FLOOR.max((50.0 / step().as_secs_f64() * DECREASE).round() as u32));
         assert_eq!(rate.burst(), limit);
@@ -244,12 +293,11 @@ mod tests {
         }
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(9_990) && took <= Duration::from_millis(10_010), "{took:?}");
-        // Little is sent afterwards: raised steps soon exceed twice the sent rate.
         for _ in 0..30 {
             tokio::time::advance(step()).await;
             rate.acquire(1).await;
             rate.succeeded();
         }
-        assert_eq!(rate.rate(), None);
+        assert!(rate.rate().unwrap() > 10 * limit, "{:?}", rate.rate());
     }
 }

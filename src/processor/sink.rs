@@ -225,7 +225,7 @@ async fn write_retrying(
             }
             Ok(left) => {
                 // DynamoDB leaves items unprocessed when it is over capacity.
-                rate.throttled();
+                rate.throttled(started);
                 metrics::counter!(m::SINK_ITEMS_WRITTEN, "table" => table.to_owned())
                     .increment((sent - left.len()) as u64);
                 metrics::counter!(m::SINK_UNPROCESSED_RETRIES, "table" => table.to_owned())
@@ -235,7 +235,7 @@ async fn write_retrying(
             Err(WriteError::Retryable { class, message }) => {
                 if class == ErrorClass::Throttled {
                     metrics::counter!(m::SINK_THROTTLES, "table" => table.to_owned()).increment(1);
-                    rate.throttled();
+                    rate.throttled(started);
                 }
                 tracing::warn!(table = %table, ?class, attempt, error = %message, "write failed, retrying");
                 pending = rebuild();

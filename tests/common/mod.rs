@@ -501,3 +501,46 @@ impl Drop for Esm {
         let _ = self.child.wait();
     }
 }
+
+/// `deploy/local/faults.py`: a fault-injecting proxy in front of an emulator
+/// (DynamoDB capacity with `UnprocessedItems` and throttling, 500s, slow
+/// answers, resets), controlled through its `/__faults` endpoint.
+pub struct Faults {
+    pub port: u16,
+    child: Child,
+}
+
+impl Faults {
+    /// A proxy to `upstream` (a URL) with the given faults.py options.
+    pub fn start(upstream: &str, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(python())
+            .arg(repo().join("deploy/local/faults.py"))
+            .args(["--upstream", upstream, "--port", "0", "--print-port", "--report-interval", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start deploy/local/faults.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("faults.py printed {line:?}, not a port"));
+        Self { port, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The proxy's settings and counters.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&http_get(self.port, "/__faults").unwrap()).unwrap()
+    }
+}
+
+impl Drop for Faults {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
