@@ -7,7 +7,7 @@ invokes a function process over the real Lambda Runtime API, so the Lambda binar
 (`stream-worker-lambda`, built on `lambda_runtime`) runs unmodified on this machine:
 
     esm.py --stream tweets -- target/debug/stream-worker-lambda
-    esm.py --stream tweets --concurrency 2 --batch-size 500 -v -- python3 deploy/local/fake_function.py
+    esm.py --stream tweets --concurrency 2 --batch-size 500 -v -- target/release/stream-worker-lambda
 
 What it implements
   The Lambda service: --concurrency execution environments, each a child process with
