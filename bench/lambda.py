@@ -37,11 +37,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 
+from procstat import cpu_seconds, peak_rss_mib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("STREAM_WORKER_LAMBDA_BIN", os.path.join(REPO, "target/release/stream-worker-lambda"))
 RUN_DIR = os.environ.get("EMULATORS_RUN_DIR", os.path.join(REPO, ".local/run"))
 API = "/2018-06-01/runtime"
-TICK = os.sysconf("SC_CLK_TCK")
 FUNCTION = "stream-worker-lambda"
 SHARD = "shardId-000000000000"
 TARGET_COLD_MS = 100
@@ -53,18 +54,6 @@ TAGS = ("aws", "rustlang", "serverless", "kinesis", "dynamodb", "streaming", "bi
 
 def say(msg):
     print(msg, file=sys.stderr, flush=True)
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def peak_rss_mib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def helper_pids():

@@ -16,10 +16,11 @@ import urllib.request
 
 import boto3
 
+from procstat import cpu_seconds, peak_rss_mib
+
 BIN = os.environ["STREAM_WORKER_BIN"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_DIR = os.environ["EMULATORS_RUN_DIR"]
-TICK = os.sysconf("SC_CLK_TCK")
 WORK = tempfile.mkdtemp(prefix="stream-worker-bench-")
 rows = []
 _ports = iter(range(19500, 19600))
@@ -27,18 +28,6 @@ _ports = iter(range(19500, 19600))
 
 def region():
     return os.environ.get("AWS_REGION", "us-east-1")
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def peak_rss_mib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def emulator_pids():
