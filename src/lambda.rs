@@ -9,7 +9,7 @@
 //! its shard until the record ages out). Transient failures are retried with
 //! backoff while the invocation has time; see [`budget`] for how much.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
@@ -162,17 +162,13 @@ pub fn report_init_error(runtime_api: &str, error_type: &str, message: &str) -> 
         .map_err(|e| format!("{url}: {e}"))
 }
 
-/// Milliseconds since the epoch, for log fields.
-pub fn epoch_millis(t: SystemTime) -> u128 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::processor::sink::MemoryTable;
     use std::num::NonZeroU32;
     use std::sync::Arc;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn budget_keeps_a_margin_and_clamps_what_is_not_a_real_deadline() {
