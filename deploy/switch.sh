@@ -180,7 +180,7 @@ worker_caught_up() {
   STATUS_JSON=$out python3 - "$lag_ms" <<'PY'
 import json, os, sys
 limit = int(sys.argv[1])
-rows = [r for r in json.loads(os.environ["STATUS_JSON"]) if r.get("state") != "finished"]
+rows = [r for r in json.loads(os.environ["STATUS_JSON"])["shards"] if r.get("state") != "finished"]
 if not rows:
     print("no shards reported"); sys.exit(1)
 late = [r for r in rows if r.get("state") not in ("owned", "pending-handoff")

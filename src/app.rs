@@ -118,7 +118,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     check_stream(&kinesis, &config, &args.stream).await?;
     check_table(&dynamodb, &config, &args.lease_table).await?;
-    let store = DynamoLeaseStore::new(dynamodb, &args.lease_table);
+    let store = DynamoLeaseStore::new(dynamodb.clone(), &args.lease_table);
     let stream = KinesisStream::new(kinesis, &args.stream);
     let mut seen = crate::leases::taker::Observations::default();
     let mut leases = store.list().await?;
@@ -134,10 +134,23 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let shards = stream.list_shards().await.map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
     let ids: Vec<String> = shards.into_iter().map(|s| s.id).collect();
     let rows = crate::status::report(&leases, &ids, observed, &stream).await;
+    let workers = crate::status::live_workers(&rows);
+    let mut limits = Vec::new();
+    for table in [&args.tweets_table, &args.dead_letter_table] {
+        use crate::processor::sink::BatchWriter as _;
+        match crate::processor::sink::DynamoTable::new(dynamodb.clone(), table).write_limit().await {
+            Ok(limit) => limits.push(crate::status::WriteLimit::new(table, limit, workers)),
+            Err(e) => {
+                eprintln!("status: no write limit for table '{table}' (set --tweets-table/--dead-letter-table): {e}")
+            }
+        }
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let out = serde_json::json!({ "shards": rows, "live_workers": workers, "write_limits": limits });
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", crate::status::render_text(&rows));
+        print!("{}", crate::status::render_write_limits(&limits, workers));
     }
     Ok(())
 }

@@ -64,7 +64,15 @@ pub struct StatusArgs {
     #[arg(long, env = "STREAM_WORKER_LEASE_TABLE", default_value = DEFAULT_LEASE_TABLE)]
     pub lease_table: String,
 
-    /// Print JSON (one array of shard objects) instead of a table
+    /// Tweets table whose write limit the fleet shares
+    #[arg(long, env = "STREAM_WORKER_TWEETS_TABLE", default_value = DEFAULT_TWEETS_TABLE)]
+    pub tweets_table: String,
+
+    /// Dead-letter table whose write limit the fleet shares
+    #[arg(long, env = "STREAM_WORKER_DEAD_LETTER_TABLE", default_value = DEFAULT_DEAD_LETTER_TABLE)]
+    pub dead_letter_table: String,
+
+    /// Print JSON (`{"shards": [...], "write_limits": [...]}`) instead of tables
     #[arg(long)]
     pub json: bool,
 

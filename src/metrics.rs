@@ -33,6 +33,7 @@ pub const SINK_UNPROCESSED_RETRIES: &str = "stream_worker_sink_unprocessed_retri
 pub const SINK_WRITE_SECONDS: &str = "stream_worker_sink_write_seconds";
 pub const LAMBDA_RECORDS_RETRIED: &str = "stream_worker_lambda_records_retried_total";
 pub const WRITE_RATE_LIMIT: &str = "stream_worker_write_rate_limit";
+pub const WRITE_RATE_CEILING: &str = "stream_worker_write_rate_ceiling";
 pub const WRITE_RATE_CUTS: &str = "stream_worker_write_rate_cuts_total";
 pub const RATE_LIMIT_WAIT_SECONDS: &str = "stream_worker_rate_limit_wait_seconds";
 
@@ -126,6 +127,11 @@ pub fn describe() {
     describe_gauge!(
         WRITE_RATE_LIMIT,
         "the adaptive write rate's current limit, write capacity units per second, by table (0: none)"
+    );
+    describe_gauge!(
+        WRITE_RATE_CEILING,
+        "the write rate's ceiling, write capacity units per second, by table: the lower of --max-write-rate and \
+         this worker's share of the table's capacity (0: none)"
     );
     describe_counter!(WRITE_RATE_CUTS, Unit::Count, "cuts of the write rate after DynamoDB throttled, by table");
     describe_histogram!(RATE_LIMIT_WAIT_SECONDS, Unit::Seconds, "time spent waiting for the write rate limit");

@@ -100,6 +100,49 @@ pub async fn report(
     rows
 }
 
+/// The workers that hold a lease of an unfinished shard (and, when watched,
+/// renew it): the fleet that shares the tables' write limits.
+pub fn live_workers(rows: &[ShardStatus]) -> usize {
+    let owners: std::collections::HashSet<&str> =
+        rows.iter().filter(|r| !matches!(r.state, "finished" | "expired")).filter_map(|r| r.owner.as_deref()).collect();
+    owners.len()
+}
+
+/// One table's own write limit, as the fleet shares it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WriteLimit {
+    pub table: String,
+    /// Provisioned write capacity, or an on-demand maximum; `None`: on demand.
+    pub limit: Option<u32>,
+    /// Each live worker's ceiling: the limit shared by the live workers
+    /// (before any `--max-write-rate`).
+    pub per_worker: Option<u32>,
+}
+
+impl WriteLimit {
+    pub fn new(table: &str, limit: Option<u32>, workers: usize) -> Self {
+        let per_worker = crate::processor::rate::ceiling(None, limit, workers).map(std::num::NonZeroU32::get);
+        Self { table: table.to_owned(), limit, per_worker }
+    }
+}
+
+pub fn render_write_limits(limits: &[WriteLimit], workers: usize) -> String {
+    let mut out = format!("\nwrite limits, shared by {workers} live worker(s):\n");
+    for l in limits {
+        match (l.limit, l.per_worker) {
+            (Some(limit), Some(each)) => out.push_str(&format!(
+                "  {:<28} {limit} write units/s → ceiling {each}/s per worker (lower with --max-write-rate)\n",
+                l.table
+            )),
+            _ => out.push_str(&format!(
+                "  {:<28} no table limit (on demand): each worker adapts to throttling under --max-write-rate\n",
+                l.table
+            )),
+        }
+    }
+    out
+}
+
 pub fn render_text(rows: &[ShardStatus]) -> String {
     let mut out = format!(
         "{:<24} {:<20} {:<28} {:<14} {:>10}  {}\n",
@@ -169,5 +212,35 @@ mod tests {
                 && text.contains("250ms"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_write_limit_is_shared_by_the_live_owners() {
+        let row = |id: &str, state: &'static str, owner: Option<&str>| ShardStatus {
+            shard_id: id.into(),
+            state,
+            owner: owner.map(Into::into),
+            handoff_to: None,
+            checkpoint: None,
+            lease_counter: None,
+            parents: vec![],
+            behind_ms: None,
+        };
+        let rows = [
+            row("a", "owned", Some("w1")),
+            row("b", "owned", Some("w1")),
+            row("c", "pending-handoff", Some("w2")),
+            row("d", "expired", Some("dead")),
+            row("e", "finished", Some("w3")),
+            row("f", "unowned", None),
+        ];
+        let workers = live_workers(&rows);
+        assert_eq!(workers, 2);
+        let limits = [WriteLimit::new("Tweets", Some(600), workers), WriteLimit::new("Dead", None, workers)];
+        assert_eq!(limits[0].per_worker, Some(300));
+        assert_eq!(limits[1].per_worker, None);
+        let text = render_write_limits(&limits, workers);
+        assert!(text.contains("2 live worker") && text.contains("600 write units/s → ceiling 300/s"), "{text}");
+        assert!(text.contains("Dead") && text.contains("on demand"), "{text}");
     }
 }

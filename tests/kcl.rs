@@ -119,7 +119,9 @@ async fn a_kcl_lease_table_is_adopted_with_its_checkpoints() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = status["shards"].as_array().unwrap();
+    assert_eq!(status["live_workers"], 1, "{status}");
     assert_eq!(report.len(), 4);
     for row in &report[..3] {
         assert_eq!(row["state"], "owned", "{row}");

@@ -77,3 +77,85 @@ async fn behind_a_table_of_fixed_capacity_the_rate_settles_under_it_and_nothing_
     worker.signal("TERM");
     worker.wait_exit(Duration::from_secs(15));
 }
+
+/// Units admitted per second between two stats snapshots' clocks: the mean of
+/// the full seconds in `[from, to)`.
+fn mean_units(stats: &serde_json::Value, table: &str, from: u64, to: u64) -> f64 {
+    let seconds: Vec<u64> =
+        units_per_second(stats, table).into_iter().filter(|(s, _)| *s >= from && *s < to).map(|(_, u)| u).collect();
+    assert!(!seconds.is_empty(), "no seconds in [{from}, {to})");
+    seconds.iter().sum::<u64>() as f64 / seconds.len() as f64
+}
+
+/// The proxy's clock: it counts units by Unix second.
+fn unix_second() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_shares_a_provisioned_table_and_survivors_take_up_a_lost_workers_share() {
+    // A provisioned table of 150 write units/s, enforced by the proxy as DynamoDB
+    // would: three workers each take a third, two take half.
+    const WCU: u64 = 150;
+    let wcu = WCU.to_string();
+    let setup = Setup::with("fleet-share", 6, &["--write-capacity", &wcu]);
+    let puts = setup.produce(&["--count", "5000", "--seed", "37"]);
+    let upstream = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap();
+    let faults = Faults::start(&upstream, &["--wcu", &wcu, "--table", &setup.tweets_table, "--history", "300"]);
+    let endpoint = faults.url();
+    let env = [("AWS_ENDPOINT_URL_DYNAMODB", endpoint.as_str())];
+    let args = ["--failover-time", "4s"];
+    let mut workers: Vec<Worker> = ["a", "b", "c"].iter().map(|w| setup.worker_with_env(w, &args, &env)).collect();
+    let tweets = format!("table=\"{}\"", setup.tweets_table);
+    let ceilings = |workers: &[Worker]| -> Vec<f64> {
+        workers.iter().map(|w| w.metric_with("stream_worker_write_rate_ceiling", &tweets).unwrap_or(-1.0)).collect()
+    };
+
+    // Three live workers: each capped at a third before anything is throttled.
+    eventually(Duration::from_secs(60), "each worker's ceiling at a third of the table", || async {
+        (ceilings(&workers) == vec![50.0; 3]).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(60), "the first rows", || async {
+        (!setup.tweets().await.is_empty()).then_some(())
+    })
+    .await;
+    // Measurement windows: whole seconds of the proxy's clock.
+    let start = unix_second();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let three = faults.stats();
+    let fleet_rate = mean_units(&three, &setup.tweets_table, start + 1, start + 11);
+    let t = &setup.tweets_table;
+    let refused = counter(&three, t, "items_unprocessed") + counter(&three, t, "calls_throttled");
+    let admitted = counter(&three, t, "items_admitted");
+
+    // kill -9 one: once its leases expire, the survivors' share is a half, and
+    // their rate rises to it.
+    workers.remove(2).kill9();
+    eventually(Duration::from_secs(60), "the survivors' ceiling at half the table", || async {
+        (ceilings(&workers) == vec![75.0; 2]).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(30), "the survivors' rate at their new ceiling", || async {
+        workers.iter().all(|w| w.metric_with("stream_worker_write_rate_limit", &tweets) == Some(75.0)).then_some(())
+    })
+    .await;
+    let from = unix_second();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let two = faults.stats();
+    let survivors_rate = mean_units(&two, t, from + 1, from + 7);
+    println!(
+        "fleet of 3 on {WCU} WCU/s: {fleet_rate:.0} units/s, {refused} items or calls refused of {admitted} admitted; \
+         2 survivors: {survivors_rate:.0} units/s"
+    );
+    assert!(survivors_rate < WCU as f64 * 1.05 && survivors_rate >= WCU as f64 * 0.8, "{survivors_rate}");
+    assert!(fleet_rate < WCU as f64 * 1.05 && fleet_rate >= WCU as f64 * 0.8, "{fleet_rate}");
+    assert!((refused as f64) <= admitted as f64 * 0.02, "{refused} refused: the shares should keep under capacity");
+    setup.rows_of(&puts).await;
+    for w in &workers {
+        w.signal("TERM");
+    }
+    for w in &mut workers {
+        w.wait_exit(Duration::from_secs(15));
+    }
+}

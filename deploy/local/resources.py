@@ -34,9 +34,17 @@ def create_stream(kinesis, name, shards):
     sys.exit(f"stream {name} did not become ACTIVE")
 
 
-def create_table(dynamodb, **spec):
+def create_table(dynamodb, wcu=0, **spec):
+    if wcu:
+        # Provisioned: the table and each index get `wcu` write (and read) units.
+        throughput = {"ReadCapacityUnits": wcu, "WriteCapacityUnits": wcu}
+        spec = dict(spec, BillingMode="PROVISIONED", ProvisionedThroughput=throughput)
+        for index in spec.get("GlobalSecondaryIndexes", []):
+            index["ProvisionedThroughput"] = throughput
+    else:
+        spec = dict(spec, BillingMode="PAY_PER_REQUEST")
     try:
-        dynamodb.create_table(BillingMode="PAY_PER_REQUEST", **spec)
+        dynamodb.create_table(**spec)
     except ClientError as e:
         if e.response["Error"]["Code"] != "ResourceInUseException":
             raise
@@ -54,6 +62,7 @@ def create(args):
     dynamodb = client("dynamodb")
     create_table(
         dynamodb,
+        wcu=args.write_capacity,
         TableName=args.tweets_table,
         AttributeDefinitions=[
             {"AttributeName": "Id", "AttributeType": "S"},
@@ -149,6 +158,8 @@ def main():
     parser.add_argument("--tweets-table", default="tweets")
     parser.add_argument("--dead-letter-table", default="stream-worker-dead-letters")
     parser.add_argument("--lease-table", default="stream-worker-leases", help="deleted by `delete` only")
+    parser.add_argument("--write-capacity", type=int, default=0, metavar="WCU",
+                        help="create: a provisioned tweets table of WCU write units/s (default 0: on demand)")
     parser.add_argument("--brief", action="store_true", help="show: counts only")
     args = parser.parse_args()
     {"create": create, "delete": delete, "show": show}[args.action](args)

@@ -172,7 +172,8 @@ def stub_status(tmp_path, behind_ms):
     rows = [{"shard_id": "shardId-000000000000", "state": "owned", "owner": "w-1", "behind_ms": behind_ms},
             {"shard_id": "shardId-000000000001", "state": "owned", "owner": "w-2", "behind_ms": 10},
             {"shard_id": "shardId-000000000002", "state": "finished", "behind_ms": None}]
-    path.write_text(f"#!/bin/sh\n[ \"$1\" = status ] || exit 2\necho '{json.dumps(rows)}'\n")
+    status = {"shards": rows, "live_workers": 2, "write_limits": []}
+    path.write_text(f"#!/bin/sh\n[ \"$1\" = status ] || exit 2\necho '{json.dumps(status)}'\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
 

@@ -69,6 +69,10 @@ const SHARD_STATES: &[&str] = &["owned", "pending-handoff", "expired", "unowned"
 /// How often free leases are looked for between full take rounds.
 const QUICK_TAKE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the tables' own write limits are read again (DescribeTable): a
+/// provisioned table's capacity changes by hand or by auto scaling, in minutes.
+const WRITE_LIMITS_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The quick take round's interval for a failover time.
 pub fn quick_take_interval(failover: Duration) -> Duration {
     QUICK_TAKE_INTERVAL.min(failover / 2)
@@ -116,9 +120,17 @@ impl Worker {
         let mut next_take = Instant::now();
         let mut next_quick_take = Instant::now() + quick_take_every;
         let mut next_sync = Instant::now();
+        let mut next_write_limits = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = sleep_until(next_write_limits) => {
+                    let refresh = async { self.processor.refresh_write_limits().await; Ok::<_, anyhow::Error>(()) };
+                    if self.bounded(refresh).await.is_err() {
+                        tracing::warn!("DescribeTable did not answer; keeping the last write limits");
+                    }
+                    next_write_limits = Instant::now() + WRITE_LIMITS_INTERVAL;
+                }
                 _ = sleep_until(next_sync) => {
                     if let Err(e) = self.bounded(self.sync_shards()).await {
                         tracing::warn!(error = %e, "shard sync failed; retrying at the next take round");
@@ -280,6 +292,7 @@ impl Worker {
         };
         let plan = taker::plan(&cfg.worker_id, &held, &leases, &state.seen, now, &taker_cfg, &mut rand::thread_rng());
         metrics::gauge!(m::WORKERS_SEEN).set(plan.workers as f64);
+        self.processor.set_fleet_size(plan.workers);
         let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
         // Handoffs asked for: done (released, taken, or cleared) or timed out.
         let me = cfg.worker_id.as_str();

@@ -72,18 +72,23 @@ impl WriteLimiter {
 
     /// Waits until `items` (clamped to the burst) may be written; returns how long it waited.
     pub async fn acquire(&self, items: u32) -> Duration {
-        let Some(n) = NonZeroU32::new(items.min(self.burst.get())) else {
-            return Duration::ZERO;
-        };
         let start = tokio::time::Instant::now();
-        loop {
-            match self.limiter.check_n(n) {
-                Ok(Ok(())) => return start.elapsed(),
-                Ok(Err(not_until)) => {
-                    tokio::time::sleep(not_until.wait_time_from(TokioClock.now())).await;
-                }
-                Err(_) => unreachable!("items are clamped to the burst"),
-            }
+        while let Err(wait) = self.try_acquire(items) {
+            tokio::time::sleep(wait).await;
+        }
+        start.elapsed()
+    }
+
+    /// Takes `items` (clamped to the burst) if they may be written now;
+    /// otherwise says how long until they may.
+    pub fn try_acquire(&self, items: u32) -> Result<(), Duration> {
+        let Some(n) = NonZeroU32::new(items.min(self.burst.get())) else {
+            return Ok(());
+        };
+        match self.limiter.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(not_until.wait_time_from(TokioClock.now())),
+            Err(_) => unreachable!("items are clamped to the burst"),
         }
     }
 }

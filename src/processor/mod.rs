@@ -127,6 +127,32 @@ impl Processor {
         )
     }
 
+    /// Reads each table's own write limit again (DescribeTable) and shares it
+    /// among the fleet (see [`rate`]). A table that cannot be described keeps
+    /// the limit last read.
+    pub async fn refresh_write_limits(&self) {
+        for (table, rate) in [(&self.tweets, &self.tweets_rate), (&self.dead_letters, &self.dead_letters_rate)] {
+            match table.write_limit().await {
+                Ok(limit) => rate.set_capacity(limit),
+                Err(e) => {
+                    tracing::warn!(table = table.table(), error = %e, "DescribeTable failed; keeping the last write limit")
+                }
+            }
+        }
+    }
+
+    /// The live workers of the fleet (this one included) sharing the tables.
+    pub fn set_fleet_size(&self, workers: usize) {
+        self.tweets_rate.set_workers(workers);
+        self.dead_letters_rate.set_workers(workers);
+    }
+
+    /// Each table's name, write rate limit and ceiling (units per second).
+    pub fn write_rates(&self) -> [(&str, Option<u32>, Option<u32>); 2] {
+        [(&self.tweets, &self.tweets_rate), (&self.dead_letters, &self.dead_letters_rate)]
+            .map(|(t, r)| (t.table(), r.rate(), r.ceiling()))
+    }
+
     /// Writes a batch of one shard's records. Returns once each record is in the
     /// tweets table or the dead-letter table. The worker's entry: it never gives up.
     pub async fn process(&self, shard_id: &str, records: &[Record]) -> BatchSummary {

@@ -12,6 +12,12 @@
 //! signal raises it by a tenth (at least [`MIN_RAISE`] units/s), up to the
 //! ceiling. `governor` is the mechanism: its quota is fixed, so a change swaps
 //! in a new limiter, drained so that no burst is granted by the change.
+//!
+//! The ceiling is the lower of two: `--max-write-rate`, and this process's
+//! share of the table's own limit (a provisioned table's write capacity, or an
+//! on-demand table's maximum) among the live workers of the fleet, so that a
+//! fleet sharing a provisioned table starts under its capacity instead of
+//! finding it by throttling, and survivors of a lost worker take up its share.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,11 +38,23 @@ pub const MIN_RAISE: u32 = 10;
 /// The rate never goes below this many units per second.
 pub const FLOOR: u32 = 5;
 
+/// This process's ceiling: the lower of the configured one and an even share of
+/// the table's capacity among `workers` (never below [`FLOOR`]).
+pub fn ceiling(configured: Option<NonZeroU32>, capacity: Option<u32>, workers: usize) -> Option<NonZeroU32> {
+    let share = capacity.and_then(|c| NonZeroU32::new((c / workers.max(1) as u32).max(FLOOR)));
+    match (configured, share) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 pub struct AdaptiveRate {
     table: String,
-    ceiling: Option<NonZeroU32>,
+    /// `--max-write-rate`.
+    configured: Option<NonZeroU32>,
     /// Set at every acquire too, so that the exporter never drops it as idle.
     gauge: metrics::Gauge,
+    ceiling_gauge: metrics::Gauge,
     cuts: metrics::Counter,
     limiter: RwLock<Option<Arc<WriteLimiter>>>,
     state: Mutex<State>,
@@ -46,6 +64,10 @@ pub struct AdaptiveRate {
 struct State {
     /// The limiter's rate; `None` while nothing limits but the ceiling.
     rate: Option<u32>,
+    /// The table's own write limit, and the live workers sharing it.
+    capacity: Option<u32>,
+    workers: usize,
+    ceiling: Option<NonZeroU32>,
     last_change: Instant,
     /// The last cut, and the last throttling signal (cut or not).
     last_cut: Option<Instant>,
@@ -62,12 +84,16 @@ impl AdaptiveRate {
         let now = Instant::now();
         let rate = Self {
             table: table.to_owned(),
-            ceiling,
+            configured: ceiling,
             gauge: metrics::gauge!(m::WRITE_RATE_LIMIT, "table" => table.to_owned()),
+            ceiling_gauge: metrics::gauge!(m::WRITE_RATE_CEILING, "table" => table.to_owned()),
             cuts: metrics::counter!(m::WRITE_RATE_CUTS, "table" => table.to_owned()),
             limiter: RwLock::new(None),
             state: Mutex::new(State {
                 rate: None,
+                capacity: None,
+                workers: 1,
+                ceiling,
                 last_change: now,
                 last_cut: None,
                 last_signal: None,
@@ -80,7 +106,44 @@ impl AdaptiveRate {
         *rate.limiter.write().unwrap() = limiter;
         rate.state.lock().unwrap().rate = ceiling.map(NonZeroU32::get);
         rate.gauge.set(f64::from(ceiling.map_or(0, NonZeroU32::get)));
+        rate.ceiling_gauge.set(f64::from(ceiling.map_or(0, NonZeroU32::get)));
         rate
+    }
+
+    /// The ceiling in units per second; `None` when there is none.
+    pub fn ceiling(&self) -> Option<u32> {
+        self.state.lock().unwrap().ceiling.map(NonZeroU32::get)
+    }
+
+    /// The table's own write limit changed (read from DescribeTable).
+    pub fn set_capacity(&self, capacity: Option<u32>) {
+        self.update_ceiling(|state| state.capacity = capacity);
+    }
+
+    /// The number of live workers sharing the table changed.
+    pub fn set_workers(&self, workers: usize) {
+        self.update_ceiling(|state| state.workers = workers.max(1));
+    }
+
+    /// A lower ceiling applies at once; a higher one is reached by the raises
+    /// of quiet steps, so that a fleet's survivors take up a lost worker's
+    /// share without a burst.
+    fn update_ceiling(&self, change: impl FnOnce(&mut State)) {
+        let mut state = self.state.lock().unwrap();
+        change(&mut state);
+        let ceiling = ceiling(self.configured, state.capacity, state.workers);
+        if ceiling == state.ceiling {
+            return;
+        }
+        tracing::info!(table = %self.table, capacity = ?state.capacity, workers = state.workers,
+            ceiling = ceiling.map_or(0, NonZeroU32::get), "write rate ceiling changed");
+        state.ceiling = ceiling;
+        self.ceiling_gauge.set(f64::from(ceiling.map_or(0, NonZeroU32::get)));
+        if let Some(c) = ceiling {
+            if state.rate.is_none_or(|r| r > c.get()) {
+                self.set(&mut state, Some(c.get()));
+            }
+        }
     }
 
     /// The current limit in units per second; `None` when there is none.
@@ -88,8 +151,8 @@ impl AdaptiveRate {
         self.state.lock().unwrap().rate
     }
 
-    /// The most units one call to [`acquire`](Self::acquire) waits for: a
-    /// second's worth of the current rate.
+    /// A second's worth of the current rate: callers keep their calls under it
+    /// (a bigger one is paid for in several waits).
     pub fn burst(&self) -> u32 {
         self.limiter.read().unwrap().as_ref().map_or(u32::MAX, |l| l.burst())
     }
@@ -108,10 +171,19 @@ impl AdaptiveRate {
             state.window_units += u64::from(units);
             self.gauge.set(f64::from(state.rate.unwrap_or(0)));
         }
-        let limiter = self.limiter.read().unwrap().clone();
-        match limiter {
-            Some(limiter) => limiter.acquire(units).await,
-            None => Duration::ZERO,
+        // The limiter is read again after each wait: a change replaces it, and
+        // a caller left waiting on the old one would go on at the old rate. A
+        // call worth more than a second's burst pays for it in bursts.
+        let start = Instant::now();
+        let mut remaining = units;
+        loop {
+            let Some(limiter) = self.limiter.read().unwrap().clone() else { return start.elapsed() };
+            let take = remaining.min(limiter.burst());
+            match limiter.try_acquire(take) {
+                Ok(()) if take == remaining => return start.elapsed(),
+                Ok(()) => remaining -= take,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
         }
     }
 
@@ -136,7 +208,7 @@ impl AdaptiveRate {
             None => sent,
         };
         let cut = ((sending * DECREASE).round() as u32).max(FLOOR);
-        let cut = self.ceiling.map_or(cut, |c| cut.min(c.get()));
+        let cut = state.ceiling.map_or(cut, |c| cut.min(c.get()));
         self.cuts.increment(1);
         tracing::info!(table = %self.table, from = sending as u64, to = cut, "throttled: write rate cut");
         self.set(&mut state, Some(cut));
@@ -153,7 +225,7 @@ impl AdaptiveRate {
             return;
         }
         let raised = rate.saturating_add((rate / 10).max(MIN_RAISE));
-        let next = Some(self.ceiling.map_or(raised, |ceiling| raised.min(ceiling.get())));
+        let next = Some(state.ceiling.map_or(raised, |ceiling| raised.min(ceiling.get())));
         if next != state.rate {
             self.set(&mut state, next);
         } else {
@@ -299,5 +371,73 @@ mod tests {
             rate.succeeded();
         }
         assert!(rate.rate().unwrap() > 10 * limit, "{:?}", rate.rate());
+    }
+
+    #[test]
+    fn the_ceiling_is_the_lower_of_the_flag_and_the_share_of_the_capacity() {
+        let n = NonZeroU32::new;
+        assert_eq!(ceiling(None, None, 3), None, "on demand, no flag: nothing but throttling");
+        assert_eq!(ceiling(n(500), None, 3), n(500));
+        assert_eq!(ceiling(None, Some(600), 3), n(200));
+        assert_eq!(ceiling(n(150), Some(600), 3), n(150));
+        assert_eq!(ceiling(None, Some(600), 0), n(600), "no workers seen yet: this one");
+        assert_eq!(ceiling(None, Some(10), 100), n(FLOOR), "never below the floor");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_shares_the_capacity_and_survivors_rise_to_their_new_share() {
+        let rate = AdaptiveRate::new("t", None);
+        rate.set_capacity(Some(600));
+        assert_eq!((rate.rate(), rate.ceiling()), (Some(600), Some(600)), "alone: the whole table");
+        rate.set_workers(3);
+        assert_eq!((rate.rate(), rate.ceiling()), (Some(200), Some(200)), "a lower ceiling applies at once");
+        // A worker dies: the share rises, and the rate follows a tenth per quiet step.
+        rate.set_workers(2);
+        assert_eq!((rate.rate(), rate.ceiling()), (Some(200), Some(300)));
+        let mut seen = vec![];
+        for _ in 0..6 {
+            tokio::time::advance(step()).await;
+            rate.succeeded();
+            seen.push(rate.rate().unwrap());
+        }
+        assert_eq!(seen, [220, 242, 266, 292, 300, 300]);
+        // A throttle still cuts below the share.
+        rate.acquire(300).await;
+        rate.throttled(Instant::now());
+        assert!(rate.rate().unwrap() < 300);
+        // The table becomes on demand: nothing but throttling limits from there.
+        rate.set_capacity(None);
+        assert_eq!(rate.ceiling(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_applies_to_callers_already_waiting_and_big_calls_pay_in_full() {
+        // Eight callers of 25 units each; the rate drops from 100 to 10 while
+        // they wait. Each must then pay at 10 units/s, not at the old rate, and
+        // not only the 10 units of one burst.
+        let rate = std::sync::Arc::new(AdaptiveRate::new("t", NonZeroU32::new(100)));
+        rate.acquire(100).await;
+        let granted = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let (rate, granted) = (rate.clone(), granted.clone());
+                tokio::spawn(async move {
+                    loop {
+                        rate.acquire(25).await;
+                        granted.fetch_add(25, std::sync::atomic::Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        rate.set_capacity(Some(10));
+        let at_change = granted.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let after = granted.load(std::sync::atomic::Ordering::SeqCst) - at_change;
+        for c in callers {
+            c.abort();
+        }
+        assert!(after <= 10 * 10 + 25, "{after} units granted in 10 s at 10 units/s");
+        assert!(after >= 10 * 10 - 25, "{after} units granted in 10 s at 10 units/s");
     }
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, BillingMode, OnDemandThroughput, ProvisionedThroughputDescription, PutRequest, TableDescription,
+    WriteRequest,
+};
 use aws_sdk_dynamodb::Client;
 use futures::StreamExt;
 
@@ -51,6 +54,34 @@ pub trait BatchWriter: Send + Sync + 'static {
     async fn write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError>;
     /// The table's name, for logs and metrics.
     fn table(&self) -> &str;
+    /// The table's own limit on writes, in write units per second, if it has
+    /// one (see [`write_limit`]).
+    async fn write_limit(&self) -> Result<Option<u32>, WriteError> {
+        Ok(None)
+    }
+}
+
+/// A table's limit on writes, in write units per second: a provisioned table's
+/// write capacity, or an on-demand table's maximum write request units; the
+/// lowest of the table's and its global secondary indexes' (every put also
+/// writes to each index). `None`: no limit but DynamoDB's own.
+pub fn write_limit(table: &TableDescription) -> Option<u32> {
+    let on_demand = table.billing_mode_summary().and_then(|b| b.billing_mode()) == Some(&BillingMode::PayPerRequest);
+    let limit = |provisioned: Option<&ProvisionedThroughputDescription>, max: Option<&OnDemandThroughput>| {
+        let provisioned = provisioned.and_then(|p| p.write_capacity_units()).filter(|_| !on_demand);
+        let max = max.and_then(|m| m.max_write_request_units());
+        [provisioned, max].into_iter().flatten().filter(|&u| u > 0).min()
+    };
+    std::iter::once(limit(table.provisioned_throughput(), table.on_demand_throughput()))
+        .chain(
+            table
+                .global_secondary_indexes()
+                .iter()
+                .map(|i| limit(i.provisioned_throughput(), i.on_demand_throughput())),
+        )
+        .flatten()
+        .min()
+        .map(|u| u.min(i64::from(u32::MAX)) as u32)
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +130,20 @@ impl BatchWriter for DynamoTable {
 
     fn table(&self) -> &str {
         &self.table
+    }
+
+    async fn write_limit(&self) -> Result<Option<u32>, WriteError> {
+        match self.client.describe_table().table_name(&self.table).send().await {
+            Ok(out) => Ok(out.table.as_ref().and_then(write_limit)),
+            Err(err) => {
+                let (class, message) = (classify(&err), describe(&err));
+                Err(if class.is_retryable() {
+                    WriteError::Retryable { class, message }
+                } else {
+                    WriteError::Rejected(message)
+                })
+            }
+        }
     }
 }
 
@@ -430,5 +475,30 @@ mod tests {
         assert!(matches!(&rejected[0].1, NotWritten::Rejected(why) if why.contains("ValidationException")));
         assert_eq!(table.len(), 29);
         assert!(table.get(&["7"]).is_none());
+    }
+
+    #[test]
+    fn a_tables_write_limit_is_its_lowest_of_capacity_and_on_demand_maximum() {
+        use aws_sdk_dynamodb::types::{BillingModeSummary, GlobalSecondaryIndexDescription};
+        let provisioned = |wcu| ProvisionedThroughputDescription::builder().write_capacity_units(wcu).build();
+        let max = |wru| OnDemandThroughput::builder().max_write_request_units(wru).build();
+        let mode = |m| BillingModeSummary::builder().billing_mode(m).build();
+        let table = TableDescription::builder();
+        assert_eq!(write_limit(&table.clone().build()), None);
+        assert_eq!(write_limit(&table.clone().provisioned_throughput(provisioned(600)).build()), Some(600));
+        let with_index = table
+            .clone()
+            .billing_mode_summary(mode(BillingMode::Provisioned))
+            .provisioned_throughput(provisioned(600))
+            .global_secondary_indexes(
+                GlobalSecondaryIndexDescription::builder().provisioned_throughput(provisioned(400)).build(),
+            );
+        assert_eq!(write_limit(&with_index.build()), Some(400), "each put writes the index too");
+        let on_demand =
+            table.clone().billing_mode_summary(mode(BillingMode::PayPerRequest)).provisioned_throughput(provisioned(0));
+        assert_eq!(write_limit(&on_demand.clone().build()), None);
+        assert_eq!(write_limit(&on_demand.on_demand_throughput(max(-1)).build()), None, "-1: no maximum");
+        let capped = table.billing_mode_summary(mode(BillingMode::PayPerRequest)).on_demand_throughput(max(2500));
+        assert_eq!(write_limit(&capped.build()), Some(2500));
     }
 }

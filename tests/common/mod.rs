@@ -76,6 +76,11 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(test: &str, shards: u32) -> Self {
+        Self::with(test, shards, &[])
+    }
+
+    /// `extra`: more options of `resources.py create` (e.g. `--write-capacity`).
+    pub fn with(test: &str, shards: u32, extra: &[&str]) -> Self {
         emulators();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{test}-{}-{n}", std::process::id());
@@ -92,6 +97,7 @@ impl Setup {
             .arg(repo().join("deploy/local/resources.py"))
             .args(["create", "--stream", &setup.stream, "--shards", &shards.to_string()])
             .args(["--tweets-table", &setup.tweets_table, "--dead-letter-table", &setup.dead_letter_table])
+            .args(extra)
             .output()
             .expect("run deploy/local/resources.py");
         assert!(out.status.success(), "resources.py create failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -332,11 +338,18 @@ impl Worker {
 
     /// The value of a metric (summed over its label sets), or `None` if absent.
     pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metric_with(name, "")
+    }
+
+    /// The value of a metric, summed over the label sets whose text contains
+    /// `labels` (e.g. `table="tweets-…"`).
+    pub fn metric_with(&self, name: &str, labels: &str) -> Option<f64> {
         let body = http_get(self.metrics_port, "/metrics").ok()?;
         let values: Vec<f64> = body
             .lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter(|l| l.contains(labels))
             .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
             .collect();
         (!values.is_empty()).then(|| values.iter().sum())
