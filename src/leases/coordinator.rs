@@ -292,7 +292,7 @@ impl Worker {
         };
         let plan = taker::plan(&cfg.worker_id, &held, &leases, &state.seen, now, &taker_cfg, &mut rand::thread_rng());
         metrics::gauge!(m::WORKERS_SEEN).set(plan.workers as f64);
-        self.processor.set_fleet_size(plan.workers);
+        self.processor.set_fleet_size(taker::live_workers(&cfg.worker_id, &leases, &state.seen, now, cfg.failover));
         let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
         // Handoffs asked for: done (released, taken, or cleared) or timed out.
         let me = cfg.worker_id.as_str();

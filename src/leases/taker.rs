@@ -82,6 +82,20 @@ pub fn is_ready(lease: &Lease, by_key: &HashMap<&str, &Lease>) -> bool {
         && lease.parents.iter().all(|p| by_key.get(p.as_str()).is_none_or(|parent| parent.checkpoint.is_shard_end()))
 }
 
+/// The workers that hold an unexpired lease of an unfinished shard, `me`
+/// included: the fleet sharing the tables' write limits. Unlike [`Plan::workers`]
+/// a handoff's target does not count until it owns a lease: a worker that asked
+/// and died would otherwise count until the handoff is over.
+pub fn live_workers(me: &str, leases: &[Lease], seen: &Observations, now: Instant, failover: Duration) -> usize {
+    let others: HashSet<&str> = leases
+        .iter()
+        .filter(|l| !l.checkpoint.is_shard_end() && !seen.is_expired(l, now, failover))
+        .filter_map(|l| l.owner.as_deref())
+        .filter(|&owner| owner != me)
+        .collect();
+    others.len() + 1
+}
+
 /// Decides a take round for `me`, holding `held`, over the table `leases`.
 pub fn plan(
     me: &str,
@@ -213,6 +227,23 @@ mod tests {
         assert!(seen.is_expired(&leases[0], t0 + Duration::from_secs(19), FAILOVER));
         // Unowned is expired at once.
         assert!(seen.is_expired(&lease("x", None, 1), t0, FAILOVER));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_workers_are_the_owners_of_unexpired_unfinished_leases() {
+        let mut leases = table(&[Some("a"), Some("a"), Some("dead"), Some("me"), None, Some("b")]);
+        leases[3].handoff_to = Some("asker".into());
+        leases[5].checkpoint = Checkpoint::ShardEnd;
+        let mut seen = Observations::default();
+        let t0 = Instant::now();
+        seen.observe(&leases, t0);
+        assert_eq!(live_workers("me", &leases, &seen, t0, FAILOVER), 3, "me, a, dead (not yet expired)");
+        assert_eq!(live_workers("x", &leases, &seen, t0, FAILOVER), 4);
+        // a renews; dead does not.
+        leases[0].counter += 1;
+        leases[3].counter += 1;
+        seen.observe(&leases, t0 + FAILOVER);
+        assert_eq!(live_workers("me", &leases, &seen, t0 + FAILOVER, FAILOVER), 2);
     }
 
     #[tokio::test(start_paused = true)]

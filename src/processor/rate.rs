@@ -52,7 +52,7 @@ pub struct AdaptiveRate {
     table: String,
     /// `--max-write-rate`.
     configured: Option<NonZeroU32>,
-    /// Set at every acquire too, so that the exporter never drops it as idle.
+    /// Both set at every acquire too, so that the exporter never drops them as idle.
     gauge: metrics::Gauge,
     ceiling_gauge: metrics::Gauge,
     cuts: metrics::Counter,
@@ -132,13 +132,14 @@ impl AdaptiveRate {
         let mut state = self.state.lock().unwrap();
         change(&mut state);
         let ceiling = ceiling(self.configured, state.capacity, state.workers);
+        // Set at each call (every take round), so that an idle worker shows it too.
+        self.ceiling_gauge.set(f64::from(ceiling.map_or(0, NonZeroU32::get)));
         if ceiling == state.ceiling {
             return;
         }
         tracing::info!(table = %self.table, capacity = ?state.capacity, workers = state.workers,
             ceiling = ceiling.map_or(0, NonZeroU32::get), "write rate ceiling changed");
         state.ceiling = ceiling;
-        self.ceiling_gauge.set(f64::from(ceiling.map_or(0, NonZeroU32::get)));
         if let Some(c) = ceiling {
             if state.rate.is_none_or(|r| r > c.get()) {
                 self.set(&mut state, Some(c.get()));
@@ -170,6 +171,7 @@ impl AdaptiveRate {
             }
             state.window_units += u64::from(units);
             self.gauge.set(f64::from(state.rate.unwrap_or(0)));
+            self.ceiling_gauge.set(f64::from(state.ceiling.map_or(0, NonZeroU32::get)));
         }
         // The limiter is read again after each wait: a change replaces it, and
         // a caller left waiting on the old one would go on at the old rate. A
