@@ -16,7 +16,7 @@ use crate::leases::held::HeldLease;
 use crate::leases::Cas;
 use crate::metrics as m;
 use crate::model::{Checkpoint, SequenceNumber};
-use crate::processor::Processor;
+use crate::processor::{BatchSummary, Processor};
 use crate::retrieval::{Shard, StartAt, StreamClient};
 use crate::retry::Backoff;
 
@@ -149,9 +149,31 @@ impl Consumer {
                 let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
                 metrics::counter!(m::RECORDS_READ).increment(batch.records.len() as u64);
                 metrics::counter!(m::BYTES_READ).increment(bytes as u64);
-                let last_seq = last.sequence_number.clone();
-                // Not interrupted by shutdown: the in-flight batch is finished.
-                let summary = or_lost!(self.held, self.processor.process(&shard_id, &batch.records));
+                let mut last_seq = last.sequence_number.clone();
+                // Not interrupted by shutdown: the slice in flight is finished. A
+                // batch is written a slice at a time, so that a stop (shutdown or
+                // handoff) waits for one slice, not for a whole batch at a slow
+                // write rate; it then checkpoints what was written.
+                let mut summary = BatchSummary::default();
+                let mut stopped_inside = false;
+                let mut slices = batch.records.chunks(self.processor.slice_len()).peekable();
+                while let Some(slice) = slices.next() {
+                    let done = or_lost!(self.held, self.processor.process(&shard_id, slice));
+                    summary.records += done.records;
+                    summary.tweets_written += done.tweets_written;
+                    summary.dead_lettered += done.dead_lettered;
+                    if slices.peek().is_some() && self.held.stop_token().is_cancelled() {
+                        last_seq = slice.last().expect("chunks are not empty").sequence_number.clone();
+                        tracing::info!(
+                            shard_id,
+                            written = summary.records,
+                            of = batch.records.len(),
+                            "stopping inside a batch; checkpointing what is written"
+                        );
+                        stopped_inside = true;
+                        break;
+                    }
+                }
                 match SequenceNumber::parse(&last_seq) {
                     Some(seq) => {
                         if !self.checkpoint(&shard_id, Checkpoint::Sequence(seq), &[]).await {
@@ -167,6 +189,9 @@ impl Consumer {
                     None => {
                         tracing::error!(shard_id, sequence_number = %last_seq, "unreadable sequence number; not checkpointing")
                     }
+                }
+                if stopped_inside {
+                    return Exit::Stopped;
                 }
             } else {
                 next_call = called + self.config.idle_poll_interval.max(self.config.poll_interval);

@@ -147,6 +147,13 @@ impl Processor {
         self.dead_letters_rate.set_workers(workers);
     }
 
+    /// How many records a caller that may be asked to stop should hand to
+    /// [`process`](Self::process) at a time: about a second's worth of the
+    /// tweets table's write rate, 25 to 500.
+    pub fn slice_len(&self) -> usize {
+        self.tweets_rate.rate().map_or(500, |r| r as usize).clamp(25, 500)
+    }
+
     /// Each table's name, write rate limit and ceiling (units per second).
     pub fn write_rates(&self) -> [(&str, Option<u32>, Option<u32>); 2] {
         [(&self.tweets, &self.tweets_rate), (&self.dead_letters, &self.dead_letters_rate)]
