@@ -14,6 +14,7 @@ use crate::health::Health;
 use crate::leases::coordinator::{InitialPosition, Worker, WorkerConfig};
 use crate::leases::dynamodb::DynamoLeaseStore;
 use crate::leases::LeaseStore;
+use crate::lifecycle::budget::ByteBudget;
 use crate::lifecycle::consumer::ConsumerConfig;
 use crate::processor::Processor;
 use crate::producer::{file_source, synthetic::Synthetic, Producer};
@@ -96,6 +97,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
                 poll_interval: args.poll_interval,
                 idle_poll_interval: args.idle_poll_interval,
                 initial_timestamp,
+                budget: (args.max_in_flight_bytes > 0).then(|| ByteBudget::new(args.max_in_flight_bytes)),
             },
         },
         stream: Arc::new(KinesisStream::new(kinesis, &args.stream)),

@@ -200,6 +200,12 @@ pub struct RunArgs {
     #[arg(long, env = "STREAM_WORKER_MAX_RECORDS", default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=10000))]
     pub max_records: i32,
 
+    /// Memory budget: bytes of records read and not yet written, all shards
+    /// together (e.g. 64MiB, 1GB). A shard waits to read while the budget is
+    /// used; 0 = no budget
+    #[arg(long, env = "STREAM_WORKER_MAX_IN_FLIGHT_BYTES", default_value = "128MiB", value_parser = parse_bytes)]
+    pub max_in_flight_bytes: u64,
+
     /// Least time between GetRecords calls on a shard; Kinesis allows 5 per second (>= 200ms)
     #[arg(long, env = "STREAM_WORKER_POLL_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
     pub poll_interval: Duration,
@@ -319,6 +325,10 @@ impl ProduceArgs {
         }
         Ok(())
     }
+}
+
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| format!("{e} (e.g. 128MiB, 1GB, 65536)"))
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

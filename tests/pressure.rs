@@ -168,3 +168,42 @@ async fn a_fleet_shares_a_provisioned_table_and_survivors_take_up_a_lost_workers
         w.wait_exit(Duration::from_secs(15));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_memory_budget_bounds_what_is_read_ahead_of_the_writes() {
+    // 10,000 tweets on 4 shards, read 10,000 records a call: without a budget
+    // the four shards each hold a whole shard's batch (2,500 records, ~1.8 MB
+    // of data and several times that in buffers) at once; with a budget of
+    // 1 MiB they read one at a time. (Bigger records would show it with fewer,
+    // but kinesis-local stalls on multi-megabyte PutRecords calls.)
+    let setup = Setup::new("budget", 4);
+    let puts = setup.produce(&["--count", "10000", "--seed", "41"]);
+    let mut peaks = Vec::new();
+    for (run, budget) in [("unbounded", "0"), ("bounded", "1MiB")] {
+        // A lease table of its own: each run reads the stream from the start.
+        let run_setup = Setup { lease_table: format!("{}-{run}", setup.lease_table), ..setup.clone() };
+        let mut worker = run_setup.worker(run, &["--max-records", "10000", "--max-in-flight-bytes", budget]);
+        let mut peak_gauge = 0.0f64;
+        eventually(Duration::from_secs(180), "every record read and written", || {
+            peak_gauge = peak_gauge.max(worker.metric("stream_worker_in_flight_bytes").unwrap_or(0.0));
+            let done = worker.metric("stream_worker_records_processed_total").unwrap_or(0.0);
+            async move { (done >= 10000.0).then_some(()) }
+        })
+        .await;
+        let rss = worker.peak_rss();
+        worker.signal("TERM");
+        worker.wait_exit(Duration::from_secs(15));
+        println!(
+            "{run} (--max-in-flight-bytes {budget}): peak RSS {} MiB, in-flight gauge peak {peak_gauge}",
+            rss >> 20
+        );
+        peaks.push(rss);
+    }
+    setup.rows_of(&puts).await;
+    assert!(
+        peaks[1] + (10 << 20) < peaks[0],
+        "peak RSS with the budget {} MiB, without {} MiB",
+        peaks[1] >> 20,
+        peaks[0] >> 20
+    );
+}

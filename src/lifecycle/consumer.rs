@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::aws::ErrorClass;
 use crate::leases::held::HeldLease;
 use crate::leases::Cas;
+use crate::lifecycle::budget::{ByteBudget, Reservation};
 use crate::metrics as m;
 use crate::model::{Checkpoint, SequenceNumber};
 use crate::processor::{BatchSummary, Processor};
@@ -30,7 +31,12 @@ pub struct ConsumerConfig {
     pub idle_poll_interval: Duration,
     /// The timestamp an `AT_TIMESTAMP` checkpoint starts from.
     pub initial_timestamp: Option<DateTime<Utc>>,
+    /// The process's memory budget for records read and not yet written.
+    pub budget: Option<Arc<ByteBudget>>,
 }
+
+/// What a record is assumed to weigh before a shard has read any.
+const FIRST_RECORD_BYTES_GUESS: u64 = 1024;
 
 /// Why a consumer stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +88,7 @@ impl Consumer {
         let mut iterator: Option<String> = None;
         let mut attempt = 0u32;
         let mut next_call = Instant::now();
+        let mut record_bytes = FIRST_RECORD_BYTES_GUESS;
         loop {
             if self.held.stop_token().is_cancelled() {
                 return Exit::Stopped;
@@ -107,6 +114,19 @@ impl Consumer {
             if self.held.stop_token().is_cancelled() {
                 return Exit::Stopped;
             }
+            // Hold the bytes this call may bring before making it.
+            let mut reservation: Option<Reservation> = match &self.config.budget {
+                Some(budget) => {
+                    let expected = self.config.max_records.max(1) as u64 * record_bytes;
+                    tokio::select! {
+                        biased;
+                        _ = self.held.gone() => return Exit::LeaseLost,
+                        _ = self.held.stop_token().cancelled() => return Exit::Stopped,
+                        r = budget.reserve(expected) => Some(r),
+                    }
+                }
+                None => None,
+            };
             let called = Instant::now();
             next_call = called + self.config.poll_interval;
             metrics::counter!(m::GET_RECORDS_CALLS).increment(1);
@@ -147,6 +167,11 @@ impl Consumer {
                 .set(iterator_age_ms as f64 / 1000.0);
             if let Some(last) = batch.records.last() {
                 let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
+                record_bytes = (bytes / batch.records.len()).max(1) as u64;
+                if let Some(r) = reservation.as_mut() {
+                    // Not interrupted by a stop: the batch is in memory already.
+                    or_lost!(self.held, r.settle(bytes as u64));
+                }
                 metrics::counter!(m::RECORDS_READ).increment(batch.records.len() as u64);
                 metrics::counter!(m::BYTES_READ).increment(bytes as u64);
                 let mut last_seq = last.sequence_number.clone();

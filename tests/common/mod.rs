@@ -66,6 +66,7 @@ pub fn python() -> PathBuf {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A stream and its tables, named uniquely for one test.
+#[derive(Clone)]
 pub struct Setup {
     pub stream: String,
     pub tweets_table: String,
@@ -334,6 +335,17 @@ impl Worker {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process's peak resident set size so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib * 1024
     }
 
     /// The value of a metric (summed over its label sets), or `None` if absent.
