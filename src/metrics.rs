@@ -33,6 +33,7 @@ pub const SINK_UNPROCESSED_RETRIES: &str = "stream_worker_sink_unprocessed_retri
 pub const SINK_WRITE_SECONDS: &str = "stream_worker_sink_write_seconds";
 pub const LAMBDA_RECORDS_RETRIED: &str = "stream_worker_lambda_records_retried_total";
 pub const IN_FLIGHT_BYTES: &str = "stream_worker_in_flight_bytes";
+pub const IN_FLIGHT_WAITS: &str = "stream_worker_in_flight_waits_total";
 pub const WRITE_RATE_LIMIT: &str = "stream_worker_write_rate_limit";
 pub const WRITE_RATE_CEILING: &str = "stream_worker_write_rate_ceiling";
 pub const WRITE_RATE_CUTS: &str = "stream_worker_write_rate_cuts_total";
@@ -130,6 +131,11 @@ pub fn describe() {
         "the adaptive write rate's current limit, write capacity units per second, by table (0: none)"
     );
     describe_gauge!(IN_FLIGHT_BYTES, Unit::Bytes, "bytes of records read and not yet written (--max-in-flight-bytes)");
+    describe_counter!(
+        IN_FLIGHT_WAITS,
+        Unit::Count,
+        "times a shard waited for the memory budget before or after reading"
+    );
     describe_gauge!(
         WRITE_RATE_CEILING,
         "the write rate's ceiling, write capacity units per second, by table: the lower of --max-write-rate and \

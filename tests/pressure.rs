@@ -170,15 +170,14 @@ async fn a_fleet_shares_a_provisioned_table_and_survivors_take_up_a_lost_workers
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_memory_budget_bounds_what_is_read_ahead_of_the_writes() {
-    // 10,000 tweets on 4 shards, read 10,000 records a call: without a budget
-    // the four shards each hold a whole shard's batch (2,500 records, ~1.8 MB
-    // of data and several times that in buffers) at once; with a budget of
-    // 1 MiB they read one at a time. (Bigger records would show it with fewer,
-    // but kinesis-local stalls on multi-megabyte PutRecords calls.)
+async fn under_a_memory_budget_shards_wait_to_read_and_nothing_is_lost() {
+    // 10,000 tweets on 4 shards, read 10,000 records a call. A budget of 1 MiB
+    // is less than one call's expected size (10,000 x ~700 B): one shard at a
+    // time holds records, the others wait to read. The accounting itself (never
+    // more than the budget held) is the unit tests' (src/lifecycle/budget.rs);
+    // here: it engages on a real worker, and every tweet is still a row.
     let setup = Setup::new("budget", 4);
     let puts = setup.produce(&["--count", "10000", "--seed", "41"]);
-    let mut peaks = Vec::new();
     for (run, budget) in [("unbounded", "0"), ("bounded", "1MiB")] {
         // A lease table of its own: each run reads the stream from the start.
         let run_setup = Setup { lease_table: format!("{}-{run}", setup.lease_table), ..setup.clone() };
@@ -190,20 +189,20 @@ async fn the_memory_budget_bounds_what_is_read_ahead_of_the_writes() {
             async move { (done >= 10000.0).then_some(()) }
         })
         .await;
+        let waits = worker.metric("stream_worker_in_flight_waits_total").unwrap_or(0.0);
         let rss = worker.peak_rss();
         worker.signal("TERM");
         worker.wait_exit(Duration::from_secs(15));
         println!(
-            "{run} (--max-in-flight-bytes {budget}): peak RSS {} MiB, in-flight gauge peak {peak_gauge}",
+            "{run} (--max-in-flight-bytes {budget}): peak RSS {} MiB, held at most {peak_gauge} B, {waits} waits",
             rss >> 20
         );
-        peaks.push(rss);
+        if run == "bounded" {
+            assert!(peak_gauge > 0.0 && peak_gauge <= 1048576.0, "{peak_gauge}");
+            assert!(waits >= 4.0, "the shards never waited for the budget ({waits})");
+        } else {
+            assert_eq!((peak_gauge, waits), (0.0, 0.0), "no budget, no accounting");
+        }
+        setup.rows_of(&puts).await;
     }
-    setup.rows_of(&puts).await;
-    assert!(
-        peaks[1] + (10 << 20) < peaks[0],
-        "peak RSS with the budget {} MiB, without {} MiB",
-        peaks[1] >> 20,
-        peaks[0] >> 20
-    );
 }

@@ -56,9 +56,20 @@ impl ByteBudget {
 
     /// Waits until `bytes` (clamped to the budget) are free, and holds them.
     pub async fn reserve(self: &Arc<Self>, bytes: u64) -> Reservation {
-        let permit = self.semaphore.clone().acquire_many_owned(self.clamp(bytes)).await.expect("never closed");
+        let permit = self.take(self.clamp(bytes)).await;
         self.report();
         Reservation { budget: self.clone(), permit: Some(permit) }
+    }
+
+    /// Takes `n` bytes, counting a wait when they are not free at once.
+    async fn take(&self, n: u32) -> OwnedSemaphorePermit {
+        match self.semaphore.clone().try_acquire_many_owned(n) {
+            Ok(permit) => permit,
+            Err(_) => {
+                metrics::counter!(m::IN_FLIGHT_WAITS).increment(1);
+                self.semaphore.clone().acquire_many_owned(n).await.expect("never closed")
+            }
+        }
     }
 }
 
@@ -77,7 +88,7 @@ impl Reservation {
         if want < held {
             drop(permit.split(held - want));
         } else if want > held {
-            let more = budget.semaphore.clone().acquire_many_owned((want - held) as u32).await.expect("never closed");
+            let more = budget.take((want - held) as u32).await;
             permit.merge(more);
         }
         budget.report();
