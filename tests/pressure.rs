@@ -28,7 +28,7 @@ async fn behind_a_table_of_fixed_capacity_the_rate_settles_under_it_and_nothing_
     // records), so that the steady phase is bound by the table, not by reading.
     const WCU: u64 = 600;
     let setup = Setup::new("capacity", 4);
-    let puts = setup.produce(&["--count", "20000", "--seed", "31"]);
+    let puts = setup.produce(&["--count", "12000", "--seed", "31"]);
     let upstream = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap();
     let wcu = WCU.to_string();
     let faults = Faults::start(&upstream, &["--wcu", &wcu, "--table", &setup.tweets_table, "--history", "300"]);
