@@ -72,7 +72,7 @@ pub struct StatusArgs {
     #[arg(long, env = "STREAM_WORKER_DEAD_LETTER_TABLE", default_value = DEFAULT_DEAD_LETTER_TABLE)]
     pub dead_letter_table: String,
 
-    /// Print JSON (`{"shards": [...], "write_limits": [...]}`) instead of tables
+    /// Print JSON (`{"shards": [...], "live_workers": N, "write_limits": [...]}`) instead of tables
     #[arg(long)]
     pub json: bool,
 

@@ -37,10 +37,6 @@ impl ByteBudget {
         budget
     }
 
-    pub fn total(&self) -> u64 {
-        u64::from(self.total)
-    }
-
     /// Bytes held now.
     pub fn in_flight(&self) -> u64 {
         u64::from(self.total) - self.semaphore.available_permits() as u64

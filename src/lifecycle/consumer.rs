@@ -183,10 +183,7 @@ impl Consumer {
                 let mut stopped_inside = false;
                 let mut slices = batch.records.chunks(self.processor.slice_len()).peekable();
                 while let Some(slice) = slices.next() {
-                    let done = or_lost!(self.held, self.processor.process(&shard_id, slice));
-                    summary.records += done.records;
-                    summary.tweets_written += done.tweets_written;
-                    summary.dead_lettered += done.dead_lettered;
+                    summary += or_lost!(self.held, self.processor.process(&shard_id, slice));
                     if slices.peek().is_some() && self.held.stop_token().is_cancelled() {
                         last_seq = slice.last().expect("chunks are not empty").sequence_number.clone();
                         tracing::info!(

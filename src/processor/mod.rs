@@ -85,6 +85,14 @@ pub struct BatchSummary {
     pub dead_lettered: usize,
 }
 
+impl std::ops::AddAssign for BatchSummary {
+    fn add_assign(&mut self, other: Self) {
+        self.records += other.records;
+        self.tweets_written += other.tweets_written;
+        self.dead_lettered += other.dead_lettered;
+    }
+}
+
 /// What a batch came to under a deadline.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -152,12 +160,6 @@ impl Processor {
     /// tweets table's write rate, 25 to 500.
     pub fn slice_len(&self) -> usize {
         self.tweets_rate.rate().map_or(500, |r| r as usize).clamp(25, 500)
-    }
-
-    /// Each table's name, write rate limit and ceiling (units per second).
-    pub fn write_rates(&self) -> [(&str, Option<u32>, Option<u32>); 2] {
-        [(&self.tweets, &self.tweets_rate), (&self.dead_letters, &self.dead_letters_rate)]
-            .map(|(t, r)| (t.table(), r.rate(), r.ceiling()))
     }
 
     /// Writes a batch of one shard's records. Returns once each record is in the
