@@ -24,6 +24,7 @@ fn counter(stats: &serde_json::Value, table: &str, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn behind_a_table_of_fixed_capacity_the_rate_settles_under_it_and_nothing_is_lost() {
+    let _alone = measuring_alone().await;
     // Well below what the worker could write (the emulator serves ~1,200 units/s of
     // records), so that the steady phase is bound by the table, not by reading.
     const WCU: u64 = 600;
@@ -95,6 +96,7 @@ fn unix_second() -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fleet_shares_a_provisioned_table_and_survivors_take_up_a_lost_workers_share() {
+    let _alone = measuring_alone().await;
     // A provisioned table of 150 write units/s, enforced by the proxy as DynamoDB
     // would: three workers each take a third, two take half.
     const WCU: u64 = 150;
@@ -157,7 +159,14 @@ async fn a_fleet_shares_a_provisioned_table_and_survivors_take_up_a_lost_workers
         "fleet of 3 on {WCU} WCU/s: {fleet_rate:.0} units/s, {refused} items or calls refused of {admitted} admitted in 10 s; \
          2 survivors: {survivors_rate:.0} units/s"
     );
-    assert!(survivors_rate < WCU as f64 * 1.05 && survivors_rate >= WCU as f64 * 0.8, "{survivors_rate}");
+    // Two workers at a third each would write 100 units/s; at a half, 150. The
+    // lower bound leaves room for a loaded machine (126 measured with a busy
+    // loop on one of the two cores) and still tells the two apart.
+    let seconds = units_per_second(&two, t);
+    assert!(
+        survivors_rate < WCU as f64 * 1.05 && survivors_rate >= WCU as f64 * 0.75,
+        "survivors {survivors_rate} units/s: {seconds:?} (from {from})"
+    );
     assert!(fleet_rate < WCU as f64 * 1.05 && fleet_rate >= WCU as f64 * 0.8, "{fleet_rate}");
     assert!((refused as f64) <= admitted as f64 * 0.02, "{refused} refused: the shares should keep under capacity");
     setup.rows_of(&puts).await;
@@ -171,6 +180,7 @@ async fn a_fleet_shares_a_provisioned_table_and_survivors_take_up_a_lost_workers
 
 #[tokio::test(flavor = "multi_thread")]
 async fn under_a_memory_budget_shards_wait_to_read_and_nothing_is_lost() {
+    let _alone = measuring_alone().await;
     // 10,000 tweets on 4 shards, read 10,000 records a call. A budget of 1 MiB
     // is less than one call's expected size (10,000 x ~700 B): one shard at a
     // time holds records, the others wait to read. The accounting itself (never

@@ -37,7 +37,10 @@ cargo build --release --locked --bin stream-worker
 STREAM_WORKER_LAMBDA_ZIP=$(deploy/build-lambda.sh)
 export STREAM_WORKER_LAMBDA_ZIP
 
-cargo test --locked --all-targets "$@"
+# In the release profile: the tests share the dependencies just built, and the
+# end-to-end tests run the binaries users run (their rate and CPU figures mean
+# something only for an optimized build).
+cargo test --release --locked --all-targets "$@"
 if [ "$#" -eq 0 ]; then
   deploy/tests/run.sh -q
 fi

@@ -65,6 +65,14 @@ pub fn python() -> PathBuf {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// Held by a test that measures rates, so that no other such test in its binary
+/// shares the machine's cores and the emulators with it (`cargo test` runs the
+/// tests of a binary in parallel). Not poisoned by a failing test.
+pub async fn measuring_alone() -> tokio::sync::MutexGuard<'static, ()> {
+    static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ALONE.lock().await
+}
+
 /// A stream and its tables, named uniquely for one test.
 #[derive(Clone)]
 pub struct Setup {
