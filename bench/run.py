@@ -6,6 +6,7 @@ The emulators' own CPU is printed beside, to show who the bottleneck is.
 """
 import json
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -109,7 +110,7 @@ def drain(tag, shards, records, max_records):
     produce(names, "--count", str(records), "--seed", "7")
     emu = emulator_pids()
     emu_before = {k: cpu_seconds(v) for k, v in emu.items()}
-    p, port = worker(names, "bench", "--max-records", str(max_records))
+    p, port = worker(names, "bench", "--max-records", str(max_records), *shlex.split(os.environ.get("BENCH_WORKER_ARGS", "")))
     started = time.time()
     wait_processed(port, records)
     took = time.time() - started

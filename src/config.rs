@@ -218,9 +218,11 @@ pub struct RunArgs {
     #[arg(long, env = "STREAM_WORKER_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// Address of the HTTP endpoints: GET /metrics (Prometheus), /healthz, /readyz
-    #[arg(long, env = "STREAM_WORKER_METRICS_ADDR", default_value = "0.0.0.0:9464")]
-    pub metrics_addr: SocketAddr,
+    /// Address of the HTTP endpoints: GET /metrics (Prometheus), /healthz, /readyz.
+    /// Port 0 takes any free port (logged at start-up); `none` serves no endpoints.
+    /// Replicas on one host need one port each
+    #[arg(long, env = "STREAM_WORKER_METRICS_ADDR", default_value = "0.0.0.0:9464", value_parser = parse_metrics_addr)]
+    pub metrics_addr: MetricsAddr,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -325,6 +327,31 @@ impl ProduceArgs {
         }
         Ok(())
     }
+}
+
+/// Where the HTTP endpoints listen, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAddr {
+    At(SocketAddr),
+    None,
+}
+
+impl std::fmt::Display for MetricsAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::At(addr) => addr.fmt(f),
+            Self::None => f.write_str("none"),
+        }
+    }
+}
+
+pub fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if s == "none" {
+        return Ok(MetricsAddr::None);
+    }
+    s.parse()
+        .map(MetricsAddr::At)
+        .map_err(|e| format!("{e}: expected IP:PORT (e.g. 0.0.0.0:9464; port 0 for any free port) or none"))
 }
 
 pub fn parse_bytes(s: &str) -> Result<u64, String> {

@@ -3,7 +3,7 @@
 use clap::Parser;
 
 use std::sync::Arc;
-use stream_worker::config::{Cli, Command};
+use stream_worker::config::{Cli, Command, MetricsAddr};
 
 use stream_worker::health::Health;
 use stream_worker::{app, shutdown, telemetry};
@@ -23,7 +23,11 @@ async fn main() {
                 Err(e) => Err(anyhow::anyhow!(e)),
                 Ok(()) => {
                     let health = Arc::new(Health::new(app::readiness_window(&args)));
-                    match (telemetry::serve(args.metrics_addr, health.clone()).await, shutdown::on_signals()) {
+                    let served = match args.metrics_addr {
+                        MetricsAddr::At(addr) => telemetry::serve(addr, health.clone()).await,
+                        MetricsAddr::None => Ok(()),
+                    };
+                    match (served, shutdown::on_signals()) {
                         (Err(e), _) => Err(e),
                         (_, Err(e)) => Err(anyhow::anyhow!("cannot install signal handlers: {e}")),
                         (Ok(()), Ok(token)) => app::run(args, token, health).await,

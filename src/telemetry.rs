@@ -2,6 +2,7 @@
 //! `/metrics` (Prometheus, with process metrics), `/healthz` (the process and its
 //! runtime answer) and `/readyz` (see [`Health`]).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,10 @@ use crate::health::Health;
 
 pub fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal (and not with NO_COLOR): a log file or a log
+    // collector gets plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
@@ -54,8 +58,14 @@ struct Endpoints {
 /// once, with a hint, if the address cannot be bound.
 pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot serve metrics on {addr}: {e}\n  hint: pick a free address with --metrics-addr")
+        anyhow::anyhow!(
+            "cannot serve metrics on {addr}: {e}\n  hint: replicas on one host need a port each: \
+             --metrics-addr 0.0.0.0:9465 (or STREAM_WORKER_METRICS_ADDR), port 0 for any free port, \
+             or --metrics-addr none to serve no endpoints"
+        )
     })?;
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     let prometheus = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
         // Per-shard gauges of shards this worker no longer holds disappear.

@@ -152,3 +152,50 @@ async fn sigterm_under_load_exits_0_in_time_with_checkpoints_past_the_last_write
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_on_one_host_need_a_port_each_and_port_0_takes_a_free_one() {
+    let setup = Setup::new("one-host", 2);
+    let puts = setup.produce(&["--count", "200", "--seed", "43"]);
+
+    // A second worker on a port in use fails at once, naming it and the way out.
+    let mut first = setup.worker("first", &[]);
+    eventually(Duration::from_secs(20), "the first worker serving", || async {
+        first.metric("stream_worker_records_read_total").map(|_| ())
+    })
+    .await;
+    let taken = format!("127.0.0.1:{}", first.metrics_port);
+    let mut second = setup.worker_at("second", &taken);
+    let (status, _) = second.wait_exit(Duration::from_secs(20));
+    let log = second.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains(&format!("cannot serve metrics on {taken}")), "{log}");
+    assert!(log.contains("--metrics-addr") && log.contains("port 0"), "{log}");
+    assert!(!log.contains('\x1b'), "colour codes in a log file: {log}");
+
+    // On port 0 each takes a free port and logs it; both are scraped.
+    let mut replicas = vec![setup.worker_at("any-1", "127.0.0.1:0"), setup.worker_at("any-2", "127.0.0.1:0")];
+    for w in &mut replicas {
+        let port = eventually(Duration::from_secs(20), "the port logged", || async { w.logged_metrics_port() }).await;
+        w.metrics_port = port;
+    }
+    assert_ne!(replicas[0].metrics_port, replicas[1].metrics_port);
+    first.signal("TERM");
+    first.wait_exit(Duration::from_secs(15));
+    setup.rows_of(&puts).await;
+    for w in &mut replicas {
+        assert!(w.metric("stream_worker_leases_held").is_some(), "{} not scraped", w.name);
+        w.signal("TERM");
+        assert!(w.wait_exit(Duration::from_secs(15)).0.success());
+    }
+
+    // `none`: no endpoints; the worker runs and stops as any other.
+    let mut quiet = setup.worker_at("quiet", "none");
+    eventually(Duration::from_secs(20), "the worker started", || async {
+        quiet.log_text().contains("starting").then_some(())
+    })
+    .await;
+    quiet.signal("TERM");
+    assert!(quiet.wait_exit(Duration::from_secs(15)).0.success(), "{}", quiet.log_text());
+    assert!(!quiet.log_text().contains("serving /metrics"), "{}", quiet.log_text());
+}

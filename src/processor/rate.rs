@@ -57,6 +57,8 @@ pub struct AdaptiveRate {
     ceiling_gauge: metrics::Gauge,
     cuts: metrics::Counter,
     limiter: RwLock<Option<Arc<WriteLimiter>>>,
+    /// The callers that must wait, in order: only the first sleeps on the limiter.
+    queue: tokio::sync::Mutex<()>,
     state: Mutex<State>,
 }
 
@@ -89,6 +91,7 @@ impl AdaptiveRate {
             ceiling_gauge: metrics::gauge!(m::WRITE_RATE_CEILING, "table" => table.to_owned()),
             cuts: metrics::counter!(m::WRITE_RATE_CUTS, "table" => table.to_owned()),
             limiter: RwLock::new(None),
+            queue: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 rate: None,
                 capacity: None,
@@ -176,14 +179,22 @@ impl AdaptiveRate {
         // The limiter is read again after each wait: a change replaces it, and
         // a caller left waiting on the old one would go on at the old rate. A
         // call worth more than a second's burst pays for it in bursts.
+        //
+        // A caller that must wait first queues for its turn (tokio's mutex is
+        // fair): every shard's writers sleeping on the limiter at once would all
+        // wake at the same instant, one to be served and the others to sleep
+        // again, which costs a capped worker more CPU per record than an
+        // uncapped one.
         let start = Instant::now();
         let mut remaining = units;
+        let mut turn = None;
         loop {
             let Some(limiter) = self.limiter.read().unwrap().clone() else { return start.elapsed() };
             let take = remaining.min(limiter.burst());
             match limiter.try_acquire(take) {
                 Ok(()) if take == remaining => return start.elapsed(),
                 Ok(()) => remaining -= take,
+                Err(_) if turn.is_none() => turn = Some(self.queue.lock().await),
                 Err(wait) => tokio::time::sleep(wait).await,
             }
         }
@@ -441,5 +452,31 @@ mod tests {
         }
         assert!(after <= 10 * 10 + 25, "{after} units granted in 10 s at 10 units/s");
         assert!(after >= 10 * 10 - 25, "{after} units granted in 10 s at 10 units/s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_that_wait_are_served_in_the_order_they_came() {
+        // At 100 units/s with the burst spent: a call of 50 units waits 0.5 s, one
+        // of 25 that comes after it 0.25 s more. Each waiter sleeping on its own
+        // would serve the smaller one first, and a big call could starve behind
+        // a stream of small ones.
+        let rate = std::sync::Arc::new(AdaptiveRate::new("t", NonZeroU32::new(100)));
+        rate.acquire(100).await;
+        let start = Instant::now();
+        let (done, mut order) = tokio::sync::mpsc::unbounded_channel();
+        for (name, units) in [("big", 50), ("small", 25)] {
+            let (rate, done) = (rate.clone(), done.clone());
+            tokio::spawn(async move {
+                rate.acquire(units).await;
+                done.send((name, start.elapsed())).unwrap();
+            });
+            tokio::task::yield_now().await;
+        }
+        let (first, at) = order.recv().await.unwrap();
+        assert_eq!(first, "big");
+        assert!(at >= Duration::from_millis(490) && at <= Duration::from_millis(510), "{at:?}");
+        let (second, at) = order.recv().await.unwrap();
+        assert_eq!(second, "small");
+        assert!(at >= Duration::from_millis(740) && at <= Duration::from_millis(760), "{at:?}");
     }
 }

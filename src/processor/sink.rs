@@ -198,31 +198,73 @@ pub async fn write_all(
     while indexed.peek().is_some() {
         chunks.push(indexed.by_ref().take(chunk_size).collect::<Vec<_>>());
     }
-    futures::stream::iter(chunks)
-        .map(|chunk| write_chunk(writer, rate, chunk, rebuild, deadline))
+    // The rate is paid for a group of chunks at a time (by the first of them to
+    // start), and the group is sent together: under a low limit, calls paced one
+    // by one (a 25-item call every 25 ms at 1,000 units/s) each wake the worker
+    // alone and cost it more CPU per record than the same calls side by side.
+    let groups: Vec<Group> = chunks
+        .chunks(CHUNK_CONCURRENCY)
+        .map(|group| Group {
+            units: group.iter().flatten().map(|(_, item)| write_units(item)).sum(),
+            paid: tokio::sync::OnceCell::new(),
+        })
+        .collect();
+    let groups = &groups;
+    futures::stream::iter(chunks.into_iter().enumerate())
+        .map(|(i, chunk)| write_paid(writer, rate, chunk, &groups[i / CHUNK_CONCURRENCY], rebuild, deadline))
         .buffer_unordered(CHUNK_CONCURRENCY)
         .flat_map(futures::stream::iter)
         .collect()
         .await
 }
 
+type Chunk = Vec<(usize, Item)>;
+
+/// Chunks sent together, and whether their units could be paid for in time.
+struct Group {
+    units: u32,
+    paid: tokio::sync::OnceCell<bool>,
+}
+
+async fn write_paid(
+    writer: &dyn BatchWriter,
+    rate: &AdaptiveRate,
+    chunk: Chunk,
+    group: &Group,
+    rebuild: Rebuild<'_>,
+    deadline: Option<Instant>,
+) -> Vec<(usize, NotWritten)> {
+    if *group.paid.get_or_init(|| async { acquire(rate, group.units, deadline).await.is_ok() }).await {
+        write_chunk(writer, rate, chunk, rebuild, deadline).await
+    } else {
+        chunk.into_iter().map(|(index, _)| (index, NotWritten::OutOfTime)).collect()
+    }
+}
+
+/// Waits for `units` of the write rate, recording the wait, unless `deadline` comes first.
+async fn acquire(rate: &AdaptiveRate, units: u32, deadline: Option<Instant>) -> Result<(), NotWritten> {
+    let waited = before(deadline, rate.acquire(units)).await.ok_or(NotWritten::OutOfTime)?;
+    metrics::histogram!(m::RATE_LIMIT_WAIT_SECONDS).record(waited.as_secs_f64());
+    Ok(())
+}
+
 async fn write_chunk(
     writer: &dyn BatchWriter,
     rate: &AdaptiveRate,
-    chunk: Vec<(usize, Item)>,
+    chunk: Chunk,
     rebuild: Rebuild<'_>,
     deadline: Option<Instant>,
 ) -> Vec<(usize, NotWritten)> {
     let (indexes, items): (Vec<usize>, Vec<Item>) = chunk.into_iter().unzip();
     let all = || indexes.iter().map(|&index| rebuild(index)).collect();
-    match write_retrying(writer, rate, items, &all, deadline).await {
+    match write_retrying(writer, rate, items, &all, deadline, true).await {
         Ok(()) => Vec::new(),
         Err(NotWritten::Rejected(_)) if indexes.len() > 1 => {
             // Find the item(s) the table refuses; the others are written.
             let mut failed = Vec::new();
             for &index in &indexes {
                 let one = || vec![rebuild(index)];
-                if let Err(why) = write_retrying(writer, rate, one(), &one, deadline).await {
+                if let Err(why) = write_retrying(writer, rate, one(), &one, deadline, false).await {
                     failed.push((index, why));
                 }
             }
@@ -240,7 +282,8 @@ async fn before<F: std::future::Future>(deadline: Option<Instant>, fut: F) -> Op
     }
 }
 
-/// Writes one chunk until every item is in, or the table rejects the request.
+/// Writes one chunk until every item is in, or the table rejects the request;
+/// `paid`: the rate for the first attempt is paid already.
 /// After a failed call the whole chunk is rebuilt and sent again: putting an
 /// item already written once more is harmless.
 async fn write_retrying(
@@ -249,14 +292,16 @@ async fn write_retrying(
     items: Vec<Item>,
     rebuild: &(dyn Fn() -> Vec<Item> + Sync),
     deadline: Option<Instant>,
+    paid: bool,
 ) -> Result<(), NotWritten> {
     let table = writer.table();
     let mut pending = items;
     let mut attempt = 0;
+    let mut paid = paid;
     loop {
-        let units = pending.iter().map(write_units).sum();
-        let waited = before(deadline, rate.acquire(units)).await.ok_or(NotWritten::OutOfTime)?;
-        metrics::histogram!(m::RATE_LIMIT_WAIT_SECONDS).record(waited.as_secs_f64());
+        if !std::mem::take(&mut paid) {
+            acquire(rate, pending.iter().map(write_units).sum(), deadline).await?;
+        }
         let started = Instant::now();
         let sent = pending.len();
         // A call cut off by the deadline may or may not have written its items.

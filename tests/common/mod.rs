@@ -153,12 +153,18 @@ impl Setup {
     }
 
     pub fn worker(&self, name: &str, extra: &[&str]) -> Worker {
-        Worker::start(self, name, extra, &[])
+        Worker::start(self, name, extra, &[], None)
     }
 
     /// A worker with extra environment (e.g. another DynamoDB endpoint).
     pub fn worker_with_env(&self, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
-        Worker::start(self, name, extra, env)
+        Worker::start(self, name, extra, env, None)
+    }
+
+    /// A worker given `--metrics-addr metrics_addr` as is (`metrics_port` is 0:
+    /// see [`Worker::logged_metrics_port`]).
+    pub fn worker_at(&self, name: &str, metrics_addr: &str) -> Worker {
+        Worker::start(self, name, &[], &[], Some(metrics_addr))
     }
 
     /// The Lambda path: `deploy/local/esm.py` (the local event source mapping)
@@ -298,14 +304,20 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn start(setup: &Setup, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let metrics_port = free_port();
+    fn start(setup: &Setup, name: &str, extra: &[&str], env: &[(&str, &str)], metrics_addr: Option<&str>) -> Self {
+        let (metrics_port, metrics_addr) = match metrics_addr {
+            Some(addr) => (0, addr.to_owned()),
+            None => {
+                let port = free_port();
+                (port, format!("127.0.0.1:{port}"))
+            }
+        };
         let log = setup.dir.join(format!("{name}.log"));
         let child = Command::new(BIN)
             .args(["run", "--stream", &setup.stream, "--worker-id", name])
             .args(["--tweets-table", &setup.tweets_table, "--dead-letter-table", &setup.dead_letter_table])
             .args(["--lease-table", &setup.lease_table])
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--metrics-addr", &metrics_addr])
             .args(extra)
             .env("RUST_LOG", std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "info".into()))
             .envs(env.iter().copied())
@@ -343,6 +355,14 @@ impl Worker {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The port of the endpoints as the worker logged it at start-up.
+    pub fn logged_metrics_port(&self) -> Option<u16> {
+        let log = self.log_text();
+        let line = log.lines().find(|l| l.contains("serving /metrics"))?;
+        let addr = line.split_whitespace().find_map(|w| w.strip_prefix("addr="))?;
+        Some(addr.parse::<std::net::SocketAddr>().ok()?.port())
     }
 
     /// The process's peak resident set size so far (VmHWM), in bytes.
