@@ -199,11 +199,14 @@ pub async fn write_all(
         chunks.push(indexed.by_ref().take(chunk_size).collect::<Vec<_>>());
     }
     // The rate is paid for a group of chunks at a time (by the first of them to
-    // start), and the group is sent together: under a low limit, calls paced one
-    // by one (a 25-item call every 25 ms at 1,000 units/s) each wake the worker
-    // alone and cost it more CPU per record than the same calls side by side.
+    // start), and the group is sent together: calls paced one by one (a 25-item
+    // call every 25 ms at 1,000 units/s) each wake the worker alone and cost it
+    // more CPU per record than the same calls side by side.
+    // A group is at most a tenth of a second of the rate, so that at a low rate
+    // (a fleet's share of a small table) calls stay evenly spread.
+    let group_len = (rate.burst() as usize / 10 / chunk_size).clamp(1, CHUNK_CONCURRENCY);
     let groups: Vec<Group> = chunks
-        .chunks(CHUNK_CONCURRENCY)
+        .chunks(group_len)
         .map(|group| Group {
             units: group.iter().flatten().map(|(_, item)| write_units(item)).sum(),
             paid: tokio::sync::OnceCell::new(),
@@ -211,7 +214,7 @@ pub async fn write_all(
         .collect();
     let groups = &groups;
     futures::stream::iter(chunks.into_iter().enumerate())
-        .map(|(i, chunk)| write_paid(writer, rate, chunk, &groups[i / CHUNK_CONCURRENCY], rebuild, deadline))
+        .map(|(i, chunk)| write_paid(writer, rate, chunk, &groups[i / group_len], rebuild, deadline))
         .buffer_unordered(CHUNK_CONCURRENCY)
         .flat_map(futures::stream::iter)
         .collect()
