@@ -1,5 +1,5 @@
 //! Observability: the exposition passes promtool and covers every metric the
-//! dashboard and the alert rules query; a real Prometheus scrapes two workers;
+//! dashboard and the alert rules query; the alert rules pass their unit tests; a real Prometheus scrapes two workers;
 //! /readyz follows DynamoDB while /healthz stays up; logs are structured and
 //! never show credentials.
 
@@ -91,6 +91,40 @@ async fn the_exposition_passes_promtool_and_has_every_metric_the_dashboard_and_a
 
     let rules = promtool(&["check", "rules", repo().join("dashboards/alerts.yml").to_str().unwrap()], None);
     assert!(rules.status.success(), "promtool check rules:\n{}", String::from_utf8_lossy(&rules.stdout));
+}
+
+#[test]
+fn each_alert_fires_when_it_should_and_not_on_a_healthy_fleet() {
+    // dashboards/alerts.test.yml: promtool's unit tests of the rules, one series
+    // that should fire each alert and one that should not.
+    let dashboards = repo().join("dashboards");
+    let tests = dashboards.join("alerts.test.yml");
+    let run = promtool(&["test", "rules", tests.to_str().unwrap()], None);
+    let out = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    assert!(run.status.success(), "promtool test rules:\n{}", out(&run));
+
+    // The tests can fail: with the lag threshold at 10 minutes instead of one,
+    // the lagging shard no longer fires.
+    let dir = tempfile_dir("alerts");
+    let rules = std::fs::read_to_string(dashboards.join("alerts.yml")).unwrap();
+    let wrong =
+        rules.replace("stream_worker_behind_latest_seconds) > 60", "stream_worker_behind_latest_seconds) > 600");
+    assert_ne!(wrong, rules, "the lag rule's threshold moved; update this test");
+    std::fs::write(dir.join("alerts.yml"), wrong).unwrap();
+    std::fs::copy(&tests, dir.join("alerts.test.yml")).unwrap();
+    let run = promtool(&["test", "rules", dir.join("alerts.test.yml").to_str().unwrap()], None);
+    assert!(!run.status.success(), "a wrong rule passed:\n{}", out(&run));
+    assert!(out(&run).contains("StreamWorkerShardLagging"), "{}", out(&run));
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("stream-worker-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 #[tokio::test(flavor = "multi_thread")]

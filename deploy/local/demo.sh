@@ -24,14 +24,18 @@ logs=$repo/.local/demo
 mkdir -p "$logs"
 
 command -v cargo >/dev/null || { echo "demo.sh: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
-echo "demo: building stream-worker and stream-worker-lambda"
-cargo build --locked --quiet --bins
-bin=$repo/target/debug/stream-worker
+echo "demo: building stream-worker and stream-worker-lambda (release; the first build takes several minutes)"
+cargo build --release --locked --quiet --bins
+bin=$repo/target/release/stream-worker
 
 eval "$(deploy/local/emulators.sh start)"
 py=$repo/.local/emulators/venv/bin/python
 "$py" deploy/local/resources.py create --stream "$stream" --shards "$shards"
 
+# The consumers and the producer run in sessions of their own (setsid), so that
+# Ctrl-C on the terminal reaches only this script: cleanup then sends each one
+# SIGTERM, once. A second signal would make a worker exit at once, without
+# releasing its leases.
 pids=()
 cleanup() {
   trap - INT TERM EXIT
@@ -45,7 +49,7 @@ trap cleanup INT TERM EXIT
 
 if [ "$path" = worker ]; then
   for i in 1 2; do
-    "$bin" run --stream "$stream" --worker-id "worker-$i" --metrics-addr "127.0.0.1:$((port + i - 1))" \
+    setsid "$bin" run --stream "$stream" --worker-id "worker-$i" --metrics-addr "127.0.0.1:$((port + i - 1))" \
       >"$logs/worker-$i.log" 2>&1 &
     pids+=($!)
   done
@@ -53,14 +57,14 @@ if [ "$path" = worker ]; then
   metrics:  curl -s 127.0.0.1:$port/metrics | grep ^stream_worker   (worker-2 on port $((port + 1)))"
 else
   # Two execution environments, as Lambda would run for concurrent shards.
-  "$py" deploy/local/esm.py --stream "$stream" --concurrency 2 --log-dir "$logs/lambda" \
-    --status-file "$logs/esm-status.json" -- "$repo/target/debug/stream-worker-lambda" >"$logs/esm.log" 2>&1 &
+  setsid "$py" deploy/local/esm.py --stream "$stream" --concurrency 2 --log-dir "$logs/lambda" \
+    --status-file "$logs/esm-status.json" -- "$repo/target/release/stream-worker-lambda" >"$logs/esm.log" 2>&1 &
   pids+=($!)
   consumers="the Lambda function consuming through the local event source mapping.
   mapping:  $logs/esm.log, $logs/esm-status.json
   function: $logs/lambda/ (JSON logs and EMF metric lines)"
 fi
-"$bin" produce --stream "$stream" --rate "$rate" --minutes 600 \
+setsid "$bin" produce --stream "$stream" --rate "$rate" --minutes 600 \
   --malformed-ratio "${DEMO_MALFORMED_RATIO:-0.01}" --seed "$RANDOM" >"$logs/producer.log" 2>&1 &
 pids+=($!)
 
