@@ -25,11 +25,13 @@ fn counter(stats: &serde_json::Value, table: &str, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn behind_a_table_of_fixed_capacity_the_rate_settles_under_it_and_nothing_is_lost() {
     let _alone = measuring_alone().await;
-    // Well below what the worker could write (the emulator serves ~1,200 units/s of
-    // records), so that the steady phase is bound by the table, not by reading.
-    const WCU: u64 = 600;
+    // Well below what the worker could write, so that the steady phase is bound by
+    // the table, not by reading: kinesis-local serves ~1,200 units/s of records
+    // here, but at 600 units/s a slower CI machine's reads left seconds of the
+    // table idle (66.9 % used, with dips to 111 units/s).
+    const WCU: u64 = 300;
     let setup = Setup::new("capacity", 4);
-    let puts = setup.produce(&["--count", "12000", "--seed", "31"]);
+    let puts = setup.produce(&["--count", "9000", "--seed", "31"]);
     let upstream = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap();
     let wcu = WCU.to_string();
     let faults = Faults::start(&upstream, &["--wcu", &wcu, "--table", &setup.tweets_table, "--history", "300"]);
