@@ -107,7 +107,7 @@ fn each_alert_fires_when_it_should_and_not_on_a_healthy_fleet() {
 
     // The tests can fail: with the lag threshold at 10 minutes instead of one,
     // the lagging shard no longer fires.
-    let dir = tempfile_dir("alerts");
+    let dir = test_dir(&format!("alerts-{}", std::process::id()));
     let rules = std::fs::read_to_string(dashboards.join("alerts.yml")).unwrap();
     let wrong =
         rules.replace("stream_worker_behind_latest_seconds) > 60", "stream_worker_behind_latest_seconds) > 600");
@@ -117,14 +117,6 @@ fn each_alert_fires_when_it_should_and_not_on_a_healthy_fleet() {
     let run = promtool(&["test", "rules", dir.join("alerts.test.yml").to_str().unwrap()], None);
     assert!(!run.status.success(), "a wrong rule passed:\n{}", out(&run));
     assert!(out(&run).contains("StreamWorkerShardLagging"), "{}", out(&run));
-}
-
-/// A fresh directory under the system's temporary directory.
-fn tempfile_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("stream-worker-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -73,6 +73,13 @@ pub async fn measuring_alone() -> tokio::sync::MutexGuard<'static, ()> {
     ALONE.lock().await
 }
 
+/// A directory of the test's own under the system's temporary directory.
+pub fn test_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stream-worker-test-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A stream and its tables, named uniquely for one test.
 #[derive(Clone)]
 pub struct Setup {
@@ -93,8 +100,7 @@ impl Setup {
         emulators();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{test}-{}-{n}", std::process::id());
-        let dir = std::env::temp_dir().join(format!("stream-worker-test-{tag}"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir(&tag);
         let setup = Self {
             stream: format!("s-{tag}"),
             tweets_table: format!("tweets-{tag}"),
