@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::{classify, root_cause, StartupError, Target};
-use crate::config::{ProduceArgs, RunArgs, Source, StatusArgs};
+use crate::config::{DeadLettersCommand, ProduceArgs, RewindArgs, RunArgs, Source, StatusArgs};
 use crate::health::Health;
 use crate::leases::coordinator::{InitialPosition, Worker, WorkerConfig};
 use crate::leases::dynamodb::DynamoLeaseStore;
@@ -112,9 +112,11 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
     Ok(())
 }
 
-/// `stream-worker status`: print each shard's lease.
+/// `stream-worker status`: print each shard's lease, once or (`--watch`)
+/// every interval until interrupted.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     use crate::retrieval::StreamClient as _;
+    use std::io::{IsTerminal as _, Write as _};
     let config = crate::aws::load_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
@@ -122,37 +124,171 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     check_table(&dynamodb, &config, &args.lease_table).await?;
     let store = DynamoLeaseStore::new(dynamodb.clone(), &args.lease_table);
     let stream = KinesisStream::new(kinesis, &args.stream);
-    let mut seen = crate::leases::taker::Observations::default();
-    let mut leases = store.list().await?;
-    let observed = if args.observe.is_zero() {
-        None
-    } else {
-        seen.observe(&leases, Instant::now());
-        tokio::time::sleep(args.observe).await;
-        leases = store.list().await?;
-        seen.observe(&leases, Instant::now());
-        Some((&seen, Instant::now(), args.failover_time))
-    };
-    let shards = stream.list_shards().await.map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
-    let ids: Vec<String> = shards.into_iter().map(|s| s.id).collect();
-    let rows = crate::status::report(&leases, &ids, observed, &stream).await;
-    let workers = crate::status::live_workers(&rows);
     let mut limits = Vec::new();
     for table in [&args.tweets_table, &args.dead_letter_table] {
         use crate::processor::sink::BatchWriter as _;
         match crate::processor::sink::DynamoTable::new(dynamodb.clone(), table).write_limit().await {
-            Ok(limit) => limits.push(crate::status::WriteLimit::new(table, limit, workers)),
+            Ok(limit) => limits.push((table.clone(), limit)),
             Err(e) => {
                 eprintln!("status: no write limit for table '{table}' (set --tweets-table/--dead-letter-table): {e}")
             }
         }
     }
+    let mut seen = crate::leases::taker::Observations::default();
+    let watched_since = Instant::now();
+    if !args.observe.is_zero() && args.watch.is_none() {
+        seen.observe(&store.list().await?, Instant::now());
+        tokio::time::sleep(args.observe).await;
+    }
+    let terminal = std::io::stdout().is_terminal();
+    let mut previous: Option<(std::collections::HashMap<String, u64>, Instant)> = None;
+    loop {
+        let leases = store.list().await?;
+        let now = Instant::now();
+        seen.observe(&leases, now);
+        // Expiry can be judged once the table was watched for a failover time.
+        let watched = !args.observe.is_zero() || now.duration_since(watched_since) >= args.failover_time;
+        let observed =
+            (watched && (args.watch.is_some() || !args.observe.is_zero())).then_some((&seen, now, args.failover_time));
+        let shards = stream.list_shards().await.map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
+        let ids: Vec<String> = shards.into_iter().map(|s| s.id).collect();
+        let mut rows = crate::status::report(&leases, &ids, observed, &stream).await;
+        if let Some((counts, at)) = &previous {
+            crate::status::add_rates(&mut rows, counts, now.duration_since(*at));
+        }
+        previous = Some((crate::status::counts(&rows), now));
+        let workers = crate::status::live_workers(&rows);
+        let limits: Vec<_> =
+            limits.iter().map(|(table, limit)| crate::status::WriteLimit::new(table, *limit, workers)).collect();
+        let view = if args.json {
+            let out = serde_json::json!({ "shards": rows, "live_workers": workers, "write_limits": limits });
+            if args.watch.is_some() {
+                format!("{}\n", serde_json::to_string(&out)?)
+            } else {
+                format!("{}\n", serde_json::to_string_pretty(&out)?)
+            }
+        } else {
+            let mut text = crate::status::render_text(&rows);
+            if args.watch.is_some() {
+                text.push_str(&crate::status::render_workers(&rows));
+            }
+            text.push_str(&crate::status::render_write_limits(&limits, workers));
+            text
+        };
+        let Some(interval) = args.watch else {
+            print!("{view}");
+            return Ok(());
+        };
+        let mut out = std::io::stdout().lock();
+        let header = format!(
+            "stream '{}', every {}, {} (Ctrl-C to stop)\n\n",
+            args.stream,
+            humantime::format_duration(interval),
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        if args.json {
+            out.write_all(view.as_bytes())?;
+        } else if terminal {
+            // Home the cursor and clear the screen: the view is redrawn in place.
+            write!(out, "\x1b[H\x1b[2J{header}{view}")?;
+        } else {
+            writeln!(out, "--- {header}{view}")?;
+        }
+        out.flush()?;
+        drop(out);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// `stream-worker dead-letters list|replay|purge`.
+pub async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
+    use crate::dead_letters::{DeadLetterTable, ReplaySummary};
+    use std::io::IsTerminal as _;
+    let config = crate::aws::load_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let (table, filter) = match &command {
+        DeadLettersCommand::List(a) => (&a.dead_letter_table, &a.filter),
+        DeadLettersCommand::Replay(a) => (&a.processor.dead_letter_table, &a.filter),
+        DeadLettersCommand::Purge(a) => (&a.dead_letter_table, &a.filter),
+    };
+    crate::telemetry::init_logs(filter.log.log_format);
+    check_table(&dynamodb, &config, table).await?;
+    let dead = DeadLetterTable::new(dynamodb.clone(), table);
+    let letters = dead.matching(&filter.filter()).await?;
+    match command {
+        DeadLettersCommand::List(a) => {
+            if a.filter.json {
+                for d in &letters {
+                    println!("{}", serde_json::to_string(d)?);
+                }
+            } else {
+                print!("{}", crate::dead_letters::render_text(&letters));
+            }
+        }
+        DeadLettersCommand::Replay(a) => {
+            check_table(&dynamodb, &config, &a.processor.tweets_table).await?;
+            let processor = Processor::from_args(&a.processor, dynamodb);
+            processor.refresh_write_limits().await;
+            let summary: ReplaySummary = crate::dead_letters::replay(&dead, &processor, letters, a.dry_run).await?;
+            if a.filter.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!("{summary}");
+            }
+        }
+        DeadLettersCommand::Purge(a) => {
+            if letters.is_empty() {
+                println!("no dead letters match; nothing purged");
+                return Ok(());
+            }
+            if !a.yes {
+                if !std::io::stdin().is_terminal() {
+                    anyhow::bail!(
+                        "purge would delete {} dead letter(s) from '{}'; pass --yes to confirm (standard input is not a terminal)",
+                        letters.len(),
+                        dead.table()
+                    );
+                }
+                eprint!("delete {} dead letter(s) from '{}'? [y/N] ", letters.len(), dead.table());
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    println!("nothing purged");
+                    return Ok(());
+                }
+            }
+            let (deleted, gone) = crate::dead_letters::purge(&dead, &letters).await?;
+            if a.filter.json {
+                println!("{}", serde_json::json!({ "purged": deleted, "already_gone": gone }));
+            } else {
+                println!("purged {deleted} dead letter(s) from '{}' ({gone} already gone)", dead.table());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `stream-worker checkpoints rewind`.
+pub async fn rewind(args: RewindArgs) -> anyhow::Result<()> {
+    let config = crate::aws::load_config().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    check_stream(&kinesis, &config, &args.stream).await?;
+    check_table(&dynamodb, &config, &args.lease_table).await?;
+    let store = DynamoLeaseStore::new(dynamodb, &args.lease_table);
+    let stream = KinesisStream::new(kinesis, &args.stream);
+    let plan = crate::rewind::plan(&store, &stream, &args.to, &args.shards).await?;
+    let applied = if args.dry_run { None } else { Some(crate::rewind::apply(&store, &plan).await?) };
     if args.json {
-        let out = serde_json::json!({ "shards": rows, "live_workers": workers, "write_limits": limits });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::json!({ "dry_run": args.dry_run, "shards": plan, "applied": applied }));
     } else {
-        print!("{}", crate::status::render_text(&rows));
-        print!("{}", crate::status::render_write_limits(&limits, workers));
+        print!("{}", crate::rewind::render_text(&plan));
+        match applied {
+            None => println!("dry run: nothing changed"),
+            Some(n) => {
+                println!("rewound {n} lease(s); their owners stop at their next renewal and the fleet takes them again")
+            }
+        }
     }
     Ok(())
 }

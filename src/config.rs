@@ -44,6 +44,142 @@ pub enum Command {
     Status(StatusArgs),
     /// Ask a running worker whether it is ready (for images without a shell or curl)
     Healthcheck(HealthcheckArgs),
+    /// List dead letters, replay them through the current processing core, or purge them
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+    /// Move checkpoints back (or to the end), safely while the fleet runs
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Show the dead letters that match (one JSON object per line with --json)
+    List(DeadLettersList),
+    /// Run each matching dead letter's stored bytes through the current
+    /// processing core: a record that now becomes a tweet is written and its
+    /// dead letter deleted; one that still fails keeps its dead letter, with the
+    /// new reason and ReplayCount one higher. Safe to run twice at once
+    Replay(DeadLettersReplay),
+    /// Delete the matching dead letters (asks first on a terminal; --yes otherwise)
+    Purge(DeadLettersPurge),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterFilterArgs {
+    /// Only dead letters with this reason
+    #[arg(long, value_parser = ["not_json", "not_a_tweet", "invalid_field", "too_large", "rejected_by_sink"])]
+    pub reason: Option<String>,
+
+    /// Only this shard's dead letters (e.g. shardId-000000000001)
+    #[arg(long)]
+    pub shard: Option<String>,
+
+    /// Only dead letters written at or after this time: RFC 3339 (2026-01-31T12:00:00Z)
+    /// or a duration ago (30m, 2h, 7days)
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<DateTime<Utc>>,
+
+    /// At most this many dead letters
+    #[arg(long)]
+    pub limit: Option<usize>,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl DeadLetterFilterArgs {
+    pub fn filter(&self) -> crate::dead_letters::Filter {
+        crate::dead_letters::Filter {
+            reason: self.reason.clone(),
+            shard: self.shard.clone(),
+            since: self.since,
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeadLettersList {
+    /// DynamoDB table of dead letters
+    #[arg(long, env = "STREAM_WORKER_DEAD_LETTER_TABLE", default_value = DEFAULT_DEAD_LETTER_TABLE)]
+    pub dead_letter_table: String,
+
+    #[command(flatten)]
+    pub filter: DeadLetterFilterArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeadLettersReplay {
+    #[command(flatten)]
+    pub processor: ProcessorArgs,
+
+    #[command(flatten)]
+    pub filter: DeadLetterFilterArgs,
+
+    /// Say what would happen (which dead letters decode into tweets now) without writing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeadLettersPurge {
+    /// DynamoDB table of dead letters
+    #[arg(long, env = "STREAM_WORKER_DEAD_LETTER_TABLE", default_value = DEFAULT_DEAD_LETTER_TABLE)]
+    pub dead_letter_table: String,
+
+    #[command(flatten)]
+    pub filter: DeadLetterFilterArgs,
+
+    /// Delete without asking (needed when standard input is not a terminal)
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsCommand {
+    /// Move shards' checkpoints to a new position while the fleet runs. Each
+    /// lease is rewritten conditionally, with its owner cleared and its counter
+    /// moved: the owner finds the lease lost at its next renewal and stops
+    /// without checkpointing, and a worker takes it again from the new position.
+    /// Children of a shard moved back wait until it is read again to its end
+    Rewind(RewindArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RewindArgs {
+    /// Kinesis stream of the fleet
+    #[arg(long, env = "STREAM_WORKER_STREAM")]
+    pub stream: String,
+
+    /// Lease table of the fleet
+    #[arg(long, env = "STREAM_WORKER_LEASE_TABLE", default_value = DEFAULT_LEASE_TABLE)]
+    pub lease_table: String,
+
+    /// The new position: trim-horizon (everything retained), latest (only
+    /// records put from now on), or at-timestamp:<RFC 3339> (records that arrived
+    /// at or after it; resolved per shard by reading it from its trim horizon)
+    #[arg(long, value_parser = parse_initial_position)]
+    pub to: InitialPosition,
+
+    /// Only these shards (repeat the flag), and the children of any moved back [default: every shard]
+    #[arg(long = "shard", value_name = "SHARD_ID")]
+    pub shards: Vec<String>,
+
+    /// Print each shard's before → after and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -81,7 +217,14 @@ pub struct StatusArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub observe: Duration,
 
-    /// The fleet's failover time, to judge expiry with --observe
+    /// Show the table again every INTERVAL (default 2s) until Ctrl-C, with each
+    /// shard's records/s and the workers seen: redrawn in place on a terminal,
+    /// one block per view otherwise (one JSON object per line with --json).
+    /// Leases not renewed within --failover-time show as `expired`
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s", value_parser = parse_duration)]
+    pub watch: Option<Duration>,
+
+    /// The fleet's failover time, to judge expiry with --observe or --watch
     #[arg(long, env = "STREAM_WORKER_FAILOVER_TIME", default_value = "10s", value_parser = parse_duration)]
     pub failover_time: Duration,
 
@@ -360,6 +503,16 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
+}
+
+/// An RFC 3339 time, or a duration before now.
+pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let ago = humantime::parse_duration(s)
+        .map_err(|_| format!("{s:?}: expected an RFC 3339 time (2026-01-31T12:00:00Z) or a duration ago (30m, 2h)"))?;
+    chrono::Duration::from_std(ago).map(|ago| Utc::now() - ago).map_err(|e| e.to_string())
 }
 
 pub fn parse_initial_position(s: &str) -> Result<InitialPosition, String> {

@@ -18,13 +18,15 @@
 //!   record not written, for the event source mapping to retry from
 //!   (`src/bin/lambda.rs` is the function's binary).
 //! - [`producer`]: synthetic and file sources → batched PutRecords.
-//! - [`status`]: the `status` report.
+//! - [`status`]: the `status` report; [`dead_letters`]: list, replay and purge
+//!   dead letters; [`rewind`]: move checkpoints back under a running fleet.
 //! - [`aws`], [`config`], [`telemetry`], [`health`], [`shutdown`], [`metrics`],
 //!   [`retry`]: the edges and plumbing; [`app`] wires them for the CLI.
 
 pub mod app;
 pub mod aws;
 pub mod config;
+pub mod dead_letters;
 pub mod health;
 pub mod lambda;
 pub mod leases;
@@ -35,6 +37,7 @@ pub mod processor;
 pub mod producer;
 pub mod retrieval;
 pub mod retry;
+pub mod rewind;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;

@@ -3,7 +3,7 @@
 use clap::Parser;
 
 use std::sync::Arc;
-use stream_worker::config::{Cli, Command, MetricsAddr};
+use stream_worker::config::{CheckpointsCommand, Cli, Command, MetricsAddr};
 
 use stream_worker::health::Health;
 use stream_worker::{app, shutdown, telemetry};
@@ -44,6 +44,11 @@ async fn main() {
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(anyhow::anyhow!(e)),
             }
+        }
+        Command::DeadLetters(command) => app::dead_letters(command).await,
+        Command::Checkpoints(CheckpointsCommand::Rewind(args)) => {
+            telemetry::init_logs(args.log.log_format);
+            app::rewind(args).await
         }
         Command::Status(args) => {
             telemetry::init_logs(args.log.log_format);

@@ -11,7 +11,7 @@ use crate::leases::taker::{is_ready, Observations};
 use crate::model::{Checkpoint, Lease};
 use crate::retrieval::{StartAt, StreamClient};
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ShardStatus {
     pub shard_id: String,
     /// `owned`, `pending-handoff`, `expired` (only with an observation window),
@@ -24,6 +24,10 @@ pub struct ShardStatus {
     pub parents: Vec<String>,
     /// MillisBehindLatest at the checkpoint, when it could be read.
     pub behind_ms: Option<i64>,
+    /// Records checkpointed on the shard so far (`recordsProcessed`).
+    pub records_processed: Option<u64>,
+    /// Records checkpointed per second since the previous view (`--watch`).
+    pub records_per_second: Option<f64>,
 }
 
 /// The state of a lease. `expired` needs `seen` to have watched the table for at
@@ -71,6 +75,8 @@ pub async fn report(
             lease_counter: Some(l.counter),
             parents: l.parents.clone(),
             behind_ms: None,
+            records_processed: Some(l.records_processed),
+            records_per_second: None,
         })
         .collect();
     rows.extend(shard_ids.iter().filter(|id| !by_key.contains_key(id.as_str())).map(|id| ShardStatus {
@@ -82,6 +88,8 @@ pub async fn report(
         lease_counter: None,
         parents: Vec::new(),
         behind_ms: None,
+        records_processed: None,
+        records_per_second: None,
     }));
     rows.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
     let lags = futures::future::join_all(rows.iter().map(|row| async {
@@ -106,6 +114,45 @@ pub fn live_workers(rows: &[ShardStatus]) -> usize {
     let owners: std::collections::HashSet<&str> =
         rows.iter().filter(|r| !matches!(r.state, "finished" | "expired")).filter_map(|r| r.owner.as_deref()).collect();
     owners.len()
+}
+
+/// Fills in each shard's records/s: the growth of its `recordsProcessed` since
+/// `before` (the previous view's counts), `elapsed` ago. A shard whose count
+/// went down (its lease was deleted and created again) shows none.
+pub fn add_rates(rows: &mut [ShardStatus], before: &HashMap<String, u64>, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    if secs <= 0.0 {
+        return;
+    }
+    for row in rows {
+        row.records_per_second = match (row.records_processed, before.get(&row.shard_id)) {
+            (Some(now), Some(&then)) if now >= then => Some((now - then) as f64 / secs),
+            _ => None,
+        };
+    }
+}
+
+/// Each shard's `recordsProcessed`, for the next view's [`add_rates`].
+pub fn counts(rows: &[ShardStatus]) -> HashMap<String, u64> {
+    rows.iter().filter_map(|r| Some((r.shard_id.clone(), r.records_processed?))).collect()
+}
+
+/// The workers seen owning leases of unfinished shards, with how many each holds.
+pub fn render_workers(rows: &[ShardStatus]) -> String {
+    let mut held: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in rows.iter().filter(|r| r.state != "finished") {
+        if let Some(owner) = r.owner.as_deref() {
+            *held.entry(owner).or_default() += 1;
+        }
+    }
+    let list: Vec<String> = held.iter().map(|(w, n)| format!("{w} ({n})")).collect();
+    let unowned = rows.iter().filter(|r| matches!(r.state, "unowned" | "no-lease")).count();
+    format!(
+        "\nworkers seen: {}{}{}; shards without an owner: {unowned}\n",
+        held.len(),
+        if list.is_empty() { "" } else { ": " },
+        list.join(", ")
+    )
 }
 
 /// One table's own write limit, as the fleet shares it.
@@ -145,8 +192,8 @@ pub fn render_write_limits(limits: &[WriteLimit], workers: usize) -> String {
 
 pub fn render_text(rows: &[ShardStatus]) -> String {
     let mut out = format!(
-        "{:<24} {:<20} {:<28} {:<14} {:>10}  {}\n",
-        "SHARD", "STATE", "OWNER", "CHECKPOINT", "BEHIND", "PARENTS"
+        "{:<24} {:<20} {:<28} {:<14} {:>10} {:>9}  {}\n",
+        "SHARD", "STATE", "OWNER", "CHECKPOINT", "BEHIND", "RECORDS/S", "PARENTS"
     );
     for r in rows {
         let checkpoint = r.checkpoint.as_deref().unwrap_or("-");
@@ -163,9 +210,10 @@ pub fn render_text(rows: &[ShardStatus]) -> String {
         };
         let behind = r.behind_ms.map(|ms| format!("{ms}ms")).unwrap_or_else(|| "-".into());
         let parents = if r.parents.is_empty() { "-".to_owned() } else { r.parents.join(",") };
+        let rate = r.records_per_second.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<24} {:<20} {:<28} {:<14} {:>10}  {}\n",
-            r.shard_id, r.state, owner, checkpoint, behind, parents
+            "{:<24} {:<20} {:<28} {:<14} {:>10} {:>9}  {}\n",
+            r.shard_id, r.state, owner, checkpoint, behind, rate, parents
         ));
     }
     out
@@ -204,12 +252,15 @@ mod tests {
             lease_counter: Some(3),
             parents: vec![],
             behind_ms: Some(250),
+            records_processed: Some(40),
+            records_per_second: Some(12.5),
         }]);
         assert!(
             text.contains("shardId-000000000001")
                 && text.contains("w → v")
                 && text.contains("…5989136588898")
-                && text.contains("250ms"),
+                && text.contains("250ms")
+                && text.contains("12.5"),
             "{text}"
         );
     }
@@ -225,6 +276,8 @@ mod tests {
             lease_counter: None,
             parents: vec![],
             behind_ms: None,
+            records_processed: None,
+            records_per_second: None,
         };
         let rows = [
             row("a", "owned", Some("w1")),
@@ -242,5 +295,28 @@ mod tests {
         let text = render_write_limits(&limits, workers);
         assert!(text.contains("2 live worker") && text.contains("600 write units/s → ceiling 300/s"), "{text}");
         assert!(text.contains("Dead") && text.contains("on demand"), "{text}");
+    }
+
+    #[test]
+    fn records_per_second_is_the_growth_of_the_count_between_views() {
+        let row = |id: &str, owner: Option<&str>, count: Option<u64>| ShardStatus {
+            shard_id: id.into(),
+            state: if owner.is_some() { "owned" } else { "unowned" },
+            owner: owner.map(Into::into),
+            handoff_to: None,
+            checkpoint: None,
+            lease_counter: None,
+            parents: vec![],
+            behind_ms: None,
+            records_processed: count,
+            records_per_second: None,
+        };
+        let before = counts(&[row("a", None, Some(100)), row("b", None, Some(50)), row("c", None, None)]);
+        let mut now = [row("a", Some("w1"), Some(300)), row("b", Some("w1"), Some(10)), row("c", None, Some(5))];
+        add_rates(&mut now, &before, Duration::from_secs(4));
+        let rates: Vec<Option<f64>> = now.iter().map(|r| r.records_per_second).collect();
+        assert_eq!(rates, [Some(50.0), None, None], "b was recreated; c had no count before");
+        let workers = render_workers(&now);
+        assert!(workers.contains("workers seen: 1: w1 (2)") && workers.contains("without an owner: 1"), "{workers}");
     }
 }

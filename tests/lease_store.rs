@@ -43,14 +43,15 @@ async fn suite(store: Arc<dyn LeaseStore>) {
     assert_eq!(store.renew(&taken).await.unwrap(), Cas::Lost, "a stale counter loses");
     let impostor = Lease { owner: Some("w2".into()), ..renewed.clone() };
     assert_eq!(store.renew(&impostor).await.unwrap(), Cas::Lost, "another owner loses");
-    assert_eq!(store.checkpoint(&impostor, &seq("1"), &[]).await.unwrap(), Cas::Lost);
+    assert_eq!(store.checkpoint(&impostor, &seq("1"), &[], 5).await.unwrap(), Cas::Lost);
     assert_eq!(store.release(&impostor).await.unwrap(), Cas::Lost);
 
-    // checkpoint: stores the position, resets owner switches, bumps the counter.
-    let checkpointed = store.checkpoint(&renewed, &seq("49590338271490256608559692538361"), &[]).await.unwrap();
+    // checkpoint: stores the position, adds the records, resets owner switches,
+    // bumps the counter.
+    let checkpointed = store.checkpoint(&renewed, &seq("49590338271490256608559692538361"), &[], 7).await.unwrap();
     let checkpointed = checkpointed.done().unwrap();
     assert_eq!(checkpointed.checkpoint, seq("49590338271490256608559692538361"));
-    assert_eq!((checkpointed.counter, checkpointed.owner_switches), (3, 0));
+    assert_eq!((checkpointed.counter, checkpointed.owner_switches, checkpointed.records_processed), (3, 0, 7));
     assert_eq!(get(store, "shard-a").await.unwrap(), checkpointed);
 
     // take by the same owner does not count a switch; by another does.
@@ -77,8 +78,9 @@ async fn suite(store: Arc<dyn LeaseStore>) {
 
     // shard end with children.
     let children = vec!["child-1".to_owned(), "child-2".to_owned()];
-    let ended = store.checkpoint(&stolen, &Checkpoint::ShardEnd, &children).await.unwrap().done().unwrap();
+    let ended = store.checkpoint(&stolen, &Checkpoint::ShardEnd, &children, 3).await.unwrap().done().unwrap();
     assert_eq!((ended.checkpoint.clone(), ended.children.clone()), (Checkpoint::ShardEnd, children));
+    assert_eq!(ended.records_processed, 10, "records add up across owners");
     assert_eq!(get(store, "shard-a").await.unwrap(), ended);
 
     // release: clears the owner; a released lease can be taken by anyone.
@@ -94,6 +96,24 @@ async fn suite(store: Arc<dyn LeaseStore>) {
     assert_eq!(store.delete(&retaken).await.unwrap(), Cas::Done(()));
     assert!(get(store, "shard-a").await.is_none());
     assert_eq!(store.renew(&retaken).await.unwrap(), Cas::Lost, "a deleted lease cannot be renewed");
+
+    // rewind: conditional on the counter alone (an operator is no owner); moves
+    // the checkpoint back, clears owner and handoff, so the owner's next write loses.
+    let owned = store.take(&Lease::new("shard-r", seq("900"), vec![]), "w1").await.unwrap();
+    assert_eq!(owned, Cas::Lost, "no such row yet");
+    assert_eq!(store.create(&Lease::new("shard-r", seq("900"), vec![])).await.unwrap(), Cas::Done(()));
+    let owned = store.take(&get(store, "shard-r").await.unwrap(), "w1").await.unwrap().done().unwrap();
+    let marked = store.request_handoff(&owned, "w2").await.unwrap().done().unwrap();
+    let rewound = store.rewind(&marked, &Checkpoint::TrimHorizon).await.unwrap().done().unwrap();
+    assert_eq!(
+        (rewound.owner.clone(), rewound.handoff_to.clone(), rewound.counter, rewound.checkpoint.clone()),
+        (None, None, marked.counter + 1, Checkpoint::TrimHorizon)
+    );
+    assert_eq!(get(store, "shard-r").await.unwrap(), rewound);
+    assert_eq!(store.renew(&marked).await.unwrap(), Cas::Lost, "the owner finds the lease lost");
+    assert_eq!(store.checkpoint(&marked, &seq("901"), &[], 1).await.unwrap(), Cas::Lost);
+    assert_eq!(store.rewind(&marked, &Checkpoint::Latest).await.unwrap(), Cas::Lost, "a stale counter loses");
+    assert_eq!(store.delete(&rewound).await.unwrap(), Cas::Done(()));
 
     // list sees every row.
     for i in 0..30 {

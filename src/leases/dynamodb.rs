@@ -24,6 +24,9 @@ pub const OWNER_SWITCHES: &str = "ownerSwitchesSinceCheckpoint";
 pub const PARENT_SHARD_IDS: &str = "parentShardId";
 pub const CHILD_SHARD_IDS: &str = "childShardIds";
 pub const HANDOFF_TO: &str = "handoffTo";
+/// Not in the KCL schema (the KCL ignores it): records checkpointed on this
+/// shard, all owners together, for `status --watch`'s records/s.
+pub const RECORDS_PROCESSED: &str = "recordsProcessed";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -215,20 +218,35 @@ impl LeaseStore for DynamoLeaseStore {
         lease: &Lease,
         checkpoint: &Checkpoint,
         children: &[String],
+        records: u64,
     ) -> Result<Cas<Lease>, StoreError> {
         let mut values = counter_values(lease);
         values.insert(":checkpoint".into(), AttributeValue::S(checkpoint.to_string()));
         values.insert(":zero".into(), n(0));
+        values.insert(":records".into(), n(records));
         let mut update = format!(
             "SET {LEASE_COUNTER} = :next_counter, {CHECKPOINT} = :checkpoint, \
-             {CHECKPOINT_SUB} = :zero, {OWNER_SWITCHES} = :zero"
+             {CHECKPOINT_SUB} = :zero, {OWNER_SWITCHES} = :zero, \
+             {RECORDS_PROCESSED} = if_not_exists({RECORDS_PROCESSED}, :zero) + :records"
         );
         if !children.is_empty() {
             update.push_str(&format!(", {CHILD_SHARD_IDS} = :children"));
             values.insert(":children".into(), AttributeValue::Ss(children.to_vec()));
         }
-        let expected = apply::checkpoint(lease, checkpoint, children);
+        let expected = apply::checkpoint(lease, checkpoint, children, records);
         self.update("checkpoint", lease, true, &update, values, expected).await
+    }
+
+    async fn rewind(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Cas<Lease>, StoreError> {
+        let mut values = counter_values(lease);
+        values.insert(":checkpoint".into(), AttributeValue::S(checkpoint.to_string()));
+        values.insert(":zero".into(), n(0));
+        let update = format!(
+            "SET {LEASE_COUNTER} = :next_counter, {CHECKPOINT} = :checkpoint, {CHECKPOINT_SUB} = :zero, \
+             {OWNER_SWITCHES} = :zero REMOVE {LEASE_OWNER}, {HANDOFF_TO}"
+        );
+        let expected = apply::rewind(lease, checkpoint);
+        self.update("rewind", lease, false, &update, values, expected).await
     }
 
     async fn request_handoff(&self, lease: &Lease, to: &str) -> Result<Cas<Lease>, StoreError> {
@@ -273,6 +291,9 @@ pub fn to_item(lease: &Lease) -> Item {
         (CHECKPOINT_SUB.to_owned(), n(lease.checkpoint_sub)),
         (OWNER_SWITCHES.to_owned(), n(lease.owner_switches)),
     ]);
+    if lease.records_processed > 0 {
+        item.insert(RECORDS_PROCESSED.to_owned(), n(lease.records_processed));
+    }
     if let Some(owner) = &lease.owner {
         item.insert(LEASE_OWNER.to_owned(), AttributeValue::S(owner.clone()));
     }
@@ -309,6 +330,7 @@ pub fn from_item(item: &Item) -> Option<Lease> {
         parents: set(PARENT_SHARD_IDS),
         children: set(CHILD_SHARD_IDS),
         handoff_to: s(HANDOFF_TO).filter(|o| !o.is_empty()),
+        records_processed: num(RECORDS_PROCESSED).unwrap_or(0),
     })
 }
 
@@ -328,6 +350,7 @@ mod tests {
         lease.counter = 42;
         lease.owner_switches = 3;
         lease.handoff_to = Some("worker-b".into());
+        lease.records_processed = 1234;
         assert_eq!(from_item(&to_item(&lease)), Some(lease.clone()));
         lease.owner = None;
         lease.parents.clear();

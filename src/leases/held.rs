@@ -163,7 +163,12 @@ impl HeldLease {
 
     /// Stores a checkpoint, only while the lease is held and not fenced. A
     /// checkpoint behind the stored one is refused (logged, nothing written).
-    pub async fn checkpoint(&self, checkpoint: Checkpoint, children: &[String]) -> Result<Cas<()>, StoreError> {
+    pub async fn checkpoint(
+        &self,
+        checkpoint: Checkpoint,
+        children: &[String],
+        records: u64,
+    ) -> Result<Cas<()>, StoreError> {
         let mut lease = self.state.lock().await;
         if !self.usable() {
             return Ok(Cas::Lost);
@@ -173,7 +178,7 @@ impl HeldLease {
             return Ok(Cas::Done(()));
         }
         let sent = Instant::now();
-        match self.bounded(self.store.checkpoint(&lease, &checkpoint, children)).await? {
+        match self.bounded(self.store.checkpoint(&lease, &checkpoint, children, records)).await? {
             Cas::Done(next) => {
                 self.stored(&mut lease, next, sent);
                 *self.checkpointed_at.lock().unwrap() = Instant::now();
@@ -246,7 +251,7 @@ mod tests {
         // Another worker takes the lease while our batch is in flight.
         let row = store.list().await.unwrap().remove(0);
         store.take(&row, "thief").await.unwrap().done().unwrap();
-        assert_eq!(h.checkpoint(seq("100"), &[]).await.unwrap(), Cas::Lost);
+        assert_eq!(h.checkpoint(seq("100"), &[], 1).await.unwrap(), Cas::Lost);
         assert!(h.is_lost());
         let row = store.list().await.unwrap().remove(0);
         assert_eq!((row.owner.as_deref(), row.checkpoint), (Some("thief"), Checkpoint::TrimHorizon));
@@ -257,7 +262,7 @@ mod tests {
         let store = Arc::new(MemoryLeaseStore::new());
         let h = held(&store).await;
         tokio::time::advance(Duration::from_secs(9)).await;
-        assert_eq!(h.checkpoint(seq("5"), &[]).await.unwrap(), Cas::Lost);
+        assert_eq!(h.checkpoint(seq("5"), &[], 1).await.unwrap(), Cas::Lost);
         assert!(!h.renew().await.unwrap());
         let row = store.list().await.unwrap().remove(0);
         assert_eq!((row.counter, row.checkpoint), (1, Checkpoint::TrimHorizon));
@@ -319,9 +324,12 @@ mod tests {
             self.gate().await;
             self.inner.release(lease).await
         }
-        async fn checkpoint(&self, l: &Lease, c: &Checkpoint, ch: &[String]) -> Result<Cas<Lease>, StoreError> {
+        async fn checkpoint(&self, l: &Lease, c: &Checkpoint, ch: &[String], r: u64) -> Result<Cas<Lease>, StoreError> {
             self.gate().await;
-            self.inner.checkpoint(l, c, ch).await
+            self.inner.checkpoint(l, c, ch, r).await
+        }
+        async fn rewind(&self, l: &Lease, c: &Checkpoint) -> Result<Cas<Lease>, StoreError> {
+            self.inner.rewind(l, c).await
         }
         async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {
             self.inner.delete(lease).await
@@ -355,7 +363,7 @@ mod tests {
         // Even once the store answers again, the zombie writes nothing.
         store.stalled.store(false, Ordering::Relaxed);
         let before = memory.list().await.unwrap().remove(0);
-        assert_eq!(h.checkpoint(seq("99"), &[]).await.unwrap(), Cas::Lost);
+        assert_eq!(h.checkpoint(seq("99"), &[], 1).await.unwrap(), Cas::Lost);
         assert!(!h.renew().await.unwrap());
         assert_eq!(memory.list().await.unwrap().remove(0), before);
     }
@@ -364,8 +372,8 @@ mod tests {
     async fn checkpoints_never_go_backwards() {
         let store = Arc::new(MemoryLeaseStore::new());
         let h = held(&store).await;
-        assert_eq!(h.checkpoint(seq("200"), &[]).await.unwrap(), Cas::Done(()));
-        assert_eq!(h.checkpoint(seq("100"), &[]).await.unwrap(), Cas::Done(()));
+        assert_eq!(h.checkpoint(seq("200"), &[], 1).await.unwrap(), Cas::Done(()));
+        assert_eq!(h.checkpoint(seq("100"), &[], 1).await.unwrap(), Cas::Done(()));
         assert_eq!(store.list().await.unwrap()[0].checkpoint, seq("200"));
     }
 
@@ -379,7 +387,7 @@ mod tests {
         assert!(h.renew().await.unwrap(), "the renewal still succeeds");
         assert!(h.handoff_requested() && h.stop_token().is_cancelled() && !h.is_lost());
         // The batch in flight is still checkpointed before the release.
-        assert_eq!(h.checkpoint(seq("7"), &[]).await.unwrap(), Cas::Done(()));
+        assert_eq!(h.checkpoint(seq("7"), &[], 1).await.unwrap(), Cas::Done(()));
         assert_eq!(h.release().await.unwrap(), Cas::Done(()));
         let row = store.list().await.unwrap().remove(0);
         assert_eq!((row.owner, row.handoff_to.as_deref(), row.checkpoint), (None, Some("taker"), seq("7")));

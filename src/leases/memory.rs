@@ -68,8 +68,13 @@ impl LeaseStore for MemoryLeaseStore {
         lease: &Lease,
         checkpoint: &Checkpoint,
         children: &[String],
+        records: u64,
     ) -> Result<Cas<Lease>, StoreError> {
-        Ok(self.cas(lease, true, |row| apply::checkpoint(row, checkpoint, children)))
+        Ok(self.cas(lease, true, |row| apply::checkpoint(row, checkpoint, children, records)))
+    }
+
+    async fn rewind(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Cas<Lease>, StoreError> {
+        Ok(self.cas(lease, false, |row| apply::rewind(row, checkpoint)))
     }
 
     async fn request_handoff(&self, lease: &Lease, to: &str) -> Result<Cas<Lease>, StoreError> {

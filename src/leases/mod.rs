@@ -65,14 +65,21 @@ pub trait LeaseStore: Send + Sync + 'static {
     async fn renew(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError>;
     /// Clears the owner so that any worker may take the lease at once.
     async fn release(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError>;
-    /// Stores `checkpoint` (and the child shards, when given at shard end) and
+    /// Stores `checkpoint` (and the child shards, when given at shard end), adds
+    /// `records` (processed since the last checkpoint) to `recordsProcessed` and
     /// resets `ownerSwitchesSinceCheckpoint`.
     async fn checkpoint(
         &self,
         lease: &Lease,
         checkpoint: &Checkpoint,
         children: &[String],
+        records: u64,
     ) -> Result<Cas<Lease>, StoreError>;
+    /// An operator's rewind (`stream-worker checkpoints rewind`): stores
+    /// `checkpoint` whoever owns the lease, clears the owner and any handoff,
+    /// and bumps the counter, so that the owner finds the lease lost at its
+    /// next renewal or checkpoint and any worker takes it from `checkpoint`.
+    async fn rewind(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Cas<Lease>, StoreError>;
     async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError>;
     /// Marks the lease for handoff to `to`, if the counter and owner still match.
     /// The one mutation that does not bump the counter: the owner's next renewal
@@ -108,14 +115,27 @@ pub(crate) mod apply {
         Lease { owner: None, counter: lease.counter + 1, ..lease.clone() }
     }
 
-    pub fn checkpoint(lease: &Lease, checkpoint: &Checkpoint, children: &[String]) -> Lease {
+    pub fn checkpoint(lease: &Lease, checkpoint: &Checkpoint, children: &[String], records: u64) -> Lease {
         let mut next = lease.clone();
         next.checkpoint = checkpoint.clone();
         next.owner_switches = 0;
         next.counter += 1;
+        next.records_processed += records;
         if !children.is_empty() {
             next.children = children.to_vec();
         }
         next
+    }
+
+    pub fn rewind(lease: &Lease, checkpoint: &Checkpoint) -> Lease {
+        Lease {
+            owner: None,
+            handoff_to: None,
+            counter: lease.counter + 1,
+            checkpoint: checkpoint.clone(),
+            checkpoint_sub: 0,
+            owner_switches: 0,
+            ..lease.clone()
+        }
     }
 }

@@ -198,7 +198,7 @@ impl Consumer {
                 }
                 match SequenceNumber::parse(&last_seq) {
                     Some(seq) => {
-                        if !self.checkpoint(&shard_id, Checkpoint::Sequence(seq), &[]).await {
+                        if !self.checkpoint(&shard_id, Checkpoint::Sequence(seq), &[], summary.records as u64).await {
                             return Exit::LeaseLost;
                         }
                         metrics::counter!(m::BATCHES).increment(1);
@@ -227,7 +227,7 @@ impl Consumer {
 
     async fn finish(&self, shard_id: &str, children: Vec<Shard>) -> Exit {
         let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
-        if !self.checkpoint(shard_id, Checkpoint::ShardEnd, &ids).await {
+        if !self.checkpoint(shard_id, Checkpoint::ShardEnd, &ids, 0).await {
             return Exit::LeaseLost;
         }
         tracing::info!(shard_id, children = ?ids, "shard ended; checkpointed SHARD_END");
@@ -236,12 +236,12 @@ impl Consumer {
 
     /// Writes a checkpoint, retrying store errors until it is written or the
     /// lease is gone. Returns whether the lease is still held.
-    async fn checkpoint(&self, shard_id: &str, checkpoint: Checkpoint, children: &[String]) -> bool {
+    async fn checkpoint(&self, shard_id: &str, checkpoint: Checkpoint, children: &[String], records: u64) -> bool {
         let mut attempt = 0;
         loop {
             let written = tokio::select! {
                 _ = self.held.gone() => return false,
-                written = self.held.checkpoint(checkpoint.clone(), children) => written,
+                written = self.held.checkpoint(checkpoint.clone(), children, records) => written,
             };
             match written {
                 Ok(Cas::Done(())) => {

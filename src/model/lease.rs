@@ -27,6 +27,9 @@ pub struct Lease {
     /// its batch, checkpoints and releases; until the taker takes it, or for one
     /// failover time after the release, no other worker takes it.
     pub handoff_to: Option<String>,
+    /// `recordsProcessed` (not in the KCL schema): records checkpointed on this
+    /// shard so far, by every owner; its growth is the shard's records/s.
+    pub records_processed: u64,
 }
 
 impl Lease {
@@ -42,6 +45,7 @@ impl Lease {
             parents,
             children: Vec::new(),
             handoff_to: None,
+            records_processed: 0,
         }
     }
 

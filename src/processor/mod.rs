@@ -102,6 +102,14 @@ pub struct Outcome {
     pub first_unwritten: Option<usize>,
 }
 
+/// What [`Processor::write_tweets`] came to.
+struct TweetsWritten {
+    tweets_written: usize,
+    /// Records that can never be rows, with why: to dead-letter.
+    failed: Vec<(usize, Reason, String)>,
+    first_unwritten: Option<usize>,
+}
+
 pub struct Processor {
     tweets: Arc<dyn BatchWriter>,
     dead_letters: Arc<dyn BatchWriter>,
@@ -175,6 +183,58 @@ impl Processor {
     /// always `None`.
     pub async fn process_until(&self, shard_id: &str, records: &[Record], deadline: Option<Instant>) -> Outcome {
         let now = Utc::now();
+        let written = self.write_tweets(shard_id, records, now, deadline).await;
+        let mut first_unwritten = written.first_unwritten;
+        let dead = written.failed;
+        let dead_lettered = dead.len();
+        if !dead.is_empty() {
+            let late = self.dead_letter(shard_id, records, dead, now, deadline).await;
+            first_unwritten = first_unwritten.into_iter().chain(late).min();
+        }
+        metrics::counter!(m::RECORDS_PROCESSED).increment(records.len() as u64);
+        metrics::counter!(m::TWEETS_WRITTEN).increment(written.tweets_written as u64);
+        Outcome {
+            summary: BatchSummary { records: records.len(), tweets_written: written.tweets_written, dead_lettered },
+            first_unwritten,
+        }
+    }
+
+    /// Replays records of one shard (dead letters, `stream-worker dead-letters
+    /// replay`) through the core without dead-lettering them again: for each,
+    /// `Ok` once it is a row, or why it still cannot be one.
+    pub async fn replay(&self, shard_id: &str, records: &[Record]) -> Vec<Result<(), (Reason, String)>> {
+        let written = self.write_tweets(shard_id, records, Utc::now(), None).await;
+        metrics::counter!(m::TWEETS_WRITTEN).increment(written.tweets_written as u64);
+        let mut results: Vec<Result<(), (Reason, String)>> = vec![Ok(()); records.len()];
+        for (index, reason, why) in written.failed {
+            results[index] = Err((reason, why));
+        }
+        results
+    }
+
+    /// What [`replay`](Self::replay) would say of a record without writing it:
+    /// whether it decodes into a tweet that fits in an item. A table may still
+    /// refuse it.
+    pub fn check(&self, shard_id: &str, record: &Record) -> Result<(), (Reason, String)> {
+        let tweet = decode(&record.data).map_err(|e| (Reason::from(&e), e.to_string()))?;
+        let now = Utc::now();
+        let item = tweet_item(&tweet, shard_id, record, now, (now + self.ttl).timestamp());
+        if item_size(&item) > MAX_ITEM_BYTES {
+            return Err((Reason::TooLarge, format!("tweet {} is over DynamoDB's item size limit", tweet.id)));
+        }
+        Ok(())
+    }
+
+    /// Decodes the records and writes their tweets; returns what could not be
+    /// written (to dead-letter) and, under a deadline, the first record not
+    /// written in time.
+    async fn write_tweets(
+        &self,
+        shard_id: &str,
+        records: &[Record],
+        now: DateTime<Utc>,
+        deadline: Option<Instant>,
+    ) -> TweetsWritten {
         let expires = (now + self.ttl).timestamp();
         let mut tweets: Vec<(usize, Item)> = Vec::with_capacity(records.len());
         let mut dead: Vec<(usize, Reason, String)> = Vec::new();
@@ -230,17 +290,9 @@ impl Processor {
             }
         }
         let tweets_written = indexes.len() - rejected - out_of_time.iter().filter(|&&o| o).count();
-        let mut first_unwritten =
+        let first_unwritten =
             written_by.iter().filter(|(_, position)| out_of_time[*position]).map(|(index, _)| *index).min();
-
-        let dead_lettered = dead.len();
-        if !dead.is_empty() {
-            let late = self.dead_letter(shard_id, records, dead, now, deadline).await;
-            first_unwritten = first_unwritten.into_iter().chain(late).min();
-        }
-        metrics::counter!(m::RECORDS_PROCESSED).increment(records.len() as u64);
-        metrics::counter!(m::TWEETS_WRITTEN).increment(tweets_written as u64);
-        Outcome { summary: BatchSummary { records: records.len(), tweets_written, dead_lettered }, first_unwritten }
+        TweetsWritten { tweets_written, failed: dead, first_unwritten }
     }
 
     async fn dead_letter(
@@ -355,7 +407,8 @@ pub fn dead_letter_item(shard_id: &str, record: &Record, reason: Reason, error: 
     ])
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn truncate(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;

@@ -205,6 +205,11 @@ impl Setup {
             .collect()
     }
 
+    /// Runs `stream-worker ARGS` to completion (an operator's command).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("run stream-worker")
+    }
+
     pub async fn leases(&self) -> HashMap<String, Item> {
         scan(&self.lease_table).await.into_iter().map(|i| (i["leaseKey"].as_s().unwrap().clone(), i)).collect()
     }
@@ -240,6 +245,8 @@ pub struct Put {
     pub shard: String,
     pub sequence: String,
     pub kind: String,
+    /// When Kinesis accepted it, in Unix milliseconds.
+    pub accepted_ms: i64,
 }
 
 impl Put {
@@ -264,6 +271,7 @@ impl PutLog {
                         shard: f[2].into(),
                         sequence: f[3].into(),
                         kind: f[4].into(),
+                        accepted_ms: f[5].parse().unwrap(),
                     }
                 })
                 .collect(),
