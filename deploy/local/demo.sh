@@ -37,6 +37,7 @@ py=$repo/.local/emulators/venv/bin/python
 # SIGTERM, once. A second signal would make a worker exit at once, without
 # releasing its leases.
 pids=()
+names=()
 cleanup() {
   trap - INT TERM EXIT
   echo; echo "demo: stopping (workers checkpoint and release their leases)"
@@ -52,14 +53,21 @@ if [ "$path" = worker ]; then
     setsid "$bin" run --stream "$stream" --worker-id "worker-$i" --metrics-addr "127.0.0.1:$((port + i - 1))" \
       >"$logs/worker-$i.log" 2>&1 &
     pids+=($!)
+    names+=("worker-$i")
   done
   consumers="worker-1 and worker-2 consuming.
-  metrics:  curl -s 127.0.0.1:$port/metrics | grep ^stream_worker   (worker-2 on port $((port + 1)))"
+  metrics:  curl -s 127.0.0.1:$port/metrics | grep ^stream_worker   (worker-2 on port $((port + 1)))
+  leases:   watch them live, in another terminal (from $repo):
+              eval \"\$(deploy/local/emulators.sh env)\" && target/release/stream-worker status --watch --stream $stream
+            then stop a worker (kill ${pids[0]}: worker-1 releases its leases and worker-2 takes them),
+            or add one (target/release/stream-worker run --stream $stream --metrics-addr 127.0.0.1:0 there;
+            it takes its share within seconds; Ctrl-C it before stopping the demo)"
 else
   # Two execution environments, as Lambda would run for concurrent shards.
   setsid "$py" deploy/local/esm.py --stream "$stream" --concurrency 2 --log-dir "$logs/lambda" \
     --status-file "$logs/esm-status.json" -- "$repo/target/release/stream-worker-lambda" >"$logs/esm.log" 2>&1 &
   pids+=($!)
+  names+=(mapping)
   consumers="the Lambda function consuming through the local event source mapping.
   mapping:  $logs/esm.log, $logs/esm-status.json
   function: $logs/lambda/ (JSON logs and EMF metric lines)"
@@ -67,6 +75,7 @@ fi
 setsid "$bin" produce --stream "$stream" --rate "$rate" --minutes 600 \
   --malformed-ratio "${DEMO_MALFORMED_RATIO:-0.01}" --seed "$RANDOM" >"$logs/producer.log" 2>&1 &
 pids+=($!)
+names+=(producer)
 
 cat <<MSG
 demo: producer putting $rate tweets/s into stream '$stream'; $consumers
@@ -74,10 +83,21 @@ demo: producer putting $rate tweets/s into stream '$stream'; $consumers
   logs:     $logs/
   stop:     Ctrl-C
 MSG
+declare -A gone=()
 while sleep 5; do
-  for pid in "${pids[@]}"; do
-    kill -0 "$pid" 2>/dev/null || { echo "demo: a process exited; see $logs/"; tail -5 "$logs"/*.log; exit 1; }
+  running=0
+  for i in "${!pids[@]}"; do
+    name=${names[$i]}
+    if kill -0 "${pids[$i]}" 2>/dev/null; then
+      [ "$name" = producer ] || running=$((running + 1))
+    elif [ -z "${gone[$name]:-}" ]; then
+      gone[$name]=1
+      echo "demo: $name exited; see $logs/"
+    fi
   done
+  # A stopped worker is part of the demo (its leases move); no consumer or no
+  # producer left is the end of it.
+  if [ -n "${gone[producer]:-}" ] || [ "$running" -eq 0 ]; then tail -5 "$logs"/*.log; exit 1; fi
   printf '%s  ' "$(date +%T)"
   "$py" deploy/local/resources.py show --brief --stream "$stream"
 done

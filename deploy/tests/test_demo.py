@@ -1,6 +1,8 @@
 """deploy/local/demo.sh as a newcomer runs it: on a terminal (a pseudo-terminal here),
-until it shows progress, then Ctrl-C. One Ctrl-C must stop every worker gracefully:
-each releases its leases, so the final view lists no owners."""
+until it shows progress; then the leases watched live with the command the demo
+prints, one worker stopped as it suggests (the other takes its leases, the demo goes
+on), and Ctrl-C. One Ctrl-C must stop every worker gracefully: each releases its
+leases, so the final view lists no owners."""
 import os
 import pty
 import re
@@ -58,6 +60,25 @@ def test_ctrl_c_stops_the_demo_gracefully_and_every_lease_is_released():
         # Two progress lines with rows: the workers hold leases and write.
         shown, ok = read_until(fd, rb"tweets: [1-9][^\n]*\n[^\n]*tweets: [1-9][^\n]*leases per worker: \{'worker", 600)
         assert ok, shown.decode(errors="replace")
+        text = shown.decode(errors="replace")
+        watch = re.search(r'(eval "\$\(deploy/local/emulators.sh env\)" && \S+ status --watch --stream \S+)', text)
+        assert watch, text
+        kill = re.search(r"\(kill (\d+): worker-1", text)
+        assert kill, text
+        # The printed watch command, on a terminal of its own: redrawn views.
+        wpid, wfd = pty.fork()
+        if wpid == 0:
+            os.chdir(REPO)
+            os.execvpe("bash", ["bash", "-c", watch.group(1)], env)
+        try:
+            views, ok = read_until(wfd, rb"(\x1b\[H\x1b\[2J[\s\S]*workers seen: 2[\s\S]*){2}", 60)
+            assert ok, views.decode(errors="replace")
+        finally:
+            os.kill(wpid, signal.SIGKILL)
+            os.waitpid(wpid, 0)
+        os.kill(int(kill.group(1)), signal.SIGTERM)
+        moved, ok = read_until(fd, rb"worker-1 exited[\s\S]*leases per worker: \{'worker-2': 4\}", 120)
+        assert ok, moved.decode(errors="replace")
         os.write(fd, b"\x03")  # Ctrl-C: the terminal sends SIGINT to the foreground group
         rest, _ = read_until(fd, None, 120)
         _, status = os.waitpid(pid, 0)
