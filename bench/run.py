@@ -71,12 +71,13 @@ def start_producer(names, *args):
     return p, log
 
 
-def worker(names, worker_id, *extra):
+def worker(names, worker_id, *extra, env=None):
     port = next(_ports)
     p = subprocess.Popen([BIN, "run", "--stream", names["stream"], "--worker-id", worker_id,
                           "--tweets-table", names["tweets"], "--dead-letter-table", names["dead"],
                           "--lease-table", names["leases"], "--metrics-addr", f"127.0.0.1:{port}", *extra],
-                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, f"{names['stream']}-{worker_id}.log"), "w"))
+                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, f"{names['stream']}-{worker_id}.log"), "w"),
+                         env=dict(os.environ, **(env or {})))
     for _ in range(100):
         try:
             metric(port, "stream_worker_records_read_total")
@@ -142,6 +143,70 @@ def bench_memory():
     cpu, rss, took, emu = drain("memory", 16, n, 1000)
     report("worker peak RSS (draining 16 shards)", f"{rss:.1f} MiB", "≤ 64 MiB", rss <= 64,
            f"[{n} records in {took:.1f} s]")
+
+
+def bench_capacity():
+    # 20,000 tweets behind deploy/local/faults.py admitting WCU write units per
+    # second to the tweets table, as a provisioned table does (UnprocessedItems
+    # beyond it, a throttling error when none is admitted). Worker at defaults.
+    n, wcu = 20_000, 500
+    names = resources("capacity", 4)
+    print(f"capacity: loading {n} records on 4 shards", flush=True)
+    produce(names, "--count", str(n), "--seed", "31")
+    proxy = subprocess.Popen([sys.executable, f"{REPO}/deploy/local/faults.py", "--upstream",
+                              os.environ["AWS_ENDPOINT_URL_DYNAMODB"], "--port", "0", "--print-port",
+                              "--report-interval", "0", "--wcu", str(wcu), "--table", names["tweets"],
+                              "--history", "600"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proxy_port = int(proxy.stdout.readline())
+
+    def stats():
+        body = urllib.request.urlopen(f"http://127.0.0.1:{proxy_port}/__faults", timeout=5).read()
+        return json.loads(body)["capacity"]["tables"].get(names["tweets"], {})
+
+    p, port = worker(names, "bench", env={"AWS_ENDPOINT_URL_DYNAMODB": f"http://127.0.0.1:{proxy_port}"})
+    while not stats().get("items_admitted"):
+        time.sleep(0.5)
+    time.sleep(10)
+    early = stats()
+    wait_processed(port, n)
+    late = stats()
+    stop(p)
+    proxy.terminate()
+    refused = late.get("items_unprocessed", 0) - early.get("items_unprocessed", 0)
+    admitted = late.get("items_admitted", 0) - early.get("items_admitted", 0)
+    seconds = [(s, u) for s, u in late["units_per_second"]]
+    first = next(s for s, u in seconds if u > 0)
+    last = next(s for s, u in reversed(seconds) if u > 0)
+    steady = [u for s, u in seconds if first + 10 <= s < last - 1]
+    utilization = sum(steady) / (len(steady) * wcu)
+    share = refused / max(refused + admitted, 1)
+    report(f"utilization of a {wcu} WCU/s table, {n:,} tweets, steady phase", f"{utilization * 100:.1f} %",
+           "≥ 85 %", utilization >= 0.85, f"[{len(steady)} s; per second: {min(steady)}–{max(steady)} units]")
+    report("throttled items after the first 10 s", f"{share * 100:.1f} %", "≤ 10 %", share <= 0.10,
+           f"[{refused} of {refused + admitted}]")
+
+
+def bench_budget():
+    # 64 shards read 10,000 records a call: without a budget, every shard's batch
+    # is in memory at once. 8,000 tweets of ~4 KB (32 MB) against an 8 MiB budget.
+    n, budget_mib = 8_000, 8
+    path = os.path.join(WORK, "big-tweets.jsonl")
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id_str": f"b{i}", "text": f"{i} " + "x" * 4000, "lang": "en"}) + "\n")
+    for run, budget in (("unbounded", "0"), ("budget", f"{budget_mib}MiB")):
+        names = resources(f"budget-{run}", 64)
+        print(f"budget ({run}): loading {n} records of ~4 KB on 64 shards", flush=True)
+        produce(names, "--source", f"file:{path}")
+        p, port = worker(names, "bench", "--max-records", "10000", "--max-in-flight-bytes", budget)
+        wait_processed(port, n)
+        rss = peak_rss_mib(p.pid)
+        stop(p)
+        if run == "unbounded":
+            print(f"  without a budget: peak RSS {rss:.1f} MiB", flush=True)
+        else:
+            report(f"peak RSS, 64 shards, --max-records 10000, --max-in-flight-bytes {budget_mib}MiB",
+                   f"{rss:.1f} MiB", f"≤ {budget_mib + 32} MiB", rss <= budget_mib + 32)
 
 
 def bench_latency():
@@ -210,8 +275,8 @@ def bench_fleet():
            "≤ 15 s, ≤ 3 s, ≤ 30 s", ok)
 
 
-FIGURES = {"cpu": bench_cpu, "memory": bench_memory, "latency": bench_latency, "lease-cost": bench_lease_cost,
-           "fleet": bench_fleet}
+FIGURES = {"cpu": bench_cpu, "memory": bench_memory, "capacity": bench_capacity, "budget": bench_budget,
+           "latency": bench_latency, "lease-cost": bench_lease_cost, "fleet": bench_fleet}
 
 if __name__ == "__main__":
     wanted = sys.argv[1:] or list(FIGURES)

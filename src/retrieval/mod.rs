@@ -1,7 +1,8 @@
-//! Reading the stream: the narrow [`StreamClient`] edge and its Kinesis
-//! implementation (polling GetRecords).
+//! Reading the stream: the narrow [`StreamClient`] edge, its Kinesis
+//! implementation (polling GetRecords) and its in-memory twin.
 
 pub mod kinesis;
+pub mod memory;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -441,6 +441,10 @@ pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
 }
 
+pub async fn kinesis() -> aws_sdk_kinesis::Client {
+    aws_sdk_kinesis::Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+}
+
 pub async fn scan(table: &str) -> Vec<Item> {
     let client = dynamodb().await;
     let mut items = Vec::new();

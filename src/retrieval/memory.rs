@@ -1,0 +1,324 @@
+//! In-memory twin of a Kinesis stream, for fast tests of the consumer, the
+//! coordinator and the fleet under controlled time. `tests/stream_client.rs`
+//! runs one conformance suite against it and against the Kinesis emulator, so
+//! that the twin keeps to the contract of [`StreamClient`].
+//!
+//! Like Kinesis: records are routed by the MD5 of their partition key (or an
+//! explicit hash key) into the open shard whose hash key range holds it;
+//! sequence numbers grow within a shard; a split or merge closes the parents
+//! and opens children; a closed shard's last GetRecords has no next iterator and
+//! names the children. Knobs inject throttling, errors, expired iterators and
+//! latency (slept through `tokio::time`, so paused time drives it).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use md5::{Digest, Md5};
+
+use super::{RecordBatch, Shard, StartAt, StreamClient, StreamError};
+use crate::aws::ErrorClass;
+use crate::model::SequenceNumber;
+use crate::processor::Record;
+
+/// A fault to answer a coming call with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `ProvisionedThroughputExceededException`.
+    Throttled,
+    /// A 500.
+    Transient,
+    /// `ExpiredIteratorException` (GetRecords only).
+    ExpiredIterator,
+}
+
+#[derive(Debug)]
+struct ShardState {
+    id: String,
+    parents: Vec<String>,
+    /// Inclusive hash key range.
+    range: (u128, u128),
+    records: Vec<Record>,
+    closed: bool,
+    children: Vec<Shard>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    shards: Vec<ShardState>,
+    next_sequence: u128,
+    /// Faults for the next calls, in order (any call that can fail takes one).
+    faults: VecDeque<Fault>,
+    latency: Duration,
+    get_records_calls: u64,
+}
+
+/// What the twin has served, for tests that check call counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Calls {
+    pub get_records: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryStream {
+    inner: Mutex<Inner>,
+}
+
+/// Sequence numbers start here, so that they have Kinesis' many digits and no
+/// leading zeros.
+const SEQUENCE_BASE: u128 = 49_000_000_000_000_000_000_000_000_000;
+
+fn shard_id(n: usize) -> String {
+    format!("shardId-{n:012}")
+}
+
+fn error(class: ErrorClass, message: impl Into<String>) -> StreamError {
+    StreamError { class, message: message.into() }
+}
+
+/// The hash key Kinesis derives from a partition key: its MD5 as a 128-bit number.
+pub fn hash_key(partition_key: &str) -> u128 {
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+}
+
+impl MemoryStream {
+    /// A stream of `shards` open shards splitting the hash key space evenly.
+    pub fn new(shards: usize) -> Self {
+        assert!(shards > 0, "a stream has at least one shard");
+        let width = u128::MAX / shards as u128;
+        let shards = (0..shards)
+            .map(|i| {
+                let start = width * i as u128;
+                let end = if i + 1 == shards { u128::MAX } else { start + width - 1 };
+                ShardState {
+                    id: shard_id(i),
+                    parents: Vec::new(),
+                    range: (start, end),
+                    records: Vec::new(),
+                    closed: false,
+                    children: Vec::new(),
+                }
+            })
+            .collect();
+        Self { inner: Mutex::new(Inner { shards, next_sequence: SEQUENCE_BASE, ..Default::default() }) }
+    }
+
+    /// Puts a record keyed by `partition_key`; returns its shard and sequence number.
+    pub fn put(&self, partition_key: &str, data: &[u8]) -> (String, String) {
+        self.put_hashed(hash_key(partition_key), partition_key, data)
+    }
+
+    /// Puts a record at an explicit hash key.
+    pub fn put_hashed(&self, hash: u128, partition_key: &str, data: &[u8]) -> (String, String) {
+        let mut inner = self.inner.lock().unwrap();
+        let sequence = inner.next_sequence.to_string();
+        inner.next_sequence += 1;
+        let shard = inner
+            .shards
+            .iter_mut()
+            .find(|s| !s.closed && s.range.0 <= hash && hash <= s.range.1)
+            .expect("the open shards cover the hash key space");
+        shard.records.push(Record {
+            sequence_number: sequence.clone(),
+            partition_key: partition_key.to_owned(),
+            data: data.to_vec(),
+            arrival: Utc::now(),
+        });
+        (shard.id.clone(), sequence)
+    }
+
+    /// Splits an open shard at `at` (default: the middle of its range); returns
+    /// the two children.
+    pub fn split(&self, shard: &str, at: Option<u128>) -> Result<(String, String), StreamError> {
+        let mut inner = self.inner.lock().unwrap();
+        let next = inner.shards.len();
+        let parent = inner
+            .shards
+            .iter_mut()
+            .find(|s| s.id == shard && !s.closed)
+            .ok_or_else(|| error(ErrorClass::NotFound, format!("no open shard {shard}")))?;
+        let (start, end) = parent.range;
+        let at = at.unwrap_or(start + (end - start) / 2 + 1);
+        if at <= start || at > end {
+            return Err(error(ErrorClass::Rejected, format!("{at} is not inside {shard}'s hash key range")));
+        }
+        let children = [(shard_id(next), (start, at - 1)), (shard_id(next + 1), (at, end))];
+        parent.closed = true;
+        parent.children =
+            children.iter().map(|(id, _)| Shard { id: id.clone(), parents: vec![shard.into()] }).collect();
+        for (id, range) in children.clone() {
+            inner.shards.push(ShardState {
+                id,
+                parents: vec![shard.to_owned()],
+                range,
+                records: Vec::new(),
+                closed: false,
+                children: Vec::new(),
+            });
+        }
+        Ok((children[0].0.clone(), children[1].0.clone()))
+    }
+
+    /// Merges two open shards with adjacent ranges; returns the child.
+    pub fn merge(&self, a: &str, b: &str) -> Result<String, StreamError> {
+        let mut inner = self.inner.lock().unwrap();
+        let find = |inner: &Inner, id: &str| {
+            inner
+                .shards
+                .iter()
+                .position(|s| s.id == id && !s.closed)
+                .ok_or_else(|| error(ErrorClass::NotFound, format!("no open shard {id}")))
+        };
+        let (ia, ib) = (find(&inner, a)?, find(&inner, b)?);
+        let (ra, rb) = (inner.shards[ia].range, inner.shards[ib].range);
+        let (low, high) = if ra.0 < rb.0 { (ra, rb) } else { (rb, ra) };
+        if low.1.checked_add(1) != Some(high.0) {
+            return Err(error(ErrorClass::Rejected, format!("{a} and {b} are not adjacent")));
+        }
+        let child = shard_id(inner.shards.len());
+        let parents = vec![a.to_owned(), b.to_owned()];
+        for i in [ia, ib] {
+            inner.shards[i].closed = true;
+            inner.shards[i].children = vec![Shard { id: child.clone(), parents: parents.clone() }];
+        }
+        inner.shards.push(ShardState {
+            id: child.clone(),
+            parents,
+            range: (low.0, high.1),
+            records: Vec::new(),
+            closed: false,
+            children: Vec::new(),
+        });
+        Ok(child)
+    }
+
+    /// Answers the coming calls with these faults, one call each, in order.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.inner.lock().unwrap().faults.extend(faults);
+    }
+
+    /// Every call waits this long before it is answered.
+    pub fn set_latency(&self, latency: Duration) {
+        self.inner.lock().unwrap().latency = latency;
+    }
+
+    pub fn calls(&self) -> Calls {
+        Calls { get_records: self.inner.lock().unwrap().get_records_calls }
+    }
+
+    async fn wait_and_take_fault(&self) -> Option<Fault> {
+        let latency = self.inner.lock().unwrap().latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        self.inner.lock().unwrap().faults.pop_front()
+    }
+}
+
+fn fault_error(fault: Fault) -> StreamError {
+    match fault {
+        Fault::Throttled => error(ErrorClass::Throttled, "ProvisionedThroughputExceededException: injected"),
+        Fault::Transient => error(ErrorClass::Transient, "InternalFailure: injected"),
+        Fault::ExpiredIterator => error(ErrorClass::ExpiredIterator, "ExpiredIteratorException: injected"),
+    }
+}
+
+/// An iterator: the shard and the index of the next record.
+fn iterator(shard: &str, index: usize) -> String {
+    format!("{shard}/{index}")
+}
+
+fn parse_iterator(iterator: &str) -> Option<(&str, usize)> {
+    let (shard, index) = iterator.rsplit_once('/')?;
+    Some((shard, index.parse().ok()?))
+}
+
+#[async_trait]
+impl StreamClient for MemoryStream {
+    async fn list_shards(&self) -> Result<Vec<Shard>, StreamError> {
+        match self.wait_and_take_fault().await {
+            Some(Fault::ExpiredIterator) | None => {}
+            Some(fault) => return Err(fault_error(fault)),
+        }
+        let inner = self.inner.lock().unwrap();
+        Ok(inner.shards.iter().map(|s| Shard { id: s.id.clone(), parents: s.parents.clone() }).collect())
+    }
+
+    async fn shard_iterator(&self, shard_id: &str, start: &StartAt) -> Result<String, StreamError> {
+        match self.wait_and_take_fault().await {
+            Some(Fault::ExpiredIterator) | None => {}
+            Some(fault) => return Err(fault_error(fault)),
+        }
+        let inner = self.inner.lock().unwrap();
+        let shard =
+            inner.shards.iter().find(|s| s.id == shard_id).ok_or_else(|| {
+                error(ErrorClass::NotFound, format!("ResourceNotFoundException: no shard {shard_id}"))
+            })?;
+        let index = match start {
+            StartAt::TrimHorizon => 0,
+            StartAt::Latest => shard.records.len(),
+            StartAt::AtTimestamp(t) => {
+                shard.records.iter().position(|r| r.arrival >= *t).unwrap_or(shard.records.len())
+            }
+            StartAt::AfterSequence(seq) => {
+                let after = SequenceNumber::parse(seq)
+                    .ok_or_else(|| error(ErrorClass::Rejected, format!("InvalidArgumentException: {seq}")))?;
+                shard
+                    .records
+                    .iter()
+                    .position(|r| SequenceNumber::parse(&r.sequence_number).expect("the twin's own") > after)
+                    .unwrap_or(shard.records.len())
+            }
+        };
+        Ok(iterator(shard_id, index))
+    }
+
+    async fn get_records(&self, it: &str, limit: i32) -> Result<RecordBatch, StreamError> {
+        let fault = self.wait_and_take_fault().await;
+        let mut inner = self.inner.lock().unwrap();
+        inner.get_records_calls += 1;
+        if let Some(fault) = fault {
+            return Err(fault_error(fault));
+        }
+        let (shard_id, index) =
+            parse_iterator(it).ok_or_else(|| error(ErrorClass::Rejected, format!("InvalidArgumentException: {it}")))?;
+        let shard =
+            inner.shards.iter().find(|s| s.id == shard_id).ok_or_else(|| {
+                error(ErrorClass::NotFound, format!("ResourceNotFoundException: no shard {shard_id}"))
+            })?;
+        let end = (index + limit.clamp(1, 10_000) as usize).min(shard.records.len());
+        let records = shard.records[index.min(end)..end].to_vec();
+        let caught_up = end == shard.records.len();
+        let millis_behind_latest = match (caught_up, shard.records.get(end)) {
+            (false, Some(next)) => (Utc::now() - next.arrival).num_milliseconds().max(0),
+            _ => 0,
+        };
+        let (next_iterator, child_shards) = if caught_up && shard.closed {
+            (None, shard.children.clone())
+        } else {
+            (Some(iterator(shard_id, end)), Vec::new())
+        };
+        Ok(RecordBatch { records, next_iterator, millis_behind_latest: Some(millis_behind_latest), child_shards })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_keys_route_by_md5_into_the_open_shard_that_holds_the_hash() {
+        let s = MemoryStream::new(4);
+        // MD5("a") = 0cc175b9…: in the first quarter of the hash key space.
+        assert_eq!(hash_key("a") >> 120, 0x0c);
+        assert_eq!(s.put("a", b"1").0, "shardId-000000000000");
+        let (left, right) = s.split("shardId-000000000000", None).unwrap();
+        assert_eq!(s.put("a", b"2").0, left, "0x0c… is in the lower half of the first quarter");
+        assert_eq!((left.as_str(), right.as_str()), ("shardId-000000000004", "shardId-000000000005"));
+        assert!(s.split("shardId-000000000000", None).is_err(), "a closed shard cannot split again");
+        assert_eq!(s.merge(&left, &right).unwrap(), "shardId-000000000006");
+        assert!(s.merge("shardId-000000000001", "shardId-000000000003").is_err(), "not adjacent");
+    }
+}
