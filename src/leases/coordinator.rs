@@ -455,3 +455,132 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Take rounds, release on shutdown and failover, on the twins under paused time.
+
+    use super::*;
+    use crate::leases::memory::MemoryLeaseStore;
+    use crate::processor::sink::MemoryTable;
+    use crate::retrieval::memory::MemoryStream;
+
+    const FAILOVER: Duration = Duration::from_secs(10);
+
+    struct Fleet {
+        stream: Arc<MemoryStream>,
+        store: Arc<MemoryLeaseStore>,
+        tweets: Arc<MemoryTable>,
+        next_id: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Fleet {
+        fn new(shards: usize) -> Self {
+            Self {
+                stream: Arc::new(MemoryStream::new(shards)),
+                store: Arc::new(MemoryLeaseStore::new()),
+                tweets: Arc::new(MemoryTable::new("tweets", &["Id"])),
+                next_id: 0.into(),
+            }
+        }
+
+        fn put(&self, n: usize) {
+            for _ in 0..n {
+                let i = self.next_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.stream.put(&format!("k{i}"), format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes());
+            }
+        }
+
+        fn start(&self, id: &str) -> (tokio::task::JoinHandle<Result<(), StoreError>>, CancellationToken) {
+            let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
+            let worker = Worker {
+                config: WorkerConfig {
+                    worker_id: id.into(),
+                    failover: FAILOVER,
+                    max_leases: usize::MAX,
+                    max_leases_to_steal: 2,
+                    shard_sync_interval: Duration::from_secs(60),
+                    initial_position: InitialPosition::TrimHorizon,
+                    shutdown_timeout: Duration::from_secs(5),
+                    consumer: ConsumerConfig {
+                        max_records: 100,
+                        poll_interval: Duration::from_millis(200),
+                        idle_poll_interval: Duration::from_millis(500),
+                        initial_timestamp: None,
+                        budget: None,
+                    },
+                },
+                health: Arc::new(Health::new(Duration::from_secs(3))),
+                stream: self.stream.clone(),
+                store: self.store.clone(),
+                processor: Arc::new(Processor::new(self.tweets.clone(), dead, None, Duration::from_secs(86_400))),
+            };
+            let stop = CancellationToken::new();
+            (tokio::spawn(worker.run(stop.clone())), stop)
+        }
+
+        /// Leases held per owner (`-` for none).
+        async fn owners(&self) -> HashMap<String, usize> {
+            let mut owners = HashMap::new();
+            for lease in self.store.list().await.unwrap() {
+                *owners.entry(lease.owner.unwrap_or_else(|| "-".into())).or_default() += 1;
+            }
+            owners
+        }
+
+        /// Waits in paused time until `done`; returns how long it took.
+        async fn until(&self, what: &str, done: impl Fn(&HashMap<String, usize>, usize) -> bool) -> Duration {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(300) {
+                if done(&self.owners().await, self.tweets.len()) {
+                    return start.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{what}: not after 300 s; owners {:?}, {} rows", self.owners().await, self.tweets.len());
+        }
+    }
+
+    fn holds(owners: &HashMap<String, usize>, who: &str, n: usize) -> bool {
+        owners.get(who).copied().unwrap_or(0) == n
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_workers_share_the_shards_and_a_stopping_one_hands_them_over_at_once() {
+        let fleet = Fleet::new(4);
+        fleet.put(40);
+        let (a, stop_a) = fleet.start("a");
+        let (b, stop_b) = fleet.start("b");
+        let took = fleet.until("a fair share each", |o, rows| holds(o, "a", 2) && holds(o, "b", 2) && rows == 40).await;
+        assert!(took <= Duration::from_secs(30), "converged in {took:?}");
+
+        stop_b.cancel();
+        b.await.unwrap().unwrap();
+        let took = fleet.until("a holds every lease", |o, _| holds(o, "a", 4)).await;
+        assert!(took <= Duration::from_secs(3), "a released lease is taken in a quick take round, not {took:?}");
+        fleet.put(20);
+        fleet.until("the new records written", |_, rows| rows == 60).await;
+
+        stop_a.cancel();
+        a.await.unwrap().unwrap();
+        assert!(holds(&fleet.owners().await, "-", 4), "every lease released: {:?}", fleet.owners().await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crashed_workers_leases_are_taken_after_the_failover_time_and_not_before() {
+        let fleet = Fleet::new(4);
+        fleet.put(40);
+        let (a, stop_a) = fleet.start("a");
+        let (b, _) = fleet.start("b");
+        fleet.until("a fair share each", |o, rows| holds(o, "a", 2) && holds(o, "b", 2) && rows == 40).await;
+
+        b.abort(); // a crash: nothing released
+        let took = fleet.until("a holds every lease", |o, _| holds(o, "a", 4)).await;
+        assert!(took >= FAILOVER - Duration::from_secs(1), "taken before the lease expired: {took:?}");
+        assert!(took <= FAILOVER + Duration::from_secs(5), "failover took {took:?}");
+        fleet.put(20);
+        fleet.until("the new records written", |_, rows| rows == 60).await;
+        stop_a.cancel();
+        a.await.unwrap().unwrap();
+    }
+}

@@ -277,3 +277,150 @@ impl Consumer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The consumer's rules on the twins (stream, lease store, tables), under
+    //! paused time.
+
+    use super::*;
+    use crate::leases::memory::MemoryLeaseStore;
+    use crate::leases::LeaseStore;
+    use crate::model::Lease;
+    use crate::processor::sink::MemoryTable;
+    use crate::retrieval::memory::{Fault, MemoryStream};
+    use tokio_util::sync::CancellationToken;
+
+    /// Long enough that no fence passes without renewals.
+    const FAILOVER: Duration = Duration::from_secs(3600);
+    const SHARD: &str = "shardId-000000000000";
+
+    struct Rig {
+        stream: Arc<MemoryStream>,
+        store: Arc<MemoryLeaseStore>,
+        tweets: Arc<MemoryTable>,
+        stop: CancellationToken,
+    }
+
+    impl Rig {
+        async fn new(records: usize) -> Self {
+            let rig = Self {
+                stream: Arc::new(MemoryStream::new(1)),
+                store: Arc::new(MemoryLeaseStore::new()),
+                tweets: Arc::new(MemoryTable::new("tweets", &["Id"])),
+                stop: CancellationToken::new(),
+            };
+            rig.put(0..records);
+            let created = rig.store.create(&Lease::new(SHARD, Checkpoint::TrimHorizon, vec![])).await.unwrap();
+            assert_eq!(created, Cas::Done(()));
+            rig
+        }
+
+        fn put(&self, ids: std::ops::Range<usize>) {
+            for i in ids {
+                self.stream.put(&format!("k{i}"), format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes());
+            }
+        }
+
+        async fn lease(&self) -> Lease {
+            self.store.list().await.unwrap().remove(0)
+        }
+
+        async fn consumer(&self) -> (Consumer, Arc<HeldLease>) {
+            let taken = self.store.take(&self.lease().await, "me").await.unwrap().done().unwrap();
+            let held = Arc::new(HeldLease::new(taken, Instant::now(), self.store.clone(), FAILOVER, self.stop.clone()));
+            let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
+            let processor = Arc::new(Processor::new(self.tweets.clone(), dead, None, Duration::from_secs(86_400)));
+            let config = ConsumerConfig {
+                max_records: 10,
+                poll_interval: Duration::from_millis(200),
+                idle_poll_interval: Duration::from_millis(500),
+                initial_timestamp: None,
+                budget: None,
+            };
+            (Consumer { held: held.clone(), stream: self.stream.clone(), processor, config }, held)
+        }
+
+        /// Waits (in paused time) until the stored lease satisfies `done`.
+        async fn until(&self, done: impl Fn(&Lease) -> bool) -> Lease {
+            for _ in 0..10_000 {
+                let lease = self.lease().await;
+                if done(&lease) {
+                    return lease;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the lease never got there: {:?}", self.lease().await);
+        }
+    }
+
+    /// The checkpoint of everything put to the shard so far.
+    fn at_the_end(stream: &MemoryStream) -> Checkpoint {
+        Checkpoint::Sequence(SequenceNumber::parse(&stream.last_sequence(SHARD).unwrap()).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_shard_is_checkpointed_after_each_written_batch_then_at_its_end() {
+        let rig = Rig::new(25).await;
+        let (left, right) = rig.stream.split(SHARD, None).unwrap();
+        let (consumer, _) = rig.consumer().await;
+        let exit = consumer.run().await;
+        let Exit::ShardEnd { children } = exit else { panic!("{exit:?}") };
+        let mut ids: Vec<String> = children.into_iter().map(|c| c.id).collect();
+        ids.sort();
+        assert_eq!(ids, [left, right]);
+        let lease = rig.lease().await;
+        assert_eq!(rig.tweets.len(), 25);
+        assert_eq!((lease.checkpoint.clone(), lease.records_processed), (Checkpoint::ShardEnd, 25));
+        // take, three batches (10, 10, 5), shard end: one write each.
+        assert_eq!(lease.counter, 5, "{lease:?}");
+        assert_eq!(lease.children.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_the_lease_is_lost_nothing_is_checkpointed_again() {
+        let rig = Rig::new(10).await;
+        let (consumer, held) = rig.consumer().await;
+        let end = at_the_end(&rig.stream);
+        let task = tokio::spawn(consumer.run());
+        let read = rig.until(|l| l.checkpoint == end).await;
+        // An operator's rewind takes the lease away while the consumer reads on.
+        rig.store.rewind(&read, &Checkpoint::TrimHorizon).await.unwrap().done().unwrap();
+        rig.put(10..30);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!held.renew().await.unwrap(), "the renewal finds the lease lost");
+        assert_eq!(task.await.unwrap(), Exit::LeaseLost);
+        let lease = rig.lease().await;
+        assert_eq!(
+            (lease.checkpoint, lease.owner),
+            (Checkpoint::TrimHorizon, None),
+            "never checkpointed after the loss"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_errors_and_expired_iterators_are_retried_and_nothing_is_skipped() {
+        let rig = Rig::new(30).await;
+        rig.stream.split(SHARD, None).unwrap();
+        rig.stream.inject([Fault::Throttled, Fault::Transient, Fault::ExpiredIterator, Fault::Throttled]);
+        rig.stream.set_latency(Duration::from_millis(30));
+        let (consumer, _) = rig.consumer().await;
+        assert!(matches!(consumer.run().await, Exit::ShardEnd { .. }));
+        assert_eq!(rig.tweets.len(), 30);
+        assert_eq!(rig.lease().await.records_processed, 30, "each record checkpointed once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_returns_with_what_was_written_checkpointed() {
+        let rig = Rig::new(30).await;
+        let (consumer, _) = rig.consumer().await;
+        let end = at_the_end(&rig.stream);
+        let task = tokio::spawn(consumer.run());
+        rig.until(|l| l.checkpoint == end).await;
+        rig.stop.cancel();
+        assert_eq!(task.await.unwrap(), Exit::Stopped);
+        let lease = rig.lease().await;
+        assert_eq!((lease.checkpoint, lease.records_processed), (end, 30));
+        assert_eq!(lease.owner.as_deref(), Some("me"), "releasing is the coordinator's job");
+    }
+}

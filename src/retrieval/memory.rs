@@ -204,6 +204,12 @@ impl MemoryStream {
         self.inner.lock().unwrap().latency = latency;
     }
 
+    /// The sequence number of the last record put to `shard`.
+    pub fn last_sequence(&self, shard: &str) -> Option<String> {
+        let inner = self.inner.lock().unwrap();
+        inner.shards.iter().find(|s| s.id == shard)?.records.last().map(|r| r.sequence_number.clone())
+    }
+
     pub fn calls(&self) -> Calls {
         Calls { get_records: self.inner.lock().unwrap().get_records_calls }
     }
