@@ -1,4 +1,6 @@
-//! In-memory [`LeaseStore`], for unit tests of the coordinator and the taker.
+//! In-memory [`LeaseStore`], for unit tests of the coordinator and the taker,
+//! and the fleet simulation: it prices every call as DynamoDB would (see
+//! [`Usage`]).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -11,6 +13,24 @@ use crate::model::{Checkpoint, Lease};
 #[derive(Debug, Default)]
 pub struct MemoryLeaseStore {
     rows: Mutex<BTreeMap<String, Lease>>,
+    usage: Mutex<Usage>,
+}
+
+/// What the calls so far would have cost on DynamoDB: a consistent Scan, one
+/// read unit per 4 KB of items read; a write, conditional or not and whether
+/// its condition held or not, one write unit per KB of the larger of the item
+/// before and after (at least one).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Usage {
+    pub read_units: f64,
+    pub write_units: f64,
+    pub scans: u64,
+    pub writes: u64,
+}
+
+/// A lease row's size as DynamoDB counts it (names and values).
+fn row_bytes(lease: &Lease) -> usize {
+    crate::processor::sink::item_size(&super::dynamodb::to_item(lease))
 }
 
 impl MemoryLeaseStore {
@@ -18,17 +38,37 @@ impl MemoryLeaseStore {
         Self::default()
     }
 
+    /// One row, read without a charge (for tests that watch the table).
+    pub fn peek(&self, key: &str) -> Option<Lease> {
+        self.rows.lock().unwrap().get(key).cloned()
+    }
+
+    pub fn usage(&self) -> Usage {
+        *self.usage.lock().unwrap()
+    }
+
+    fn charge_write(&self, bytes: usize) {
+        let mut usage = self.usage.lock().unwrap();
+        usage.writes += 1;
+        usage.write_units += bytes.div_ceil(1024).max(1) as f64;
+    }
+
     /// Applies `next(stored)` if the stored row matches `lease`'s counter (and
     /// owner, when `check_owner`).
     fn cas(&self, lease: &Lease, check_owner: bool, next: impl FnOnce(&Lease) -> Lease) -> Cas<Lease> {
         let mut rows = self.rows.lock().unwrap();
-        match rows.get_mut(&lease.key) {
+        let before = rows.get(&lease.key).map_or(0, row_bytes);
+        let result = match rows.get_mut(&lease.key) {
             Some(row) if row.counter == lease.counter && (!check_owner || row.owner == lease.owner) => {
                 *row = next(row);
                 Cas::Done(row.clone())
             }
             _ => Cas::Lost,
-        }
+        };
+        let after = rows.get(&lease.key).map_or(0, row_bytes);
+        drop(rows);
+        self.charge_write(before.max(after));
+        result
     }
 }
 
@@ -39,10 +79,16 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn list(&self) -> Result<Vec<Lease>, StoreError> {
-        Ok(self.rows.lock().unwrap().values().cloned().collect())
+        let rows: Vec<Lease> = self.rows.lock().unwrap().values().cloned().collect();
+        let bytes: usize = rows.iter().map(row_bytes).sum();
+        let mut usage = self.usage.lock().unwrap();
+        usage.scans += 1;
+        usage.read_units += bytes.div_ceil(4096).max(1) as f64;
+        Ok(rows)
     }
 
     async fn create(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {
+        self.charge_write(row_bytes(lease));
         let mut rows = self.rows.lock().unwrap();
         if rows.contains_key(&lease.key) {
             return Ok(Cas::Lost);
@@ -82,6 +128,7 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {
+        self.charge_write(row_bytes(lease));
         let mut rows = self.rows.lock().unwrap();
         match rows.get(&lease.key) {
             Some(row) if row.counter == lease.counter => {

@@ -204,6 +204,11 @@ impl MemoryStream {
         self.inner.lock().unwrap().latency = latency;
     }
 
+    /// The shards that take new records.
+    pub fn open_shards(&self) -> Vec<String> {
+        self.inner.lock().unwrap().shards.iter().filter(|s| !s.closed).map(|s| s.id.clone()).collect()
+    }
+
     /// The sequence number of the last record put to `shard`.
     pub fn last_sequence(&self, shard: &str) -> Option<String> {
         let inner = self.inner.lock().unwrap();

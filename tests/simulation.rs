@@ -1,0 +1,357 @@
+//! The fleet, simulated: real `Worker`s (coordinator, consumers, processing
+//! core) on the in-memory twins of the stream, the lease table and the tables,
+//! in one process under paused time, with a schedule of faults drawn from a
+//! seed: workers crash (task dropped, nothing released), leave gracefully and
+//! join; shards split under load. Invariants are checked as the run goes, and a
+//! failure names the seed, which replays the same schedule and load (the
+//! workers' own jitter is not seeded). The lease table prices every call as
+//! DynamoDB would, so each run reports its read and write units.
+//!
+//! CI runs a small fleet over a few seeds. Larger runs:
+//!
+//! ```sh
+//! SIM_WORKERS=100 SIM_SHARDS=2000 SIM_SEEDS=1 cargo test --release --test simulation -- --nocapture
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use stream_worker::health::Health;
+use stream_worker::leases::coordinator::{InitialPosition, Worker, WorkerConfig};
+use stream_worker::leases::memory::MemoryLeaseStore;
+use stream_worker::leases::{LeaseStore, StoreError};
+use stream_worker::lifecycle::consumer::ConsumerConfig;
+use stream_worker::model::{Checkpoint, Lease};
+use stream_worker::processor::sink::{BatchWriter, Item, MemoryTable, WriteError};
+use stream_worker::processor::Processor;
+use stream_worker::retrieval::memory::MemoryStream;
+
+const FAILOVER: Duration = Duration::from_secs(10);
+
+/// Liveness bounds. Strict (`SIM_STRICT=1`): issue #10's targets, a lease still
+/// for no more than two failover times and convergence within a minute. By
+/// default, bounds that only a lease left for good or a fleet that never settles
+/// break; the worst figures of each run are printed beside them.
+fn bounds() -> (Duration, Duration) {
+    if std::env::var("SIM_STRICT").is_ok() {
+        (FAILOVER * 2 + Duration::from_secs(5), Duration::from_secs(60))
+    } else {
+        (Duration::from_secs(120), Duration::from_secs(300))
+    }
+}
+/// How often the checker looks at the lease table.
+const TICK: Duration = Duration::from_millis(200);
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Every write to the tweets table: when, by which worker, for which shards;
+/// and the writes made by a worker that did not own the shard's lease then.
+#[derive(Default)]
+struct WriteLog {
+    writes: Mutex<Vec<(Instant, usize, String)>>,
+    unowned: Mutex<Vec<String>>,
+}
+
+/// The shared tweets table, seen through one worker's eyes.
+struct Logged {
+    table: Arc<MemoryTable>,
+    store: Arc<MemoryLeaseStore>,
+    worker: usize,
+    log: Arc<WriteLog>,
+}
+
+#[async_trait]
+impl BatchWriter for Logged {
+    async fn write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError> {
+        let shards: HashSet<String> = items.iter().map(|i| i["ShardId"].as_s().unwrap().clone()).collect();
+        let now = Instant::now();
+        let me = format!("w{}", self.worker);
+        for shard in &shards {
+            // Writes take no time here: a write starts and ends while its lease is held.
+            let owner = self.store.peek(shard).and_then(|l| l.owner);
+            if owner.as_deref() != Some(me.as_str()) {
+                self.log.unowned.lock().unwrap().push(format!("{me} wrote {shard} while {owner:?} owned it"));
+            }
+        }
+        self.log.writes.lock().unwrap().extend(shards.into_iter().map(|s| (now, self.worker, s)));
+        self.table.write(items).await
+    }
+    fn table(&self) -> &str {
+        self.table.table()
+    }
+}
+
+struct Sim {
+    seed: u64,
+    stream: Arc<MemoryStream>,
+    store: Arc<MemoryLeaseStore>,
+    tweets: Arc<MemoryTable>,
+    log: Arc<WriteLog>,
+    workers: HashMap<usize, (JoinHandle<Result<(), StoreError>>, CancellationToken)>,
+    next_worker: usize,
+    next_id: usize,
+}
+
+impl Sim {
+    fn start_worker(&mut self) {
+        let n = self.next_worker;
+        self.next_worker += 1;
+        let tweets = Arc::new(Logged {
+            table: self.tweets.clone(),
+            store: self.store.clone(),
+            worker: n,
+            log: self.log.clone(),
+        });
+        let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
+        let worker = Worker {
+            config: WorkerConfig {
+                worker_id: format!("w{n}"),
+                failover: FAILOVER,
+                max_leases: usize::MAX,
+                max_leases_to_steal: 2,
+                shard_sync_interval: Duration::from_secs(60),
+                initial_position: InitialPosition::TrimHorizon,
+                shutdown_timeout: Duration::from_secs(5),
+                consumer: ConsumerConfig {
+                    max_records: 1000,
+                    poll_interval: Duration::from_millis(200),
+                    idle_poll_interval: Duration::from_millis(500),
+                    initial_timestamp: None,
+                    budget: None,
+                },
+            },
+            health: Arc::new(Health::new(Duration::from_secs(3))),
+            stream: self.stream.clone(),
+            store: self.store.clone(),
+            processor: Arc::new(Processor::new(tweets, dead, None, Duration::from_secs(86_400))),
+        };
+        let stop = CancellationToken::new();
+        self.workers.insert(n, (tokio::spawn(worker.run(stop.clone())), stop));
+    }
+
+    fn put(&mut self, count: usize) {
+        for _ in 0..count {
+            let i = self.next_id;
+            self.next_id += 1;
+            self.stream.put(&format!("k{i}"), format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes());
+        }
+    }
+
+    fn fail(&self, what: String) -> ! {
+        panic!("seed {}: {what}", self.seed)
+    }
+}
+
+/// What the checker keeps between looks at the lease table.
+#[derive(Default)]
+struct Checker {
+    last: HashMap<String, Lease>,
+    /// When each lease's counter last moved.
+    moved: HashMap<String, Instant>,
+    /// When each shard was first seen finished.
+    ended: HashMap<String, Instant>,
+    parents: HashMap<String, Vec<String>>,
+    /// The longest a readable lease stood still.
+    worst_still: Duration,
+}
+
+impl Checker {
+    /// Checks the invariants on the table as it is now; returns a violation.
+    fn look(&mut self, leases: &[Lease], now: Instant) -> Option<String> {
+        let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
+        for lease in leases {
+            self.parents.entry(lease.key.clone()).or_insert_with(|| lease.parents.clone());
+            if let Some(before) = self.last.get(&lease.key) {
+                if let (Checkpoint::Sequence(a), Checkpoint::Sequence(b)) = (&before.checkpoint, &lease.checkpoint) {
+                    if b < a {
+                        return Some(format!("{}: checkpoint went back from {a} to {b}", lease.key));
+                    }
+                }
+                if before.checkpoint.is_shard_end() && !lease.checkpoint.is_shard_end() {
+                    return Some(format!("{}: SHARD_END undone", lease.key));
+                }
+                if before.counter != lease.counter {
+                    self.moved.insert(lease.key.clone(), now);
+                }
+            } else {
+                self.moved.insert(lease.key.clone(), now);
+            }
+            if lease.checkpoint.is_shard_end() {
+                self.ended.entry(lease.key.clone()).or_insert(now);
+            }
+            // A lease of a shard that can be read, not moving for this long, is stuck:
+            // its owner died and nobody took it, or nobody took it when it was free.
+            let ready = !lease.checkpoint.is_shard_end()
+                && lease.parents.iter().all(|p| by_key.get(p.as_str()).is_none_or(|p| p.checkpoint.is_shard_end()));
+            let still = now.duration_since(self.moved[&lease.key]);
+            if ready {
+                self.worst_still = self.worst_still.max(still);
+            }
+            if ready && still > bounds().0 {
+                return Some(format!("{}: stuck for {still:?}: {lease:?}", lease.key));
+            }
+            self.last.insert(lease.key.clone(), lease.clone());
+        }
+        None
+    }
+}
+
+/// One seeded run; returns its report line.
+async fn run(seed: u64, workers: usize, shards: usize) -> String {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut sim = Sim {
+        seed,
+        stream: Arc::new(MemoryStream::new(shards)),
+        store: Arc::new(MemoryLeaseStore::new()),
+        tweets: Arc::new(MemoryTable::new("tweets", &["Id"])),
+        log: Arc::new(WriteLog::default()),
+        workers: HashMap::new(),
+        next_worker: 0,
+        next_id: 0,
+    };
+    let start = Instant::now();
+    for _ in 0..workers {
+        sim.start_worker();
+    }
+    // Faults at random moments between 30 s and 150 s; load until 170 s.
+    let mut faults: Vec<(Duration, u8)> = (0..workers.max(4))
+        .map(|_| (Duration::from_millis(rng.gen_range(30_000..150_000)), rng.gen_range(0..4)))
+        .collect();
+    faults.sort();
+    let mut faults = faults.into_iter().peekable();
+    let mut checker = Checker::default();
+    let load_until = Duration::from_secs(170);
+    let per_tick = shards / 10 + 1;
+    let mut splits = 0;
+    while start.elapsed() < load_until {
+        tokio::time::sleep(TICK).await;
+        sim.put(per_tick);
+        while let Some((at, kind)) = faults.next_if(|(at, _)| *at <= start.elapsed()) {
+            let _ = at;
+            let mut live: Vec<usize> = sim.workers.keys().copied().collect();
+            live.sort();
+            if std::env::var("SIM_TRACE").is_ok() {
+                println!("{:?}: fault {kind} among {} workers", start.elapsed(), live.len());
+            }
+            match kind {
+                0 if live.len() > 1 => {
+                    let victim = live[rng.gen_range(0..live.len())];
+                    if std::env::var("SIM_TRACE").is_ok() {
+                        println!("  crash w{victim}");
+                    }
+                    sim.workers.remove(&victim).unwrap().0.abort(); // a crash: nothing released
+                }
+                1 if live.len() > 1 => {
+                    let leaving = live[rng.gen_range(0..live.len())];
+                    if std::env::var("SIM_TRACE").is_ok() {
+                        println!("  stop w{leaving}");
+                    }
+                    sim.workers.remove(&leaving).unwrap().1.cancel();
+                }
+                2 => sim.start_worker(),
+                _ => {
+                    let open = sim.stream.open_shards();
+                    if !open.is_empty() {
+                        sim.stream.split(&open[rng.gen_range(0..open.len())], None).unwrap();
+                        splits += 1;
+                    }
+                }
+            }
+        }
+        if let Some(violation) = checker.look(&sim.store.list().await.unwrap(), Instant::now()) {
+            let mut live: Vec<usize> = sim.workers.keys().copied().collect();
+            live.sort();
+            sim.fail(format!("at {:?}: {violation}; live workers {live:?}", start.elapsed()));
+        }
+    }
+    // Every record put is written, within a minute of the load's end.
+    let put = sim.next_id;
+    let drained = Instant::now();
+    while sim.tweets.len() < put {
+        if drained.elapsed() > Duration::from_secs(60) {
+            sim.fail(format!("{} of {put} records written a minute after the load ended", sim.tweets.len()));
+        }
+        tokio::time::sleep(TICK).await;
+        if let Some(violation) = checker.look(&sim.store.list().await.unwrap(), Instant::now()) {
+            let mut live: Vec<usize> = sim.workers.keys().copied().collect();
+            live.sort();
+            sim.fail(format!("at {:?}: {violation}; live workers {live:?}", start.elapsed()));
+        }
+    }
+    // The fleet converges to within one lease of fair shares.
+    let live: HashSet<String> = sim.workers.keys().map(|n| format!("w{n}")).collect();
+    let converging = Instant::now();
+    loop {
+        let leases = sim.store.list().await.unwrap();
+        let mut held: HashMap<&str, usize> = live.iter().map(|w| (w.as_str(), 0)).collect();
+        for l in leases.iter().filter(|l| !l.checkpoint.is_shard_end()) {
+            if let Some(n) = l.owner.as_deref().and_then(|o| held.get_mut(o)) {
+                *n += 1;
+            }
+        }
+        let (min, max) = (held.values().min().copied().unwrap_or(0), held.values().max().copied().unwrap_or(0));
+        if max - min <= 1 {
+            break;
+        }
+        if converging.elapsed() > bounds().1 {
+            sim.fail(format!("not within one lease of fair shares after {:?}: {held:?}", bounds().1));
+        }
+        tokio::time::sleep(TICK).await;
+    }
+    // No two workers processed one shard at once: every write was made by the
+    // lease's owner of the moment.
+    if let Some(first) = sim.log.unowned.lock().unwrap().first() {
+        sim.fail(first.clone());
+    }
+    let log = sim.log.writes.lock().unwrap().clone();
+    let mut by_shard: HashMap<&str, Vec<(Instant, usize)>> = HashMap::new();
+    for (at, worker, shard) in &log {
+        by_shard.entry(shard.as_str()).or_default().push((*at, *worker));
+    }
+    for (shard, writes) in &by_shard {
+        // Children only after their parents' end.
+        for parent in checker.parents.get(*shard).into_iter().flatten() {
+            if let Some(&ended) = checker.ended.get(parent) {
+                if writes[0].0 + TICK < ended {
+                    sim.fail(format!("{shard} written at {:?}, before its parent {parent} ended", writes[0].0 - start));
+                }
+            }
+        }
+    }
+    for (_, (task, stop)) in sim.workers.drain() {
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+    let converged = converging.elapsed();
+    let usage = sim.store.usage();
+    let secs = start.elapsed().as_secs_f64();
+    format!(
+        "seed {seed}: {workers} workers, {shards} shards (+{splits} splits), {put} records over {secs:.0} s: \
+         longest still lease {:.1} s, converged {:.1} s after the drain; \
+         lease table {:.1} read units/s, {:.1} writes per shard per minute ({:.1} scans/s)",
+        checker.worst_still.as_secs_f64(),
+        converged.as_secs_f64(),
+        usage.read_units / secs,
+        usage.writes as f64 / (shards + 2 * splits) as f64 / (secs / 60.0),
+        usage.scans as f64 / secs,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn seeded_runs_with_random_faults_keep_every_invariant() {
+    let (workers, shards, seeds) = (env("SIM_WORKERS", 20), env("SIM_SHARDS", 200), env("SIM_SEEDS", 20));
+    let first = env("SIM_SEED", 1) as u64;
+    for seed in first..first + seeds as u64 {
+        println!("{}", run(seed, workers, shards).await);
+    }
+}
