@@ -349,7 +349,7 @@ async fn run(seed: u64, workers: usize, shards: usize) -> String {
 
 #[tokio::test(start_paused = true)]
 async fn seeded_runs_with_random_faults_keep_every_invariant() {
-    let (workers, shards, seeds) = (env("SIM_WORKERS", 20), env("SIM_SHARDS", 200), env("SIM_SEEDS", 20));
+    let (workers, shards, seeds) = (env("SIM_WORKERS", 20), env("SIM_SHARDS", 200), env("SIM_SEEDS", 10));
     let first = env("SIM_SEED", 1) as u64;
     for seed in first..first + seeds as u64 {
         println!("{}", run(seed, workers, shards).await);

@@ -44,7 +44,7 @@ pub struct StoreError(pub String);
 /// The lease table.
 ///
 /// Contract, for every implementation (checked by the conformance suite in
-/// `tests/lease_store.rs` against both):
+/// `tests/conformance.rs` against both):
 /// - `create` inserts only if no row has the key.
 /// - `take`, `renew`, `release`, `checkpoint`, `request_handoff` and `delete` apply
 ///   only if the stored `leaseCounter` equals the given lease's counter (and, for
