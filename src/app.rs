@@ -99,6 +99,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
                 initial_timestamp,
                 budget: (args.max_in_flight_bytes > 0).then(|| ByteBudget::new(args.max_in_flight_bytes)),
             },
+            rng_seed: None,
         },
         stream: Arc::new(KinesisStream::new(kinesis, &args.stream)),
         store,

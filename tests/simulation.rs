@@ -3,9 +3,12 @@
 //! in one process under paused time, with a schedule of faults drawn from a
 //! seed: workers crash (task dropped, nothing released), leave gracefully and
 //! join; shards split under load. Invariants are checked as the run goes, and a
-//! failure names the seed, which replays the same schedule and load (the
-//! workers' own jitter is not seeded). The lease table prices every call as
-//! DynamoDB would, so each run reports its read and write units.
+//! failure names the seed. The schedule, the load and the workers' own random
+//! choices (take-round jitter, which lease to take or steal) are drawn from it,
+//! but two runs of one seed are not yet identical (see the fingerprint printed
+//! with each run): a seed replays the same faults and load, not necessarily the
+//! same interleaving. The lease table prices every call as DynamoDB would, so
+//! each run reports its read and write units.
 //!
 //! CI runs a small fleet over a few seeds. Larger runs:
 //!
@@ -129,6 +132,7 @@ impl Sim {
                     initial_timestamp: None,
                     budget: None,
                 },
+                rng_seed: Some(self.seed * 10_000 + n as u64),
             },
             health: Arc::new(Health::new(Duration::from_secs(3))),
             stream: self.stream.clone(),
@@ -206,8 +210,9 @@ impl Checker {
     }
 }
 
-/// One seeded run; returns its report line.
-async fn run(seed: u64, workers: usize, shards: usize) -> String {
+/// One seeded run; returns its report line and a fingerprint of what happened
+/// (every write's moment, worker and shard; the lease table's calls).
+async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut sim = Sim {
         seed,
@@ -335,7 +340,18 @@ async fn run(seed: u64, workers: usize, shards: usize) -> String {
     let converged = converging.elapsed();
     let usage = sim.store.usage();
     let secs = start.elapsed().as_secs_f64();
-    format!(
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        // Sorted: tasks woken at one instant may run in either order.
+        let mut writes: Vec<(Duration, usize, &String)> =
+            log.iter().map(|(at, worker, shard)| (at.duration_since(start), *worker, shard)).collect();
+        writes.sort();
+        writes.hash(&mut h);
+        (usage.scans, usage.writes, sim.next_id, splits).hash(&mut h);
+        h.finish()
+    };
+    let report = format!(
         "seed {seed}: {workers} workers, {shards} shards (+{splits} splits), {put} records over {secs:.0} s: \
          longest still lease {:.1} s, converged {:.1} s after the drain; \
          lease table {:.1} read units/s, {:.1} writes per shard per minute ({:.1} scans/s)",
@@ -344,7 +360,8 @@ async fn run(seed: u64, workers: usize, shards: usize) -> String {
         usage.read_units / secs,
         usage.writes as f64 / (shards + 2 * splits) as f64 / (secs / 60.0),
         usage.scans as f64 / secs,
-    )
+    );
+    (report, fingerprint)
 }
 
 #[tokio::test(start_paused = true)]
@@ -352,6 +369,7 @@ async fn seeded_runs_with_random_faults_keep_every_invariant() {
     let (workers, shards, seeds) = (env("SIM_WORKERS", 20), env("SIM_SHARDS", 200), env("SIM_SEEDS", 10));
     let first = env("SIM_SEED", 1) as u64;
     for seed in first..first + seeds as u64 {
-        println!("{}", run(seed, workers, shards).await);
+        let (report, fingerprint) = run(seed, workers, shards).await;
+        println!("{report} [fingerprint {fingerprint:016x}]");
     }
 }

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +63,9 @@ pub struct WorkerConfig {
     /// Time allowed for the graceful stop: finish batches, checkpoint, release.
     pub shutdown_timeout: Duration,
     pub consumer: ConsumerConfig,
+    /// Seeds the worker's random choices (take-round jitter, which leases to take
+    /// or steal), so that a simulation replays; `None`: from the OS.
+    pub rng_seed: Option<u64>,
 }
 
 /// The states of `stream_worker_shards`, all reported (zero included).
@@ -95,6 +100,7 @@ struct State {
     seen: Observations,
     /// Handoffs this worker asked for, and when.
     asked: HashMap<String, Instant>,
+    rng: StdRng,
 }
 
 impl Worker {
@@ -112,6 +118,10 @@ impl Worker {
             tasks: HashMap::new(),
             seen: Observations::default(),
             asked: HashMap::new(),
+            rng: match cfg.rng_seed {
+                Some(seed) => StdRng::seed_from_u64(seed),
+                None => StdRng::from_entropy(),
+            },
         };
         let consumers_stop = CancellationToken::new();
         tracing::info!(worker_id = %cfg.worker_id, failover = ?cfg.failover, "worker started");
@@ -144,7 +154,7 @@ impl Worker {
                     if let Err(e) = self.bounded(self.take_round(&mut state, &consumers_stop, true)).await {
                         tracing::warn!(error = %e, "take round failed");
                     }
-                    next_take = Instant::now() + taker::take_interval(cfg.failover, &mut rand::thread_rng());
+                    next_take = Instant::now() + taker::take_interval(cfg.failover, &mut state.rng);
                     next_quick_take = Instant::now() + quick_take_every;
                 }
                 _ = sleep_until(next_quick_take) => {
@@ -290,7 +300,7 @@ impl Worker {
             max_leases: cfg.max_leases,
             max_leases_to_steal: cfg.max_leases_to_steal,
         };
-        let plan = taker::plan(&cfg.worker_id, &held, &leases, &state.seen, now, &taker_cfg, &mut rand::thread_rng());
+        let plan = taker::plan(&cfg.worker_id, &held, &leases, &state.seen, now, &taker_cfg, &mut state.rng);
         metrics::gauge!(m::WORKERS_SEEN).set(plan.workers as f64);
         self.processor.set_fleet_size(taker::live_workers(&cfg.worker_id, &leases, &state.seen, now, cfg.failover));
         let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
@@ -509,6 +519,7 @@ mod tests {
                         initial_timestamp: None,
                         budget: None,
                     },
+                    rng_seed: None,
                 },
                 health: Arc::new(Health::new(Duration::from_secs(3))),
                 stream: self.stream.clone(),

@@ -111,7 +111,8 @@ pub fn plan(
 
     // Live load per worker over the leases that can be worked on. A lease being
     // handed over counts for the worker it goes to, and can be stolen by no one.
-    let mut load: HashMap<&str, Vec<&Lease>> = HashMap::new();
+    // Ordered, so that a seeded rng makes the same choices (simulations replay).
+    let mut load: std::collections::BTreeMap<&str, Vec<&Lease>> = std::collections::BTreeMap::new();
     let mut incoming = 0;
     for lease in leases {
         let Some(owner) = lease.owner.as_deref() else { continue };
