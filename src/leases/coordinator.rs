@@ -11,7 +11,7 @@
 //! the mark at its next renewal, finishes its batch, checkpoints and releases.
 //! If the owner has not released after one failover time, the taker takes it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,13 +93,13 @@ pub struct Worker {
 }
 
 struct State {
-    held: HashMap<String, Arc<HeldLease>>,
+    held: BTreeMap<String, Arc<HeldLease>>,
     consumers: JoinSet<Exit>,
     /// Which shard each consumer task runs, to know whose lease a panic leaves.
     tasks: HashMap<tokio::task::Id, String>,
     seen: Observations,
     /// Handoffs this worker asked for, and when.
-    asked: HashMap<String, Instant>,
+    asked: BTreeMap<String, Instant>,
     rng: StdRng,
 }
 
@@ -113,11 +113,11 @@ impl Worker {
         let renew_every = cfg.failover / 3;
         let quick_take_every = quick_take_interval(cfg.failover);
         let mut state = State {
-            held: HashMap::new(),
+            held: BTreeMap::new(),
             consumers: JoinSet::new(),
             tasks: HashMap::new(),
             seen: Observations::default(),
-            asked: HashMap::new(),
+            asked: BTreeMap::new(),
             rng: match cfg.rng_seed {
                 Some(seed) => StdRng::seed_from_u64(seed),
                 None => StdRng::from_entropy(),
@@ -132,8 +132,16 @@ impl Worker {
         let mut next_sync = Instant::now();
         let mut next_write_limits = Instant::now();
         loop {
+            // In a fixed order, renewals first (keeping leases matters most): with
+            // several branches ready at once the choice must not be random, or a
+            // simulation under paused time could not replay.
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
+                _ = sleep_until(next_renew) => {
+                    self.renew_all(&mut state).await;
+                    next_renew += renew_every;
+                }
                 _ = sleep_until(next_write_limits) => {
                     let refresh = async { self.processor.refresh_write_limits().await; Ok::<_, anyhow::Error>(()) };
                     if self.bounded(refresh).await.is_err() {
@@ -162,10 +170,6 @@ impl Worker {
                         tracing::debug!(error = %e, "quick take round failed");
                     }
                     next_quick_take = Instant::now() + quick_take_every;
-                }
-                _ = sleep_until(next_renew) => {
-                    self.renew_all(&mut state).await;
-                    next_renew += renew_every;
                 }
                 Some(joined) = state.consumers.join_next_with_id() => {
                     if self.on_consumer_exit(&mut state, joined).await {
@@ -199,7 +203,8 @@ impl Worker {
             }
         }
         let this = &self;
-        join_all(state.held.drain().map(|(_, held)| async move { this.release(&held).await })).await;
+        join_all(std::mem::take(&mut state.held).into_values().map(|held| async move { this.release(&held).await }))
+            .await;
         metrics::gauge!(m::LEASES_HELD).set(0.0);
         tracing::info!(worker_id = %cfg.worker_id, "worker stopped");
         Ok(())
