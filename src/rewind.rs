@@ -232,6 +232,10 @@ pub async fn plan(
 /// wrote. A lease that changed since it was read (a renewal, a checkpoint) is
 /// read again and rewritten; one created meanwhile (shard sync) is rewound.
 pub async fn apply(store: &dyn LeaseStore, moves: &[Move]) -> anyhow::Result<usize> {
+    let read =
+        |leases: Vec<Lease>| -> HashMap<String, Lease> { leases.into_iter().map(|l| (l.key.clone(), l)).collect() };
+    // One scan, and another only when a write finds its lease changed.
+    let mut current = read(store.list().await?);
     let mut written = 0;
     for m in moves.iter().filter(|m| m.action != "keep") {
         let mut tries = 0;
@@ -240,9 +244,8 @@ pub async fn apply(store: &dyn LeaseStore, moves: &[Move]) -> anyhow::Result<usi
             if tries > 20 {
                 anyhow::bail!("shard {}: the lease kept changing under 20 rewrites; try again", m.shard_id);
             }
-            let current = store.list().await?.into_iter().find(|l| l.key == m.shard_id);
-            let done = match current {
-                Some(lease) => matches!(store.rewind(&lease, &m.target).await?, Cas::Done(_)),
+            let done = match current.get(&m.shard_id) {
+                Some(lease) => matches!(store.rewind(lease, &m.target).await?, Cas::Done(_)),
                 None => {
                     let lease = Lease::new(m.shard_id.clone(), m.target.clone(), m.parents.clone());
                     matches!(store.create(&lease).await?, Cas::Done(()))
@@ -254,6 +257,7 @@ pub async fn apply(store: &dyn LeaseStore, moves: &[Move]) -> anyhow::Result<usi
                 written += 1;
                 break;
             }
+            current = read(store.list().await?);
         }
     }
     Ok(written)

@@ -216,13 +216,8 @@ impl Processor {
     /// whether it decodes into a tweet that fits in an item. A table may still
     /// refuse it.
     pub fn check(&self, shard_id: &str, record: &Record) -> Result<(), (Reason, String)> {
-        let tweet = decode(&record.data).map_err(|e| (Reason::from(&e), e.to_string()))?;
         let now = Utc::now();
-        let item = tweet_item(&tweet, shard_id, record, now, (now + self.ttl).timestamp());
-        if item_size(&item) > MAX_ITEM_BYTES {
-            return Err((Reason::TooLarge, format!("tweet {} is over DynamoDB's item size limit", tweet.id)));
-        }
-        Ok(())
+        item_for(shard_id, record, now, (now + self.ttl).timestamp()).map(|_| ())
     }
 
     /// Decodes the records and writes their tweets; returns what could not be
@@ -239,17 +234,9 @@ impl Processor {
         let mut tweets: Vec<(usize, Item)> = Vec::with_capacity(records.len());
         let mut dead: Vec<(usize, Reason, String)> = Vec::new();
         for (index, record) in records.iter().enumerate() {
-            match decode(&record.data) {
-                Ok(tweet) => {
-                    let item = tweet_item(&tweet, shard_id, record, now, expires);
-                    if item_size(&item) > MAX_ITEM_BYTES {
-                        let why = format!("tweet {} is over DynamoDB's item size limit", tweet.id);
-                        dead.push((index, Reason::TooLarge, why));
-                    } else {
-                        tweets.push((index, item));
-                    }
-                }
-                Err(e) => dead.push((index, Reason::from(&e), e.to_string())),
+            match item_for(shard_id, record, now, expires) {
+                Ok(item) => tweets.push((index, item)),
+                Err((reason, why)) => dead.push((index, reason, why)),
             }
         }
         // A batch may carry one tweet twice (a producer retry); DynamoDB refuses a
@@ -345,6 +332,21 @@ impl Processor {
         }
         first_unwritten
     }
+}
+
+/// The tweets-table item for a record, or why it can never be one.
+fn item_for(
+    shard_id: &str,
+    record: &Record,
+    processed_at: DateTime<Utc>,
+    expires_epoch: i64,
+) -> Result<Item, (Reason, String)> {
+    let tweet = decode(&record.data).map_err(|e| (Reason::from(&e), e.to_string()))?;
+    let item = tweet_item(&tweet, shard_id, record, processed_at, expires_epoch);
+    if item_size(&item) > MAX_ITEM_BYTES {
+        return Err((Reason::TooLarge, format!("tweet {} is over DynamoDB's item size limit", tweet.id)));
+    }
+    Ok(item)
 }
 
 fn s(value: &str) -> AttributeValue {
