@@ -17,7 +17,9 @@ use crate::leases::LeaseStore;
 use crate::lifecycle::budget::ByteBudget;
 use crate::lifecycle::consumer::ConsumerConfig;
 use crate::processor::Processor;
-use crate::producer::{file_source, synthetic::Synthetic, Producer};
+use crate::producer::sink::KinesisSink;
+use crate::producer::x_api::{self, BearerToken, Endpoint, Limits, Rule, XApi};
+use crate::producer::{feed_iter, file_source, synthetic::Synthetic, Producer, Stats};
 use crate::retrieval::kinesis::KinesisStream;
 
 fn require_region(config: &SdkConfig, service: &'static str, what: &str) -> anyhow::Result<()> {
@@ -295,7 +297,7 @@ pub async fn rewind(args: RewindArgs) -> anyhow::Result<()> {
 }
 
 /// `stream-worker produce`: put tweets until the source, count or time runs out.
-pub async fn produce(args: ProduceArgs, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn produce(args: ProduceArgs, stop: CancellationToken, health: Arc<Health>) -> anyhow::Result<()> {
     let config = crate::aws::load_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
     check_stream(&kinesis, &config, &args.stream).await?;
@@ -309,33 +311,142 @@ pub async fn produce(args: ProduceArgs, stop: CancellationToken) -> anyhow::Resu
         ),
         None => None,
     };
+    let x_api = match args.source {
+        Source::XApi | Source::XApiSample => {
+            let token = bearer_token(&args, &config).await?;
+            let endpoint = if args.source == Source::XApi { Endpoint::Filtered } else { Endpoint::Sample };
+            let api = XApi::new(&args.x_api_url, token, endpoint)?;
+            let wanted = wanted_rules(&args)?;
+            if !wanted.is_empty() {
+                let plan = api.sync_rules(&wanted, args.keep_rules).await?;
+                tracing::info!(added = plan.add.len(), deleted = plan.delete.len(), "stream rules in sync");
+            }
+            Some(api)
+        }
+        _ => None,
+    };
     let deadline = args.minutes.map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0));
-    let mut producer = Producer {
-        client: kinesis,
-        stream: args.stream.clone(),
+    let stats = Arc::new(Stats::default());
+    stats.set_connected(x_api.is_none());
+    let producer = Producer {
+        sink: Arc::new(KinesisSink { client: kinesis, stream: args.stream.clone() }),
         rate: args.rate,
         partition_keys: args.partition_keys,
         put_log,
+        stats: stats.clone(),
+        health: health.clone(),
+        shutdown_timeout: args.shutdown_timeout,
     };
+    let progress = tokio::spawn(report_progress(stats.clone(), health));
     let started = Instant::now();
-    let summary = match &args.source {
-        Source::Synthetic => {
+    let (summary, result) = match (&args.source, x_api) {
+        (Source::Synthetic, _) => {
             let count = args.count.or(if deadline.is_none() { Some(1000) } else { None });
             let source = Synthetic::new(args.seed, args.malformed_ratio).map(Ok);
-            producer.run(source, count, deadline, stop).await?
+            producer.run(|tx, stop| feed_iter(source, tx, count, deadline, stats.clone(), stop), stop).await
         }
-        Source::File(path) => producer.run(file_source(path)?, args.count, deadline, stop).await?,
+        (Source::File(path), _) => {
+            let source = file_source(path)?;
+            producer.run(|tx, stop| feed_iter(source, tx, args.count, deadline, stats.clone(), stop), stop).await
+        }
+        (_, Some(api)) => {
+            let limits = Limits { count: args.count, deadline, stall_timeout: args.x_api_stall_timeout };
+            producer.run(|tx, stop| async move { x_api::feed(&api, tx, limits, stats.clone(), stop).await }, stop).await
+        }
+        (_, None) => unreachable!("the X API client is built for the X API sources"),
     };
+    progress.abort();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "put {} records ({} bytes) into stream '{}' in {:.1} s ({:.0} records/s; {} PutRecords calls, {} entries retried)",
-        summary.records,
-        summary.bytes,
+        "stream '{}': {summary} in {secs:.1} s ({:.0} records/s)",
         args.stream,
-        secs,
-        summary.records as f64 / secs.max(1e-9),
-        summary.calls,
-        summary.retried_entries
+        summary.put as f64 / secs.max(1e-9)
     );
-    Ok(())
+    result
+}
+
+/// The bearer token: from Secrets Manager when a secret is named, else from
+/// `X_BEARER_TOKEN`. Errors never include the token.
+async fn bearer_token(args: &ProduceArgs, config: &SdkConfig) -> anyhow::Result<BearerToken> {
+    let Some(secret) = &args.bearer_token_secret else {
+        let token = std::env::var("X_BEARER_TOKEN").map_err(|_| {
+            anyhow::anyhow!(
+                "the X API sources need a bearer token\n  hint: set X_BEARER_TOKEN, or name an AWS Secrets Manager \
+                 secret with --bearer-token-secret (STREAM_WORKER_BEARER_TOKEN_SECRET)"
+            )
+        })?;
+        return BearerToken::new(token).map_err(|e| anyhow::anyhow!("X_BEARER_TOKEN: {e}"));
+    };
+    let client = aws_sdk_secretsmanager::Client::new(config);
+    let out = client.get_secret_value().secret_id(secret).send().await.map_err(|e| {
+        anyhow::anyhow!("cannot read the bearer token from secret '{secret}': {}", crate::aws::describe(&e))
+    })?;
+    let text = out.secret_string().ok_or_else(|| {
+        anyhow::anyhow!("secret '{secret}' has no SecretString (a binary secret cannot hold the token)")
+    })?;
+    let token = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => map
+            .get("bearer_token")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("secret '{secret}' is JSON without a \"bearer_token\" string"))?,
+        _ => text.to_owned(),
+    };
+    BearerToken::new(token).map_err(|e| anyhow::anyhow!("secret '{secret}': {e}"))
+}
+
+/// The rules of `--rule` and `--rules-file`.
+fn wanted_rules(args: &ProduceArgs) -> anyhow::Result<Vec<Rule>> {
+    let mut rules: Vec<Rule> = args.rules.iter().map(|v| Rule { value: v.clone(), tag: None }).collect();
+    if let Some(path) = &args.rules_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read --rules-file {}: {e}", path.display()))?;
+        let listed: Vec<Rule> = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "--rules-file {}: {e}\n  hint: the file is a JSON list: [{{\"value\": \"lang:en #rustlang\", \
+                 \"tag\": \"rust\"}}]",
+                path.display()
+            )
+        })?;
+        rules.extend(listed);
+    }
+    Ok(rules)
+}
+
+/// Progress: a live line on a terminal, a structured log line every 10 s
+/// otherwise; the gauges and readiness that depend on time.
+async fn report_progress(stats: Arc<Stats>, health: Arc<Health>) {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::hidden() };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = (Instant::now(), 0u64);
+    for n in 0u64.. {
+        tick.tick().await;
+        let s = stats.summary();
+        if let Some(at) = stats.last_received() {
+            metrics::gauge!(crate::metrics::PRODUCER_LAST_TWEET_AGE_SECONDS).set(at.elapsed().as_secs_f64());
+        }
+        health.set_blocker((!stats.connected()).then(|| "not connected to the X API stream".to_owned()));
+        if s.received == s.put {
+            // Nothing waits for Kinesis: idle is healthy.
+            health.store_ok();
+        }
+        let rate = (s.put - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-9);
+        last = (Instant::now(), s.put);
+        if terminal {
+            bar.set_message(format!("{rate:.0} records/s; {s}"));
+            bar.tick();
+        } else if n % 10 == 0 && n > 0 {
+            tracing::info!(
+                received = s.received,
+                put = s.put,
+                retried = s.retried,
+                buffered = s.received - s.put,
+                reconnects = s.reconnects.values().sum::<u64>(),
+                records_per_s = rate.round() as u64,
+                "progress"
+            );
+        }
+    }
 }

@@ -404,6 +404,10 @@ impl RunArgs {
 pub enum Source {
     Synthetic,
     File(PathBuf),
+    /// The X API v2 filtered stream.
+    XApi,
+    /// The X API v2 sampled stream.
+    XApiSample,
 }
 
 impl FromStr for Source {
@@ -411,8 +415,10 @@ impl FromStr for Source {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
             _ if s == "synthetic" => Ok(Self::Synthetic),
+            _ if s == "x-api" => Ok(Self::XApi),
+            _ if s == "x-api-sample" => Ok(Self::XApiSample),
             Some(("file", path)) if !path.is_empty() => Ok(Self::File(PathBuf::from(path))),
-            _ => Err(format!("unknown source {s:?}: expected synthetic or file:PATH")),
+            _ => Err(format!("unknown source {s:?}: expected synthetic, file:PATH, x-api or x-api-sample")),
         }
     }
 }
@@ -423,9 +429,39 @@ pub struct ProduceArgs {
     #[arg(long, env = "STREAM_WORKER_STREAM")]
     pub stream: String,
 
-    /// Where tweets come from: synthetic, or file:PATH (JSON lines, one tweet per line, replayed in order)
+    /// Where tweets come from: synthetic; file:PATH (JSON lines, one tweet per line, replayed in order);
+    /// x-api (the X API v2 filtered stream, with --rule/--rules-file); x-api-sample (the sampled stream).
+    /// The X API sources read the bearer token from X_BEARER_TOKEN or --bearer-token-secret
     #[arg(long, env = "STREAM_WORKER_SOURCE", default_value = "synthetic")]
     pub source: Source,
+
+    /// A filtered-stream rule (repeatable), e.g. --rule 'lang:en #rustlang'. With --rules-file,
+    /// the rules of both are wanted
+    #[arg(long = "rule", value_name = "VALUE")]
+    pub rules: Vec<String>,
+
+    /// Filtered-stream rules as JSON: [{"value": "lang:en #rustlang", "tag": "rust"}, …]
+    #[arg(long, env = "STREAM_WORKER_RULES_FILE")]
+    pub rules_file: Option<PathBuf>,
+
+    /// Leave the stream's other rules alone (default: delete rules not given). Without any
+    /// --rule or --rules-file the rules are never changed
+    #[arg(long, env = "STREAM_WORKER_KEEP_RULES")]
+    pub keep_rules: bool,
+
+    /// Base URL of the X API
+    #[arg(long, env = "STREAM_WORKER_X_API_URL", default_value = "https://api.x.com")]
+    pub x_api_url: String,
+
+    /// AWS Secrets Manager secret (ARN or name) holding the X API bearer token, instead of the
+    /// X_BEARER_TOKEN variable: the secret string is the token, or JSON with a "bearer_token" key
+    #[arg(long, env = "STREAM_WORKER_BEARER_TOKEN_SECRET")]
+    pub bearer_token_secret: Option<String>,
+
+    /// Reconnect after this long with neither data nor a keep-alive from the X stream
+    /// (X sends a keep-alive every 20 s)
+    #[arg(long, env = "STREAM_WORKER_X_API_STALL_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub x_api_stall_timeout: Duration,
 
     /// Stop after this many records [default: 1000 for synthetic when --minutes is not given; a file's length]
     #[arg(long, env = "STREAM_WORKER_COUNT")]
@@ -456,6 +492,15 @@ pub struct ProduceArgs {
     #[arg(long, env = "STREAM_WORKER_PUT_LOG")]
     pub put_log: Option<PathBuf>,
 
+    /// On SIGTERM or Ctrl-C: stop reading, then put what was received for at most this long
+    #[arg(long, env = "STREAM_WORKER_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Address of the HTTP endpoints: GET /metrics (Prometheus), /healthz, /readyz (ready = the
+    /// source is connected and Kinesis accepts). Port 0 takes any free port; `none` serves none
+    #[arg(long, env = "STREAM_WORKER_METRICS_ADDR", default_value = "none", value_parser = parse_metrics_addr)]
+    pub metrics_addr: MetricsAddr,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -467,6 +512,12 @@ impl ProduceArgs {
         }
         if self.minutes.is_some_and(|m| m.is_nan() || m <= 0.0) {
             return Err("--minutes must be positive".into());
+        }
+        if (!self.rules.is_empty() || self.rules_file.is_some()) && self.source != Source::XApi {
+            return Err("--rule and --rules-file apply to --source x-api (the filtered stream) only".into());
+        }
+        if self.x_api_stall_timeout.is_zero() {
+            return Err("--x-api-stall-timeout must be positive".into());
         }
         Ok(())
     }

@@ -15,11 +15,34 @@ pub struct Health {
     store_ok_at: Mutex<Option<Instant>>,
     /// How stale that may be before the worker is not ready.
     window: Duration,
+    /// What answers: the lease table (worker), Kinesis (producer).
+    subject: &'static str,
+    /// Set while something else keeps the process from being ready (the
+    /// producer's source is reconnecting).
+    blocker: Mutex<Option<String>>,
 }
 
 impl Health {
     pub fn new(window: Duration) -> Self {
-        Self { started: false.into(), shutting_down: false.into(), store_ok_at: Mutex::new(None), window }
+        Self {
+            started: false.into(),
+            shutting_down: false.into(),
+            store_ok_at: Mutex::new(None),
+            window,
+            subject: "the lease table",
+            blocker: Mutex::new(None),
+        }
+    }
+
+    /// Names what must answer in the not-ready reasons.
+    pub fn with_subject(mut self, subject: &'static str) -> Self {
+        self.subject = subject;
+        self
+    }
+
+    /// Not ready for `why` until cleared with `None`.
+    pub fn set_blocker(&self, why: Option<String>) {
+        *self.blocker.lock().unwrap() = why;
     }
 
     /// Start-up checks passed: the stream and tables exist and answer.
@@ -32,7 +55,7 @@ impl Health {
         self.shutting_down.store(true, Ordering::Relaxed);
     }
 
-    /// The lease table answered just now.
+    /// The lease table (or the subject) answered just now.
     pub fn store_ok(&self) {
         *self.store_ok_at.lock().unwrap() = Some(Instant::now());
     }
@@ -45,10 +68,13 @@ impl Health {
         if !self.started.load(Ordering::Relaxed) {
             return Err("starting: checking the stream and tables".into());
         }
+        if let Some(why) = self.blocker.lock().unwrap().clone() {
+            return Err(why);
+        }
         match *self.store_ok_at.lock().unwrap() {
             Some(at) if at.elapsed() <= self.window => Ok(()),
-            Some(at) => Err(format!("the lease table has not answered for {:.1} s", at.elapsed().as_secs_f64())),
-            None => Err("the lease table has not answered yet".into()),
+            Some(at) => Err(format!("{} has not answered for {:.1} s", self.subject, at.elapsed().as_secs_f64())),
+            None => Err(format!("{} has not answered yet", self.subject)),
         }
     }
 }
@@ -66,6 +92,10 @@ mod tests {
         tokio::time::advance(Duration::from_millis(3_100)).await;
         assert!(h.readiness().unwrap_err().contains("has not answered for 3.1 s"));
         h.store_ok();
+        assert_eq!(h.readiness(), Ok(()));
+        h.set_blocker(Some("reconnecting".into()));
+        assert_eq!(h.readiness(), Err("reconnecting".into()));
+        h.set_blocker(None);
         assert_eq!(h.readiness(), Ok(()));
         h.shutting_down();
         assert_eq!(h.readiness(), Err("shutting down".into()));

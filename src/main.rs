@@ -3,9 +3,11 @@
 use clap::Parser;
 
 use std::sync::Arc;
+use std::time::Duration;
 use stream_worker::config::{CheckpointsCommand, Cli, Command, MetricsAddr};
 
 use stream_worker::health::Health;
+use stream_worker::telemetry::Serves;
 use stream_worker::{app, shutdown, telemetry};
 
 /// jemalloc: the per-record path allocates (the SDK's types are owned maps and
@@ -24,7 +26,7 @@ async fn main() {
                 Ok(()) => {
                     let health = Arc::new(Health::new(app::readiness_window(&args)));
                     let served = match args.metrics_addr {
-                        MetricsAddr::At(addr) => telemetry::serve(addr, health.clone()).await,
+                        MetricsAddr::At(addr) => telemetry::serve(addr, health.clone(), Serves::Worker).await,
                         MetricsAddr::None => Ok(()),
                     };
                     match (served, shutdown::on_signals()) {
@@ -56,10 +58,16 @@ async fn main() {
         }
         Command::Produce(args) => {
             telemetry::init_logs(args.log.log_format);
-            match (args.validate(), shutdown::on_signals()) {
+            let health = Arc::new(Health::new(Duration::from_secs(30)).with_subject("Kinesis"));
+            let served = match (args.validate(), args.metrics_addr) {
                 (Err(e), _) => Err(anyhow::anyhow!(e)),
+                (Ok(()), MetricsAddr::At(addr)) => telemetry::serve(addr, health.clone(), Serves::Producer).await,
+                (Ok(()), MetricsAddr::None) => Ok(()),
+            };
+            match (served, shutdown::on_signals()) {
+                (Err(e), _) => Err(e),
                 (_, Err(e)) => Err(anyhow::anyhow!("cannot install signal handlers: {e}")),
-                (Ok(()), Ok(token)) => app::produce(args, token).await,
+                (Ok(()), Ok(token)) => app::produce(args, token, health).await,
             }
         }
     };

@@ -38,6 +38,15 @@ pub const WRITE_RATE_LIMIT: &str = "stream_worker_write_rate_limit";
 pub const WRITE_RATE_CEILING: &str = "stream_worker_write_rate_ceiling";
 pub const WRITE_RATE_CUTS: &str = "stream_worker_write_rate_cuts_total";
 pub const RATE_LIMIT_WAIT_SECONDS: &str = "stream_worker_rate_limit_wait_seconds";
+pub const PRODUCER_RECEIVED: &str = "stream_worker_producer_received_total";
+pub const PRODUCER_PUT: &str = "stream_worker_producer_put_total";
+pub const PRODUCER_RETRIED: &str = "stream_worker_producer_retried_total";
+pub const PRODUCER_RECONNECTS: &str = "stream_worker_producer_reconnects_total";
+pub const PRODUCER_STREAM_ERRORS: &str = "stream_worker_producer_stream_errors_total";
+pub const PRODUCER_BUFFER_RECORDS: &str = "stream_worker_producer_buffer_records";
+pub const PRODUCER_CONNECTED: &str = "stream_worker_producer_connected";
+pub const PRODUCER_LAST_TWEET_AGE_SECONDS: &str = "stream_worker_producer_last_tweet_age_seconds";
+pub const PRODUCER_PUT_LATENCY_SECONDS: &str = "stream_worker_producer_put_latency_seconds";
 
 /// Registers every counter at zero, so that dashboards and alerts see a series
 /// (and `rate()` a start) before the first event.
@@ -143,4 +152,31 @@ pub fn describe() {
     );
     describe_counter!(WRITE_RATE_CUTS, Unit::Count, "cuts of the write rate after DynamoDB throttled, by table");
     describe_histogram!(RATE_LIMIT_WAIT_SECONDS, Unit::Seconds, "time spent waiting for the write rate limit");
+    describe_counter!(PRODUCER_RECEIVED, Unit::Count, "producer: records received from the source");
+    describe_counter!(PRODUCER_PUT, Unit::Count, "producer: records Kinesis accepted");
+    describe_counter!(PRODUCER_RETRIED, Unit::Count, "producer: entries put again after Kinesis refused them");
+    describe_counter!(PRODUCER_RECONNECTS, Unit::Count, "producer: reconnects to the X API, by reason");
+    describe_counter!(
+        PRODUCER_STREAM_ERRORS,
+        Unit::Count,
+        "producer: error objects in the X stream that were not disconnects"
+    );
+    describe_gauge!(
+        PRODUCER_BUFFER_RECORDS,
+        Unit::Count,
+        "producer: records received and waiting to be put (the source waits at 10,000)"
+    );
+    describe_gauge!(PRODUCER_CONNECTED, "producer: 1 while connected to the X API stream");
+    describe_gauge!(PRODUCER_LAST_TWEET_AGE_SECONDS, Unit::Seconds, "producer: time since the last record received");
+    describe_histogram!(PRODUCER_PUT_LATENCY_SECONDS, Unit::Seconds, "producer: from received to accepted by Kinesis");
+}
+
+/// Registers the producer's counters at zero.
+pub fn register_producer_counters() {
+    for name in [PRODUCER_RECEIVED, PRODUCER_PUT, PRODUCER_RETRIED, PRODUCER_STREAM_ERRORS] {
+        metrics::counter!(name).absolute(0);
+    }
+    for reason in crate::producer::x_api::Reconnect::ALL {
+        metrics::counter!(PRODUCER_RECONNECTS, "reason" => reason.label()).absolute(0);
+    }
 }

@@ -54,9 +54,16 @@ struct Endpoints {
     health: Arc<Health>,
 }
 
+/// Which process serves the endpoints: it decides which counters start at zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    Worker,
+    Producer,
+}
+
 /// Installs the metrics recorder and serves the endpoints on `addr`. Fails at
 /// once, with a hint, if the address cannot be bound.
-pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> {
+pub async fn serve(addr: SocketAddr, health: Arc<Health>, serves: Serves) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot serve metrics on {addr}: {e}\n  hint: replicas on one host need a port each: \
@@ -72,7 +79,10 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> 
         .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_secs(60)))
         .install_recorder()?;
     crate::metrics::describe();
-    crate::metrics::register_counters();
+    match serves {
+        Serves::Worker => crate::metrics::register_counters(),
+        Serves::Producer => crate::metrics::register_producer_counters(),
+    }
     let process = Arc::new(metrics_process::Collector::default());
     process.describe();
     let upkeep = prometheus.clone();

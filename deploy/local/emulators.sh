@@ -65,6 +65,7 @@ print_env() {
   cat <<ENV
 export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:$(cat "$run/kinesis.port")
 export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(cat "$run/dynamodb.port")
+export AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:$(cat "$run/dynamodb.port")
 export AWS_REGION=\${AWS_REGION:-us-east-1}
 export AWS_ACCESS_KEY_ID=\${AWS_ACCESS_KEY_ID:-test}
 export AWS_SECRET_ACCESS_KEY=\${AWS_SECRET_ACCESS_KEY:-test}

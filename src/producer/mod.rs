@@ -1,29 +1,43 @@
-//! The producer: tweets from a source, batched into PutRecords (≤ 500 records and
-//! ≤ 5 MiB per call, partition key = tweet id), failed entries retried with
+//! The producer: tweets from a source (synthetic, a file, the X API) through a
+//! bounded buffer into batched PutRecords (≤ 500 records and ≤ 5 MiB per call,
+//! ≤ 1 MiB per record, partition key = tweet id), failed entries retried with
 //! backoff until Kinesis accepts them.
+//!
+//! The source and the put loop are two tasks joined by a bounded channel: when
+//! Kinesis slows down or is away, the buffer fills and the source waits (the X
+//! stream is then not read), so nothing received is dropped. On stop, the source
+//! ends and the put loop drains the buffer, within a timeout.
 
+pub mod batch;
+pub mod sink;
 pub mod synthetic;
+pub mod x_api;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use aws_sdk_kinesis::Client;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::{classify, describe};
+use crate::health::Health;
+use crate::metrics as m;
 use crate::processor::limiter::WriteLimiter;
 use crate::retry::Backoff;
+use batch::{oversized, Batch, Keyed};
+use sink::{Entry, PutSink};
+use x_api::Reconnect;
 
-pub const MAX_RECORDS_PER_CALL: usize = 500;
-pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 /// A partly filled batch is sent after this long, so a slow source sees low latency.
-const LINGER: Duration = Duration::from_millis(100);
+pub const LINGER: Duration = Duration::from_millis(100);
+/// Records received and not yet put, at most: past it the source waits.
+pub const BUFFER_RECORDS: usize = 10_000;
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// One record to put.
@@ -54,147 +68,550 @@ pub fn file_source(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::R
     }))
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+/// A record and when the source received it (for the put latency).
+pub type Received = (Outgoing, Instant);
+
+/// What the producer did: the final summary and the metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
-    pub records: u64,
+    /// Records the source handed over (tweets read from the X stream).
+    pub received: u64,
+    /// Records Kinesis accepted.
+    pub put: u64,
     pub bytes: u64,
     pub calls: u64,
-    pub retried_entries: u64,
+    /// Entries put again after Kinesis refused them (or their call failed).
+    pub retried: u64,
+    /// Received and never accepted: only when stopped before the buffer drained.
+    pub failed: u64,
+    pub reconnects: BTreeMap<Reconnect, u64>,
+    /// Error objects in the stream that were not disconnects.
+    pub stream_errors: u64,
 }
 
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "received {}, put {} ({} bytes, {} PutRecords calls), retried {}, failed {}",
+            self.received, self.put, self.bytes, self.calls, self.retried, self.failed
+        )?;
+        if !self.reconnects.is_empty() || self.stream_errors > 0 {
+            write!(f, "; reconnects: {}", x_api::reconnect_counts(&self.reconnects))?;
+            write!(f, "; stream errors {}", self.stream_errors)?;
+        }
+        Ok(())
+    }
+}
+
+/// Counters shared by the source, the put loop and the progress reports.
+#[derive(Debug, Default)]
+pub struct Stats {
+    received: AtomicU64,
+    put: AtomicU64,
+    bytes: AtomicU64,
+    calls: AtomicU64,
+    retried: AtomicU64,
+    stream_errors: AtomicU64,
+    connected: AtomicBool,
+    reconnects: Mutex<BTreeMap<Reconnect, u64>>,
+    last_received: Mutex<Option<Instant>>,
+}
+
+impl Stats {
+    pub fn received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        *self.last_received.lock().unwrap() = Some(Instant::now());
+        metrics::counter!(m::PRODUCER_RECEIVED).increment(1);
+    }
+
+    fn accepted(&self, bytes: usize, received: Instant) {
+        self.put.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        metrics::counter!(m::PRODUCER_PUT).increment(1);
+        metrics::histogram!(m::PRODUCER_PUT_LATENCY_SECONDS).record(received.elapsed().as_secs_f64());
+    }
+
+    fn retried(&self, n: usize) {
+        self.retried.fetch_add(n as u64, Ordering::Relaxed);
+        metrics::counter!(m::PRODUCER_RETRIED).increment(n as u64);
+    }
+
+    pub fn stream_error(&self) {
+        self.stream_errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::PRODUCER_STREAM_ERRORS).increment(1);
+    }
+
+    pub fn reconnect(&self, reason: Reconnect) {
+        *self.reconnects.lock().unwrap().entry(reason).or_default() += 1;
+        metrics::counter!(m::PRODUCER_RECONNECTS, "reason" => reason.label()).increment(1);
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+        metrics::gauge!(m::PRODUCER_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn last_received(&self) -> Option<Instant> {
+        *self.last_received.lock().unwrap()
+    }
+
+    pub fn summary(&self) -> Summary {
+        let received = self.received.load(Ordering::Relaxed);
+        let put = self.put.load(Ordering::Relaxed);
+        Summary {
+            received,
+            put,
+            bytes: self.bytes.load(Ordering::Relaxed),
+            calls: self.calls.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            failed: received.saturating_sub(put),
+            reconnects: self.reconnects.lock().unwrap().clone(),
+            stream_errors: self.stream_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Hands records from an iterator (synthetic, file) to the put loop until it
+/// ends, `count` records are taken, `deadline` passes or `stop` is cancelled.
+pub async fn feed_iter(
+    source: impl Iterator<Item = anyhow::Result<Outgoing>>,
+    tx: mpsc::Sender<Received>,
+    count: Option<u64>,
+    deadline: Option<Instant>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    for (taken, next) in (0u64..).zip(source) {
+        if count.is_some_and(|c| taken >= c) || deadline.is_some_and(|d| Instant::now() >= d) || stop.is_cancelled() {
+            break;
+        }
+        let record = next?;
+        stats.received();
+        if tx.send((record, Instant::now())).await.is_err() {
+            anyhow::bail!("the producer's put loop ended");
+        }
+    }
+    Ok(())
+}
+
+/// The Kinesis side: the put loop and its settings.
 pub struct Producer {
-    pub client: Client,
-    pub stream: String,
+    pub sink: Arc<dyn PutSink>,
     pub rate: Option<NonZeroU32>,
     /// Spread records over this many partition keys (`key-0` …) instead of
     /// keying each by its tweet id.
     pub partition_keys: Option<NonZeroU32>,
     pub put_log: Option<std::fs::File>,
-}
-
-/// A record with its partition key, as it is put.
-struct Keyed {
-    record: Outgoing,
-    partition_key: String,
-}
-
-impl Keyed {
-    fn size(&self) -> usize {
-        self.record.data.len() + self.partition_key.len()
-    }
+    pub stats: Arc<Stats>,
+    pub health: Arc<Health>,
+    /// After `stop`, how long the buffer may take to drain.
+    pub shutdown_timeout: Duration,
 }
 
 impl Producer {
-    /// Puts records from `source` until it ends, `count` records are put,
-    /// `deadline` passes or `stop` is cancelled.
-    pub async fn run(
-        &mut self,
-        source: impl Iterator<Item = anyhow::Result<Outgoing>>,
-        count: Option<u64>,
-        deadline: Option<Instant>,
-        stop: CancellationToken,
-    ) -> anyhow::Result<Summary> {
-        let limiter = self.rate.map(WriteLimiter::new);
-        let mut summary = Summary::default();
-        let mut batch: Vec<Keyed> = Vec::with_capacity(MAX_RECORDS_PER_CALL);
-        let mut batch_bytes = 0;
-        let mut batch_started = Instant::now();
-        for (taken, next) in (0u64..).zip(source) {
-            if count.is_some_and(|c| taken >= c) || deadline.is_some_and(|d| Instant::now() >= d) || stop.is_cancelled()
-            {
-                break;
+    /// Runs `feed` (the source) against the put loop until the source ends and
+    /// everything it handed over is put, or until `stop` plus the shutdown
+    /// timeout. Returns the summary and the first error of either side.
+    pub async fn run<F, Fut>(self, feed: F, stop: CancellationToken) -> (Summary, anyhow::Result<()>)
+    where
+        F: FnOnce(mpsc::Sender<Received>, CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let (tx, rx) = mpsc::channel(BUFFER_RECORDS);
+        let stats = self.stats.clone();
+        let health = self.health.clone();
+        let shutdown_timeout = self.shutdown_timeout;
+        // The source also stops when the put loop fails.
+        let feed_stop = stop.child_token();
+        let put_failed = feed_stop.clone();
+        let mut putter = tokio::spawn(async move {
+            let result = PutLoop { producer: self, rx, batch: Batch::default() }.run().await;
+            if result.is_err() {
+                put_failed.cancel();
             }
-            let record = next?;
-            if let Some(limiter) = &limiter {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = limiter.acquire(1) => {}
+            result
+        });
+        health.started();
+        let fed = feed(tx, feed_stop).await;
+        let drained = tokio::select! {
+            joined = &mut putter => Some(joined.unwrap_or_else(|e| Err(anyhow::anyhow!("the put loop panicked: {e}")))),
+            _ = async { stop.cancelled().await; tokio::time::sleep(shutdown_timeout).await } => None,
+        };
+        health.shutting_down();
+        let put = match drained {
+            Some(result) => result,
+            None => {
+                putter.abort();
+                let s = stats.summary();
+                Err(anyhow::anyhow!(
+                    "stopped before the buffer drained: {} received record(s) were not put (Kinesis did not accept \
+                     them within the shutdown timeout)",
+                    s.failed
+                ))
+            }
+        };
+        // The put loop's error explains a source that stopped because of it.
+        let result = match (put, fed) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
+        };
+        (stats.summary(), result)
+    }
+}
+
+struct PutLoop {
+    producer: Producer,
+    rx: mpsc::Receiver<Received>,
+    batch: Batch,
+}
+
+impl PutLoop {
+    async fn run(mut self) -> anyhow::Result<()> {
+        let limiter = self.producer.rate.map(WriteLimiter::new);
+        let mut started = Instant::now();
+        let mut taken = 0u64;
+        loop {
+            metrics::gauge!(m::PRODUCER_BUFFER_RECORDS).set(self.rx.len() as f64);
+            let next = if self.batch.is_empty() {
+                self.rx.recv().await
+            } else {
+                match tokio::time::timeout_at(started + LINGER, self.rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.flush().await?;
+                        continue;
+                    }
                 }
+            };
+            let Some((record, received)) = next else {
+                return self.flush().await;
+            };
+            if let Some(limiter) = &limiter {
+                limiter.acquire(1).await;
             }
-            let partition_key = match self.partition_keys {
+            let partition_key = match self.producer.partition_keys {
                 Some(n) => format!("key-{}", taken % u64::from(n.get())),
                 None => record.id.clone(),
             };
-            let record = Keyed { record, partition_key };
-            if batch.len() == MAX_RECORDS_PER_CALL || batch_bytes + record.size() > MAX_BYTES_PER_CALL {
-                self.put(std::mem::take(&mut batch), &mut summary).await?;
-                batch_bytes = 0;
+            taken += 1;
+            let record = Keyed { record, partition_key, received };
+            if let Some(why) = oversized(&record) {
+                tracing::error!(id = %record.record.id, %why, "a record can never be put; counted as failed");
+                continue;
             }
-            if batch.is_empty() {
-                batch_started = Instant::now();
+            if !self.batch.fits(&record) {
+                self.flush().await?;
             }
-            batch_bytes += record.size();
-            batch.push(record);
-            if batch_started.elapsed() >= LINGER {
-                self.put(std::mem::take(&mut batch), &mut summary).await?;
-                batch_bytes = 0;
+            if self.batch.is_empty() {
+                started = Instant::now();
+            }
+            self.batch.push(record);
+            if self.batch.is_full() {
+                self.flush().await?;
             }
         }
-        if !batch.is_empty() {
-            self.put(batch, &mut summary).await?;
-        }
-        Ok(summary)
     }
 
-    /// Puts one batch, retrying failed entries (and retryable call errors) until
-    /// every record is accepted.
-    async fn put(&mut self, mut pending: Vec<Keyed>, summary: &mut Summary) -> anyhow::Result<()> {
+    /// Puts the batch, retrying refused entries (and retryable call errors)
+    /// until every record is accepted.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        let mut pending = self.batch.take();
+        let p = &mut self.producer;
         let mut attempt = 0;
         while !pending.is_empty() {
-            let entries = pending
-                .iter()
-                .map(|r| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(&r.partition_key)
-                        .data(Blob::new(r.record.data.clone()))
-                        .build()
-                        .expect("partition key and data are set")
-                })
-                .collect();
-            summary.calls += 1;
-            let result = self.client.put_records().stream_name(&self.stream).set_records(Some(entries)).send().await;
-            let out = match result {
-                Ok(out) => out,
-                Err(err) => {
-                    let class = classify(&err);
-                    if !class.is_retryable() {
-                        anyhow::bail!("PutRecords to stream '{}' failed: {}", self.stream, describe(&err));
-                    }
-                    tracing::warn!(stream = %self.stream, ?class, attempt, "PutRecords failed, retrying");
+            p.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let entries = match p.sink.put_records(&pending).await {
+                Ok(entries) => entries,
+                Err(err) if err.class.is_retryable() => {
+                    tracing::warn!(class = ?err.class, attempt, error = %err.message, "PutRecords failed, retrying");
+                    p.stats.retried(pending.len());
                     BACKOFF.sleep(attempt).await;
                     attempt += 1;
                     continue;
                 }
+                Err(err) => anyhow::bail!("{}", err.message),
             };
-            let mut failed = Vec::new();
+            p.health.store_ok();
             let accepted_ms = chrono::Utc::now().timestamp_millis();
-            for (record, entry) in pending.into_iter().zip(out.records) {
-                match (entry.error_code(), entry.shard_id(), entry.sequence_number()) {
-                    (None, Some(shard), Some(seq)) => {
-                        summary.records += 1;
-                        summary.bytes += record.record.data.len() as u64;
-                        if let Some(log) = &mut self.put_log {
-                            let Keyed { record, partition_key } = &record;
+            let mut refused = Vec::new();
+            for (record, entry) in pending.into_iter().zip(entries) {
+                match entry {
+                    Entry::Accepted { shard, sequence } => {
+                        p.stats.accepted(record.record.data.len(), record.received);
+                        if let Some(log) = &mut p.put_log {
                             writeln!(
                                 log,
-                                "{}\t{partition_key}\t{shard}\t{seq}\t{}\t{accepted_ms}",
-                                record.id, record.kind
+                                "{}\t{}\t{shard}\t{sequence}\t{}\t{accepted_ms}",
+                                record.record.id, record.partition_key, record.record.kind
                             )?;
                         }
                     }
-                    (code, _, _) => {
-                        tracing::debug!(code = code.unwrap_or("?"), "entry not accepted, retrying");
-                        failed.push(record);
+                    Entry::Failed { code } => {
+                        tracing::debug!(%code, "entry not accepted, retrying");
+                        refused.push(record);
                     }
                 }
             }
-            if !failed.is_empty() {
-                summary.retried_entries += failed.len() as u64;
+            if !refused.is_empty() {
+                p.stats.retried(refused.len());
                 BACKOFF.sleep(attempt).await;
                 attempt += 1;
             }
-            pending = failed;
+            pending = refused;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    use super::x_api::{Body, Connect, ConnectError, Limits};
+    use super::*;
+    use crate::retrieval::memory::{Fault, MemoryStream};
+
+    fn producer(stream: Arc<MemoryStream>, stats: Arc<Stats>) -> Producer {
+        Producer {
+            sink: stream,
+            rate: None,
+            partition_keys: None,
+            put_log: None,
+            stats,
+            health: Arc::new(Health::new(Duration::from_secs(30))),
+            shutdown_timeout: Duration::from_secs(20),
+        }
+    }
+
+    fn ids(stream: &MemoryStream) -> Vec<String> {
+        let mut ids: Vec<String> = stream.records().into_iter().map(|(key, _)| key).collect();
+        ids.sort_by_key(|id| id.parse::<u64>().unwrap_or(u64::MAX));
+        ids
+    }
+
+    enum Step {
+        Chunk(String),
+        Wait(Duration),
+        Stall,
+        Fail,
+    }
+
+    enum Conn {
+        Open(Vec<Step>),
+        Status(u16),
+        RateLimited(Duration),
+        Unreachable,
+    }
+
+    /// The X API, scripted: one entry per connection attempt.
+    struct Script {
+        conns: Mutex<VecDeque<Conn>>,
+        attempts: Mutex<Vec<Instant>>,
+    }
+
+    #[async_trait]
+    impl Connect for Script {
+        async fn connect(&self) -> Result<Body, ConnectError> {
+            self.attempts.lock().unwrap().push(Instant::now());
+            let retry = |reason, reset_in| Err(ConnectError::Retry { reason, detail: "scripted".into(), reset_in });
+            match self.conns.lock().unwrap().pop_front().expect("the script covers every attempt") {
+                Conn::Status(401) => Err(ConnectError::Fatal("the bearer token was refused (401 Unauthorized)".into())),
+                Conn::Status(_) => retry(Reconnect::HttpError, None),
+                Conn::RateLimited(wait) => retry(Reconnect::RateLimited, Some(wait)),
+                Conn::Unreachable => retry(Reconnect::Network, None),
+                Conn::Open(steps) => Ok(futures::stream::unfold(steps.into_iter(), |mut steps| async move {
+                    loop {
+                        match steps.next()? {
+                            Step::Chunk(c) => return Some((Ok(Bytes::from(c)), steps)),
+                            Step::Wait(d) => tokio::time::sleep(d).await,
+                            Step::Stall => std::future::pending::<()>().await,
+                            Step::Fail => return Some((Err("connection reset by peer".to_owned()), steps)),
+                        }
+                    }
+                })
+                .boxed()),
+            }
+        }
+    }
+
+    fn tweet(id: u64) -> String {
+        format!(
+            r#"{{"data":{{"id":"{id}","text":"tweet {id} #rust","author_id":"7","lang":"en"}},"includes":{{"users":[{{"id":"7","name":"Ferris","username":"ferris"}}]}},"matching_rules":[{{"id":"1","tag":"rust"}}]}}"#
+        ) + "\r\n"
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_x_stream_reconnects_on_schedule_and_every_tweet_is_put_once() {
+        use Step::*;
+        let t1 = tweet(1);
+        let (t1a, t1b) = t1.split_at(30);
+        let disconnect = r#"{"errors":[{"title":"operational-disconnect","disconnect_type":"UpstreamOperationalDisconnect","type":"https://api.twitter.com/2/problems/operational-disconnect"}]}"#;
+        let script = Script {
+            conns: Mutex::new(VecDeque::from([
+                // Split lines, a keep-alive, two tweets in a chunk, then a cut-off line and the end.
+                Conn::Open(vec![
+                    Chunk(t1a.into()),
+                    Chunk(t1b.into()),
+                    Chunk("\r\n".into()),
+                    Chunk(tweet(2) + &tweet(3)),
+                    Wait(Duration::from_secs(5)),
+                    Chunk(r#"{"data":{"id":"99""#.into()),
+                ]),
+                Conn::Status(503),
+                Conn::RateLimited(Duration::from_secs(7)),
+                Conn::Open(vec![Chunk(tweet(4)), Chunk(format!("{disconnect}\r\n"))]),
+                Conn::Open(vec![Chunk(tweet(5)), Wait(Duration::from_secs(19)), Chunk("\r\n".into()), Stall]),
+                Conn::Unreachable,
+                Conn::Open(vec![Chunk(tweet(6) + &tweet(7)), Fail]),
+                Conn::Status(401),
+            ])),
+            attempts: Mutex::new(Vec::new()),
+        };
+        let stream = Arc::new(MemoryStream::new(2));
+        let stats = Arc::new(Stats::default());
+        let limits = Limits { count: None, deadline: None, stall_timeout: x_api::STALL_TIMEOUT };
+        let (summary, result) = producer(stream.clone(), stats.clone())
+            .run(
+                |tx, stop| async { x_api::feed(&script, tx, limits, stats.clone(), stop).await },
+                CancellationToken::new(),
+            )
+            .await;
+        assert!(result.unwrap_err().to_string().contains("401"), "a 401 is fatal");
+        let attempts = script.attempts.lock().unwrap().clone();
+        let gaps: Vec<u128> = attempts.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+        assert_eq!(
+            gaps,
+            [
+                5_000 + 250,           // closed by the server after 5 s: the first network step
+                5_000,                 // 503: the first HTTP step
+                7_000,                 // 429: until x-rate-limit-reset
+                250,                   // operational disconnect, after data (the schedule started over)
+                19_000 + 20_000 + 250, // a keep-alive at 19 s, then 20 s of nothing: a stall
+                500,                   // unreachable: the second network step in a row
+                250,                   // reset mid-stream, after data
+            ]
+        );
+        assert_eq!(ids(&stream), ["1", "2", "3", "4", "5", "6", "7"]);
+        assert_eq!((summary.received, summary.put, summary.failed), (7, 7, 0));
+        let reconnects: Vec<_> = summary.reconnects.iter().map(|(r, n)| (r.label(), *n)).collect();
+        assert_eq!(
+            reconnects,
+            [
+                ("network", 2),
+                ("stall", 1),
+                ("closed", 1),
+                ("operational_disconnect", 1),
+                ("http_error", 1),
+                ("rate_limited", 1)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_entries_and_failed_calls_are_put_again_until_all_are_in() {
+        let stream = Arc::new(MemoryStream::new(4));
+        stream.inject([Fault::Transient, Fault::PartialPut, Fault::Throttled, Fault::PartialPut, Fault::PartialPut]);
+        let stats = Arc::new(Stats::default());
+        let source = synthetic::Synthetic::new(3, 0.0).take(1_200).map(Ok);
+        let (summary, result) = producer(stream.clone(), stats.clone())
+            .run(|tx, stop| feed_iter(source, tx, None, None, stats.clone(), stop), CancellationToken::new())
+            .await;
+        result.unwrap();
+        let expected: Vec<String> = synthetic::Synthetic::new(3, 0.0).take(1_200).map(|o| o.id).collect();
+        let mut got: Vec<String> = stream.records().into_iter().map(|(k, _)| k).collect();
+        got.sort();
+        let mut want = expected.clone();
+        want.sort();
+        assert_eq!(got, want, "every record exactly once");
+        assert_eq!((summary.received, summary.put, summary.failed), (1_200, 1_200, 0));
+        assert!(summary.retried >= 500 + 250, "a failed call of 500 and at least one half refused: {summary:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kinesis_outage_fills_the_buffer_and_the_source_waits_without_dropping() {
+        let stream = Arc::new(MemoryStream::new(2));
+        stream.inject(std::iter::repeat_n(Fault::Transient, 30));
+        let stats = Arc::new(Stats::default());
+        let total = (BUFFER_RECORDS * 2) as usize;
+        let source = synthetic::Synthetic::new(4, 0.0).take(total).map(Ok);
+        let run = tokio::spawn({
+            let (stream, stats) = (stream.clone(), stats.clone());
+            async move {
+                producer(stream, stats.clone())
+                    .run(|tx, stop| feed_iter(source, tx, None, None, stats.clone(), stop), CancellationToken::new())
+                    .await
+            }
+        });
+        // Thirty failed calls take well over a minute of backoff.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let during = stats.summary();
+        assert_eq!(during.put, 0, "Kinesis is away");
+        // The channel, the batch being put and the record waiting for room.
+        assert!(
+            during.received <= (BUFFER_RECORDS + batch::MAX_RECORDS_PER_CALL + 1) as u64,
+            "the source waits on the full buffer: {during:?}"
+        );
+        let (summary, result) = run.await.unwrap();
+        result.unwrap();
+        assert_eq!((summary.received, summary.put, summary.failed), (total as u64, total as u64, 0));
+        assert_eq!(stream.records().len(), total);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_ends_the_source_and_drains_the_buffer() {
+        let stream = Arc::new(MemoryStream::new(2));
+        stream.set_latency(Duration::from_millis(50));
+        let stats = Arc::new(Stats::default());
+        let stop = CancellationToken::new();
+        let source = synthetic::Synthetic::new(5, 0.0).map(Ok);
+        let run = tokio::spawn({
+            let (stream, stats, stop) = (stream.clone(), stats.clone(), stop.clone());
+            async move {
+                let mut p = producer(stream, stats.clone());
+                p.rate = NonZeroU32::new(1_000);
+                p.run(|tx, stop| feed_iter(source, tx, None, None, stats.clone(), stop), stop).await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.cancel();
+        let (summary, result) = run.await.unwrap();
+        result.unwrap();
+        assert!(summary.received > 1_000, "{summary:?}");
+        assert_eq!((summary.put, summary.failed), (summary.received, 0), "everything received is put");
+        assert_eq!(stream.records().len() as u64, summary.put);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_during_an_outage_gives_up_after_the_timeout_and_counts_the_rest_failed() {
+        let stream = Arc::new(MemoryStream::new(2));
+        stream.inject(std::iter::repeat_n(Fault::Transient, 1_000));
+        let stats = Arc::new(Stats::default());
+        let stop = CancellationToken::new();
+        let source = synthetic::Synthetic::new(6, 0.0).take(100).map(Ok);
+        let started = Instant::now();
+        let run = tokio::spawn({
+            let (stream, stats, stop) = (stream.clone(), stats.clone(), stop.clone());
+            async move {
+                producer(stream, stats.clone())
+                    .run(|tx, stop| feed_iter(source, tx, None, None, stats.clone(), stop), stop)
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        stop.cancel();
+        let (summary, result) = run.await.unwrap();
+        assert!(result.unwrap_err().to_string().contains("100 received record(s) were not put"));
+        assert_eq!((summary.received, summary.put, summary.failed), (100, 0, 100));
+        assert_eq!(started.elapsed().as_secs(), 30, "10 s, then the 20 s shutdown timeout");
     }
 }

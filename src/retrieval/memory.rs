@@ -32,6 +32,9 @@ pub enum Fault {
     Transient,
     /// `ExpiredIteratorException` (GetRecords only).
     ExpiredIterator,
+    /// PutRecords only: the call succeeds but every other entry is refused
+    /// with `ProvisionedThroughputExceededException`.
+    PartialPut,
 }
 
 #[derive(Debug)]
@@ -215,11 +218,17 @@ impl MemoryStream {
         inner.shards.iter().find(|s| s.id == shard)?.records.last().map(|r| r.sequence_number.clone())
     }
 
+    /// Every record in the stream: (partition key, data), shard by shard.
+    pub fn records(&self) -> Vec<(String, Vec<u8>)> {
+        let inner = self.inner.lock().unwrap();
+        inner.shards.iter().flat_map(|s| s.records.iter().map(|r| (r.partition_key.clone(), r.data.clone()))).collect()
+    }
+
     pub fn calls(&self) -> Calls {
         Calls { get_records: self.inner.lock().unwrap().get_records_calls }
     }
 
-    async fn wait_and_take_fault(&self) -> Option<Fault> {
+    pub(crate) async fn wait_and_take_fault(&self) -> Option<Fault> {
         let latency = self.inner.lock().unwrap().latency;
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -228,11 +237,12 @@ impl MemoryStream {
     }
 }
 
-fn fault_error(fault: Fault) -> StreamError {
+pub(crate) fn fault_error(fault: Fault) -> StreamError {
     match fault {
         Fault::Throttled => error(ErrorClass::Throttled, "ProvisionedThroughputExceededException: injected"),
         Fault::Transient => error(ErrorClass::Transient, "InternalFailure: injected"),
         Fault::ExpiredIterator => error(ErrorClass::ExpiredIterator, "ExpiredIteratorException: injected"),
+        Fault::PartialPut => error(ErrorClass::Throttled, "ProvisionedThroughputExceededException: injected"),
     }
 }
 

@@ -1,0 +1,96 @@
+//! Where the producer's batches go: one PutRecords call. Kinesis in production,
+//! the in-memory stream twin in tests.
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+
+use super::batch::Keyed;
+use crate::aws::{classify, describe};
+use crate::retrieval::memory::{Fault, MemoryStream};
+use crate::retrieval::StreamError;
+
+/// What happened to one entry of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Accepted {
+        shard: String,
+        sequence: String,
+    },
+    /// Refused (`ProvisionedThroughputExceededException`, `InternalFailure`): put it again.
+    Failed {
+        code: String,
+    },
+}
+
+#[async_trait]
+pub trait PutSink: Send + Sync {
+    /// One PutRecords call; on success one [`Entry`] per record, in order.
+    async fn put_records(&self, records: &[Keyed]) -> Result<Vec<Entry>, StreamError>;
+}
+
+pub struct KinesisSink {
+    pub client: aws_sdk_kinesis::Client,
+    pub stream: String,
+}
+
+#[async_trait]
+impl PutSink for KinesisSink {
+    async fn put_records(&self, records: &[Keyed]) -> Result<Vec<Entry>, StreamError> {
+        let entries = records
+            .iter()
+            .map(|r| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(&r.partition_key)
+                    .data(Blob::new(r.record.data.clone()))
+                    .build()
+                    .expect("partition key and data are set")
+            })
+            .collect();
+        let out = self.client.put_records().stream_name(&self.stream).set_records(Some(entries)).send().await.map_err(
+            |err| StreamError {
+                class: classify(&err),
+                message: format!("PutRecords to stream '{}' failed: {}", self.stream, describe(&err)),
+            },
+        )?;
+        Ok(out
+            .records
+            .into_iter()
+            .map(|e| match (e.error_code, e.shard_id, e.sequence_number) {
+                (None, Some(shard), Some(sequence)) => Entry::Accepted { shard, sequence },
+                (code, _, _) => Entry::Failed { code: code.unwrap_or_else(|| "unknown".into()) },
+            })
+            .collect())
+    }
+}
+
+/// The twin takes one injected fault per call: `Throttled` and `Transient` fail
+/// the call, `PartialPut` refuses every other entry.
+#[async_trait]
+impl PutSink for MemoryStream {
+    async fn put_records(&self, records: &[Keyed]) -> Result<Vec<Entry>, StreamError> {
+        let fault = self.wait_and_take_fault().await;
+        match fault {
+            Some(Fault::PartialPut) => Ok(records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    if i % 2 == 1 {
+                        Entry::Failed { code: "ProvisionedThroughputExceededException".into() }
+                    } else {
+                        let (shard, sequence) = self.put(&r.partition_key, &r.record.data);
+                        Entry::Accepted { shard, sequence }
+                    }
+                })
+                .collect()),
+            Some(fault) => Err(crate::retrieval::memory::fault_error(fault)),
+            None => Ok(records
+                .iter()
+                .map(|r| {
+                    let (shard, sequence) = self.put(&r.partition_key, &r.record.data);
+                    Entry::Accepted { shard, sequence }
+                })
+                .collect()),
+        }
+    }
+}

@@ -1,0 +1,648 @@
+//! The X API v2 streams: the filtered stream (`GET /2/tweets/search/stream`,
+//! with its rules) and the sampled stream (`GET /2/tweets/sample/stream`).
+//!
+//! X's connection rules, as its docs give them: one long-lived response of
+//! newline-delimited JSON; blank lines are keep-alives (about every 20 s); a
+//! line may arrive over several chunks; 20 s with neither data nor a
+//! keep-alive is a stall, so reconnect. Reconnect linearly after network
+//! errors (250 ms more each attempt, up to 16 s), exponentially after HTTP
+//! errors (5 s, doubling, up to 320 s), and after a `429` wait for the time in
+//! `x-rate-limit-reset`. `401` and `403` are fatal.
+//!
+//! The bearer token is kept in [`BearerToken`], whose `Debug` prints no secret,
+//! and sent as a header marked sensitive, so it reaches no log line.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Outgoing, Received, Stats};
+
+/// What `tweet.fields`, `user.fields` and `expansions` the core needs.
+pub const STREAM_QUERY: &[(&str, &str)] = &[
+    ("expansions", "author_id"),
+    ("tweet.fields", "author_id,created_at,lang,entities,note_tweet"),
+    ("user.fields", "name,username"),
+];
+/// No data and no keep-alive for this long: the connection stalled.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
+const NETWORK_STEP: Duration = Duration::from_millis(250);
+const NETWORK_CAP: Duration = Duration::from_secs(16);
+const HTTP_BASE: Duration = Duration::from_secs(5);
+const HTTP_CAP: Duration = Duration::from_secs(320);
+/// A `429` without a usable `x-rate-limit-reset`: X's documented start, doubling.
+const RATE_LIMIT_BASE: Duration = Duration::from_secs(60);
+const RATE_LIMIT_CAP: Duration = Duration::from_secs(15 * 60);
+
+pub const KIND_X_API: &str = "x-api";
+
+/// The bearer token. Its `Debug` and `Display` print no secret.
+#[derive(Clone)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    pub fn new(token: impl Into<String>) -> Result<Self, String> {
+        let token = token.into().trim().to_owned();
+        if token.is_empty() {
+            return Err("the bearer token is empty".into());
+        }
+        Ok(Self(token))
+    }
+
+    /// The secret, for the one place that sends it.
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+/// Which stream to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /2/tweets/search/stream`: tweets matching the rules.
+    Filtered,
+    /// `GET /2/tweets/sample/stream`: a ~1 % sample.
+    Sample,
+}
+
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Filtered => "/2/tweets/search/stream",
+            Self::Sample => "/2/tweets/sample/stream",
+        }
+    }
+}
+
+/// One filtered-stream rule, as `--rules-file` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Rule {
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+/// A rule as X stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ExistingRule {
+    pub id: String,
+    pub value: String,
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+/// What a rules sync changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RulesPlan {
+    pub add: Vec<Rule>,
+    pub delete: Vec<ExistingRule>,
+}
+
+/// The changes that make X's rules the wanted ones: add what is missing; delete
+/// what is not wanted (unless `keep_others`) and any rule whose value is wanted
+/// with another tag (X refuses a second rule with the same value).
+pub fn plan_rules(existing: &[ExistingRule], wanted: &[Rule], keep_others: bool) -> RulesPlan {
+    let mut plan = RulesPlan::default();
+    for rule in existing {
+        match wanted.iter().find(|w| w.value == rule.value) {
+            Some(w) if w.tag == rule.tag => {}
+            Some(_) => plan.delete.push(rule.clone()),
+            None if keep_others => {}
+            None => plan.delete.push(rule.clone()),
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for rule in wanted {
+        let present = existing.iter().any(|e| e.value == rule.value && e.tag == rule.tag);
+        if !present && seen.insert(&rule.value) {
+            plan.add.push(rule.clone());
+        }
+    }
+    plan
+}
+
+/// One line of the stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    KeepAlive,
+    Tweet(Outgoing),
+    /// X closes the connection (`operational-disconnect`): reconnect.
+    Disconnect(String),
+    /// Another error object without a tweet: logged and counted.
+    Error(String),
+    /// Not JSON, or JSON without `data` or `errors`: still put, so that the
+    /// worker dead-letters it with its reason and nothing received is lost.
+    Unexpected(Outgoing),
+}
+
+#[derive(Deserialize)]
+struct Peek {
+    data: Option<PeekData>,
+    #[serde(default)]
+    errors: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct PeekData {
+    id: Option<String>,
+}
+
+/// What a line of the stream is; a tweet line is put as it came.
+pub fn classify_line(line: &[u8], fallback_id: impl FnOnce() -> String) -> Line {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Line::KeepAlive;
+    }
+    let unexpected = |id: String| Line::Unexpected(Outgoing { id, data: line.to_vec(), kind: "x-api:unexpected" });
+    match serde_json::from_slice::<Peek>(line) {
+        Ok(Peek { data: Some(PeekData { id: Some(id) }), .. }) if !id.is_empty() => {
+            Line::Tweet(Outgoing { id, data: line.to_vec(), kind: KIND_X_API })
+        }
+        Ok(Peek { data: None, errors }) if !errors.is_empty() => {
+            let text = serde_json::Value::Array(errors.clone()).to_string();
+            let disconnect = errors.iter().any(|e| {
+                ["title", "type", "disconnect_type"].iter().any(|k| {
+                    e.get(*k).and_then(|v| v.as_str()).is_some_and(|v| {
+                        let v = v.to_ascii_lowercase();
+                        v.contains("operational-disconnect") || v.contains("disconnect")
+                    })
+                })
+            });
+            if disconnect {
+                Line::Disconnect(text)
+            } else {
+                Line::Error(text)
+            }
+        }
+        _ => unexpected(fallback_id()),
+    }
+}
+
+/// Splits a byte stream into lines (`\n`, with an optional `\r` before it); a
+/// line may span chunks.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feeds a chunk; returns the lines it completes.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        let mut rest = chunk;
+        while let Some(at) = rest.iter().position(|b| *b == b'\n') {
+            let mut line = std::mem::take(&mut self.partial);
+            line.extend_from_slice(&rest[..at]);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            lines.push(line);
+            rest = &rest[at + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        lines
+    }
+
+    /// Bytes of a line not yet complete (lost if the connection ends now).
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+}
+
+/// Why the producer reconnects; the label is the metric's `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reconnect {
+    /// Connecting or reading failed at the TCP/TLS level.
+    Network,
+    /// No data and no keep-alive within the stall timeout.
+    Stall,
+    /// The server ended the response.
+    Closed,
+    /// An `operational-disconnect` error object.
+    OperationalDisconnect,
+    /// A retryable HTTP status (5xx and the like).
+    HttpError,
+    /// `429 Too Many Requests`.
+    RateLimited,
+}
+
+impl Reconnect {
+    pub const ALL: [Self; 6] =
+        [Self::Network, Self::Stall, Self::Closed, Self::OperationalDisconnect, Self::HttpError, Self::RateLimited];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Network => "network",
+            Self::Stall => "stall",
+            Self::Closed => "closed",
+            Self::OperationalDisconnect => "operational_disconnect",
+            Self::HttpError => "http_error",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// X's reconnect schedule. Attempts count up per kind until a connection
+/// delivers a line again.
+#[derive(Debug, Default, Clone)]
+pub struct Backoff {
+    network: u32,
+    http: u32,
+    rate_limited: u32,
+}
+
+impl Backoff {
+    /// The wait before the next connection attempt. `reset_in` is what a `429`'s
+    /// `x-rate-limit-reset` leaves to wait.
+    pub fn next(&mut self, reason: Reconnect, reset_in: Option<Duration>) -> Duration {
+        match reason {
+            Reconnect::Network | Reconnect::Stall | Reconnect::Closed | Reconnect::OperationalDisconnect => {
+                self.network += 1;
+                NETWORK_STEP.saturating_mul(self.network).min(NETWORK_CAP)
+            }
+            Reconnect::HttpError => {
+                self.http += 1;
+                exponential(HTTP_BASE, self.http, HTTP_CAP)
+            }
+            Reconnect::RateLimited => {
+                self.rate_limited += 1;
+                reset_in.unwrap_or_else(|| exponential(RATE_LIMIT_BASE, self.rate_limited, RATE_LIMIT_CAP))
+            }
+        }
+    }
+
+    /// A connection delivered data or a keep-alive: start the schedule over.
+    pub fn connected(&mut self) {
+        *self = Self::default();
+    }
+}
+
+fn exponential(base: Duration, attempt: u32, cap: Duration) -> Duration {
+    base.saturating_mul(1u32.checked_shl(attempt.saturating_sub(1).min(31)).unwrap_or(u32::MAX)).min(cap)
+}
+
+/// The wait a `429` asks for: until `x-rate-limit-reset` (Unix seconds), plus a
+/// second for clock skew; `None` when the header is absent or unreadable.
+pub fn reset_wait(header: Option<&str>, now_unix: u64) -> Option<Duration> {
+    let reset: u64 = header?.trim().parse().ok()?;
+    Some(Duration::from_secs(reset.saturating_sub(now_unix) + 1).min(RATE_LIMIT_CAP))
+}
+
+/// Why a connection attempt did not give a stream.
+#[derive(Debug)]
+pub enum ConnectError {
+    Retry {
+        reason: Reconnect,
+        detail: String,
+        reset_in: Option<Duration>,
+    },
+    /// Reconnecting cannot help (`401`, `403`, a bad request).
+    Fatal(String),
+}
+
+/// The body of an open stream: chunks as they arrive.
+pub type Body = BoxStream<'static, Result<Bytes, String>>;
+
+/// Opens the stream. [`XApi`] over HTTP; scripted in tests.
+#[async_trait]
+pub trait Connect: Send + Sync {
+    async fn connect(&self) -> Result<Body, ConnectError>;
+}
+
+/// The X API over HTTP.
+pub struct XApi {
+    http: reqwest::Client,
+    base: String,
+    token: BearerToken,
+    endpoint: Endpoint,
+}
+
+#[derive(Deserialize)]
+struct RulesResponse {
+    #[serde(default)]
+    data: Vec<ExistingRule>,
+}
+
+impl XApi {
+    pub fn new(base: &str, token: BearerToken, endpoint: Endpoint) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("stream-worker/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token, endpoint })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(self.token.expose())
+    }
+
+    /// Makes X's rules the wanted ones (see [`plan_rules`]); returns what changed.
+    pub async fn sync_rules(&self, wanted: &[Rule], keep_others: bool) -> anyhow::Result<RulesPlan> {
+        const PATH: &str = "/2/tweets/search/stream/rules";
+        let response = self.request(reqwest::Method::GET, PATH).send().await.map_err(network_error)?;
+        let existing: RulesResponse = serde_json::from_slice(&checked(response, "listing the stream rules").await?)?;
+        let plan = plan_rules(&existing.data, wanted, keep_others);
+        if !plan.delete.is_empty() {
+            let ids: Vec<&str> = plan.delete.iter().map(|r| r.id.as_str()).collect();
+            let body = serde_json::json!({ "delete": { "ids": ids } });
+            let response = self.request(reqwest::Method::POST, PATH).json(&body).send().await.map_err(network_error)?;
+            checked(response, "deleting stream rules").await?;
+        }
+        if !plan.add.is_empty() {
+            let body = serde_json::json!({ "add": plan.add });
+            let response = self.request(reqwest::Method::POST, PATH).json(&body).send().await.map_err(network_error)?;
+            let body = checked(response, "adding stream rules").await?;
+            // X answers 201 and lists refused rules under `errors` (e.g. an invalid rule).
+            let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if let Some(errors) = parsed.get("errors").filter(|e| e.as_array().is_some_and(|a| !a.is_empty())) {
+                anyhow::bail!("X refused stream rules: {errors}");
+            }
+        }
+        Ok(plan)
+    }
+}
+
+fn network_error(e: reqwest::Error) -> anyhow::Error {
+    // reqwest's errors name the URL, never headers.
+    anyhow::anyhow!("cannot reach the X API: {}", crate::aws::describe(&e))
+}
+
+/// The body of a successful answer, or an error naming the status and X's detail.
+async fn checked(response: reqwest::Response, what: &str) -> anyhow::Result<Bytes> {
+    let status = response.status();
+    let body = response.bytes().await.map_err(network_error)?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    anyhow::bail!("{what}: {}", http_failure(status.as_u16(), &body))
+}
+
+/// A refused request, in words, with a hint for the usual causes.
+fn http_failure(status: u16, body: &[u8]) -> String {
+    let detail = String::from_utf8_lossy(&body[..body.len().min(500)]).trim().to_owned();
+    let hint = match status {
+        401 => "the bearer token was refused (401 Unauthorized); check X_BEARER_TOKEN or --bearer-token-secret: \
+                it must be the app's current bearer token"
+            .to_owned(),
+        403 => "the X API refused access (403 Forbidden); the app's access level does not include this endpoint \
+                (the filtered and sampled streams need an access level with streaming), or the app is not in a \
+                project"
+            .to_owned(),
+        _ => format!("the X API answered {status}"),
+    };
+    if detail.is_empty() {
+        hint
+    } else {
+        format!("{hint}; X said: {detail}")
+    }
+}
+
+#[async_trait]
+impl Connect for XApi {
+    async fn connect(&self) -> Result<Body, ConnectError> {
+        let response =
+            self.request(reqwest::Method::GET, self.endpoint.path()).query(STREAM_QUERY).send().await.map_err(|e| {
+                ConnectError::Retry { reason: Reconnect::Network, detail: crate::aws::describe(&e), reset_in: None }
+            })?;
+        let status = response.status().as_u16();
+        if status == 200 {
+            return Ok(response.bytes_stream().map(|r| r.map_err(|e| crate::aws::describe(&e))).boxed());
+        }
+        let reset = response.headers().get("x-rate-limit-reset").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.bytes().await.unwrap_or_default();
+        let detail = http_failure(status, &body);
+        match status {
+            429 => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                Err(ConnectError::Retry {
+                    reason: Reconnect::RateLimited,
+                    detail,
+                    reset_in: reset_wait(reset.as_deref(), now.as_secs()),
+                })
+            }
+            408 | 420 | 500.. => Err(ConnectError::Retry { reason: Reconnect::HttpError, detail, reset_in: None }),
+            _ => Err(ConnectError::Fatal(detail)),
+        }
+    }
+}
+
+/// Limits on what the source hands over.
+pub struct Limits {
+    pub count: Option<u64>,
+    pub deadline: Option<tokio::time::Instant>,
+    pub stall_timeout: Duration,
+}
+
+/// Reads the stream, reconnecting as X asks, and hands each line that is not a
+/// keep-alive or an error object to `tx` until a limit is reached, `stop` is
+/// cancelled or X refuses for good. A line is handed over in full or not at
+/// all; `tx` applies backpressure (the stream is not read while it is full).
+pub async fn feed(
+    connector: &dyn Connect,
+    tx: mpsc::Sender<Received>,
+    limits: Limits,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Backoff::default();
+    let mut unexpected = 0u64;
+    let deadline = async {
+        match limits.deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    loop {
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = &mut deadline => return Ok(()),
+            c = connector.connect() => c,
+        };
+        let (reason, detail, reset_in) = match connected {
+            Err(ConnectError::Fatal(detail)) => return Err(anyhow::anyhow!(detail)),
+            Err(ConnectError::Retry { reason, detail, reset_in }) => (reason, detail, reset_in),
+            Ok(mut body) => {
+                stats.set_connected(true);
+                tracing::info!("connected to the X API stream");
+                let mut lines = LineSplitter::default();
+                let (reason, detail) = 'read: loop {
+                    let chunk = tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = &mut deadline => return Ok(()),
+                        c = tokio::time::timeout(limits.stall_timeout, body.next()) => c,
+                    };
+                    let chunk = match chunk {
+                        Err(_) => {
+                            break 'read (
+                                Reconnect::Stall,
+                                format!("no data and no keep-alive for {:?}", limits.stall_timeout),
+                            )
+                        }
+                        Ok(None) => break 'read (Reconnect::Closed, "the server ended the stream".to_owned()),
+                        Ok(Some(Err(e))) => break 'read (Reconnect::Network, e),
+                        Ok(Some(Ok(chunk))) => chunk,
+                    };
+                    for line in lines.push(&chunk) {
+                        backoff.connected();
+                        let record = match classify_line(&line, || {
+                            unexpected += 1;
+                            format!("x-api-unexpected-{unexpected}")
+                        }) {
+                            Line::KeepAlive => continue,
+                            Line::Tweet(record) => record,
+                            Line::Unexpected(record) => {
+                                tracing::warn!(bytes = line.len(), "a stream line is not a tweet; put as it came");
+                                record
+                            }
+                            Line::Disconnect(errors) => break 'read (Reconnect::OperationalDisconnect, errors),
+                            Line::Error(errors) => {
+                                tracing::warn!(%errors, "the X API sent an error object");
+                                stats.stream_error();
+                                continue;
+                            }
+                        };
+                        stats.received();
+                        // Handed over even while stopping: it was received.
+                        if tx.send((record, tokio::time::Instant::now())).await.is_err() {
+                            anyhow::bail!("the producer's put loop ended");
+                        }
+                        if limits.count.is_some_and(|c| stats.summary().received >= c) {
+                            return Ok(());
+                        }
+                    }
+                };
+                stats.set_connected(false);
+                if lines.pending() > 0 {
+                    tracing::debug!(bytes = lines.pending(), "an incomplete line was cut off by the reconnect");
+                }
+                (reason, detail, None)
+            }
+        };
+        let delay = backoff.next(reason, reset_in);
+        stats.reconnect(reason);
+        tracing::warn!(reason = reason.label(), %detail, delay_ms = delay.as_millis() as u64, "reconnecting to the X API");
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = &mut deadline => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Reconnects by reason, for the summary.
+pub fn reconnect_counts(counts: &BTreeMap<Reconnect, u64>) -> String {
+    if counts.is_empty() {
+        return "none".into();
+    }
+    counts.iter().map(|(r, n)| format!("{}={n}", r.label())).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(value: &str, tag: Option<&str>) -> Rule {
+        Rule { value: value.into(), tag: tag.map(Into::into) }
+    }
+
+    fn existing(id: &str, value: &str, tag: Option<&str>) -> ExistingRule {
+        ExistingRule { id: id.into(), value: value.into(), tag: tag.map(Into::into) }
+    }
+
+    #[test]
+    fn rules_sync_adds_the_missing_deletes_the_unwanted_and_retags() {
+        let have = [existing("1", "lang:en", None), existing("2", "#rust", Some("old")), existing("3", "cats", None)];
+        let want = [rule("lang:en", None), rule("#rust", Some("new")), rule("dogs has:media", None)];
+        let plan = plan_rules(&have, &want, false);
+        assert_eq!(plan.add, vec![rule("#rust", Some("new")), rule("dogs has:media", None)]);
+        assert_eq!(plan.delete, vec![have[1].clone(), have[2].clone()]);
+        let plan = plan_rules(&have, &want, true);
+        assert_eq!(plan.delete, vec![have[1].clone()], "--keep-rules keeps others but still retags");
+        let now = [
+            existing("1", "lang:en", None),
+            existing("4", "#rust", Some("new")),
+            existing("5", "dogs has:media", None),
+        ];
+        assert_eq!(plan_rules(&now, &want, false), RulesPlan::default(), "in sync: nothing to send");
+    }
+
+    #[test]
+    fn lines_may_span_chunks_and_end_in_crlf() {
+        let mut s = LineSplitter::default();
+        assert!(s.push(b"{\"data\":{\"id\":").is_empty());
+        assert_eq!(s.pending(), 14);
+        assert_eq!(s.push(b"\"1\"}}\r\n\r\n{\"da"), vec![b"{\"data\":{\"id\":\"1\"}}".to_vec(), Vec::new()]);
+        assert_eq!(s.push(b"ta\":{}}\n"), vec![b"{\"data\":{}}".to_vec()]);
+        assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn lines_are_keep_alives_tweets_disconnects_errors_or_unexpected() {
+        let none = || "fallback".to_owned();
+        assert_eq!(classify_line(b"", none), Line::KeepAlive);
+        assert_eq!(classify_line(b"  ", none), Line::KeepAlive);
+        let tweet =
+            br#"{"data":{"id":"42","text":"hi"},"includes":{"users":[]},"matching_rules":[{"id":"1","tag":null}]}"#;
+        assert_eq!(
+            classify_line(tweet, none),
+            Line::Tweet(Outgoing { id: "42".into(), data: tweet.to_vec(), kind: KIND_X_API })
+        );
+        // A tweet with partial errors (an author X could not expand) is a tweet.
+        let partial = br#"{"data":{"id":"43","text":"x"},"errors":[{"title":"Not Found Error"}]}"#;
+        assert!(matches!(classify_line(partial, none), Line::Tweet(o) if o.id == "43"));
+        let disconnect = br#"{"errors":[{"title":"operational-disconnect","disconnect_type":"UpstreamOperationalDisconnect","detail":"This stream has been disconnected upstream for operational reasons.","type":"https://api.twitter.com/2/problems/operational-disconnect"}]}"#;
+        assert!(matches!(classify_line(disconnect, none), Line::Disconnect(e) if e.contains("UpstreamOperational")));
+        let error = br#"{"errors":[{"title":"ConnectionException","detail":"too many"}]}"#;
+        assert!(matches!(classify_line(error, none), Line::Error(e) if e.contains("too many")));
+        assert!(matches!(classify_line(b"{not json", none), Line::Unexpected(o) if o.id == "fallback"));
+        assert!(matches!(classify_line(br#"{"data":{"text":"no id"}}"#, none), Line::Unexpected(_)));
+    }
+
+    #[test]
+    fn reconnect_delays_follow_x_documented_schedule() {
+        let mut b = Backoff::default();
+        let network: Vec<_> = (0..70).map(|_| b.next(Reconnect::Network, None).as_millis()).collect();
+        assert_eq!(&network[..4], &[250, 500, 750, 1000]);
+        assert_eq!(network[63], 16_000);
+        assert_eq!(network[69], 16_000);
+        let mut b = Backoff::default();
+        let http: Vec<_> = (0..9).map(|_| b.next(Reconnect::HttpError, None).as_secs()).collect();
+        assert_eq!(http, [5, 10, 20, 40, 80, 160, 320, 320, 320]);
+        assert_eq!(b.next(Reconnect::Stall, None), Duration::from_millis(250), "kinds count separately");
+        b.connected();
+        assert_eq!(b.next(Reconnect::HttpError, None), Duration::from_secs(5), "data starts the schedule over");
+        let mut b = Backoff::default();
+        assert_eq!(b.next(Reconnect::RateLimited, Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(b.next(Reconnect::RateLimited, None), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_429_waits_until_its_reset_time() {
+        assert_eq!(reset_wait(Some("1000"), 990), Some(Duration::from_secs(11)));
+        assert_eq!(reset_wait(Some("1000"), 1005), Some(Duration::from_secs(1)), "already past: a second");
+        assert_eq!(reset_wait(Some("soon"), 990), None);
+        assert_eq!(reset_wait(None, 990), None);
+        assert_eq!(reset_wait(Some("99999999"), 0), Some(RATE_LIMIT_CAP));
+    }
+
+    #[test]
+    fn the_token_is_never_printed() {
+        let token = BearerToken::new(" AAAA-secret-token ").unwrap();
+        assert_eq!(token.expose(), "AAAA-secret-token");
+        assert!(!format!("{token:?}").contains("secret"));
+        assert!(BearerToken::new("  ").is_err());
+    }
+}
