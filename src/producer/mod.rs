@@ -542,7 +542,7 @@ mod tests {
         let stream = Arc::new(MemoryStream::new(2));
         stream.inject(std::iter::repeat_n(Fault::Transient, 30));
         let stats = Arc::new(Stats::default());
-        let total = (BUFFER_RECORDS * 2) as usize;
+        let total = BUFFER_RECORDS * 2;
         let source = synthetic::Synthetic::new(4, 0.0).take(total).map(Ok);
         let run = tokio::spawn({
             let (stream, stats) = (stream.clone(), stats.clone());
