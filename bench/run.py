@@ -292,8 +292,62 @@ def bench_fleet():
            "≤ 15 s, ≤ 3 s, ≤ 30 s", ok)
 
 
+def standin(rate, tag):
+    """deploy/local/x_api_standin.py streaming `rate` tweets/s; returns it, its URL and its sent log."""
+    sent = os.path.join(WORK, f"{tag}-sent.jsonl")
+    p = subprocess.Popen([sys.executable, f"{REPO}/deploy/local/x_api_standin.py", "--token", "bench",
+                          "--rate", str(rate), "--sent-log", sent], stdout=subprocess.PIPE, text=True)
+    return p, p.stdout.readline().strip(), sent
+
+
+def x_producer(names, url, minutes):
+    log = os.path.join(WORK, f"{names['stream']}-{time.time_ns()}.log")
+    p = subprocess.Popen([BIN, "produce", "--stream", names["stream"], "--source", "x-api-sample",
+                          "--x-api-url", url, "--minutes", str(minutes), "--put-log", log],
+                         stdout=subprocess.DEVNULL, env=dict(os.environ, X_BEARER_TOKEN="bench"))
+    return p, log
+
+
+def lines(path):
+    try:
+        return sum(1 for _ in open(path))
+    except FileNotFoundError:
+        return 0
+
+
+def bench_producer():
+    names = resources("producer", 4)
+    print("producer: 1,000 tweets/s from the X API stand-in for 40 s", flush=True)
+    s, url, _ = standin(1000, "producer-cpu")
+    p, log = x_producer(names, url, 40 / 60)
+    time.sleep(10)  # start-up and the first connection are not the steady state
+    cpu0, put0 = cpu_seconds(p.pid), lines(log)
+    time.sleep(25)
+    cpu1, put1, rss = cpu_seconds(p.pid), lines(log), peak_rss_mib(p.pid)
+    p.wait(timeout=60)
+    s.kill()
+    per = (cpu1 - cpu0) / max(put1 - put0, 1) * 1e6
+    report("producer CPU per tweet at 1,000 tweets/s (X API stand-in)", f"{per:.1f} µs ({(put1 - put0) / 25:.0f} tweets/s put)",
+           "≤ 10 µs", per <= 10)
+    report("producer peak RSS, same run", f"{rss:.1f} MiB", "≤ 32 MiB", rss <= 32)
+    print("producer: 50 tweets/s for 60 s, latency received → accepted", flush=True)
+    s, url, sent = standin(50, "producer-latency")
+    p, log = x_producer(names, url, 1)
+    p.wait(timeout=120)
+    s.kill()
+    sent_ms = {}
+    for line in open(sent):
+        o = json.loads(line)
+        sent_ms[o["id"]] = o["sent_ms"]
+    lat = sorted(int(f[5]) - sent_ms[f[0]] for f in (l.rstrip("\n").split("\t") for l in open(log)) if f[0] in sent_ms)
+    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    report("producer put latency at 50 tweets/s, sent by the stand-in → accepted by Kinesis",
+           f"p50 {p50} ms, p99 {p99} ms ({len(lat)} tweets)", "p99 ≤ 150 ms", p99 <= 150)
+
+
 FIGURES = {"cpu": bench_cpu, "memory": bench_memory, "capacity": bench_capacity, "budget": bench_budget,
-           "latency": bench_latency, "lease-cost": bench_lease_cost, "fleet": bench_fleet}
+           "latency": bench_latency, "lease-cost": bench_lease_cost, "fleet": bench_fleet,
+           "producer": bench_producer}
 
 if __name__ == "__main__":
     wanted = sys.argv[1:] or list(FIGURES)

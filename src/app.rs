@@ -397,7 +397,8 @@ async fn bearer_token(args: &ProduceArgs, config: &SdkConfig) -> anyhow::Result<
 
 /// The rules of `--rule` and `--rules-file`.
 fn wanted_rules(args: &ProduceArgs) -> anyhow::Result<Vec<Rule>> {
-    let mut rules: Vec<Rule> = args.rules.iter().map(|v| Rule { value: v.clone(), tag: None }).collect();
+    let mut rules: Vec<Rule> =
+        args.rules.iter().filter(|v| !v.trim().is_empty()).map(|v| Rule { value: v.clone(), tag: None }).collect();
     if let Some(path) = &args.rules_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read --rules-file {}: {e}", path.display()))?;

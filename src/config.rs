@@ -436,8 +436,8 @@ pub struct ProduceArgs {
     pub source: Source,
 
     /// A filtered-stream rule (repeatable), e.g. --rule 'lang:en #rustlang'. With --rules-file,
-    /// the rules of both are wanted
-    #[arg(long = "rule", value_name = "VALUE")]
+    /// the rules of both are wanted. The variable gives one rule
+    #[arg(long = "rule", value_name = "VALUE", env = "STREAM_WORKER_RULE")]
     pub rules: Vec<String>,
 
     /// Filtered-stream rules as JSON: [{"value": "lang:en #rustlang", "tag": "rust"}, …]
@@ -513,7 +513,9 @@ impl ProduceArgs {
         if self.minutes.is_some_and(|m| m.is_nan() || m <= 0.0) {
             return Err("--minutes must be positive".into());
         }
-        if (!self.rules.is_empty() || self.rules_file.is_some()) && self.source != Source::XApi {
+        // A blank rule is none (the stack sets the variable empty when it has no rule).
+        let rules = self.rules.iter().any(|r| !r.trim().is_empty());
+        if (rules || self.rules_file.is_some()) && self.source != Source::XApi {
             return Err("--rule and --rules-file apply to --source x-api (the filtered stream) only".into());
         }
         if self.x_api_stall_timeout.is_zero() {

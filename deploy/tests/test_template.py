@@ -160,6 +160,19 @@ def test_producer_secret():
     assert TPL["Parameters"]["ProducerCount"]["Default"] == 0
 
 
+def test_producer_rule_health_and_stop():
+    (c,) = props("ProducerTaskDefinition")["ContainerDefinitions"]
+    (rule,) = [e for e in c["Environment"] if e["Name"] == "STREAM_WORKER_RULE"]
+    cond, on, off = rule["Value"]["Fn::If"]
+    assert (cond, on, off) == ("ProducerRuleOn", {"Ref": "ProducerRule"}, ""), "empty is no rule"
+    assert TPL["Parameters"]["ProducerRule"]["Default"] == ""
+    assert "x-api-sample" in TPL["Parameters"]["ProducerSource"]["AllowedValues"]
+    # Liveness, not readiness: a restart would not shorten X's reconnect backoff.
+    assert c["HealthCheck"]["Command"][-1].endswith(":9464/healthz")
+    assert {"Name": "STREAM_WORKER_METRICS_ADDR", "Value": "0.0.0.0:9464"} in c["Environment"]
+    assert c["StopTimeout"] > 20, "the stop timeout covers the producer's 20 s --shutdown-timeout"
+
+
 def test_autoscaling():
     target = props("WorkerScalableTarget")
     assert target["ScalableDimension"] == "ecs:service:DesiredCount"
