@@ -307,6 +307,7 @@ pub async fn produce(args: ProduceArgs, stop: CancellationToken, health: Arc<Hea
                 .create(true)
                 .append(true)
                 .open(path)
+                .map(std::io::BufWriter::new)
                 .map_err(|e| anyhow::anyhow!("cannot open --put-log {}: {e}", path.display()))?,
         ),
         None => None,

@@ -15,9 +15,19 @@ use stream_worker::{app, shutdown, telemetry};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = Cli::parse();
+    let runtime = match cli.command {
+        // One thread for the producer: its source and its put loop hand every
+        // record to each other, and across threads each handoff was a futex
+        // wake-up and a context switch (most of its CPU per tweet, measured).
+        Command::Produce(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    runtime.expect("cannot start the tokio runtime").block_on(run(cli));
+}
+
+async fn run(cli: Cli) {
     let result = match cli.command {
         Command::Run(args) => {
             telemetry::init_logs(args.log.log_format);

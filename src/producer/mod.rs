@@ -156,6 +156,10 @@ impl Stats {
         self.connected.load(Ordering::Relaxed)
     }
 
+    pub fn received_count(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
     pub fn last_received(&self) -> Option<Instant> {
         *self.last_received.lock().unwrap()
     }
@@ -206,7 +210,8 @@ pub struct Producer {
     /// Spread records over this many partition keys (`key-0` …) instead of
     /// keying each by its tweet id.
     pub partition_keys: Option<NonZeroU32>,
-    pub put_log: Option<std::fs::File>,
+    /// Written a call at a time (a line per record, flushed after each call).
+    pub put_log: Option<std::io::BufWriter<std::fs::File>>,
     pub stats: Arc<Stats>,
     pub health: Arc<Health>,
     /// After `stop`, how long the buffer may take to drain.
@@ -274,46 +279,54 @@ struct PutLoop {
 impl PutLoop {
     async fn run(mut self) -> anyhow::Result<()> {
         let limiter = self.producer.rate.map(WriteLimiter::new);
-        let mut started = Instant::now();
         let mut taken = 0u64;
+        // Whatever waits is taken at once: one wake-up per burst, not per record.
+        let mut inbox = Vec::with_capacity(batch::MAX_RECORDS_PER_CALL);
+        // One timer, re-armed when a batch starts (a timer per wake-up cost CPU per record).
+        let linger = tokio::time::sleep(LINGER);
+        tokio::pin!(linger);
         loop {
             metrics::gauge!(m::PRODUCER_BUFFER_RECORDS).set(self.rx.len() as f64);
-            let next = if self.batch.is_empty() {
-                self.rx.recv().await
+            let received = if self.batch.is_empty() {
+                self.rx.recv_many(&mut inbox, batch::MAX_RECORDS_PER_CALL).await
             } else {
-                match tokio::time::timeout_at(started + LINGER, self.rx.recv()).await {
-                    Ok(next) => next,
-                    Err(_) => {
+                tokio::select! {
+                    biased;
+                    n = self.rx.recv_many(&mut inbox, batch::MAX_RECORDS_PER_CALL) => n,
+                    _ = &mut linger => {
                         self.flush().await?;
                         continue;
                     }
                 }
             };
-            let Some((record, received)) = next else {
+            if received == 0 {
+                // Every sender is gone and the buffer is empty.
                 return self.flush().await;
-            };
-            if let Some(limiter) = &limiter {
-                limiter.acquire(1).await;
             }
-            let partition_key = match self.producer.partition_keys {
-                Some(n) => format!("key-{}", taken % u64::from(n.get())),
-                None => record.id.clone(),
-            };
-            taken += 1;
-            let record = Keyed { record, partition_key, received };
-            if let Some(why) = oversized(&record) {
-                tracing::error!(id = %record.record.id, %why, "a record can never be put; counted as failed");
-                continue;
-            }
-            if !self.batch.fits(&record) {
-                self.flush().await?;
-            }
-            if self.batch.is_empty() {
-                started = Instant::now();
-            }
-            self.batch.push(record);
-            if self.batch.is_full() {
-                self.flush().await?;
+            for (record, received) in inbox.drain(..) {
+                if let Some(limiter) = &limiter {
+                    limiter.acquire(1).await;
+                }
+                let partition_key = match self.producer.partition_keys {
+                    Some(n) => format!("key-{}", taken % u64::from(n.get())),
+                    None => record.id.clone(),
+                };
+                taken += 1;
+                let record = Keyed { record, partition_key, received };
+                if let Some(why) = oversized(&record) {
+                    tracing::error!(id = %record.record.id, %why, "a record can never be put; counted as failed");
+                    continue;
+                }
+                if !self.batch.fits(&record) {
+                    self.flush().await?;
+                }
+                if self.batch.is_empty() {
+                    linger.as_mut().reset(Instant::now() + LINGER);
+                }
+                self.batch.push(record);
+                if self.batch.is_full() {
+                    self.flush().await?;
+                }
             }
         }
     }
@@ -357,6 +370,9 @@ impl PutLoop {
                         refused.push(record);
                     }
                 }
+            }
+            if let Some(log) = &mut p.put_log {
+                log.flush()?;
             }
             if !refused.is_empty() {
                 p.stats.retried(refused.len());
@@ -556,9 +572,10 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(30)).await;
         let during = stats.summary();
         assert_eq!(during.put, 0, "Kinesis is away");
-        // The channel, the batch being put and the record waiting for room.
+        // The channel, the batch being put, the rest of what the put loop took
+        // from the channel with it, and the record waiting for room.
         assert!(
-            during.received <= (BUFFER_RECORDS + batch::MAX_RECORDS_PER_CALL + 1) as u64,
+            during.received <= (BUFFER_RECORDS + 2 * batch::MAX_RECORDS_PER_CALL + 1) as u64,
             "the source waits on the full buffer: {during:?}"
         );
         let (summary, result) = run.await.unwrap();

@@ -465,9 +465,15 @@ pub async fn feed(
         }
     };
     tokio::pin!(deadline);
+    // Made once: a future per chunk (a timer, a waiter on the token) was a
+    // measurable share of the CPU per tweet.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
+    let stall = tokio::time::sleep(limits.stall_timeout);
+    tokio::pin!(stall);
     loop {
         let connected = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = &mut stopped => return Ok(()),
             _ = &mut deadline => return Ok(()),
             c = connector.connect() => c,
         };
@@ -478,23 +484,33 @@ pub async fn feed(
                 stats.set_connected(true);
                 tracing::info!("connected to the X API stream");
                 let mut lines = LineSplitter::default();
+                // The stall timer is re-armed only when it fires, from the last
+                // data seen, rather than once per chunk.
+                let mut last_data = tokio::time::Instant::now();
+                stall.as_mut().reset(last_data + limits.stall_timeout);
                 let (reason, detail) = 'read: loop {
                     let chunk = tokio::select! {
-                        _ = stop.cancelled() => return Ok(()),
-                        _ = &mut deadline => return Ok(()),
-                        c = tokio::time::timeout(limits.stall_timeout, body.next()) => c,
-                    };
-                    let chunk = match chunk {
-                        Err(_) => {
+                        biased;
+                        c = body.next() => c,
+                        _ = &mut stall => {
+                            if last_data.elapsed() < limits.stall_timeout {
+                                stall.as_mut().reset(last_data + limits.stall_timeout);
+                                continue;
+                            }
                             break 'read (
                                 Reconnect::Stall,
                                 format!("no data and no keep-alive for {:?}", limits.stall_timeout),
-                            )
+                            );
                         }
-                        Ok(None) => break 'read (Reconnect::Closed, "the server ended the stream".to_owned()),
-                        Ok(Some(Err(e))) => break 'read (Reconnect::Network, e),
-                        Ok(Some(Ok(chunk))) => chunk,
+                        _ = &mut stopped => return Ok(()),
+                        _ = &mut deadline => return Ok(()),
                     };
+                    let chunk = match chunk {
+                        None => break 'read (Reconnect::Closed, "the server ended the stream".to_owned()),
+                        Some(Err(e)) => break 'read (Reconnect::Network, e),
+                        Some(Ok(chunk)) => chunk,
+                    };
+                    last_data = tokio::time::Instant::now();
                     for line in lines.push(&chunk) {
                         backoff.connected();
                         let record = match classify_line(&line, || {
@@ -519,7 +535,7 @@ pub async fn feed(
                         if tx.send((record, tokio::time::Instant::now())).await.is_err() {
                             anyhow::bail!("the producer's put loop ended");
                         }
-                        if limits.count.is_some_and(|c| stats.summary().received >= c) {
+                        if limits.count.is_some_and(|c| stats.received_count() >= c) {
                             return Ok(());
                         }
                     }
@@ -535,7 +551,7 @@ pub async fn feed(
         stats.reconnect(reason);
         tracing::warn!(reason = reason.label(), %detail, delay_ms = delay.as_millis() as u64, "reconnecting to the X API");
         tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = &mut stopped => return Ok(()),
             _ = &mut deadline => return Ok(()),
             _ = tokio::time::sleep(delay) => {}
         }
