@@ -344,15 +344,15 @@ pub async fn produce(args: ProduceArgs, stop: CancellationToken, health: Arc<Hea
         (Source::Synthetic, _) => {
             let count = args.count.or(if deadline.is_none() { Some(1000) } else { None });
             let source = Synthetic::new(args.seed, args.malformed_ratio).map(Ok);
-            producer.run(|tx, stop| feed_iter(source, tx, count, deadline, stats.clone(), stop), stop).await
+            producer.run(|tx, stop| feed_iter(source, tx, count, deadline, stop), stop).await
         }
         (Source::File(path), _) => {
             let source = file_source(path)?;
-            producer.run(|tx, stop| feed_iter(source, tx, args.count, deadline, stats.clone(), stop), stop).await
+            producer.run(|tx, stop| feed_iter(source, tx, args.count, deadline, stop), stop).await
         }
         (_, Some(api)) => {
             let limits = Limits { count: args.count, deadline, stall_timeout: args.x_api_stall_timeout };
-            producer.run(|tx, stop| async move { x_api::feed(&api, tx, limits, stats.clone(), stop).await }, stop).await
+            producer.run(|tx, stop| async move { x_api::feed(&api, tx, limits, stop).await }, stop).await
         }
         (_, None) => unreachable!("the X API client is built for the X API sources"),
     };

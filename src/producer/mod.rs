@@ -180,25 +180,42 @@ impl Stats {
     }
 }
 
+/// The source's end of the buffer: counts each record received, holds it to
+/// `--rate`, and hands it to the put loop, waiting while the buffer is full.
+pub struct Handoff {
+    tx: mpsc::Sender<Received>,
+    limiter: Option<WriteLimiter>,
+    stats: Arc<Stats>,
+}
+
+impl Handoff {
+    pub async fn send(&self, record: Outgoing) -> anyhow::Result<()> {
+        self.stats.received();
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire(1).await;
+        }
+        self.tx.send((record, Instant::now())).await.map_err(|_| anyhow::anyhow!("the producer's put loop ended"))
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
 /// Hands records from an iterator (synthetic, file) to the put loop until it
 /// ends, `count` records are taken, `deadline` passes or `stop` is cancelled.
 pub async fn feed_iter(
     source: impl Iterator<Item = anyhow::Result<Outgoing>>,
-    tx: mpsc::Sender<Received>,
+    handoff: Handoff,
     count: Option<u64>,
     deadline: Option<Instant>,
-    stats: Arc<Stats>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     for (taken, next) in (0u64..).zip(source) {
         if count.is_some_and(|c| taken >= c) || deadline.is_some_and(|d| Instant::now() >= d) || stop.is_cancelled() {
             break;
         }
-        let record = next?;
-        stats.received();
-        if tx.send((record, Instant::now())).await.is_err() {
-            anyhow::bail!("the producer's put loop ended");
-        }
+        handoff.send(next?).await?;
     }
     Ok(())
 }
@@ -224,10 +241,13 @@ impl Producer {
     /// timeout. Returns the summary and the first error of either side.
     pub async fn run<F, Fut>(self, feed: F, stop: CancellationToken) -> (Summary, anyhow::Result<()>)
     where
-        F: FnOnce(mpsc::Sender<Received>, CancellationToken) -> Fut,
+        F: FnOnce(Handoff, CancellationToken) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<()>>,
     {
         let (tx, rx) = mpsc::channel(BUFFER_RECORDS);
+        // The rate applies where records enter the buffer: applied in the put
+        // loop, it held a batch back until it filled.
+        let handoff = Handoff { tx, limiter: self.rate.map(WriteLimiter::new), stats: self.stats.clone() };
         let stats = self.stats.clone();
         let health = self.health.clone();
         let shutdown_timeout = self.shutdown_timeout;
@@ -242,11 +262,26 @@ impl Producer {
             result
         });
         health.started();
-        let fed = feed(tx, feed_stop).await;
-        let drained = tokio::select! {
-            joined = &mut putter => Some(joined.unwrap_or_else(|e| Err(anyhow::anyhow!("the put loop panicked: {e}")))),
-            _ = async { stop.cancelled().await; tokio::time::sleep(shutdown_timeout).await } => None,
+        // The timeout also covers a source blocked on a full buffer.
+        let give_up = async {
+            stop.cancelled().await;
+            tokio::time::sleep(shutdown_timeout).await
         };
+        tokio::pin!(give_up);
+        let feeding = feed(handoff, feed_stop);
+        tokio::pin!(feeding);
+        let fed = tokio::select! {
+            fed = &mut feeding => Some(fed),
+            _ = &mut give_up => None,
+        };
+        let drained = match fed {
+            None => None,
+            Some(_) => tokio::select! {
+                joined = &mut putter => Some(joined.unwrap_or_else(|e| Err(anyhow::anyhow!("the put loop panicked: {e}")))),
+                _ = &mut give_up => None,
+            },
+        };
+        let fed = fed.unwrap_or(Ok(()));
         health.shutting_down();
         let put = match drained {
             Some(result) => result,
@@ -278,7 +313,6 @@ struct PutLoop {
 
 impl PutLoop {
     async fn run(mut self) -> anyhow::Result<()> {
-        let limiter = self.producer.rate.map(WriteLimiter::new);
         let mut taken = 0u64;
         // Whatever waits is taken at once: one wake-up per burst, not per record.
         let mut inbox = Vec::with_capacity(batch::MAX_RECORDS_PER_CALL);
@@ -304,9 +338,6 @@ impl PutLoop {
                 return self.flush().await;
             }
             for (record, received) in inbox.drain(..) {
-                if let Some(limiter) = &limiter {
-                    limiter.acquire(1).await;
-                }
                 let partition_key = match self.producer.partition_keys {
                     Some(n) => format!("key-{}", taken % u64::from(n.get())),
                     None => record.id.clone(),
@@ -497,10 +528,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let limits = Limits { count: None, deadline: None, stall_timeout: x_api::STALL_TIMEOUT };
         let (summary, result) = producer(stream.clone(), stats.clone())
-            .run(
-                |tx, stop| async { x_api::feed(&script, tx, limits, stats.clone(), stop).await },
-                CancellationToken::new(),
-            )
+            .run(|tx, stop| async { x_api::feed(&script, tx, limits, stop).await }, CancellationToken::new())
             .await;
         assert!(result.unwrap_err().to_string().contains("401"), "a 401 is fatal");
         let attempts = script.attempts.lock().unwrap().clone();
@@ -540,7 +568,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let source = synthetic::Synthetic::new(3, 0.0).take(1_200).map(Ok);
         let (summary, result) = producer(stream.clone(), stats.clone())
-            .run(|tx, stop| feed_iter(source, tx, None, None, stats.clone(), stop), CancellationToken::new())
+            .run(|tx, stop| feed_iter(source, tx, None, None, stop), CancellationToken::new())
             .await;
         result.unwrap();
         let expected: Vec<String> = synthetic::Synthetic::new(3, 0.0).take(1_200).map(|o| o.id).collect();
@@ -564,7 +592,7 @@ mod tests {
             let (stream, stats) = (stream.clone(), stats.clone());
             async move {
                 producer(stream, stats.clone())
-                    .run(|tx, stop| feed_iter(source, tx, None, None, stats.clone(), stop), CancellationToken::new())
+                    .run(|tx, stop| feed_iter(source, tx, None, None, stop), CancellationToken::new())
                     .await
             }
         });
@@ -596,7 +624,7 @@ mod tests {
             async move {
                 let mut p = producer(stream, stats.clone());
                 p.rate = NonZeroU32::new(1_000);
-                p.run(|tx, stop| feed_iter(source, tx, None, None, stats.clone(), stop), stop).await
+                p.run(|tx, stop| feed_iter(source, tx, None, None, stop), stop).await
             }
         });
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -606,6 +634,55 @@ mod tests {
         assert!(summary.received > 1_000, "{summary:?}");
         assert_eq!((summary.put, summary.failed), (summary.received, 0), "everything received is put");
         assert_eq!(stream.records().len() as u64, summary.put);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limited_source_is_put_as_it_goes_not_a_full_batch_at_a_time() {
+        let stream = Arc::new(MemoryStream::new(2));
+        let stats = Arc::new(Stats::default());
+        let source = synthetic::Synthetic::new(8, 0.0).take(300).map(Ok);
+        let run = tokio::spawn({
+            let (stream, stats) = (stream.clone(), stats.clone());
+            async move {
+                let mut p = producer(stream, stats);
+                p.rate = NonZeroU32::new(100);
+                p.run(|tx, stop| feed_iter(source, tx, None, None, stop), CancellationToken::new()).await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(1_250)).await;
+        // At 100/s, 1.25 s in: at least 125 records taken, all but the last
+        // linger's worth put. (With the rate applied in the put loop, nothing
+        // was put until 300 records had waited their turn.)
+        let put = stream.records().len();
+        assert!(put >= 100, "{put} records put 1.25 s in");
+        let (summary, result) = run.await.unwrap();
+        result.unwrap();
+        assert_eq!(summary.put, 300);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_with_a_full_buffer_during_an_outage_still_ends_after_the_timeout() {
+        let stream = Arc::new(MemoryStream::new(2));
+        stream.inject(std::iter::repeat_n(Fault::Transient, 1_000));
+        let stats = Arc::new(Stats::default());
+        let stop = CancellationToken::new();
+        // More than the buffer holds: the source blocks on it.
+        let source = synthetic::Synthetic::new(7, 0.0).take(BUFFER_RECORDS * 3).map(Ok);
+        let started = Instant::now();
+        let run = tokio::spawn({
+            let (stream, stats, stop) = (stream.clone(), stats.clone(), stop.clone());
+            async move {
+                producer(stream, stats.clone()).run(|tx, stop| feed_iter(source, tx, None, None, stop), stop).await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        stop.cancel();
+        let (summary, result) = run.await.unwrap();
+        assert!(result.unwrap_err().to_string().contains("were not put"));
+        assert_eq!(summary.put, 0);
+        assert_eq!(summary.failed, summary.received, "{summary:?}");
+        assert!(summary.received < (BUFFER_RECORDS * 3) as u64, "the source was waiting on the buffer");
+        assert_eq!(started.elapsed().as_secs(), 30, "10 s, then the 20 s shutdown timeout");
     }
 
     #[tokio::test(start_paused = true)]
@@ -619,9 +696,7 @@ mod tests {
         let run = tokio::spawn({
             let (stream, stats, stop) = (stream.clone(), stats.clone(), stop.clone());
             async move {
-                producer(stream, stats.clone())
-                    .run(|tx, stop| feed_iter(source, tx, None, None, stats.clone(), stop), stop)
-                    .await
+                producer(stream, stats.clone()).run(|tx, stop| feed_iter(source, tx, None, None, stop), stop).await
             }
         });
         tokio::time::sleep(Duration::from_secs(10)).await;

@@ -13,7 +13,6 @@
 //! and sent as a header marked sensitive, so it reaches no log line.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,10 +20,9 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Outgoing, Received, Stats};
+use super::{Handoff, Outgoing};
 
 /// What `tweet.fields`, `user.fields` and `expansions` the core needs.
 pub const STREAM_QUERY: &[(&str, &str)] = &[
@@ -451,11 +449,11 @@ pub struct Limits {
 /// all; `tx` applies backpressure (the stream is not read while it is full).
 pub async fn feed(
     connector: &dyn Connect,
-    tx: mpsc::Sender<Received>,
+    handoff: Handoff,
     limits: Limits,
-    stats: Arc<Stats>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let stats = handoff.stats();
     let mut backoff = Backoff::default();
     let mut unexpected = 0u64;
     let deadline = async {
@@ -530,11 +528,8 @@ pub async fn feed(
                                 continue;
                             }
                         };
-                        stats.received();
                         // Handed over even while stopping: it was received.
-                        if tx.send((record, tokio::time::Instant::now())).await.is_err() {
-                            anyhow::bail!("the producer's put loop ended");
-                        }
+                        handoff.send(record).await?;
                         if limits.count.is_some_and(|c| stats.received_count() >= c) {
                             return Ok(());
                         }
