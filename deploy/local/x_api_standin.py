@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A stand-in for the X API v2 streams, for tests, benchmarks and the demo.
+"""A stand-in for the X API v2 streams, for tests, benchmarks and trying the producer locally.
 
 Serves what `stream-worker produce --source x-api` reads, the way X serves it:
 GET /2/tweets/search/stream and /2/tweets/sample/stream as one long chunked
