@@ -440,6 +440,20 @@ mod tests {
         }
     }
 
+    /// Runs the producer in a task on `n` synthetic records of `seed`, at `rate`.
+    fn spawn_synthetic(
+        stream: &Arc<MemoryStream>,
+        stats: &Arc<Stats>,
+        (seed, n): (u64, usize),
+        rate: Option<u32>,
+        stop: &CancellationToken,
+    ) -> tokio::task::JoinHandle<(Summary, anyhow::Result<()>)> {
+        let mut p = producer(stream.clone(), stats.clone());
+        p.rate = rate.and_then(NonZeroU32::new);
+        let source = synthetic::Synthetic::new(seed, 0.0).take(n).map(Ok);
+        tokio::spawn(p.run(move |tx, stop| feed_iter(source, tx, None, None, stop), stop.clone()))
+    }
+
     fn ids(stream: &MemoryStream) -> Vec<String> {
         let mut ids: Vec<String> = stream.records().into_iter().map(|(key, _)| key).collect();
         ids.sort_by_key(|id| id.parse::<u64>().unwrap_or(u64::MAX));
@@ -587,15 +601,7 @@ mod tests {
         stream.inject(std::iter::repeat_n(Fault::Transient, 30));
         let stats = Arc::new(Stats::default());
         let total = BUFFER_RECORDS * 2;
-        let source = synthetic::Synthetic::new(4, 0.0).take(total).map(Ok);
-        let run = tokio::spawn({
-            let (stream, stats) = (stream.clone(), stats.clone());
-            async move {
-                producer(stream, stats.clone())
-                    .run(|tx, stop| feed_iter(source, tx, None, None, stop), CancellationToken::new())
-                    .await
-            }
-        });
+        let run = spawn_synthetic(&stream, &stats, (4, total), None, &CancellationToken::new());
         // Thirty failed calls take well over a minute of backoff.
         tokio::time::sleep(Duration::from_secs(30)).await;
         let during = stats.summary();
@@ -618,15 +624,7 @@ mod tests {
         stream.set_latency(Duration::from_millis(50));
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
-        let source = synthetic::Synthetic::new(5, 0.0).map(Ok);
-        let run = tokio::spawn({
-            let (stream, stats, stop) = (stream.clone(), stats.clone(), stop.clone());
-            async move {
-                let mut p = producer(stream, stats.clone());
-                p.rate = NonZeroU32::new(1_000);
-                p.run(|tx, stop| feed_iter(source, tx, None, None, stop), stop).await
-            }
-        });
+        let run = spawn_synthetic(&stream, &stats, (5, usize::MAX), Some(1_000), &stop);
         tokio::time::sleep(Duration::from_secs(3)).await;
         stop.cancel();
         let (summary, result) = run.await.unwrap();
@@ -640,15 +638,7 @@ mod tests {
     async fn a_rate_limited_source_is_put_as_it_goes_not_a_full_batch_at_a_time() {
         let stream = Arc::new(MemoryStream::new(2));
         let stats = Arc::new(Stats::default());
-        let source = synthetic::Synthetic::new(8, 0.0).take(300).map(Ok);
-        let run = tokio::spawn({
-            let (stream, stats) = (stream.clone(), stats.clone());
-            async move {
-                let mut p = producer(stream, stats);
-                p.rate = NonZeroU32::new(100);
-                p.run(|tx, stop| feed_iter(source, tx, None, None, stop), CancellationToken::new()).await
-            }
-        });
+        let run = spawn_synthetic(&stream, &stats, (8, 300), Some(100), &CancellationToken::new());
         tokio::time::sleep(Duration::from_millis(1_250)).await;
         // At 100/s, 1.25 s in: at least 125 records taken, all but the last
         // linger's worth put. (With the rate applied in the put loop, nothing
@@ -666,15 +656,9 @@ mod tests {
         stream.inject(std::iter::repeat_n(Fault::Transient, 1_000));
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
-        // More than the buffer holds: the source blocks on it.
-        let source = synthetic::Synthetic::new(7, 0.0).take(BUFFER_RECORDS * 3).map(Ok);
         let started = Instant::now();
-        let run = tokio::spawn({
-            let (stream, stats, stop) = (stream.clone(), stats.clone(), stop.clone());
-            async move {
-                producer(stream, stats.clone()).run(|tx, stop| feed_iter(source, tx, None, None, stop), stop).await
-            }
-        });
+        // More than the buffer holds: the source blocks on it.
+        let run = spawn_synthetic(&stream, &stats, (7, BUFFER_RECORDS * 3), None, &stop);
         tokio::time::sleep(Duration::from_secs(10)).await;
         stop.cancel();
         let (summary, result) = run.await.unwrap();
@@ -691,14 +675,8 @@ mod tests {
         stream.inject(std::iter::repeat_n(Fault::Transient, 1_000));
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
-        let source = synthetic::Synthetic::new(6, 0.0).take(100).map(Ok);
         let started = Instant::now();
-        let run = tokio::spawn({
-            let (stream, stats, stop) = (stream.clone(), stats.clone(), stop.clone());
-            async move {
-                producer(stream, stats.clone()).run(|tx, stop| feed_iter(source, tx, None, None, stop), stop).await
-            }
-        });
+        let run = spawn_synthetic(&stream, &stats, (6, 100), None, &stop);
         tokio::time::sleep(Duration::from_secs(10)).await;
         stop.cancel();
         let (summary, result) = run.await.unwrap();

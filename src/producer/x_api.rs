@@ -159,32 +159,29 @@ struct PeekData {
 }
 
 /// What a line of the stream is; a tweet line is put as it came.
-pub fn classify_line(line: &[u8], fallback_id: impl FnOnce() -> String) -> Line {
+pub fn classify_line(line: Vec<u8>, fallback_id: impl FnOnce() -> String) -> Line {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Line::KeepAlive;
     }
-    let unexpected = |id: String| Line::Unexpected(Outgoing { id, data: line.to_vec(), kind: "x-api:unexpected" });
-    match serde_json::from_slice::<Peek>(line) {
+    match serde_json::from_slice::<Peek>(&line) {
         Ok(Peek { data: Some(PeekData { id: Some(id) }), .. }) if !id.is_empty() => {
-            Line::Tweet(Outgoing { id, data: line.to_vec(), kind: KIND_X_API })
+            Line::Tweet(Outgoing { id, data: line, kind: KIND_X_API })
         }
         Ok(Peek { data: None, errors }) if !errors.is_empty() => {
-            let text = serde_json::Value::Array(errors.clone()).to_string();
+            // `operational-disconnect` in `title` or `type`, or a `disconnect_type`.
             let disconnect = errors.iter().any(|e| {
                 ["title", "type", "disconnect_type"].iter().any(|k| {
-                    e.get(*k).and_then(|v| v.as_str()).is_some_and(|v| {
-                        let v = v.to_ascii_lowercase();
-                        v.contains("operational-disconnect") || v.contains("disconnect")
-                    })
+                    e.get(*k).and_then(|v| v.as_str()).is_some_and(|v| v.to_ascii_lowercase().contains("disconnect"))
                 })
             });
+            let text = serde_json::Value::Array(errors).to_string();
             if disconnect {
                 Line::Disconnect(text)
             } else {
                 Line::Error(text)
             }
         }
-        _ => unexpected(fallback_id()),
+        _ => Line::Unexpected(Outgoing { id: fallback_id(), data: line, kind: "x-api:unexpected" }),
     }
 }
 
@@ -511,14 +508,15 @@ pub async fn feed(
                     last_data = tokio::time::Instant::now();
                     for line in lines.push(&chunk) {
                         backoff.connected();
-                        let record = match classify_line(&line, || {
+                        let bytes = line.len();
+                        let record = match classify_line(line, || {
                             unexpected += 1;
                             format!("x-api-unexpected-{unexpected}")
                         }) {
                             Line::KeepAlive => continue,
                             Line::Tweet(record) => record,
                             Line::Unexpected(record) => {
-                                tracing::warn!(bytes = line.len(), "a stream line is not a tweet; put as it came");
+                                tracing::warn!(bytes, "a stream line is not a tweet; put as it came");
                                 record
                             }
                             Line::Disconnect(errors) => break 'read (Reconnect::OperationalDisconnect, errors),
@@ -603,23 +601,25 @@ mod tests {
     #[test]
     fn lines_are_keep_alives_tweets_disconnects_errors_or_unexpected() {
         let none = || "fallback".to_owned();
-        assert_eq!(classify_line(b"", none), Line::KeepAlive);
-        assert_eq!(classify_line(b"  ", none), Line::KeepAlive);
+        assert_eq!(classify_line(b"".to_vec(), none), Line::KeepAlive);
+        assert_eq!(classify_line(b"  ".to_vec(), none), Line::KeepAlive);
         let tweet =
             br#"{"data":{"id":"42","text":"hi"},"includes":{"users":[]},"matching_rules":[{"id":"1","tag":null}]}"#;
         assert_eq!(
-            classify_line(tweet, none),
+            classify_line(tweet.to_vec(), none),
             Line::Tweet(Outgoing { id: "42".into(), data: tweet.to_vec(), kind: KIND_X_API })
         );
         // A tweet with partial errors (an author X could not expand) is a tweet.
         let partial = br#"{"data":{"id":"43","text":"x"},"errors":[{"title":"Not Found Error"}]}"#;
-        assert!(matches!(classify_line(partial, none), Line::Tweet(o) if o.id == "43"));
+        assert!(matches!(classify_line(partial.to_vec(), none), Line::Tweet(o) if o.id == "43"));
         let disconnect = br#"{"errors":[{"title":"operational-disconnect","disconnect_type":"UpstreamOperationalDisconnect","detail":"This stream has been disconnected upstream for operational reasons.","type":"https://api.twitter.com/2/problems/operational-disconnect"}]}"#;
-        assert!(matches!(classify_line(disconnect, none), Line::Disconnect(e) if e.contains("UpstreamOperational")));
+        assert!(
+            matches!(classify_line(disconnect.to_vec(), none), Line::Disconnect(e) if e.contains("UpstreamOperational"))
+        );
         let error = br#"{"errors":[{"title":"ConnectionException","detail":"too many"}]}"#;
-        assert!(matches!(classify_line(error, none), Line::Error(e) if e.contains("too many")));
-        assert!(matches!(classify_line(b"{not json", none), Line::Unexpected(o) if o.id == "fallback"));
-        assert!(matches!(classify_line(br#"{"data":{"text":"no id"}}"#, none), Line::Unexpected(_)));
+        assert!(matches!(classify_line(error.to_vec(), none), Line::Error(e) if e.contains("too many")));
+        assert!(matches!(classify_line(b"{not json".to_vec(), none), Line::Unexpected(o) if o.id == "fallback"));
+        assert!(matches!(classify_line(br#"{"data":{"text":"no id"}}"#.to_vec(), none), Line::Unexpected(_)));
     }
 
     #[test]
