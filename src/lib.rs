@@ -17,7 +17,8 @@
 //! - [`lambda`]: the Lambda path — a Kinesis event → the core → the first
 //!   record not written, for the event source mapping to retry from
 //!   (`src/bin/lambda.rs` is the function's binary).
-//! - [`producer`]: synthetic and file sources → batched PutRecords.
+//! - [`producer`]: synthetic, file and X API sources → batched PutRecords.
+//! - [`kpl`]: the KPL's aggregated record format, read and written.
 //! - [`status`]: the `status` report; [`dead_letters`]: list, replay and purge
 //!   dead letters; [`rewind`]: move checkpoints back under a running fleet.
 //! - [`aws`], [`config`], [`telemetry`], [`health`], [`shutdown`], [`metrics`],
@@ -28,6 +29,7 @@ pub mod aws;
 pub mod config;
 pub mod dead_letters;
 pub mod health;
+pub mod kpl;
 pub mod lambda;
 pub mod leases;
 pub mod lifecycle;

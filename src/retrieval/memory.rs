@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use md5::{Digest, Md5};
 
 use super::{RecordBatch, Shard, StartAt, StreamClient, StreamError};
 use crate::aws::ErrorClass;
@@ -81,10 +80,7 @@ fn error(class: ErrorClass, message: impl Into<String>) -> StreamError {
     StreamError { class, message: message.into() }
 }
 
-/// The hash key Kinesis derives from a partition key: its MD5 as a 128-bit number.
-pub fn hash_key(partition_key: &str) -> u128 {
-    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
-}
+pub use crate::kpl::hash_key;
 
 impl MemoryStream {
     /// A stream of `shards` open shards splitting the hash key space evenly.
