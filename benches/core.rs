@@ -12,6 +12,7 @@ fn record(data: &[u8]) -> Record {
         partition_key: "1050118621198921728".into(),
         data: data.to_vec(),
         arrival: Utc::now(),
+        sub_sequence: None,
     }
 }
 

@@ -28,6 +28,9 @@ pub const REPLAY_COUNT: &str = "ReplayCount";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadLetter {
     pub shard_id: String,
+    /// The table's sort key: the sequence number, and for a user record of a
+    /// KPL aggregate `:` and its sub-sequence number (see
+    /// [`dead_letter_key`](crate::processor::dead_letter_key)).
     pub sequence_number: String,
     pub partition_key: String,
     /// The stored bytes, base64 in JSON.
@@ -74,13 +77,18 @@ impl DeadLetter {
         self.data_bytes <= self.data.len() as u64
     }
 
-    /// The record as it came from the stream.
+    /// The record as it came from the stream (or out of its aggregate).
     pub fn record(&self) -> Record {
+        let (sequence_number, sub_sequence) = match self.sequence_number.split_once(':') {
+            Some((seq, sub)) => (seq.to_owned(), sub.parse().ok()),
+            None => (self.sequence_number.clone(), None),
+        };
         Record {
-            sequence_number: self.sequence_number.clone(),
+            sequence_number,
             partition_key: self.partition_key.clone(),
             data: self.data.clone(),
             arrival: self.arrival.or(self.dead_lettered_at).unwrap_or_else(Utc::now),
+            sub_sequence,
         }
     }
 
@@ -395,6 +403,7 @@ mod tests {
             partition_key: "pk".into(),
             data: data.to_vec(),
             arrival: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678Z").unwrap().with_timezone(&Utc),
+            sub_sequence: None,
         }
     }
 
@@ -408,6 +417,14 @@ mod tests {
         let back = d.record();
         assert_eq!((back.sequence_number, back.data, back.arrival), (r.sequence_number, r.data, r.arrival));
         assert_eq!(d.dead_lettered_at, Some(now));
+
+        // A user record of an aggregate: keyed apart from its siblings, read back whole.
+        let mut user = record("7", b"bad");
+        user.sub_sequence = Some(3);
+        let d = DeadLetter::from_item(&dead_letter_item("s", &user, Reason::NotJson, "x", now)).unwrap();
+        assert_eq!(d.sequence_number, "7:3");
+        let back = d.record();
+        assert_eq!((back.sequence_number.as_str(), back.sub_sequence), ("7", Some(3)));
 
         let big = record("2", &vec![b'x'; MAX_DEAD_LETTER_DATA_BYTES + 10]);
         let d = DeadLetter::from_item(&dead_letter_item("s", &big, Reason::TooLarge, "big", now)).unwrap();

@@ -319,7 +319,8 @@ mod tests {
         };
         let mut flipped = good.clone();
         flipped[6] ^= 1;
-        let cases: Vec<(Vec<u8>, fn(&Invalid) -> bool)> = vec![
+        type Expect = fn(&Invalid) -> bool;
+        let cases: Vec<(Vec<u8>, Expect)> = vec![
             (MAGIC.to_vec(), |e| matches!(e, Invalid::TooShort(4))),
             (good[..good.len() - 1].to_vec(), |e| matches!(e, Invalid::Digest)),
             (flipped, |e| matches!(e, Invalid::Digest)),

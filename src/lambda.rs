@@ -8,6 +8,10 @@
 //! that can never succeed is dead-lettered and never reported (that would block
 //! its shard until the record ages out). Transient failures are retried with
 //! backoff while the invocation has time; see [`budget`] for how much.
+//!
+//! The mapping does not de-aggregate KPL records; the core does, here as in
+//! the worker. A failure is reported by the Kinesis record's sequence number,
+//! so the retry starts at the aggregate's first user record.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +22,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::metrics as m;
-use crate::processor::{Processor, Record};
+use crate::processor::{deaggregate, Processor, Record};
 
 /// Lambda's longest timeout: a deadline further away than this is not a real one.
 pub const MAX_FUNCTION_TIMEOUT: Duration = Duration::from_secs(900);
@@ -102,6 +106,7 @@ pub fn records_by_shard(event: KinesisEvent) -> Vec<(String, Vec<Record>)> {
             partition_key: k.partition_key,
             data,
             arrival: arrival(k.approximate_arrival_timestamp),
+            sub_sequence: None,
         };
         match groups.iter_mut().find(|(s, _)| *s == shard) {
             Some((_, records)) => records.push(record),
@@ -116,9 +121,13 @@ pub fn records_by_shard(event: KinesisEvent) -> Vec<(String, Vec<Record>)> {
 pub async fn handle(processor: &Processor, event: KinesisEvent, deadline: SystemTime) -> KinesisEventResponse {
     let until = Instant::now() + budget(deadline, SystemTime::now());
     let mut response = KinesisEventResponse::default();
-    for (shard_id, records) in records_by_shard(event) {
+    for (shard_id, mut records) in records_by_shard(event) {
         metrics::counter!(m::RECORDS_READ).increment(records.len() as u64);
         metrics::counter!(m::BYTES_READ).increment(records.iter().map(|r| r.data.len() as u64).sum());
+        // User records of an aggregate share its sequence number: reporting the
+        // first unwritten one's makes the mapping retry the whole aggregate
+        // (rows are keyed by tweet id, so what was written is written again).
+        deaggregate(&mut records, &shard_id, None);
         let outcome = processor.process_until(&shard_id, &records, Some(until)).await;
         metrics::counter!(m::BATCHES).increment(1);
         match outcome.first_unwritten {
@@ -254,5 +263,46 @@ mod tests {
         let response = handle(&p, retry, SystemTime::now() + Duration::from_secs(5)).await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(tweets.len(), 2);
+    }
+
+    fn aggregate(records: &[&[u8]]) -> Vec<u8> {
+        let mut a = crate::kpl::Aggregator::default();
+        for (i, data) in records.iter().enumerate() {
+            a.add(&format!("user-{i}"), data);
+        }
+        a.finish()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aggregates_are_de_aggregated_and_a_retry_names_the_kinesis_record() {
+        let tweets = Arc::new(MemoryTable::new("tweets", &["Id"]));
+        let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
+        // One item a second, so that each write is one item: tweet 12 (user
+        // record 2 of the aggregate at 2) alone is throttled to the deadline.
+        let p = Processor::new(tweets.clone(), dead.clone(), NonZeroU32::new(1), Duration::from_secs(86_400));
+        tweets.throttle_matching(|item| item["Id"].as_s().unwrap() == "12");
+        let agg = aggregate(&[&tweet(10), b"garbage", &tweet(12), b"more garbage"]);
+        let e = event(&[("shardId-1", 1, &tweet(1)), ("shardId-1", 2, &agg), ("shardId-1", 3, &tweet(3))]);
+        let response = handle(&p, e, SystemTime::now() + Duration::from_secs(10)).await;
+        let failures: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        assert_eq!(failures, vec![Some(format!("{:056}", 2))], "the aggregate's sequence number, not a user record's");
+        assert!(tweets.get(&["10"]).is_some() && tweets.get(&["1"]).is_some());
+
+        // The mapping retries from the aggregate: nothing is skipped.
+        tweets.throttle_matching(|_| false);
+        let retry = event(&[("shardId-1", 2, &agg), ("shardId-1", 3, &tweet(3))]);
+        assert!(handle(&p, retry, SystemTime::now() + Duration::from_secs(60)).await.batch_item_failures.is_empty());
+        let mut ids: Vec<String> = tweets.rows.lock().unwrap().keys().map(|k| k[0].clone()).collect();
+        ids.sort();
+        assert_eq!(ids, ["1", "10", "12", "3"]);
+        // The aggregate's two bad user records are two dead letters, keyed apart.
+        assert_eq!(dead.len(), 2);
+        let seq = format!("{:056}", 2);
+        for sub in [1, 3] {
+            let item = dead.get(&["shardId-1", &format!("{seq}:{sub}")]).unwrap();
+            assert_eq!(item["SubSequenceNumber"].as_n().unwrap(), &sub.to_string());
+        }
+        assert_eq!(tweets.get(&["12"]).unwrap()["SubSequenceNumber"].as_n().unwrap(), "2");
+        assert!(!tweets.get(&["1"]).unwrap().contains_key("SubSequenceNumber"), "a plain record has none");
     }
 }

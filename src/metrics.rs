@@ -31,6 +31,9 @@ pub const SINK_ITEMS_WRITTEN: &str = "stream_worker_sink_items_written_total";
 pub const SINK_THROTTLES: &str = "stream_worker_sink_throttles_total";
 pub const SINK_UNPROCESSED_RETRIES: &str = "stream_worker_sink_unprocessed_retries_total";
 pub const SINK_WRITE_SECONDS: &str = "stream_worker_sink_write_seconds";
+pub const AGGREGATES: &str = "stream_worker_aggregates_total";
+pub const INVALID_AGGREGATES: &str = "stream_worker_invalid_aggregates_total";
+pub const RECORDS_OUTSIDE_SHARD: &str = "stream_worker_records_outside_shard_total";
 pub const LAMBDA_RECORDS_RETRIED: &str = "stream_worker_lambda_records_retried_total";
 pub const IN_FLIGHT_BYTES: &str = "stream_worker_in_flight_bytes";
 pub const IN_FLIGHT_WAITS: &str = "stream_worker_in_flight_waits_total";
@@ -56,6 +59,9 @@ pub fn register_counters() {
         BYTES_READ,
         RECORDS_PROCESSED,
         TWEETS_WRITTEN,
+        AGGREGATES,
+        INVALID_AGGREGATES,
+        RECORDS_OUTSIDE_SHARD,
         DEAD_LETTER_FAILURES,
         BATCHES,
         GET_RECORDS_CALLS,
@@ -96,6 +102,17 @@ pub fn describe() {
     describe_counter!(BYTES_READ, Unit::Bytes, "payload bytes returned by GetRecords");
     describe_counter!(RECORDS_PROCESSED, Unit::Count, "records handled by the processing core");
     describe_counter!(TWEETS_WRITTEN, Unit::Count, "tweets written to the tweets table");
+    describe_counter!(AGGREGATES, Unit::Count, "KPL aggregates read and replaced by their user records");
+    describe_counter!(
+        INVALID_AGGREGATES,
+        Unit::Count,
+        "records with the KPL magic that were not readable aggregates (processed as plain records)"
+    );
+    describe_counter!(
+        RECORDS_OUTSIDE_SHARD,
+        Unit::Count,
+        "user records outside their shard's hash key range (processed; the KCL drops them)"
+    );
     describe_counter!(DEAD_LETTERED, Unit::Count, "records written to the dead-letter table, by reason");
     describe_counter!(DEAD_LETTER_FAILURES, Unit::Count, "records the dead-letter table refused (logged in full)");
     describe_counter!(BATCHES, Unit::Count, "GetRecords batches processed and checkpointed");

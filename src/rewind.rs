@@ -142,7 +142,7 @@ pub async fn resolve_timestamp(
     const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut last_before: Option<String> = None;
     let resume = |last: Option<String>| match last.as_deref().and_then(SequenceNumber::parse) {
-        Some(seq) => Checkpoint::Sequence(seq),
+        Some(seq) => Checkpoint::at(seq),
         None => Checkpoint::TrimHorizon,
     };
     let mut iterator = None;
@@ -285,7 +285,7 @@ mod tests {
     use super::*;
 
     fn shard(id: &str, parents: &[&str]) -> Shard {
-        Shard { id: id.into(), parents: parents.iter().map(|p| p.to_string()).collect() }
+        Shard { id: id.into(), parents: parents.iter().map(|p| p.to_string()).collect(), hash_range: None }
     }
 
     fn lease(id: &str, checkpoint: Checkpoint, owner: Option<&str>, parents: &[&str]) -> Lease {
@@ -295,7 +295,7 @@ mod tests {
     }
 
     fn seq(n: &str) -> Checkpoint {
-        Checkpoint::Sequence(SequenceNumber::parse(n).unwrap())
+        Checkpoint::at(SequenceNumber::parse(n).unwrap())
     }
 
     fn all(ids: &[&str], c: Checkpoint) -> HashMap<String, Checkpoint> {

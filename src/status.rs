@@ -94,7 +94,7 @@ pub async fn report(
     rows.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
     let lags = futures::future::join_all(rows.iter().map(|row| async {
         let start = match by_key.get(row.shard_id.as_str()).map(|l| &l.checkpoint) {
-            Some(Checkpoint::Sequence(seq)) => StartAt::AfterSequence(seq.to_string()),
+            Some(Checkpoint::Sequence { number, .. }) => StartAt::AfterSequence(number.to_string()),
             Some(Checkpoint::TrimHorizon) => StartAt::TrimHorizon,
             _ => return None,
         };

@@ -21,7 +21,7 @@ use stream_worker::retrieval::{RecordBatch, StartAt, StreamClient};
 // ---- LeaseStore ----
 
 fn seq(n: &str) -> Checkpoint {
-    Checkpoint::Sequence(SequenceNumber::parse(n).unwrap())
+    Checkpoint::at(SequenceNumber::parse(n).unwrap())
 }
 
 async fn get(store: &dyn LeaseStore, key: &str) -> Option<Lease> {
@@ -263,9 +263,11 @@ async fn stream_suite(stream: Arc<dyn Writable>) {
     assert_eq!(last.millis_behind_latest, Some(0));
     assert!(last.next_iterator.is_some(), "an open shard never ends");
 
-    // AFTER_SEQUENCE_NUMBER, LATEST, AT_TIMESTAMP.
+    // AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER, LATEST, AT_TIMESTAMP.
     let (seen, _) = read_all(client, &shard, StartAt::AfterSequence(puts[2].1.clone())).await;
     assert_eq!(seen, ["a3", "a4"]);
+    let (seen, _) = read_all(client, &shard, StartAt::AtSequence(puts[2].1.clone())).await;
+    assert_eq!(seen, ["a2", "a3", "a4"]);
     let latest = client.shard_iterator(&shard, &StartAt::Latest).await.unwrap();
     assert!(client.get_records(&latest, 10).await.unwrap().records.is_empty());
     let marker = chrono::Utc::now() + chrono::Duration::milliseconds(20);

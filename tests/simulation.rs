@@ -177,7 +177,9 @@ impl Checker {
         for lease in leases {
             self.parents.entry(lease.key.clone()).or_insert_with(|| lease.parents.clone());
             if let Some(before) = self.last.get(&lease.key) {
-                if let (Checkpoint::Sequence(a), Checkpoint::Sequence(b)) = (&before.checkpoint, &lease.checkpoint) {
+                if let (Checkpoint::Sequence { number: a, .. }, Checkpoint::Sequence { number: b, .. }) =
+                    (&before.checkpoint, &lease.checkpoint)
+                {
                     if b < a {
                         return Some(format!("{}: checkpoint went back from {a} to {b}", lease.key));
                     }

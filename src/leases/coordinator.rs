@@ -31,7 +31,7 @@ use crate::health::Health;
 use crate::lifecycle::consumer::{Consumer, ConsumerConfig, Exit};
 use crate::metrics as m;
 use crate::model::{Checkpoint, Lease};
-use crate::processor::Processor;
+use crate::processor::{HashRange, Processor};
 use crate::retrieval::{Shard, StreamClient};
 
 /// Where a shard without a checkpoint starts.
@@ -101,6 +101,8 @@ struct State {
     /// Handoffs this worker asked for, and when.
     asked: BTreeMap<String, Instant>,
     rng: StdRng,
+    /// Each shard's hash key range, as the last shard sync saw it.
+    ranges: HashMap<String, HashRange>,
 }
 
 impl Worker {
@@ -122,6 +124,7 @@ impl Worker {
                 Some(seed) => StdRng::seed_from_u64(seed),
                 None => StdRng::from_entropy(),
             },
+            ranges: HashMap::new(),
         };
         let consumers_stop = CancellationToken::new();
         tracing::info!(worker_id = %cfg.worker_id, failover = ?cfg.failover, "worker started");
@@ -150,7 +153,7 @@ impl Worker {
                     next_write_limits = Instant::now() + WRITE_LIMITS_INTERVAL;
                 }
                 _ = sleep_until(next_sync) => {
-                    if let Err(e) = self.bounded(self.sync_shards()).await {
+                    if let Err(e) = self.bounded(self.sync_shards(&mut state.ranges)).await {
                         tracing::warn!(error = %e, "shard sync failed; retrying at the next take round");
                         next_sync = Instant::now() + cfg.failover / 2;
                     } else {
@@ -243,8 +246,9 @@ impl Worker {
     /// Creates a lease for every shard that has none. Shards whose parents are
     /// known start at TRIM_HORIZON (after their parents); the others at the
     /// configured initial position.
-    async fn sync_shards(&self) -> Result<(), anyhow::Error> {
+    async fn sync_shards(&self, ranges: &mut HashMap<String, HashRange>) -> Result<(), anyhow::Error> {
         let shards = self.stream.list_shards().await.map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
+        *ranges = shards.iter().filter_map(|s| Some((s.id.clone(), s.hash_range?))).collect();
         let leases = self.store.list().await?;
         let created = self.create_leases(&shards, &leases).await?;
         if created > 0 {
@@ -372,6 +376,7 @@ impl Worker {
         let key = held.key().to_owned();
         state.held.insert(key.clone(), held.clone());
         let consumer = Consumer {
+            hash_range: state.ranges.get(&key).copied(),
             held,
             stream: self.stream.clone(),
             processor: self.processor.clone(),

@@ -221,12 +221,13 @@ impl LeaseStore for DynamoLeaseStore {
         records: u64,
     ) -> Result<Cas<Lease>, StoreError> {
         let mut values = counter_values(lease);
-        values.insert(":checkpoint".into(), AttributeValue::S(checkpoint.to_string()));
+        values.insert(":checkpoint".into(), AttributeValue::S(checkpoint.stored()));
+        values.insert(":sub".into(), n(checkpoint.sub()));
         values.insert(":zero".into(), n(0));
         values.insert(":records".into(), n(records));
         let mut update = format!(
             "SET {LEASE_COUNTER} = :next_counter, {CHECKPOINT} = :checkpoint, \
-             {CHECKPOINT_SUB} = :zero, {OWNER_SWITCHES} = :zero, \
+             {CHECKPOINT_SUB} = :sub, {OWNER_SWITCHES} = :zero, \
              {RECORDS_PROCESSED} = if_not_exists({RECORDS_PROCESSED}, :zero) + :records"
         );
         if !children.is_empty() {
@@ -239,10 +240,11 @@ impl LeaseStore for DynamoLeaseStore {
 
     async fn rewind(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Cas<Lease>, StoreError> {
         let mut values = counter_values(lease);
-        values.insert(":checkpoint".into(), AttributeValue::S(checkpoint.to_string()));
+        values.insert(":checkpoint".into(), AttributeValue::S(checkpoint.stored()));
+        values.insert(":sub".into(), n(checkpoint.sub()));
         values.insert(":zero".into(), n(0));
         let update = format!(
-            "SET {LEASE_COUNTER} = :next_counter, {CHECKPOINT} = :checkpoint, {CHECKPOINT_SUB} = :zero, \
+            "SET {LEASE_COUNTER} = :next_counter, {CHECKPOINT} = :checkpoint, {CHECKPOINT_SUB} = :sub, \
              {OWNER_SWITCHES} = :zero REMOVE {LEASE_OWNER}, {HANDOFF_TO}"
         );
         let expected = apply::rewind(lease, checkpoint);
@@ -287,8 +289,8 @@ pub fn to_item(lease: &Lease) -> Item {
     let mut item = HashMap::from([
         (LEASE_KEY.to_owned(), AttributeValue::S(lease.key.clone())),
         (LEASE_COUNTER.to_owned(), n(lease.counter)),
-        (CHECKPOINT.to_owned(), AttributeValue::S(lease.checkpoint.to_string())),
-        (CHECKPOINT_SUB.to_owned(), n(lease.checkpoint_sub)),
+        (CHECKPOINT.to_owned(), AttributeValue::S(lease.checkpoint.stored())),
+        (CHECKPOINT_SUB.to_owned(), n(lease.checkpoint.sub())),
         (OWNER_SWITCHES.to_owned(), n(lease.owner_switches)),
     ]);
     if lease.records_processed > 0 {
@@ -324,8 +326,8 @@ pub fn from_item(item: &Item) -> Option<Lease> {
         key: s(LEASE_KEY)?,
         owner: s(LEASE_OWNER).filter(|o| !o.is_empty()),
         counter: num(LEASE_COUNTER)?,
-        checkpoint: Checkpoint::parse(&s(CHECKPOINT).unwrap_or_else(|| Checkpoint::TRIM_HORIZON.to_owned()))?,
-        checkpoint_sub: num(CHECKPOINT_SUB).unwrap_or(0),
+        checkpoint: Checkpoint::parse(&s(CHECKPOINT).unwrap_or_else(|| Checkpoint::TRIM_HORIZON.to_owned()))?
+            .with_sub(num(CHECKPOINT_SUB).unwrap_or(0)),
         owner_switches: num(OWNER_SWITCHES).unwrap_or(0),
         parents: set(PARENT_SHARD_IDS),
         children: set(CHILD_SHARD_IDS),
@@ -343,7 +345,7 @@ mod tests {
     fn rows_round_trip() {
         let mut lease = Lease::new(
             "shardId-000000000002",
-            Checkpoint::Sequence(SequenceNumber::parse("495903382714902566085596925383615").unwrap()),
+            Checkpoint::at(SequenceNumber::parse("495903382714902566085596925383615").unwrap()).with_sub(7),
             vec!["shardId-000000000000".into(), "shardId-000000000001".into()],
         );
         lease.owner = Some("worker-a".into());

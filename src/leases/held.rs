@@ -229,7 +229,7 @@ mod tests {
     }
 
     fn seq(n: &str) -> Checkpoint {
-        Checkpoint::Sequence(SequenceNumber::parse(n).unwrap())
+        Checkpoint::at(SequenceNumber::parse(n).unwrap())
     }
 
     #[tokio::test(start_paused = true)]

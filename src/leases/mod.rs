@@ -133,7 +133,6 @@ pub(crate) mod apply {
             handoff_to: None,
             counter: lease.counter + 1,
             checkpoint: checkpoint.clone(),
-            checkpoint_sub: 0,
             owner_switches: 0,
             ..lease.clone()
         }

@@ -61,7 +61,7 @@ pub fn finished_parents(leases: &[Lease]) -> Vec<&Lease> {
         }
     }
     let started =
-        |l: &Lease| l.owner.is_some() || matches!(l.checkpoint, Checkpoint::Sequence(_) | Checkpoint::ShardEnd);
+        |l: &Lease| l.owner.is_some() || matches!(l.checkpoint, Checkpoint::Sequence { .. } | Checkpoint::ShardEnd);
     leases
         .iter()
         .filter(|l| l.checkpoint.is_shard_end())
@@ -80,7 +80,7 @@ mod tests {
     use crate::model::SequenceNumber;
 
     fn shard(id: &str, parents: &[&str]) -> Shard {
-        Shard { id: id.into(), parents: parents.iter().map(|p| p.to_string()).collect() }
+        Shard { id: id.into(), parents: parents.iter().map(|p| p.to_string()).collect(), hash_range: None }
     }
 
     fn lease(id: &str, parents: &[&str], checkpoint: Checkpoint) -> Lease {
@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn parents_are_cleaned_up_once_every_child_started() {
-        let seq = Checkpoint::Sequence(SequenceNumber::parse("5").unwrap());
+        let seq = Checkpoint::at(SequenceNumber::parse("5").unwrap());
         let mut parent = lease("0", &[], Checkpoint::ShardEnd);
         parent.children = vec!["2".into(), "3".into()];
         let mut child_a = lease("2", &["0"], Checkpoint::TrimHorizon);

@@ -4,6 +4,11 @@
 //! is durably written; never checkpoint once the lease is lost or fenced; always
 //! checkpoint `SHARD_END` when a closed shard is fully read. On shutdown the
 //! in-flight batch is finished and checkpointed before the task returns.
+//!
+//! KPL aggregates are read as their user records, and a checkpoint may fall
+//! inside one (sequence number, sub-sequence number), as with the KCL: a
+//! restart reads from that record (`AT_SEQUENCE_NUMBER`) and skips the user
+//! records at or below the checkpoint.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +21,8 @@ use crate::leases::held::HeldLease;
 use crate::leases::Cas;
 use crate::lifecycle::budget::{ByteBudget, Reservation};
 use crate::metrics as m;
-use crate::model::{Checkpoint, SequenceNumber};
-use crate::processor::{BatchSummary, Processor};
+use crate::model::Checkpoint;
+use crate::processor::{deaggregate, BatchSummary, HashRange, Processor};
 use crate::retrieval::{Shard, StartAt, StreamClient};
 use crate::retry::Backoff;
 
@@ -54,6 +59,9 @@ const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from
 
 pub struct Consumer {
     pub held: Arc<HeldLease>,
+    /// The shard's hash key range, when known: user records of aggregates
+    /// outside it are counted.
+    pub hash_range: Option<HashRange>,
     pub stream: Arc<dyn StreamClient>,
     pub processor: Arc<Processor>,
     pub config: ConsumerConfig,
@@ -74,7 +82,7 @@ impl Consumer {
     pub async fn run(self) -> Exit {
         let shard_id = self.held.key().to_owned();
         let start = self.held.snapshot().await.checkpoint;
-        let mut position = match start {
+        let mut position = match &start {
             Checkpoint::ShardEnd => return Exit::ShardEnd { children: Vec::new() },
             Checkpoint::TrimHorizon => StartAt::TrimHorizon,
             Checkpoint::Latest => StartAt::Latest,
@@ -82,7 +90,12 @@ impl Consumer {
                 Some(t) => StartAt::AtTimestamp(t),
                 None => StartAt::TrimHorizon,
             },
-            Checkpoint::Sequence(seq) => StartAt::AfterSequence(seq.to_string()),
+            Checkpoint::Sequence { number, .. } => StartAt::AtSequence(number.to_string()),
+        };
+        // What was processed of the record the shard is read from.
+        let mut skip_through = match start {
+            Checkpoint::Sequence { number, sub } => Some((number, sub)),
+            _ => None,
         };
         tracing::info!(shard_id, from = ?position, "shard consumer started");
         let mut iterator: Option<String> = None;
@@ -165,51 +178,69 @@ impl Consumer {
             };
             metrics::gauge!(m::ITERATOR_AGE_SECONDS, "shard_id" => shard_id.clone())
                 .set(iterator_age_ms as f64 / 1000.0);
-            if let Some(last) = batch.records.last() {
-                let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
-                record_bytes = (bytes / batch.records.len()).max(1) as u64;
+            let mut records = batch.records;
+            if !records.is_empty() {
+                let bytes: usize = records.iter().map(|r| r.data.len()).sum();
+                record_bytes = (bytes / records.len()).max(1) as u64;
                 if let Some(r) = reservation.as_mut() {
                     // Not interrupted by a stop: the batch is in memory already.
                     or_lost!(self.held, r.settle(bytes as u64));
                 }
-                metrics::counter!(m::RECORDS_READ).increment(batch.records.len() as u64);
+                metrics::counter!(m::RECORDS_READ).increment(records.len() as u64);
                 metrics::counter!(m::BYTES_READ).increment(bytes as u64);
-                let mut last_seq = last.sequence_number.clone();
+                deaggregate(&mut records, &shard_id, self.hash_range);
+                if let Some((number, sub)) = skip_through.take() {
+                    let before = records.len();
+                    records.retain(|r| r.position().is_none_or(|(n, s)| n.cmp(&number).then(s.cmp(&sub)).is_gt()));
+                    if before > records.len() {
+                        tracing::info!(shard_id, skipped = before - records.len(), checkpoint = %Checkpoint::Sequence { number: number.clone(), sub },
+                            "resuming inside a KPL aggregate: skipping the user records already processed");
+                    }
+                    if records.is_empty() {
+                        skip_through = Some((number, sub));
+                    }
+                }
+            }
+            if let Some(last) = records.last() {
+                let mut last_position = last.position();
                 // Not interrupted by shutdown: the slice in flight is finished. A
                 // batch is written a slice at a time, so that a stop (shutdown or
                 // handoff) waits for one slice, not for a whole batch at a slow
                 // write rate; it then checkpoints what was written.
                 let mut summary = BatchSummary::default();
                 let mut stopped_inside = false;
-                let mut slices = batch.records.chunks(self.processor.slice_len()).peekable();
+                let mut slices = records.chunks(self.processor.slice_len()).peekable();
                 while let Some(slice) = slices.next() {
                     summary += or_lost!(self.held, self.processor.process(&shard_id, slice));
                     if slices.peek().is_some() && self.held.stop_token().is_cancelled() {
-                        last_seq = slice.last().expect("chunks are not empty").sequence_number.clone();
+                        last_position = slice.last().expect("chunks are not empty").position();
                         tracing::info!(
                             shard_id,
                             written = summary.records,
-                            of = batch.records.len(),
+                            of = records.len(),
                             "stopping inside a batch; checkpointing what is written"
                         );
                         stopped_inside = true;
                         break;
                     }
                 }
-                match SequenceNumber::parse(&last_seq) {
-                    Some(seq) => {
-                        if !self.checkpoint(&shard_id, Checkpoint::Sequence(seq), &[], summary.records as u64).await {
+                match last_position {
+                    Some((number, sub)) => {
+                        let checkpoint = Checkpoint::Sequence { number: number.clone(), sub };
+                        if !self.checkpoint(&shard_id, checkpoint.clone(), &[], summary.records as u64).await {
                             return Exit::LeaseLost;
                         }
                         metrics::counter!(m::BATCHES).increment(1);
                         tracing::debug!(shard_id, records = summary.records, written = summary.tweets_written,
-                            dead_lettered = summary.dead_lettered, checkpoint = %last_seq, "batch checkpointed");
-                        position = StartAt::AfterSequence(last_seq);
+                            dead_lettered = summary.dead_lettered, %checkpoint, "batch checkpointed");
+                        // Should the iterator expire, read again from here.
+                        position = StartAt::AtSequence(number.to_string());
+                        skip_through = Some((number, sub));
                     }
                     // Kinesis never sends one; if it did, the batch is written, the
                     // next checkpoint covers it, and reading goes on.
                     None => {
-                        tracing::error!(shard_id, sequence_number = %last_seq, "unreadable sequence number; not checkpointing")
+                        tracing::error!(shard_id, sequence_number = %last.sequence_number, "unreadable sequence number; not checkpointing")
                     }
                 }
                 if stopped_inside {
@@ -286,7 +317,7 @@ mod tests {
     use super::*;
     use crate::leases::memory::MemoryLeaseStore;
     use crate::leases::LeaseStore;
-    use crate::model::Lease;
+    use crate::model::{Lease, SequenceNumber};
     use crate::processor::sink::MemoryTable;
     use crate::retrieval::memory::{Fault, MemoryStream};
     use tokio_util::sync::CancellationToken;
@@ -322,6 +353,15 @@ mod tests {
             }
         }
 
+        /// Puts one KPL aggregate of tweets `ids`; returns its sequence number.
+        fn put_aggregate(&self, ids: std::ops::Range<usize>) -> String {
+            let mut aggregate = crate::kpl::Aggregator::default();
+            for i in ids.clone() {
+                aggregate.add(&format!("k{i}"), format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes());
+            }
+            self.stream.put(&format!("k{}", ids.start), &aggregate.finish()).1
+        }
+
         async fn lease(&self) -> Lease {
             self.store.list().await.unwrap().remove(0)
         }
@@ -338,7 +378,7 @@ mod tests {
                 initial_timestamp: None,
                 budget: None,
             };
-            (Consumer { held: held.clone(), stream: self.stream.clone(), processor, config }, held)
+            (Consumer { held: held.clone(), hash_range: None, stream: self.stream.clone(), processor, config }, held)
         }
 
         /// Waits (in paused time) until the stored lease satisfies `done`.
@@ -356,7 +396,7 @@ mod tests {
 
     /// The checkpoint of everything put to the shard so far.
     fn at_the_end(stream: &MemoryStream) -> Checkpoint {
-        Checkpoint::Sequence(SequenceNumber::parse(&stream.last_sequence(SHARD).unwrap()).unwrap())
+        Checkpoint::at(SequenceNumber::parse(&stream.last_sequence(SHARD).unwrap()).unwrap())
     }
 
     #[tokio::test(start_paused = true)]
@@ -375,6 +415,53 @@ mod tests {
         // take, three batches (10, 10, 5), shard end: one write each.
         assert_eq!(lease.counter, 5, "{lease:?}");
         assert_eq!(lease.children.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_checkpoint_inside_an_aggregate_resumes_after_its_last_processed_user_record() {
+        let rig = Rig::new(0).await;
+        rig.put(0..3);
+        let aggregate = rig.put_aggregate(3..33);
+        rig.put(33..35);
+        // A KCL (or this worker) processed user records 0..=9 of the aggregate.
+        let inside = Checkpoint::at(SequenceNumber::parse(&aggregate).unwrap()).with_sub(9);
+        rig.store.rewind(&rig.lease().await, &inside).await.unwrap().done().unwrap();
+        let (consumer, _) = rig.consumer().await;
+        let end = at_the_end(&rig.stream);
+        let task = tokio::spawn(consumer.run());
+        let lease = rig.until(|l| l.checkpoint == end).await;
+        rig.stop.cancel();
+        assert_eq!(task.await.unwrap(), Exit::Stopped);
+        let mut ids: Vec<usize> = rig.tweets.rows.lock().unwrap().keys().map(|k| k[0].parse().unwrap()).collect();
+        ids.sort();
+        assert_eq!(ids, (13..35).collect::<Vec<_>>(), "nothing at or below the checkpoint, nothing after it missed");
+        assert_eq!(lease.records_processed, 22);
+        let row = rig.tweets.get(&["13"]).unwrap();
+        assert_eq!(
+            (row["SequenceNumber"].as_s().unwrap(), row["SubSequenceNumber"].as_n().unwrap()),
+            (&aggregate, &"10".to_owned())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_inside_an_aggregate_checkpoints_the_last_user_record_written() {
+        let rig = Rig::new(0).await;
+        let aggregate = rig.put_aggregate(0..100);
+        let (mut consumer, _) = rig.consumer().await;
+        // 25 writes/s: the aggregate is written 25 user records at a time.
+        let tweets = rig.tweets.clone();
+        let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
+        consumer.processor =
+            Arc::new(Processor::new(tweets, dead, std::num::NonZeroU32::new(25), Duration::from_secs(60)));
+        let task = tokio::spawn(consumer.run());
+        rig.until(|_| rig.tweets.len() >= 25).await;
+        rig.stop.cancel();
+        assert_eq!(task.await.unwrap(), Exit::Stopped);
+        let lease = rig.lease().await;
+        let written = rig.tweets.len() as u64;
+        assert!(written < 100, "stopped inside the aggregate");
+        assert_eq!(lease.checkpoint, Checkpoint::at(SequenceNumber::parse(&aggregate).unwrap()).with_sub(written - 1));
+        assert_eq!(lease.records_processed, written);
     }
 
     #[tokio::test(start_paused = true)]

@@ -53,8 +53,15 @@ pub enum Checkpoint {
     Latest,
     /// Start at the timestamp the worker is configured with (`--initial-position`).
     AtTimestamp,
-    /// Everything up to and including this record is durably processed.
-    Sequence(SequenceNumber),
+    /// Everything up to and including this record is durably processed: the
+    /// Kinesis record `number` and, when it is a KPL aggregate, its user records
+    /// up to and including `sub` (the KCL's `ExtendedSequenceNumber`; `sub` is 0
+    /// for a plain record). A restart reads the shard from `number` (not after
+    /// it) and skips what is at or below this position.
+    Sequence {
+        number: SequenceNumber,
+        sub: u64,
+    },
     ShardEnd,
 }
 
@@ -72,14 +79,45 @@ impl Checkpoint {
     pub const AT_TIMESTAMP: &'static str = "AT_TIMESTAMP";
     pub const SHARD_END: &'static str = "SHARD_END";
 
-    /// Reads the stored form: a KCL sentinel or a sequence number.
+    /// Reads the stored form: a KCL sentinel or a sequence number (with
+    /// sub-sequence number 0; see [`with_sub`](Self::with_sub)).
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             Self::TRIM_HORIZON => Some(Self::TrimHorizon),
             Self::LATEST => Some(Self::Latest),
             Self::AT_TIMESTAMP => Some(Self::AtTimestamp),
             Self::SHARD_END => Some(Self::ShardEnd),
-            _ => SequenceNumber::parse(s).map(Self::Sequence),
+            _ => SequenceNumber::parse(s).map(Self::at),
+        }
+    }
+
+    /// The checkpoint of a whole plain record (sub-sequence number 0).
+    pub fn at(number: SequenceNumber) -> Self {
+        Self::Sequence { number, sub: 0 }
+    }
+
+    /// The KCL's two attributes, `checkpoint` and `checkpointSubSequenceNumber`,
+    /// read together; a sentinel ignores the sub-sequence number.
+    pub fn with_sub(self, sub: u64) -> Self {
+        match self {
+            Self::Sequence { number, .. } => Self::Sequence { number, sub },
+            other => other,
+        }
+    }
+
+    /// The `checkpoint` attribute: a sentinel or the sequence number.
+    pub fn stored(&self) -> String {
+        match self {
+            Self::Sequence { number, .. } => number.to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The `checkpointSubSequenceNumber` attribute (0 for a sentinel).
+    pub fn sub(&self) -> u64 {
+        match self {
+            Self::Sequence { sub, .. } => *sub,
+            _ => 0,
         }
     }
 
@@ -90,10 +128,10 @@ impl Checkpoint {
     /// Sentinel starting positions rank below every sequence number, and
     /// `ShardEnd` above them all. Two different sentinel starts are equal in rank:
     /// neither has processed anything.
-    fn rank(&self) -> (u8, Option<&SequenceNumber>) {
+    fn rank(&self) -> (u8, Option<(&SequenceNumber, u64)>) {
         match self {
             Self::TrimHorizon | Self::Latest | Self::AtTimestamp => (0, None),
-            Self::Sequence(n) => (1, Some(n)),
+            Self::Sequence { number, sub } => (1, Some((number, *sub))),
             Self::ShardEnd => (2, None),
         }
     }
@@ -114,7 +152,8 @@ impl fmt::Display for Checkpoint {
             Self::TrimHorizon => f.write_str(Self::TRIM_HORIZON),
             Self::Latest => f.write_str(Self::LATEST),
             Self::AtTimestamp => f.write_str(Self::AT_TIMESTAMP),
-            Self::Sequence(n) => n.fmt(f),
+            Self::Sequence { number, sub: 0 } => number.fmt(f),
+            Self::Sequence { number, sub } => write!(f, "{number}:{sub}"),
             Self::ShardEnd => f.write_str(Self::SHARD_END),
         }
     }
@@ -125,7 +164,7 @@ mod tests {
     use super::*;
 
     fn seq(s: &str) -> Checkpoint {
-        Checkpoint::Sequence(SequenceNumber::parse(s).unwrap())
+        Checkpoint::at(SequenceNumber::parse(s).unwrap())
     }
 
     #[test]
@@ -165,5 +204,19 @@ mod tests {
         assert!(Checkpoint::ShardEnd.advance(seq("99999")).is_err());
         assert_eq!(Checkpoint::TrimHorizon.advance(seq("1")), Ok(seq("1")));
         assert_eq!(Checkpoint::Latest.advance(Checkpoint::TrimHorizon), Ok(Checkpoint::TrimHorizon));
+    }
+
+    #[test]
+    fn inside_an_aggregate_the_sub_sequence_number_orders_and_never_goes_back() {
+        let at_10_2 = seq("10").with_sub(2);
+        assert_eq!((at_10_2.stored(), at_10_2.sub(), at_10_2.to_string()), ("10".into(), 2, "10:2".into()));
+        assert_eq!(at_10_2.advance(seq("10").with_sub(3)), Ok(seq("10").with_sub(3)));
+        assert_eq!(at_10_2.advance(seq("10").with_sub(2)), Ok(seq("10").with_sub(2)));
+        assert!(at_10_2.advance(seq("10").with_sub(1)).is_err());
+        assert!(at_10_2.advance(seq("10")).is_err(), "a whole plain record 10 is behind user record 10:2");
+        assert_eq!(at_10_2.advance(seq("11")), Ok(seq("11")), "a later record, whatever its sub-sequence");
+        assert!(seq("11").advance(seq("10").with_sub(99)).is_err());
+        assert_eq!(Checkpoint::ShardEnd.with_sub(5), Checkpoint::ShardEnd);
+        assert_eq!((Checkpoint::TrimHorizon.stored(), Checkpoint::TrimHorizon.sub()), ("TRIM_HORIZON".into(), 0));
     }
 }

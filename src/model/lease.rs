@@ -12,10 +12,8 @@ pub struct Lease {
     pub owner: Option<String>,
     /// `leaseCounter`.
     pub counter: u64,
-    /// `checkpoint`.
+    /// `checkpoint` and `checkpointSubSequenceNumber`.
     pub checkpoint: Checkpoint,
-    /// `checkpointSubSequenceNumber`: kept for KCL compatibility (aggregated records).
-    pub checkpoint_sub: u64,
     /// `ownerSwitchesSinceCheckpoint`: how often the lease changed hands without
     /// progress; a growing value points at a shard that makes workers fail.
     pub owner_switches: u64,
@@ -40,7 +38,6 @@ impl Lease {
             owner: None,
             counter: 0,
             checkpoint,
-            checkpoint_sub: 0,
             owner_switches: 0,
             parents,
             children: Vec::new(),

@@ -26,13 +26,91 @@ use sink::{item_size, write_all, BatchWriter, Item, NotWritten};
 use tokio::time::Instant;
 use tweet::{decode, DecodeError, Tweet};
 
-/// One Kinesis record, as the worker's GetRecords or the Lambda's event gives it.
+/// One Kinesis record, as the worker's GetRecords or the Lambda's event gives
+/// it, or one user record of a KPL aggregate (see [`deaggregate`]).
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// The Kinesis record's (an aggregate's user records share it).
     pub sequence_number: String,
     pub partition_key: String,
     pub data: Vec<u8>,
     pub arrival: DateTime<Utc>,
+    /// A user record's position in its aggregate; `None` for a plain record.
+    pub sub_sequence: Option<u64>,
+}
+
+impl Record {
+    /// Where this record stands in its shard: (sequence number, sub-sequence
+    /// number), a plain record's sub-sequence number being 0, as the KCL has it.
+    pub fn position(&self) -> Option<(crate::model::SequenceNumber, u64)> {
+        crate::model::SequenceNumber::parse(&self.sequence_number).map(|n| (n, self.sub_sequence.unwrap_or(0)))
+    }
+}
+
+/// An inclusive range of 128-bit hash keys: a shard's.
+pub type HashRange = (u128, u128);
+
+/// What [`deaggregate`] found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Deaggregated {
+    /// Kinesis records that were KPL aggregates, replaced by their user records.
+    pub aggregates: usize,
+    /// Records with the KPL magic that did not read as an aggregate; kept as
+    /// plain records (the KCL does the same).
+    pub invalid: usize,
+    /// User records whose hash key is outside the shard's range (after a
+    /// reshard, a producer's stale prediction); processed all the same.
+    pub outside_range: usize,
+}
+
+/// Replaces each KPL aggregate among `records` by its user records, in order,
+/// each with its sub-sequence number and partition key. A record that claims
+/// to be an aggregate and is not readable stays a plain record, logged and
+/// counted. With the shard's hash key `range`, user records outside it are
+/// counted: the KCL drops them, but tweets are keyed by id, so writing one
+/// that another shard's consumer also writes changes nothing, and dropping it
+/// could lose it.
+pub fn deaggregate(records: &mut Vec<Record>, shard_id: &str, range: Option<HashRange>) -> Deaggregated {
+    let mut found = Deaggregated::default();
+    if !records.iter().any(|r| crate::kpl::is_aggregate(&r.data)) {
+        return found;
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for record in records.drain(..) {
+        match crate::kpl::deaggregate(&record.data) {
+            None => out.push(record),
+            Some(Err(why)) => {
+                found.invalid += 1;
+                tracing::warn!(shard_id, sequence_number = %record.sequence_number, error = %why,
+                    "a record with the KPL magic is not a readable aggregate; processing it as a plain record");
+                out.push(record);
+            }
+            Some(Ok(users)) => {
+                found.aggregates += 1;
+                for (sub, user) in users.into_iter().enumerate() {
+                    if range.is_some_and(|(low, high)| !(low..=high).contains(&user.hash_key())) {
+                        found.outside_range += 1;
+                    }
+                    out.push(Record {
+                        sequence_number: record.sequence_number.clone(),
+                        partition_key: user.partition_key,
+                        data: user.data,
+                        arrival: record.arrival,
+                        sub_sequence: Some(sub as u64),
+                    });
+                }
+            }
+        }
+    }
+    *records = out;
+    metrics::counter!(m::AGGREGATES).increment(found.aggregates as u64);
+    metrics::counter!(m::INVALID_AGGREGATES).increment(found.invalid as u64);
+    metrics::counter!(m::RECORDS_OUTSIDE_SHARD).increment(found.outside_range as u64);
+    if found.outside_range > 0 {
+        tracing::info!(shard_id, records = found.outside_range,
+            "user records outside the shard's hash key range (a producer routed them before a reshard); processing them");
+    }
+    found
 }
 
 /// DynamoDB's item size limit, with room for attribute names and overhead.
@@ -375,6 +453,9 @@ pub fn tweet_item(
     item.insert("Message".to_owned(), s(&tweet.message));
     item.insert("ShardId".to_owned(), s(shard_id));
     item.insert("SequenceNumber".to_owned(), s(&record.sequence_number));
+    if let Some(sub) = record.sub_sequence {
+        item.insert("SubSequenceNumber".to_owned(), AttributeValue::N(sub.to_string()));
+    }
     item.insert("ExpirationTime".to_owned(), AttributeValue::N(expires_epoch.to_string()));
     item.insert("ProcessedAt".to_owned(), s(&iso8601(processed_at)));
     if let Some(v) = &tweet.username {
@@ -392,13 +473,24 @@ pub fn tweet_item(
     item
 }
 
-/// The dead-letter item: keyed by shard and sequence number, with the raw bytes
-/// (binary, cut to [`MAX_DEAD_LETTER_DATA_BYTES`]), the reason and the error.
+/// The dead-letter table's sort key for a record: its sequence number, and for
+/// a user record of an aggregate `:` and its sub-sequence number, so that two
+/// user records of one aggregate never share a dead letter.
+pub fn dead_letter_key(record: &Record) -> String {
+    match record.sub_sequence {
+        Some(sub) => format!("{}:{sub}", record.sequence_number),
+        None => record.sequence_number.clone(),
+    }
+}
+
+/// The dead-letter item: keyed by shard and [`dead_letter_key`], with the raw
+/// bytes (binary, cut to [`MAX_DEAD_LETTER_DATA_BYTES`]), the reason and the
+/// error.
 pub fn dead_letter_item(shard_id: &str, record: &Record, reason: Reason, error: &str, now: DateTime<Utc>) -> Item {
     let kept = record.data.len().min(MAX_DEAD_LETTER_DATA_BYTES);
-    HashMap::from([
+    let mut item = HashMap::from([
         ("ShardId".to_owned(), s(shard_id)),
-        ("SequenceNumber".to_owned(), s(&record.sequence_number)),
+        ("SequenceNumber".to_owned(), s(&dead_letter_key(record))),
         ("PartitionKey".to_owned(), s(&record.partition_key)),
         ("Data".to_owned(), AttributeValue::B(Blob::new(&record.data[..kept]))),
         ("DataBytes".to_owned(), AttributeValue::N(record.data.len().to_string())),
@@ -406,7 +498,11 @@ pub fn dead_letter_item(shard_id: &str, record: &Record, reason: Reason, error: 
         ("Error".to_owned(), s(&truncate(error, 1024))),
         ("ArrivalTime".to_owned(), s(&iso8601(record.arrival))),
         ("DeadLetteredAt".to_owned(), s(&iso8601(now))),
-    ])
+    ]);
+    if let Some(sub) = record.sub_sequence {
+        item.insert("SubSequenceNumber".to_owned(), AttributeValue::N(sub.to_string()));
+    }
+    item
 }
 
 /// `s` cut to at most `max` bytes, on a character boundary.
@@ -430,6 +526,7 @@ mod tests {
             partition_key: format!("pk-{seq}"),
             data: data.to_vec(),
             arrival: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678Z").unwrap().with_timezone(&Utc),
+            sub_sequence: None,
         }
     }
 
@@ -549,5 +646,38 @@ mod tests {
         // Without a deadline nothing is given up.
         let (p, _, _) = processor(1000);
         assert_eq!(p.process_until("s", &records, None).await.first_unwritten, None);
+    }
+
+    #[test]
+    fn deaggregation_counts_invalid_aggregates_and_user_records_outside_the_shard() {
+        let mut a = crate::kpl::Aggregator::default();
+        for key in ["a", "b", "c", "d"] {
+            a.add(key, key.as_bytes());
+        }
+        let mut bad = crate::kpl::MAGIC.to_vec();
+        bad.extend_from_slice(&[0; 30]);
+        let mut records = vec![record(1, b"plain"), record(2, &a.finish()), record(3, &bad)];
+        // A range holding the hash keys of "a" and "b" only.
+        let (ha, hb) = (crate::kpl::hash_key("a"), crate::kpl::hash_key("b"));
+        let found = deaggregate(&mut records, "s", Some((ha.min(hb), ha.max(hb))));
+        let outside =
+            ["c", "d"].iter().filter(|k| !(ha.min(hb)..=ha.max(hb)).contains(&crate::kpl::hash_key(k))).count();
+        assert_eq!(found, Deaggregated { aggregates: 1, invalid: 1, outside_range: outside });
+        let shown: Vec<(u64, Option<u64>, &[u8])> = records
+            .iter()
+            .map(|r| (r.sequence_number.parse().unwrap(), r.sub_sequence, &r.data[..r.data.len().min(5)]))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (1, None, &b"plain"[..]),
+                (2, Some(0), b"a"),
+                (2, Some(1), b"b"),
+                (2, Some(2), b"c"),
+                (2, Some(3), b"d"),
+                (3, None, &bad[..5]),
+            ]
+        );
+        assert_eq!(records[3].partition_key, "c");
     }
 }

@@ -3,13 +3,13 @@
 use async_trait::async_trait;
 use aws_sdk_kinesis::error::SdkError;
 use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
-use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::types::{HashKeyRange, ShardIteratorType};
 use aws_sdk_kinesis::Client;
 use chrono::{DateTime, Utc};
 
 use super::{RecordBatch, Shard, StartAt, StreamClient, StreamError};
 use crate::aws::{classify, describe};
-use crate::processor::Record;
+use crate::processor::{HashRange, Record};
 
 #[derive(Debug, Clone)]
 pub struct KinesisStream {
@@ -38,8 +38,16 @@ fn to_chrono(t: Option<&AwsDateTime>) -> DateTime<Utc> {
         .unwrap_or_else(Utc::now)
 }
 
-fn shard_of(id: &str, parent: Option<&str>, adjacent: Option<&str>) -> Shard {
-    Shard { id: id.to_owned(), parents: parent.into_iter().chain(adjacent).map(str::to_owned).collect() }
+fn shard_of(id: &str, parent: Option<&str>, adjacent: Option<&str>, range: Option<&HashKeyRange>) -> Shard {
+    Shard {
+        id: id.to_owned(),
+        parents: parent.into_iter().chain(adjacent).map(str::to_owned).collect(),
+        hash_range: range.and_then(hash_range),
+    }
+}
+
+fn hash_range(range: &HashKeyRange) -> Option<HashRange> {
+    Some((range.starting_hash_key().parse().ok()?, range.ending_hash_key().parse().ok()?))
 }
 
 #[async_trait]
@@ -54,9 +62,9 @@ impl StreamClient for KinesisStream {
                 None => self.client.list_shards().stream_name(&self.stream),
             };
             let out = request.send().await.map_err(error)?;
-            shards.extend(
-                out.shards().iter().map(|s| shard_of(s.shard_id(), s.parent_shard_id(), s.adjacent_parent_shard_id())),
-            );
+            shards.extend(out.shards().iter().map(|s| {
+                shard_of(s.shard_id(), s.parent_shard_id(), s.adjacent_parent_shard_id(), s.hash_key_range())
+            }));
             match out.next_token {
                 Some(token) if !token.is_empty() => next = Some(token),
                 _ => return Ok(shards),
@@ -74,6 +82,9 @@ impl StreamClient for KinesisStream {
                 .timestamp(AwsDateTime::from_millis(t.timestamp_millis())),
             StartAt::AfterSequence(seq) => {
                 request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq)
+            }
+            StartAt::AtSequence(seq) => {
+                request.shard_iterator_type(ShardIteratorType::AtSequenceNumber).starting_sequence_number(seq)
             }
         };
         let out = request.send().await.map_err(error)?;
@@ -93,13 +104,18 @@ impl StreamClient for KinesisStream {
                 sequence_number: r.sequence_number,
                 partition_key: r.partition_key.unwrap_or_default(),
                 data: r.data.into_inner(),
+                sub_sequence: None,
             })
             .collect();
         let child_shards = out
             .child_shards
             .unwrap_or_default()
             .into_iter()
-            .map(|c| Shard { id: c.shard_id, parents: c.parent_shards })
+            .map(|c| Shard {
+                hash_range: c.hash_key_range.as_ref().and_then(hash_range),
+                id: c.shard_id,
+                parents: c.parent_shards,
+            })
             .collect();
         Ok(RecordBatch {
             records,

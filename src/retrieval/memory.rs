@@ -124,6 +124,7 @@ impl MemoryStream {
             partition_key: partition_key.to_owned(),
             data: data.to_vec(),
             arrival: Utc::now(),
+            sub_sequence: None,
         });
         (shard.id.clone(), sequence)
     }
@@ -145,8 +146,10 @@ impl MemoryStream {
         }
         let children = [(shard_id(next), (start, at - 1)), (shard_id(next + 1), (at, end))];
         parent.closed = true;
-        parent.children =
-            children.iter().map(|(id, _)| Shard { id: id.clone(), parents: vec![shard.into()] }).collect();
+        parent.children = children
+            .iter()
+            .map(|(id, range)| Shard { id: id.clone(), parents: vec![shard.into()], hash_range: Some(*range) })
+            .collect();
         for (id, range) in children.clone() {
             inner.shards.push(ShardState {
                 id,
@@ -180,7 +183,8 @@ impl MemoryStream {
         let parents = vec![a.to_owned(), b.to_owned()];
         for i in [ia, ib] {
             inner.shards[i].closed = true;
-            inner.shards[i].children = vec![Shard { id: child.clone(), parents: parents.clone() }];
+            inner.shards[i].children =
+                vec![Shard { id: child.clone(), parents: parents.clone(), hash_range: Some((low.0, high.1)) }];
         }
         inner.shards.push(ShardState {
             id: child.clone(),
@@ -260,7 +264,11 @@ impl StreamClient for MemoryStream {
             Some(fault) => return Err(fault_error(fault)),
         }
         let inner = self.inner.lock().unwrap();
-        Ok(inner.shards.iter().map(|s| Shard { id: s.id.clone(), parents: s.parents.clone() }).collect())
+        Ok(inner
+            .shards
+            .iter()
+            .map(|s| Shard { id: s.id.clone(), parents: s.parents.clone(), hash_range: Some(s.range) })
+            .collect())
     }
 
     async fn shard_iterator(&self, shard_id: &str, start: &StartAt) -> Result<String, StreamError> {
@@ -279,13 +287,17 @@ impl StreamClient for MemoryStream {
             StartAt::AtTimestamp(t) => {
                 shard.records.iter().position(|r| r.arrival >= *t).unwrap_or(shard.records.len())
             }
-            StartAt::AfterSequence(seq) => {
-                let after = SequenceNumber::parse(seq)
+            StartAt::AfterSequence(seq) | StartAt::AtSequence(seq) => {
+                let from = SequenceNumber::parse(seq)
                     .ok_or_else(|| error(ErrorClass::Rejected, format!("InvalidArgumentException: {seq}")))?;
+                let at = matches!(start, StartAt::AtSequence(_));
                 shard
                     .records
                     .iter()
-                    .position(|r| SequenceNumber::parse(&r.sequence_number).expect("the twin's own") > after)
+                    .position(|r| {
+                        let n = SequenceNumber::parse(&r.sequence_number).expect("the twin's own");
+                        n > from || (at && n == from)
+                    })
                     .unwrap_or(shard.records.len())
             }
         };

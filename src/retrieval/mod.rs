@@ -8,14 +8,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::aws::ErrorClass;
-use crate::processor::Record;
+use crate::processor::{HashRange, Record};
 
 /// A shard as ListShards describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shard {
     pub id: String,
     /// `ParentShardId` and `AdjacentParentShardId`, when present.
     pub parents: Vec<String>,
+    /// `HashKeyRange`, when given (ListShards and ChildShards give it).
+    pub hash_range: Option<HashRange>,
 }
 
 /// Where to start reading a shard.
@@ -25,6 +27,9 @@ pub enum StartAt {
     Latest,
     AtTimestamp(DateTime<Utc>),
     AfterSequence(String),
+    /// The record itself included: a checkpoint inside a KPL aggregate resumes
+    /// there and skips the user records already processed.
+    AtSequence(String),
 }
 
 /// One GetRecords response.
