@@ -334,6 +334,7 @@ pub async fn produce(args: ProduceArgs, stop: CancellationToken, health: Arc<Hea
         rate: args.rate,
         partition_keys: args.partition_keys,
         put_log,
+        aggregate: args.aggregate.then_some(args.aggregate_max_bytes as usize),
         stats: stats.clone(),
         health: health.clone(),
         shutdown_timeout: args.shutdown_timeout,

@@ -487,8 +487,20 @@ pub struct ProduceArgs {
     #[arg(long, env = "STREAM_WORKER_PARTITION_KEYS")]
     pub partition_keys: Option<NonZeroU32>,
 
+    /// Pack tweets into KPL aggregated records (the Kinesis Producer Library's format), one per
+    /// shard they are predicted to land on: far fewer PutRecords entries and bytes. Consumers must
+    /// de-aggregate (stream-worker run and the Lambda do; so does the Java KCL)
+    #[arg(long, env = "STREAM_WORKER_AGGREGATE")]
+    pub aggregate: bool,
+
+    /// With --aggregate: the largest aggregate, in bytes (Kinesis' limit is 1 MiB with the key)
+    #[arg(long, env = "STREAM_WORKER_AGGREGATE_MAX_BYTES", default_value_t = 51_200,
+          value_parser = clap::value_parser!(u32).range(1024..=1_048_320))]
+    pub aggregate_max_bytes: u32,
+
     /// Append a line per record Kinesis accepted: tweet id, partition key, shard, sequence number, kind,
-    /// acceptance time in Unix milliseconds (tab-separated)
+    /// acceptance time in Unix milliseconds and, for a tweet put in an aggregate, its sub-sequence
+    /// number (tab-separated)
     #[arg(long, env = "STREAM_WORKER_PUT_LOG")]
     pub put_log: Option<PathBuf>,
 

@@ -73,7 +73,8 @@ async fn a_restart_after_kill_9_resumes_from_checkpoints() {
     second.signal("TERM");
     second.wait_exit(Duration::from_secs(10));
     // Resumed from checkpoints, not from TRIM_HORIZON: the second worker read
-    // each shard from just after the checkpoint the first one left. (Its read
+    // each shard from the checkpointed record (AT_SEQUENCE_NUMBER, as the KCL:
+    // the record is skipped, or the rest of it if it is a KPL aggregate). (Its read
     // count is no proof: on a loaded emulator it may lose and retake its own
     // leases, and re-read from its own checkpoints.)
     let mut first_start: HashMap<String, String> = HashMap::new();
@@ -85,7 +86,7 @@ async fn a_restart_after_kill_9_resumes_from_checkpoints() {
         }
     }
     let expected: HashMap<String, String> =
-        at_kill.into_iter().map(|(shard, c)| (shard, format!("AfterSequence({c:?})"))).collect();
+        at_kill.into_iter().map(|(shard, c)| (shard, format!("AtSequence({c:?})"))).collect();
     assert_eq!(first_start, expected, "where the second worker started reading each shard");
 }
 

@@ -23,6 +23,63 @@ impl Keyed {
     }
 }
 
+/// One KPL aggregate of tweets, as it is put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregate {
+    /// Its first tweet's.
+    pub partition_key: String,
+    /// Its first tweet's hash key, so that it lands on their shard.
+    pub explicit_hash_key: u128,
+    pub data: Vec<u8>,
+    /// The tweets in it, in sub-sequence order (their bytes are in `data`).
+    pub members: Vec<Keyed>,
+    /// The shard it was packed for, when known.
+    pub shard: Option<String>,
+}
+
+/// One Kinesis record of a PutRecords call: a tweet, or an aggregate of tweets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Put {
+    Plain(Keyed),
+    Aggregate(Aggregate),
+}
+
+impl Put {
+    pub fn partition_key(&self) -> &str {
+        match self {
+            Self::Plain(k) => &k.partition_key,
+            Self::Aggregate(a) => &a.partition_key,
+        }
+    }
+
+    pub fn explicit_hash_key(&self) -> Option<u128> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Aggregate(a) => Some(a.explicit_hash_key),
+        }
+    }
+
+    pub fn data(&self) -> &[u8] {
+        match self {
+            Self::Plain(k) => &k.record.data,
+            Self::Aggregate(a) => &a.data,
+        }
+    }
+
+    /// What it counts against the per-record and per-call limits.
+    pub fn size(&self) -> usize {
+        self.data().len() + self.partition_key().len()
+    }
+
+    /// Tweets (records received) it carries.
+    pub fn tweets(&self) -> usize {
+        match self {
+            Self::Plain(_) => 1,
+            Self::Aggregate(a) => a.members.len(),
+        }
+    }
+}
+
 /// Why a record can never be put.
 pub fn oversized(record: &Keyed) -> Option<String> {
     (record.size() > MAX_BYTES_PER_RECORD).then(|| {
@@ -35,7 +92,7 @@ pub fn oversized(record: &Keyed) -> Option<String> {
 
 #[derive(Debug, Default)]
 pub struct Batch {
-    records: Vec<Keyed>,
+    records: Vec<Put>,
     bytes: usize,
 }
 
@@ -49,7 +106,7 @@ impl Batch {
     }
 
     /// Whether `record` can join this call without breaking a limit.
-    pub fn fits(&self, record: &Keyed) -> bool {
+    pub fn fits(&self, record: &Put) -> bool {
         self.records.len() < MAX_RECORDS_PER_CALL && self.bytes + record.size() <= MAX_BYTES_PER_CALL
     }
 
@@ -59,13 +116,13 @@ impl Batch {
     }
 
     /// Adds a record that [`fits`](Self::fits).
-    pub fn push(&mut self, record: Keyed) {
+    pub fn push(&mut self, record: Put) {
         debug_assert!(self.fits(&record));
         self.bytes += record.size();
         self.records.push(record);
     }
 
-    pub fn take(&mut self) -> Vec<Keyed> {
+    pub fn take(&mut self) -> Vec<Put> {
         self.bytes = 0;
         std::mem::take(&mut self.records)
     }
@@ -75,7 +132,11 @@ impl Batch {
 mod tests {
     use super::*;
 
-    fn keyed(bytes: usize, key: &str) -> Keyed {
+    fn keyed(bytes: usize, key: &str) -> Put {
+        Put::Plain(plain(bytes, key))
+    }
+
+    fn plain(bytes: usize, key: &str) -> Keyed {
         Keyed {
             record: Outgoing { id: key.into(), data: vec![b'x'; bytes], kind: "file" },
             partition_key: key.into(),
@@ -103,7 +164,8 @@ mod tests {
         // Five records of exactly 1 MiB each (data plus a 4-byte key): 5 MiB exactly.
         for i in 0..5 {
             let r = keyed(MAX_BYTES_PER_RECORD - 4, &format!("k{i:03}"));
-            assert_eq!(oversized(&r), None);
+            let Put::Plain(k) = &r else { unreachable!() };
+            assert_eq!(oversized(k), None);
             assert!(batch.fits(&r));
             batch.push(r);
         }
@@ -117,8 +179,8 @@ mod tests {
 
     #[test]
     fn a_record_over_one_mebibyte_with_its_key_is_refused() {
-        assert_eq!(oversized(&keyed(MAX_BYTES_PER_RECORD - 2, "ab")), None);
-        let why = oversized(&keyed(MAX_BYTES_PER_RECORD - 1, "ab")).unwrap();
+        assert_eq!(oversized(&plain(MAX_BYTES_PER_RECORD - 2, "ab")), None);
+        let why = oversized(&plain(MAX_BYTES_PER_RECORD - 1, "ab")).unwrap();
         assert!(why.contains("1048577 bytes"), "{why}");
     }
 }

@@ -8,6 +8,7 @@
 //! stream is then not read), so nothing received is dropped. On stop, the source
 //! ends and the put loop drains the buffer, within a timeout.
 
+pub mod aggregate;
 pub mod batch;
 pub mod sink;
 pub mod synthetic;
@@ -30,7 +31,8 @@ use crate::health::Health;
 use crate::metrics as m;
 use crate::processor::limiter::WriteLimiter;
 use crate::retry::Backoff;
-use batch::{oversized, Batch, Keyed};
+use aggregate::{Packer, ShardMap};
+use batch::{oversized, Batch, Keyed, Put};
 use sink::{Entry, PutSink};
 use x_api::Reconnect;
 
@@ -76,8 +78,11 @@ pub type Received = (Outgoing, Instant);
 pub struct Summary {
     /// Records the source handed over (tweets read from the X stream).
     pub received: u64,
-    /// Records Kinesis accepted.
+    /// Records (tweets) Kinesis accepted.
     pub put: u64,
+    /// Kinesis records they were put in: fewer with `--aggregate`.
+    pub records: u64,
+    /// Bytes of those Kinesis records' data.
     pub bytes: u64,
     pub calls: u64,
     /// Entries put again after Kinesis refused them (or their call failed).
@@ -93,8 +98,8 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "received {}, put {} ({} bytes, {} PutRecords calls), retried {}, failed {}",
-            self.received, self.put, self.bytes, self.calls, self.retried, self.failed
+            "received {}, put {} ({} Kinesis records, {} bytes, {} PutRecords calls), retried {}, failed {}",
+            self.received, self.put, self.records, self.bytes, self.calls, self.retried, self.failed
         )?;
         if !self.reconnects.is_empty() || self.stream_errors > 0 {
             write!(f, "; reconnects: {}", x_api::reconnect_counts(&self.reconnects))?;
@@ -109,6 +114,7 @@ impl std::fmt::Display for Summary {
 pub struct Stats {
     received: AtomicU64,
     put: AtomicU64,
+    records: AtomicU64,
     bytes: AtomicU64,
     calls: AtomicU64,
     retried: AtomicU64,
@@ -125,11 +131,25 @@ impl Stats {
         metrics::counter!(m::PRODUCER_RECEIVED).increment(1);
     }
 
-    fn accepted(&self, bytes: usize, received: Instant) {
-        self.put.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        metrics::counter!(m::PRODUCER_PUT).increment(1);
-        metrics::histogram!(m::PRODUCER_PUT_LATENCY_SECONDS).record(received.elapsed().as_secs_f64());
+    /// A Kinesis record accepted: a tweet, or an aggregate of tweets.
+    fn accepted(&self, put: &Put) {
+        self.records.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(put.data().len() as u64, Ordering::Relaxed);
+        let latency = |received: Instant| {
+            metrics::histogram!(m::PRODUCER_PUT_LATENCY_SECONDS).record(received.elapsed().as_secs_f64())
+        };
+        let tweets = match put {
+            Put::Plain(r) => {
+                latency(r.received);
+                1
+            }
+            Put::Aggregate(a) => {
+                a.members.iter().for_each(|r| latency(r.received));
+                a.members.len()
+            }
+        };
+        self.put.fetch_add(tweets as u64, Ordering::Relaxed);
+        metrics::counter!(m::PRODUCER_PUT).increment(tweets as u64);
     }
 
     fn retried(&self, n: usize) {
@@ -170,6 +190,7 @@ impl Stats {
         Summary {
             received,
             put,
+            records: self.records.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             calls: self.calls.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
@@ -229,6 +250,8 @@ pub struct Producer {
     pub partition_keys: Option<NonZeroU32>,
     /// Written a call at a time (a line per record, flushed after each call).
     pub put_log: Option<std::io::BufWriter<std::fs::File>>,
+    /// `--aggregate`: pack tweets into KPL aggregates of at most this many bytes.
+    pub aggregate: Option<usize>,
     pub stats: Arc<Stats>,
     pub health: Arc<Health>,
     /// After `stop`, how long the buffer may take to drain.
@@ -255,7 +278,7 @@ impl Producer {
         let feed_stop = stop.child_token();
         let put_failed = feed_stop.clone();
         let mut putter = tokio::spawn(async move {
-            let result = PutLoop { producer: self, rx, batch: Batch::default() }.run().await;
+            let result = PutLoop::new(self, rx).run().await;
             if result.is_err() {
                 put_failed.cancel();
             }
@@ -309,9 +332,23 @@ struct PutLoop {
     producer: Producer,
     rx: mpsc::Receiver<Received>,
     batch: Batch,
+    /// With `--aggregate`: the open aggregates, and whether the shard map must
+    /// be read again before the next is packed.
+    packer: Option<Packer>,
+    map_stale: bool,
 }
 
 impl PutLoop {
+    fn new(producer: Producer, rx: mpsc::Receiver<Received>) -> Self {
+        let packer = producer.aggregate.map(Packer::new);
+        Self { producer, rx, batch: Batch::default(), map_stale: packer.is_some(), packer }
+    }
+
+    /// Nothing received waits to be put.
+    fn idle(&self) -> bool {
+        self.batch.is_empty() && self.packer.as_ref().is_none_or(Packer::is_empty)
+    }
+
     async fn run(mut self) -> anyhow::Result<()> {
         let mut taken = 0u64;
         // Whatever waits is taken at once: one wake-up per burst, not per record.
@@ -321,7 +358,7 @@ impl PutLoop {
         tokio::pin!(linger);
         loop {
             metrics::gauge!(m::PRODUCER_BUFFER_RECORDS).set(self.rx.len() as f64);
-            let received = if self.batch.is_empty() {
+            let received = if self.idle() {
                 self.rx.recv_many(&mut inbox, batch::MAX_RECORDS_PER_CALL).await
             } else {
                 tokio::select! {
@@ -337,6 +374,9 @@ impl PutLoop {
                 // Every sender is gone and the buffer is empty.
                 return self.flush().await;
             }
+            if self.map_stale {
+                self.refresh_map().await;
+            }
             for (record, received) in inbox.drain(..) {
                 let partition_key = match self.producer.partition_keys {
                     Some(n) => format!("key-{}", taken % u64::from(n.get())),
@@ -348,23 +388,60 @@ impl PutLoop {
                     tracing::error!(id = %record.record.id, %why, "a record can never be put; counted as failed");
                     continue;
                 }
-                if !self.batch.fits(&record) {
-                    self.flush().await?;
-                }
-                if self.batch.is_empty() {
+                if self.idle() {
                     linger.as_mut().reset(Instant::now() + LINGER);
                 }
-                self.batch.push(record);
-                if self.batch.is_full() {
-                    self.flush().await?;
+                let ready = match &mut self.packer {
+                    Some(packer) => packer.add(record),
+                    None => Some(Put::Plain(record)),
+                };
+                if let Some(put) = ready {
+                    self.enqueue(put).await?;
                 }
             }
         }
     }
 
+    /// Adds a record to the batch, putting the batch first if it does not fit
+    /// and after if it is full.
+    async fn enqueue(&mut self, put: Put) -> anyhow::Result<()> {
+        if !self.batch.fits(&put) {
+            self.put_batch().await?;
+        }
+        self.batch.push(put);
+        if self.batch.is_full() {
+            self.put_batch().await?;
+        }
+        Ok(())
+    }
+
+    /// Puts everything received: the open aggregates too.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(packer) = &mut self.packer {
+            for put in packer.drain() {
+                self.enqueue(put).await?;
+            }
+        }
+        self.put_batch().await
+    }
+
+    /// Reads the open shards' hash key ranges for packing. On failure the
+    /// packer keeps the map it has, and tries again at the next records.
+    async fn refresh_map(&mut self) {
+        let Some(packer) = &mut self.packer else { return };
+        match self.producer.sink.open_shards().await {
+            Ok(shards) => {
+                tracing::info!(shards = shards.len(), "shard map read for aggregation");
+                packer.set_map(ShardMap::new(&shards));
+                self.map_stale = false;
+            }
+            Err(e) => tracing::warn!(error = %e.message, "ListShards failed; aggregating with the last shard map"),
+        }
+    }
+
     /// Puts the batch, retrying refused entries (and retryable call errors)
     /// until every record is accepted.
-    async fn flush(&mut self) -> anyhow::Result<()> {
+    async fn put_batch(&mut self) -> anyhow::Result<()> {
         let mut pending = self.batch.take();
         let p = &mut self.producer;
         let mut attempt = 0;
@@ -374,7 +451,7 @@ impl PutLoop {
                 Ok(entries) => entries,
                 Err(err) if err.class.is_retryable() => {
                     tracing::warn!(class = ?err.class, attempt, error = %err.message, "PutRecords failed, retrying");
-                    p.stats.retried(pending.len());
+                    p.stats.retried(pending.iter().map(Put::tweets).sum());
                     BACKOFF.sleep(attempt).await;
                     attempt += 1;
                     continue;
@@ -384,21 +461,41 @@ impl PutLoop {
             p.health.store_ok();
             let accepted_ms = chrono::Utc::now().timestamp_millis();
             let mut refused = Vec::new();
-            for (record, entry) in pending.into_iter().zip(entries) {
+            for (put, entry) in pending.into_iter().zip(entries) {
                 match entry {
                     Entry::Accepted { shard, sequence } => {
-                        p.stats.accepted(record.record.data.len(), record.received);
-                        if let Some(log) = &mut p.put_log {
-                            writeln!(
-                                log,
-                                "{}\t{}\t{shard}\t{sequence}\t{}\t{accepted_ms}",
-                                record.record.id, record.partition_key, record.record.kind
-                            )?;
+                        p.stats.accepted(&put);
+                        match &put {
+                            Put::Plain(r) => {
+                                if let Some(log) = &mut p.put_log {
+                                    writeln!(
+                                        log,
+                                        "{}\t{}\t{shard}\t{sequence}\t{}\t{accepted_ms}",
+                                        r.record.id, r.partition_key, r.record.kind
+                                    )?;
+                                }
+                            }
+                            Put::Aggregate(a) => {
+                                if a.shard.as_deref() != Some(shard.as_str()) {
+                                    tracing::info!(predicted = ?a.shard, %shard,
+                                        "an aggregate landed on another shard than predicted; reading the shard map again");
+                                    self.map_stale = true;
+                                }
+                                if let Some(log) = &mut p.put_log {
+                                    for (sub, r) in a.members.iter().enumerate() {
+                                        writeln!(
+                                            log,
+                                            "{}\t{}\t{shard}\t{sequence}\t{}\t{accepted_ms}\t{sub}",
+                                            r.record.id, r.partition_key, r.record.kind
+                                        )?;
+                                    }
+                                }
+                            }
                         }
                     }
                     Entry::Failed { code } => {
                         tracing::debug!(%code, "entry not accepted, retrying");
-                        refused.push(record);
+                        refused.push(put);
                     }
                 }
             }
@@ -406,7 +503,7 @@ impl PutLoop {
                 log.flush()?;
             }
             if !refused.is_empty() {
-                p.stats.retried(refused.len());
+                p.stats.retried(refused.iter().map(Put::tweets).sum());
                 BACKOFF.sleep(attempt).await;
                 attempt += 1;
             }
@@ -434,6 +531,7 @@ mod tests {
             rate: None,
             partition_keys: None,
             put_log: None,
+            aggregate: None,
             stats,
             health: Arc::new(Health::new(Duration::from_secs(30))),
             shutdown_timeout: Duration::from_secs(20),

@@ -5,10 +5,13 @@ use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-use super::batch::Keyed;
+use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_kinesis::operation::list_shards::ListShardsError;
+
+use super::batch::Put;
 use crate::aws::{classify, describe};
 use crate::retrieval::memory::{Fault, MemoryStream};
-use crate::retrieval::StreamError;
+use crate::retrieval::{Shard, StreamError};
 
 /// What happened to one entry of a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +29,9 @@ pub enum Entry {
 #[async_trait]
 pub trait PutSink: Send + Sync {
     /// One PutRecords call; on success one [`Entry`] per record, in order.
-    async fn put_records(&self, records: &[Keyed]) -> Result<Vec<Entry>, StreamError>;
+    async fn put_records(&self, records: &[Put]) -> Result<Vec<Entry>, StreamError>;
+    /// The stream's open shards, with their hash key ranges (for `--aggregate`).
+    async fn open_shards(&self) -> Result<Vec<Shard>, StreamError>;
 }
 
 pub struct KinesisSink {
@@ -36,13 +41,14 @@ pub struct KinesisSink {
 
 #[async_trait]
 impl PutSink for KinesisSink {
-    async fn put_records(&self, records: &[Keyed]) -> Result<Vec<Entry>, StreamError> {
+    async fn put_records(&self, records: &[Put]) -> Result<Vec<Entry>, StreamError> {
         let entries = records
             .iter()
             .map(|r| {
                 PutRecordsRequestEntry::builder()
-                    .partition_key(&r.partition_key)
-                    .data(Blob::new(r.record.data.clone()))
+                    .partition_key(r.partition_key())
+                    .set_explicit_hash_key(r.explicit_hash_key().map(|h| h.to_string()))
+                    .data(Blob::new(r.data()))
                     .build()
                     .expect("partition key and data are set")
             })
@@ -62,13 +68,49 @@ impl PutSink for KinesisSink {
             })
             .collect())
     }
+
+    async fn open_shards(&self) -> Result<Vec<Shard>, StreamError> {
+        let error = |err: SdkError<ListShardsError, _>| StreamError {
+            class: classify(&err),
+            message: format!("ListShards on stream '{}' failed: {}", self.stream, describe(&err)),
+        };
+        let mut shards = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let request = match next.take() {
+                Some(token) => self.client.list_shards().next_token(token),
+                None => self.client.list_shards().stream_name(&self.stream),
+            };
+            let out = request.send().await.map_err(error)?;
+            for s in out.shards() {
+                if s.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_none() {
+                    let range = s.hash_key_range();
+                    let hash_range = range.and_then(|r| {
+                        Some((r.starting_hash_key().parse().ok()?, r.ending_hash_key().parse().ok()?))
+                    });
+                    shards.push(Shard { id: s.shard_id().to_owned(), parents: Vec::new(), hash_range });
+                }
+            }
+            match out.next_token {
+                Some(token) if !token.is_empty() => next = Some(token),
+                _ => return Ok(shards),
+            }
+        }
+    }
 }
 
 /// The twin takes one injected fault per call: `Throttled` and `Transient` fail
 /// the call, `PartialPut` refuses every other entry.
 #[async_trait]
 impl PutSink for MemoryStream {
-    async fn put_records(&self, records: &[Keyed]) -> Result<Vec<Entry>, StreamError> {
+    async fn put_records(&self, records: &[Put]) -> Result<Vec<Entry>, StreamError> {
+        let put = |r: &Put| {
+            let (shard, sequence) = match r.explicit_hash_key() {
+                Some(hash) => self.put_hashed(hash, r.partition_key(), r.data()),
+                None => self.put(r.partition_key(), r.data()),
+            };
+            Entry::Accepted { shard, sequence }
+        };
         let fault = self.wait_and_take_fault().await;
         match fault {
             Some(Fault::PartialPut) => Ok(records
@@ -78,19 +120,18 @@ impl PutSink for MemoryStream {
                     if i % 2 == 1 {
                         Entry::Failed { code: "ProvisionedThroughputExceededException".into() }
                     } else {
-                        let (shard, sequence) = self.put(&r.partition_key, &r.record.data);
-                        Entry::Accepted { shard, sequence }
+                        put(r)
                     }
                 })
                 .collect()),
             Some(fault) => Err(crate::retrieval::memory::fault_error(fault)),
-            None => Ok(records
-                .iter()
-                .map(|r| {
-                    let (shard, sequence) = self.put(&r.partition_key, &r.record.data);
-                    Entry::Accepted { shard, sequence }
-                })
-                .collect()),
+            None => Ok(records.iter().map(put).collect()),
         }
+    }
+
+    async fn open_shards(&self) -> Result<Vec<Shard>, StreamError> {
+        let open = self.open_shards();
+        let all = crate::retrieval::StreamClient::list_shards(self).await?;
+        Ok(all.into_iter().filter(|s| open.contains(&s.id)).collect())
     }
 }
