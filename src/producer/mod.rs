@@ -693,6 +693,71 @@ mod tests {
         assert!(summary.retried >= 500 + 250, "a failed call of 500 and at least one half refused: {summary:?}");
     }
 
+    /// Every user record in the twin, de-aggregated: (shard, its hash range,
+    /// the aggregate's sequence number, the tweet id, its hash key).
+    fn user_records(stream: &MemoryStream) -> Vec<(String, (u128, u128), String, String, u128)> {
+        use crate::retrieval::StreamClient;
+        let shards = futures::executor::block_on(stream.list_shards()).unwrap();
+        let mut out = Vec::new();
+        for shard in shards {
+            let it = futures::executor::block_on(stream.shard_iterator(&shard.id, &crate::retrieval::StartAt::TrimHorizon))
+                .unwrap();
+            let batch = futures::executor::block_on(stream.get_records(&it, 100_000)).unwrap();
+            for r in batch.records {
+                let users = crate::kpl::deaggregate(&r.data).expect("an aggregate").unwrap();
+                for u in users {
+                    let id = crate::processor::tweet::decode(&u.data).unwrap().id.into_owned();
+                    out.push((shard.id.clone(), shard.hash_range.unwrap(), r.sequence_number.clone(), id, u.hash_key()));
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aggregates_land_on_their_tweets_shard_and_a_reshard_makes_the_map_read_again() {
+        let stream = Arc::new(MemoryStream::new(4));
+        let stats = Arc::new(Stats::default());
+        let mut p = producer(stream.clone(), stats.clone());
+        p.aggregate = Some(aggregate::DEFAULT_MAX_BYTES);
+        // At a steady rate, as from the X stream: what is packed with a stale map
+        // is what arrives before the first put after the split is answered.
+        p.rate = NonZeroU32::new(1_000);
+        let (twin, counts) = (stream.clone(), stats.clone());
+        let (summary, result) = p
+            .run(
+                |tx, stop| async move {
+                    let mut source = synthetic::Synthetic::new(8, 0.0);
+                    for record in source.by_ref().take(2_000) {
+                        tx.send(record).await?;
+                    }
+                    while counts.summary().put < 2_000 {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    twin.split("shardId-000000000000", None).unwrap();
+                    feed_iter(source.take(2_000).map(Ok), tx, None, None, stop).await
+                },
+                CancellationToken::new(),
+            )
+            .await;
+        result.unwrap();
+        let users = user_records(&stream);
+        let mut got: Vec<String> = users.iter().map(|u| u.3.clone()).collect();
+        got.sort();
+        let mut want: Vec<String> = synthetic::Synthetic::new(8, 0.0).take(4_000).map(|o| o.id).collect();
+        want.sort();
+        assert_eq!(got, want, "every tweet exactly once");
+        assert_eq!((summary.put, summary.failed), (4_000, 0));
+        assert!(summary.records * 20 < summary.put, "far fewer Kinesis records than tweets: {summary:?}");
+        // Before the split every tweet is on its own shard; after it, only what
+        // was packed with the old map (one linger's worth) may mix the children's.
+        let outside: std::collections::BTreeSet<&String> =
+            users.iter().filter(|u| !(u.1 .0..=u.1 .1).contains(&u.4)).map(|u| &u.2).collect();
+        assert!(outside.len() <= 2, "aggregates with tweets of another shard: {outside:?}");
+        let children: usize = users.iter().filter(|u| u.0 != "shardId-000000000000" && u.1 .0 == 0).count();
+        assert!(children > 0, "tweets of the split range went to its children");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_kinesis_outage_fills_the_buffer_and_the_source_waits_without_dropping() {
         let stream = Arc::new(MemoryStream::new(2));
