@@ -22,29 +22,26 @@ fn n(v: u64) -> AttributeValue {
 
 /// A row as KCL 2.x writes it, with attributes this crate does not use.
 fn kcl_row(shard: &str, owner: &str, counter: u64, checkpoint: &str) -> HashMap<String, AttributeValue> {
+    kcl_row_at(shard, owner, counter, checkpoint, 0)
+}
+
+/// A row whose checkpoint is user record `sub` of the KPL aggregate `checkpoint`.
+fn kcl_row_at(shard: &str, owner: &str, counter: u64, checkpoint: &str, sub: u64) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("leaseKey".into(), s(shard)),
         ("leaseOwner".into(), s(owner)),
         ("leaseCounter".into(), n(counter)),
         ("checkpoint".into(), s(checkpoint)),
-        ("checkpointSubSequenceNumber".into(), n(0)),
+        ("checkpointSubSequenceNumber".into(), n(sub)),
         ("ownerSwitchesSinceCheckpoint".into(), n(2)),
         ("startingHashKey".into(), s("0")),
         ("endingHashKey".into(), s("85070591730234615865843651857942052863")),
     ])
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_kcl_lease_table_is_adopted_with_its_checkpoints() {
-    let setup = Setup::new("kcl", 4);
-    let first = setup.produce(&["--count", "400", "--seed", "41"]);
-    let on =
-        |shard: u32| -> Vec<&Put> { first.0.iter().filter(|p| p.shard == format!("shardId-{shard:012}")).collect() };
-    let shard0 = on(0);
-    assert!(shard0.len() > 60);
-
-    let client = dynamodb().await;
-    client
+async fn create_lease_table(setup: &Setup) {
+    dynamodb()
+        .await
         .create_table()
         .table_name(&setup.lease_table)
         .billing_mode(BillingMode::PayPerRequest)
@@ -59,6 +56,47 @@ async fn a_kcl_lease_table_is_adopted_with_its_checkpoints() {
         .send()
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kcl_checkpoint_inside_a_kpl_aggregate_is_adopted_exactly() {
+    let setup = Setup::new("kcl-sub", 1);
+    let puts = setup.produce(&["--count", "600", "--seed", "43", "--aggregate"]);
+    let mut aggregates: Vec<&String> = puts.0.iter().map(|p| &p.sequence).collect();
+    aggregates.dedup();
+    assert!(aggregates.len() >= 3, "{} aggregates", aggregates.len());
+    // A KCL application processed the first aggregate and user records 0..=10 of the second.
+    let (at, sub) = (aggregates[1].clone(), 10);
+    create_lease_table(&setup).await;
+    let row = kcl_row_at("shardId-000000000000", "ip-10-0-0-1.ec2.internal:8f1e", 77, &at, sub);
+    dynamodb().await.put_item().table_name(&setup.lease_table).set_item(Some(row)).send().await.unwrap();
+
+    let _worker = setup.worker("rust-worker", &["--failover-time", "2s"]);
+    let done = |p: &Put| seq_cmp(&p.sequence, &at).is_lt() || (p.sequence == at && p.sub.unwrap() <= sub);
+    let expected: HashSet<String> = puts.0.iter().filter(|p| !done(p)).map(|p| p.key.clone()).collect();
+    let last = puts.0.last().unwrap();
+    eventually(Duration::from_secs(60), "the shard checkpointed at its last user record", || async {
+        let leases = setup.leases().await;
+        let lease = &leases["shardId-000000000000"];
+        let sub: u64 = lease["checkpointSubSequenceNumber"].as_n().unwrap().parse().unwrap();
+        (lease["checkpoint"].as_s().unwrap() == &last.sequence && Some(sub) == last.sub).then_some(())
+    })
+    .await;
+    let rows: HashSet<String> = setup.tweets().await.into_keys().collect();
+    assert_eq!(rows, expected, "exactly the user records after the KCL's checkpoint");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kcl_lease_table_is_adopted_with_its_checkpoints() {
+    let setup = Setup::new("kcl", 4);
+    let first = setup.produce(&["--count", "400", "--seed", "41"]);
+    let on =
+        |shard: u32| -> Vec<&Put> { first.0.iter().filter(|p| p.shard == format!("shardId-{shard:012}")).collect() };
+    let shard0 = on(0);
+    assert!(shard0.len() > 60);
+
+    let client = dynamodb().await;
+    create_lease_table(&setup).await;
     let fixture = [
         kcl_row("shardId-000000000000", "ip-10-0-0-1.ec2.internal:8f1e", 1534, &shard0[49].sequence),
         kcl_row("shardId-000000000001", "ip-10-0-0-2.ec2.internal:03aa", 12, "TRIM_HORIZON"),

@@ -14,6 +14,10 @@ set -euo pipefail
 
 KINESIS_LOCAL_VERSION=0.6.2
 MOTO_VERSION=5.2.5
+# Beside moto (and its boto3), in the same venv: the awslabs KPL aggregation library
+# (deploy/local/kpl.py, the interoperability tests), with the dependencies it needs
+# but does not declare.
+PY_PINS=("moto[server]==$MOTO_VERSION" "aws-kinesis-agg==1.2.3" "six==1.17.0" "protobuf==7.36.2")
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 state=${STREAM_WORKER_LOCAL_DIR:-$repo/.local}
@@ -31,12 +35,12 @@ install() {
     (cd "$emu" && [ -f package.json ] || echo '{"private":true}' > "$emu/package.json"
      cd "$emu" && npm install --no-audit --no-fund --loglevel=error "kinesis-local@$KINESIS_LOCAL_VERSION" >&2)
   fi
-  if [ ! -x "$emu/venv/bin/moto_server" ] ||
-     [ "$("$emu/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null)" != "$MOTO_VERSION" ]; then
+  if [ ! -x "$emu/venv/bin/moto_server" ] || [ "$(cat "$emu/venv/pins.txt" 2>/dev/null)" != "${PY_PINS[*]}" ]; then
     command -v python3 >/dev/null || { log "python3 not found; install Python 3.9+"; exit 1; }
-    log "installing moto[server]==$MOTO_VERSION"
+    log "installing ${PY_PINS[*]}"
     python3 -m venv "$emu/venv"
-    "$emu/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
+    "$emu/venv/bin/pip" install --quiet --disable-pip-version-check "${PY_PINS[@]}" >&2
+    echo "${PY_PINS[*]}" > "$emu/venv/pins.txt"
   fi
 }
 

@@ -443,6 +443,9 @@ impl Worker {
         };
         match exit {
             Exit::ShardEnd { children } => {
+                // Known before the next shard sync: a child's consumer counts
+                // the user records outside its range from its first batch.
+                state.ranges.extend(children.iter().filter_map(|c| Some((c.id.clone(), c.hash_range?))));
                 if !children.is_empty() {
                     let leases = self.store.list().await.unwrap_or_default();
                     if let Err(e) = self.create_leases(&children, &leases).await {

@@ -22,7 +22,7 @@ use crate::leases::Cas;
 use crate::lifecycle::budget::{ByteBudget, Reservation};
 use crate::metrics as m;
 use crate::model::Checkpoint;
-use crate::processor::{deaggregate, BatchSummary, HashRange, Processor};
+use crate::processor::{deaggregate, HashRange, Processor};
 use crate::retrieval::{Shard, StartAt, StreamClient};
 use crate::retry::Backoff;
 
@@ -201,51 +201,41 @@ impl Consumer {
                     }
                 }
             }
-            if let Some(last) = records.last() {
-                let mut last_position = last.position();
+            if !records.is_empty() {
                 // Not interrupted by shutdown: the slice in flight is finished. A
-                // batch is written a slice at a time, so that a stop (shutdown or
-                // handoff) waits for one slice, not for a whole batch at a slow
-                // write rate; it then checkpoints what was written.
-                let mut summary = BatchSummary::default();
-                let mut stopped_inside = false;
+                // batch is written and checkpointed a slice (about a second of
+                // writes) at a time: a stop (shutdown or handoff) waits for one
+                // slice, not for a whole batch at a slow write rate, and a crash
+                // replays at most one slice. A checkpoint may so fall inside a
+                // KPL aggregate.
                 let mut slices = records.chunks(self.processor.slice_len()).peekable();
                 while let Some(slice) = slices.next() {
-                    summary += or_lost!(self.held, self.processor.process(&shard_id, slice));
-                    if slices.peek().is_some() && self.held.stop_token().is_cancelled() {
-                        last_position = slice.last().expect("chunks are not empty").position();
-                        tracing::info!(
-                            shard_id,
-                            written = summary.records,
-                            of = records.len(),
-                            "stopping inside a batch; checkpointing what is written"
-                        );
-                        stopped_inside = true;
-                        break;
-                    }
-                }
-                match last_position {
-                    Some((number, sub)) => {
-                        let checkpoint = Checkpoint::Sequence { number: number.clone(), sub };
-                        if !self.checkpoint(&shard_id, checkpoint.clone(), &[], summary.records as u64).await {
-                            return Exit::LeaseLost;
+                    let summary = or_lost!(self.held, self.processor.process(&shard_id, slice));
+                    let last = slice.last().expect("chunks are not empty");
+                    match last.position() {
+                        Some((number, sub)) => {
+                            let checkpoint = Checkpoint::Sequence { number: number.clone(), sub };
+                            if !self.checkpoint(&shard_id, checkpoint.clone(), &[], summary.records as u64).await {
+                                return Exit::LeaseLost;
+                            }
+                            tracing::debug!(shard_id, records = summary.records, written = summary.tweets_written,
+                                dead_lettered = summary.dead_lettered, %checkpoint, "checkpointed");
+                            // Should the iterator expire, read again from here.
+                            position = StartAt::AtSequence(number.to_string());
+                            skip_through = Some((number, sub));
                         }
-                        metrics::counter!(m::BATCHES).increment(1);
-                        tracing::debug!(shard_id, records = summary.records, written = summary.tweets_written,
-                            dead_lettered = summary.dead_lettered, %checkpoint, "batch checkpointed");
-                        // Should the iterator expire, read again from here.
-                        position = StartAt::AtSequence(number.to_string());
-                        skip_through = Some((number, sub));
+                        // Kinesis never sends one; if it did, the slice is written, the
+                        // next checkpoint covers it, and reading goes on.
+                        None => {
+                            tracing::error!(shard_id, sequence_number = %last.sequence_number, "unreadable sequence number; not checkpointing")
+                        }
                     }
-                    // Kinesis never sends one; if it did, the batch is written, the
-                    // next checkpoint covers it, and reading goes on.
-                    None => {
-                        tracing::error!(shard_id, sequence_number = %last.sequence_number, "unreadable sequence number; not checkpointing")
+                    if slices.peek().is_some() && self.held.stop_token().is_cancelled() {
+                        tracing::info!(shard_id, "stopping inside a batch; what is written is checkpointed");
+                        return Exit::Stopped;
                     }
                 }
-                if stopped_inside {
-                    return Exit::Stopped;
-                }
+                metrics::counter!(m::BATCHES).increment(1);
             } else {
                 next_call = called + self.config.idle_poll_interval.max(self.config.poll_interval);
             }

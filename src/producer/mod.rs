@@ -700,14 +700,21 @@ mod tests {
         let shards = futures::executor::block_on(stream.list_shards()).unwrap();
         let mut out = Vec::new();
         for shard in shards {
-            let it = futures::executor::block_on(stream.shard_iterator(&shard.id, &crate::retrieval::StartAt::TrimHorizon))
-                .unwrap();
+            let it =
+                futures::executor::block_on(stream.shard_iterator(&shard.id, &crate::retrieval::StartAt::TrimHorizon))
+                    .unwrap();
             let batch = futures::executor::block_on(stream.get_records(&it, 100_000)).unwrap();
             for r in batch.records {
                 let users = crate::kpl::deaggregate(&r.data).expect("an aggregate").unwrap();
                 for u in users {
                     let id = crate::processor::tweet::decode(&u.data).unwrap().id.into_owned();
-                    out.push((shard.id.clone(), shard.hash_range.unwrap(), r.sequence_number.clone(), id, u.hash_key()));
+                    out.push((
+                        shard.id.clone(),
+                        shard.hash_range.unwrap(),
+                        r.sequence_number.clone(),
+                        id,
+                        u.hash_key(),
+                    ));
                 }
             }
         }

@@ -85,9 +85,8 @@ impl PutSink for KinesisSink {
             for s in out.shards() {
                 if s.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_none() {
                     let range = s.hash_key_range();
-                    let hash_range = range.and_then(|r| {
-                        Some((r.starting_hash_key().parse().ok()?, r.ending_hash_key().parse().ok()?))
-                    });
+                    let hash_range = range
+                        .and_then(|r| Some((r.starting_hash_key().parse().ok()?, r.ending_hash_key().parse().ok()?)));
                     shards.push(Shard { id: s.shard_id().to_owned(), parents: Vec::new(), hash_range });
                 }
             }

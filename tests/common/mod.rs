@@ -247,6 +247,8 @@ pub struct Put {
     pub kind: String,
     /// When Kinesis accepted it, in Unix milliseconds.
     pub accepted_ms: i64,
+    /// Its sub-sequence number when it was put inside a KPL aggregate.
+    pub sub: Option<u64>,
 }
 
 impl Put {
@@ -272,6 +274,7 @@ impl PutLog {
                         sequence: f[3].into(),
                         kind: f[4].into(),
                         accepted_ms: f[5].parse().unwrap(),
+                        sub: f.get(6).map(|s| s.parse().unwrap()),
                     }
                 })
                 .collect(),
