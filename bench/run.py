@@ -6,6 +6,7 @@ The emulators' own CPU is printed beside, to show who the bottleneck is.
 """
 import json
 import os
+import re
 import shlex
 import signal
 import statistics
@@ -105,10 +106,10 @@ def report(figure, value, target, ok, note=""):
     print(f"  {figure}: {value} (target {target}) {note}", flush=True)
 
 
-def drain(tag, shards, records, max_records):
+def drain(tag, shards, records, max_records, *produce_args):
     names = resources(tag, shards)
-    print(f"{tag}: loading {records} records on {shards} shards", flush=True)
-    produce(names, "--count", str(records), "--seed", "7")
+    print(f"{tag}: loading {records} records on {shards} shards {' '.join(produce_args)}", flush=True)
+    produce(names, "--count", str(records), "--seed", "7", *produce_args)
     emu = emulator_pids()
     emu_before = {k: cpu_seconds(v) for k, v in emu.items()}
     p, port = worker(names, "bench", "--max-records", str(max_records), *shlex.split(os.environ.get("BENCH_WORKER_ARGS", "")))
@@ -354,9 +355,40 @@ def bench_producer():
            f"p50 {p50} ms, p99 {p99} ms ({len(lat)} tweets)", "p99 ≤ 150 ms", p99 <= 150)
 
 
+def summary(names, *args):
+    """Runs the producer to the end; returns its summary line's numbers."""
+    out = subprocess.run([BIN, "produce", "--stream", names["stream"], *args], check=True, capture_output=True,
+                         text=True).stderr
+    line = [l for l in out.splitlines() if "PutRecords calls" in l][-1]
+    m = re.search(r"put (\d+) \((\d+) Kinesis records, (\d+) bytes, (\d+) PutRecords calls\)", line)
+    return dict(zip(["put", "records", "bytes", "calls"], map(int, m.groups())))
+
+
+def bench_aggregation():
+    n = 10_000
+    plain = summary(resources("agg-plain", 4), "--count", str(n), "--seed", "7")
+    aggregated = summary(resources("agg-kpl", 4), "--count", str(n), "--seed", "7", "--aggregate")
+    for name, s in [("plain", plain), ("--aggregate", aggregated)]:
+        report(f"producer per {n:,} tweets, {name}: PutRecords calls / Kinesis records / MB",
+               f"{s['calls']} / {s['records']} / {s['bytes'] / 1e6:.2f}", "(measured)", True)
+    # Same drain as the CPU figure, one aggregated and one plain, alternating.
+    n = 15_000
+    per = {"plain": [], "aggregated": []}
+    for i in range(2):
+        for name, args in [("plain", ()), ("aggregated", ("--aggregate",))]:
+            cpu, rss, took, emu = drain(f"agg-drain-{name}-{i}", 8, n, 1000, *args)
+            per[name].append(cpu / n)
+            print(f"    {name} run {i + 1}: {cpu / n * 1e6:.1f} µs per tweet [{n / took:.0f} tweets/s; "
+                  f"peak RSS {rss:.1f} MiB]", flush=True)
+    for name, runs in per.items():
+        best = min(runs)
+        report(f"worker CPU per tweet, {name} stream ({n:,} on 8 shards, best of 2)", f"{best * 1e6:.1f} µs",
+               "(beside each other)", True, f"[runs: {', '.join(f'{r * 1e6:.1f}' for r in runs)} µs]")
+
+
 FIGURES = {"cpu": bench_cpu, "memory": bench_memory, "capacity": bench_capacity, "budget": bench_budget,
            "latency": bench_latency, "lease-cost": bench_lease_cost, "fleet": bench_fleet,
-           "producer": bench_producer}
+           "producer": bench_producer, "aggregation": bench_aggregation}
 
 if __name__ == "__main__":
     wanted = sys.argv[1:] or list(FIGURES)

@@ -127,6 +127,8 @@ impl Worker {
             ranges: HashMap::new(),
         };
         let consumers_stop = CancellationToken::new();
+        // The gauge exists from the start, before a take round succeeds.
+        metrics::gauge!(m::LEASES_HELD).set(0.0);
         tracing::info!(worker_id = %cfg.worker_id, failover = ?cfg.failover, "worker started");
 
         let mut next_renew = Instant::now() + renew_every;

@@ -1,7 +1,7 @@
 //! One shard's consumer task.
 //!
-//! Rules (after the KCL's `ShardRecordProcessor`): checkpoint only after a batch
-//! is durably written; never checkpoint once the lease is lost or fenced; always
+//! Rules (after the KCL's `ShardRecordProcessor`): checkpoint only after records
+//! are durably written (a batch is written and checkpointed a slice at a time); never checkpoint once the lease is lost or fenced; always
 //! checkpoint `SHARD_END` when a closed shard is fully read. On shutdown the
 //! in-flight batch is finished and checkpointed before the task returns.
 //!

@@ -693,9 +693,17 @@ mod tests {
         assert!(summary.retried >= 500 + 250, "a failed call of 500 and at least one half refused: {summary:?}");
     }
 
-    /// Every user record in the twin, de-aggregated: (shard, its hash range,
-    /// the aggregate's sequence number, the tweet id, its hash key).
-    fn user_records(stream: &MemoryStream) -> Vec<(String, (u128, u128), String, String, u128)> {
+    /// A user record in the twin, where it landed.
+    struct Landed {
+        shard: String,
+        range: (u128, u128),
+        sequence: String,
+        id: String,
+        hash: u128,
+    }
+
+    /// Every user record in the twin, de-aggregated.
+    fn user_records(stream: &MemoryStream) -> Vec<Landed> {
         use crate::retrieval::StreamClient;
         let shards = futures::executor::block_on(stream.list_shards()).unwrap();
         let mut out = Vec::new();
@@ -708,13 +716,13 @@ mod tests {
                 let users = crate::kpl::deaggregate(&r.data).expect("an aggregate").unwrap();
                 for u in users {
                     let id = crate::processor::tweet::decode(&u.data).unwrap().id.into_owned();
-                    out.push((
-                        shard.id.clone(),
-                        shard.hash_range.unwrap(),
-                        r.sequence_number.clone(),
+                    out.push(Landed {
+                        shard: shard.id.clone(),
+                        range: shard.hash_range.unwrap(),
+                        sequence: r.sequence_number.clone(),
                         id,
-                        u.hash_key(),
-                    ));
+                        hash: u.hash_key(),
+                    });
                 }
             }
         }
@@ -749,7 +757,7 @@ mod tests {
             .await;
         result.unwrap();
         let users = user_records(&stream);
-        let mut got: Vec<String> = users.iter().map(|u| u.3.clone()).collect();
+        let mut got: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
         got.sort();
         let mut want: Vec<String> = synthetic::Synthetic::new(8, 0.0).take(4_000).map(|o| o.id).collect();
         want.sort();
@@ -759,9 +767,9 @@ mod tests {
         // Before the split every tweet is on its own shard; after it, only what
         // was packed with the old map (one linger's worth) may mix the children's.
         let outside: std::collections::BTreeSet<&String> =
-            users.iter().filter(|u| !(u.1 .0..=u.1 .1).contains(&u.4)).map(|u| &u.2).collect();
+            users.iter().filter(|u| !(u.range.0..=u.range.1).contains(&u.hash)).map(|u| &u.sequence).collect();
         assert!(outside.len() <= 2, "aggregates with tweets of another shard: {outside:?}");
-        let children: usize = users.iter().filter(|u| u.0 != "shardId-000000000000" && u.1 .0 == 0).count();
+        let children: usize = users.iter().filter(|u| u.shard != "shardId-000000000000" && u.range.0 == 0).count();
         assert!(children > 0, "tweets of the split range went to its children");
     }
 
