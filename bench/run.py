@@ -357,8 +357,9 @@ def bench_producer():
 
 def summary(names, *args):
     """Runs the producer to the end; returns its summary line's numbers."""
-    out = subprocess.run([BIN, "produce", "--stream", names["stream"], *args], check=True, capture_output=True,
-                         text=True).stderr
+    done = subprocess.run([BIN, "produce", "--stream", names["stream"], *args], check=True, capture_output=True,
+                          text=True)
+    out = done.stdout + done.stderr
     line = [l for l in out.splitlines() if "PutRecords calls" in l][-1]
     m = re.search(r"put (\d+) \((\d+) Kinesis records, (\d+) bytes, (\d+) PutRecords calls\)", line)
     return dict(zip(["put", "records", "bytes", "calls"], map(int, m.groups())))
