@@ -285,7 +285,7 @@ mod tests {
     use super::*;
 
     fn shard(id: &str, parents: &[&str]) -> Shard {
-        Shard { id: id.into(), parents: parents.iter().map(|p| p.to_string()).collect(), hash_range: None }
+        Shard { id: id.into(), parents: parents.iter().map(|p| p.to_string()).collect(), ..Default::default() }
     }
 
     fn lease(id: &str, checkpoint: Checkpoint, owner: Option<&str>, parents: &[&str]) -> Lease {

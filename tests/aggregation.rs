@@ -208,7 +208,7 @@ async fn a_worker_killed_inside_an_aggregate_is_resumed_inside_it() {
                 .unwrap_or_else(|| panic!("no {message:?} for {shard}"))
         };
         assert_eq!(of_shard("shard consumer started")["from"], format!("AtSequence({seq:?})"));
-        let resumed = of_shard("resuming inside a KPL aggregate: skipping the user records already processed");
+        let resumed = of_shard("read again from the checkpointed record: skipping what the checkpoint covers");
         // A checkpoint shows its sub-sequence number when it is not 0.
         let shown = if *sub == 0 { seq.clone() } else { format!("{seq}:{sub}") };
         assert_eq!(resumed["checkpoint"], shown);

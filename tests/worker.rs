@@ -52,7 +52,14 @@ async fn a_restart_after_kill_9_resumes_from_checkpoints() {
     // several batches checkpointed.
     let slow = ["--max-write-rate", "300", "--max-records", "50", "--failover-time", "2s"];
     let mut first = setup.worker("first", &slow);
-    eventually(DRAIN, "800 rows", || async { (setup.tweets().await.len() >= 800).then_some(()) }).await;
+    // Every shard checkpointed, not only 800 rows: under load one shard's first
+    // batch can come late.
+    eventually(DRAIN, "800 rows and a checkpoint on every shard", || async {
+        let checkpointed =
+            setup.lease_states().await.values().filter(|(_, c)| c.bytes().all(|d| d.is_ascii_digit())).count();
+        (checkpointed == 4 && setup.tweets().await.len() >= 800).then_some(())
+    })
+    .await;
     first.kill9();
     let rows_at_kill = setup.tweets().await.len();
     assert!(rows_at_kill < 2000, "the first worker finished before the kill");

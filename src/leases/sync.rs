@@ -80,7 +80,7 @@ mod tests {
     use crate::model::SequenceNumber;
 
     fn shard(id: &str, parents: &[&str]) -> Shard {
-        Shard { id: id.into(), parents: parents.iter().map(|p| p.to_string()).collect(), hash_range: None }
+        Shard { id: id.into(), parents: parents.iter().map(|p| p.to_string()).collect(), ..Default::default() }
     }
 
     fn lease(id: &str, parents: &[&str], checkpoint: Checkpoint) -> Lease {

@@ -1,8 +1,9 @@
 //! One shard's consumer task.
 //!
 //! Rules (after the KCL's `ShardRecordProcessor`): checkpoint only after records
-//! are durably written (a batch is written and checkpointed a slice at a time); never checkpoint once the lease is lost or fenced; always
-//! checkpoint `SHARD_END` when a closed shard is fully read. On shutdown the
+//! are durably written (a batch is written and checkpointed a slice at a time);
+//! never checkpoint once the lease is lost or fenced; always checkpoint
+//! `SHARD_END` when a closed shard is fully read. On shutdown the
 //! in-flight batch is finished and checkpointed before the task returns.
 //!
 //! KPL aggregates are read as their user records, and a checkpoint may fall
@@ -190,11 +191,16 @@ impl Consumer {
                 metrics::counter!(m::BYTES_READ).increment(bytes as u64);
                 deaggregate(&mut records, &shard_id, self.hash_range);
                 if let Some((number, sub)) = skip_through.take() {
-                    let before = records.len();
-                    records.retain(|r| r.position().is_none_or(|(n, s)| n.cmp(&number).then(s.cmp(&sub)).is_gt()));
-                    if before > records.len() {
-                        tracing::info!(shard_id, skipped = before - records.len(), checkpoint = %Checkpoint::Sequence { number: number.clone(), sub },
-                            "resuming inside a KPL aggregate: skipping the user records already processed");
+                    // Records come in order: only a prefix can be covered.
+                    let covered = records
+                        .iter()
+                        .position(|r| r.position().is_none_or(|(n, s)| n.cmp(&number).then(s.cmp(&sub)).is_gt()))
+                        .unwrap_or(records.len());
+                    if covered > 0 {
+                        records.drain(..covered);
+                        let checkpoint = Checkpoint::Sequence { number: number.clone(), sub };
+                        tracing::info!(shard_id, skipped = covered, %checkpoint,
+                            "read again from the checkpointed record: skipping what the checkpoint covers");
                     }
                     if records.is_empty() {
                         skip_through = Some((number, sub));

@@ -27,10 +27,10 @@ pub struct ShardMap {
 }
 
 impl ShardMap {
-    /// From ListShards' open shards (those without a hash range are skipped).
-    pub fn new(open_shards: &[Shard]) -> Self {
+    /// From ListShards' shards: the open ones (without a hash range, skipped).
+    pub fn new(shards: &[Shard]) -> Self {
         let mut ranges: Vec<(HashRange, String)> =
-            open_shards.iter().filter_map(|s| Some((s.hash_range?, s.id.clone()))).collect();
+            shards.iter().filter(|s| !s.closed).filter_map(|s| Some((s.hash_range?, s.id.clone()))).collect();
         ranges.sort();
         Self { ranges }
     }
@@ -137,9 +137,9 @@ mod tests {
     fn two_shards() -> ShardMap {
         let half = u128::MAX / 2;
         ShardMap::new(&[
-            Shard { id: "high".into(), parents: vec![], hash_range: Some((half + 1, u128::MAX)) },
-            Shard { id: "low".into(), parents: vec![], hash_range: Some((0, half)) },
-            Shard { id: "unknown".into(), parents: vec![], hash_range: None },
+            Shard { id: "high".into(), hash_range: Some((half + 1, u128::MAX)), ..Default::default() },
+            Shard { id: "low".into(), hash_range: Some((0, half)), ..Default::default() },
+            Shard { id: "unknown".into(), ..Default::default() },
         ])
     }
 
@@ -150,7 +150,7 @@ mod tests {
         assert_eq!(map.shard_of(u128::MAX / 2), Some("low"));
         assert_eq!(map.shard_of(u128::MAX / 2 + 1), Some("high"));
         assert_eq!(map.shard_of(u128::MAX), Some("high"));
-        let gap = ShardMap::new(&[Shard { id: "a".into(), parents: vec![], hash_range: Some((10, 20)) }]);
+        let gap = ShardMap::new(&[Shard { id: "a".into(), hash_range: Some((10, 20)), ..Default::default() }]);
         assert_eq!((gap.shard_of(9), gap.shard_of(21), gap.shard_of(15)), (None, None, Some("a")));
     }
 

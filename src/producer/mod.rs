@@ -429,7 +429,7 @@ impl PutLoop {
     /// packer keeps the map it has, and tries again at the next records.
     async fn refresh_map(&mut self) {
         let Some(packer) = &mut self.packer else { return };
-        match self.producer.sink.open_shards().await {
+        match self.producer.sink.shards().await {
             Ok(shards) => {
                 tracing::info!(shards = shards.len(), "shard map read for aggregation");
                 packer.set_map(ShardMap::new(&shards));

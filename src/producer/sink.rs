@@ -5,13 +5,11 @@ use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-use aws_sdk_kinesis::error::SdkError;
-use aws_sdk_kinesis::operation::list_shards::ListShardsError;
-
 use super::batch::Put;
 use crate::aws::{classify, describe};
+use crate::retrieval::kinesis::KinesisStream;
 use crate::retrieval::memory::{Fault, MemoryStream};
-use crate::retrieval::{Shard, StreamError};
+use crate::retrieval::{Shard, StreamClient, StreamError};
 
 /// What happened to one entry of a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +28,8 @@ pub enum Entry {
 pub trait PutSink: Send + Sync {
     /// One PutRecords call; on success one [`Entry`] per record, in order.
     async fn put_records(&self, records: &[Put]) -> Result<Vec<Entry>, StreamError>;
-    /// The stream's open shards, with their hash key ranges (for `--aggregate`).
-    async fn open_shards(&self) -> Result<Vec<Shard>, StreamError>;
+    /// The stream's shards, with their hash key ranges (for `--aggregate`).
+    async fn shards(&self) -> Result<Vec<Shard>, StreamError>;
 }
 
 pub struct KinesisSink {
@@ -69,32 +67,8 @@ impl PutSink for KinesisSink {
             .collect())
     }
 
-    async fn open_shards(&self) -> Result<Vec<Shard>, StreamError> {
-        let error = |err: SdkError<ListShardsError, _>| StreamError {
-            class: classify(&err),
-            message: format!("ListShards on stream '{}' failed: {}", self.stream, describe(&err)),
-        };
-        let mut shards = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let request = match next.take() {
-                Some(token) => self.client.list_shards().next_token(token),
-                None => self.client.list_shards().stream_name(&self.stream),
-            };
-            let out = request.send().await.map_err(error)?;
-            for s in out.shards() {
-                if s.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_none() {
-                    let range = s.hash_key_range();
-                    let hash_range = range
-                        .and_then(|r| Some((r.starting_hash_key().parse().ok()?, r.ending_hash_key().parse().ok()?)));
-                    shards.push(Shard { id: s.shard_id().to_owned(), parents: Vec::new(), hash_range });
-                }
-            }
-            match out.next_token {
-                Some(token) if !token.is_empty() => next = Some(token),
-                _ => return Ok(shards),
-            }
-        }
+    async fn shards(&self) -> Result<Vec<Shard>, StreamError> {
+        KinesisStream::new(self.client.clone(), &self.stream).list_shards().await
     }
 }
 
@@ -128,9 +102,7 @@ impl PutSink for MemoryStream {
         }
     }
 
-    async fn open_shards(&self) -> Result<Vec<Shard>, StreamError> {
-        let open = self.open_shards();
-        let all = crate::retrieval::StreamClient::list_shards(self).await?;
-        Ok(all.into_iter().filter(|s| open.contains(&s.id)).collect())
+    async fn shards(&self) -> Result<Vec<Shard>, StreamError> {
+        self.list_shards().await
     }
 }

@@ -38,11 +38,12 @@ fn to_chrono(t: Option<&AwsDateTime>) -> DateTime<Utc> {
         .unwrap_or_else(Utc::now)
 }
 
-fn shard_of(id: &str, parent: Option<&str>, adjacent: Option<&str>, range: Option<&HashKeyRange>) -> Shard {
+fn shard_of(s: &aws_sdk_kinesis::types::Shard) -> Shard {
     Shard {
-        id: id.to_owned(),
-        parents: parent.into_iter().chain(adjacent).map(str::to_owned).collect(),
-        hash_range: range.and_then(hash_range),
+        id: s.shard_id().to_owned(),
+        parents: s.parent_shard_id().into_iter().chain(s.adjacent_parent_shard_id()).map(str::to_owned).collect(),
+        hash_range: s.hash_key_range().and_then(hash_range),
+        closed: s.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_some(),
     }
 }
 
@@ -62,9 +63,7 @@ impl StreamClient for KinesisStream {
                 None => self.client.list_shards().stream_name(&self.stream),
             };
             let out = request.send().await.map_err(error)?;
-            shards.extend(out.shards().iter().map(|s| {
-                shard_of(s.shard_id(), s.parent_shard_id(), s.adjacent_parent_shard_id(), s.hash_key_range())
-            }));
+            shards.extend(out.shards().iter().map(shard_of));
             match out.next_token {
                 Some(token) if !token.is_empty() => next = Some(token),
                 _ => return Ok(shards),
@@ -113,6 +112,7 @@ impl StreamClient for KinesisStream {
             .into_iter()
             .map(|c| Shard {
                 hash_range: c.hash_key_range.as_ref().and_then(hash_range),
+                closed: false,
                 id: c.shard_id,
                 parents: c.parent_shards,
             })

@@ -148,7 +148,12 @@ impl MemoryStream {
         parent.closed = true;
         parent.children = children
             .iter()
-            .map(|(id, range)| Shard { id: id.clone(), parents: vec![shard.into()], hash_range: Some(*range) })
+            .map(|(id, range)| Shard {
+                id: id.clone(),
+                parents: vec![shard.into()],
+                hash_range: Some(*range),
+                closed: false,
+            })
             .collect();
         for (id, range) in children.clone() {
             inner.shards.push(ShardState {
@@ -183,8 +188,12 @@ impl MemoryStream {
         let parents = vec![a.to_owned(), b.to_owned()];
         for i in [ia, ib] {
             inner.shards[i].closed = true;
-            inner.shards[i].children =
-                vec![Shard { id: child.clone(), parents: parents.clone(), hash_range: Some((low.0, high.1)) }];
+            inner.shards[i].children = vec![Shard {
+                id: child.clone(),
+                parents: parents.clone(),
+                hash_range: Some((low.0, high.1)),
+                closed: false,
+            }];
         }
         inner.shards.push(ShardState {
             id: child.clone(),
@@ -267,7 +276,12 @@ impl StreamClient for MemoryStream {
         Ok(inner
             .shards
             .iter()
-            .map(|s| Shard { id: s.id.clone(), parents: s.parents.clone(), hash_range: Some(s.range) })
+            .map(|s| Shard {
+                id: s.id.clone(),
+                parents: s.parents.clone(),
+                hash_range: Some(s.range),
+                closed: s.closed,
+            })
             .collect())
     }
 

@@ -18,6 +18,8 @@ pub struct Shard {
     pub parents: Vec<String>,
     /// `HashKeyRange`, when given (ListShards and ChildShards give it).
     pub hash_range: Option<HashRange>,
+    /// ListShards gives an `EndingSequenceNumber`: no record goes to it any more.
+    pub closed: bool,
 }
 
 /// Where to start reading a shard.
