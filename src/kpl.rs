@@ -178,17 +178,15 @@ impl Aggregator {
     }
 
     fn added_bytes(&self, partition_key: &str, data: &[u8]) -> usize {
+        use prost::encoding::{encoded_len_varint, key_len, uint64};
+        // A length-delimited field: its key, its length, its bytes.
+        let field = |tag: u32, len: usize| key_len(tag) + encoded_len_varint(len as u64) + len;
         let (index, new_key) = match self.key_index.get(partition_key) {
             Some(&i) => (i, 0),
-            None => {
-                let i = self.message.partition_key_table.len() as u64;
-                (i, prost::encoding::string::encoded_len(1, &partition_key.to_owned()))
-            }
+            None => (self.message.partition_key_table.len() as u64, field(1, partition_key.len())),
         };
-        use prost::encoding::{encoded_len_varint, key_len, uint64};
-        let record_len =
-            uint64::encoded_len(1, &index) + key_len(3) + encoded_len_varint(data.len() as u64) + data.len();
-        new_key + key_len(3) + encoded_len_varint(record_len as u64) + record_len
+        // The record: its key index (field 1) and data (field 3), as field 3 of the aggregate.
+        new_key + field(3, uint64::encoded_len(1, &index) + field(3, data.len()))
     }
 
     /// Adds a user record; its sub-sequence number is the count before it.
