@@ -50,7 +50,10 @@ async fn lease_store_suite(store: Arc<dyn LeaseStore>) {
     // renew: counter and owner must match.
     let renewed = store.renew(&taken).await.unwrap().done().unwrap();
     assert_eq!((renewed.counter, renewed.owner.as_deref()), (2, Some("w1")));
-    assert_eq!(store.renew(&taken).await.unwrap(), Cas::Lost, "a stale counter loses");
+    // The same write again finds the table already holding its outcome: Done, as
+    // for an SDK retry of an attempt that was applied but whose answer was lost.
+    assert_eq!(store.renew(&taken).await.unwrap(), Cas::Done(renewed.clone()), "an applied write is found");
+    assert_eq!(get(store, "shard-a").await.unwrap(), renewed, "and not applied twice");
     let impostor = Lease { owner: Some("w2".into()), ..renewed.clone() };
     assert_eq!(store.renew(&impostor).await.unwrap(), Cas::Lost, "another owner loses");
     assert_eq!(store.checkpoint(&impostor, &seq("1"), &[], 5).await.unwrap(), Cas::Lost);
@@ -63,6 +66,8 @@ async fn lease_store_suite(store: Arc<dyn LeaseStore>) {
     assert_eq!(checkpointed.checkpoint, seq("49590338271490256608559692538361"));
     assert_eq!((checkpointed.counter, checkpointed.owner_switches, checkpointed.records_processed), (3, 0, 7));
     assert_eq!(get(store, "shard-a").await.unwrap(), checkpointed);
+    assert_eq!(store.renew(&taken).await.unwrap(), Cas::Lost, "a stale counter loses");
+    assert_eq!(store.renew(&renewed).await.unwrap(), Cas::Lost, "a stale counter loses");
 
     // take by the same owner does not count a switch; by another does.
     let again = store.take(&checkpointed, "w1").await.unwrap().done().unwrap();
@@ -97,9 +102,10 @@ async fn lease_store_suite(store: Arc<dyn LeaseStore>) {
     let released = store.release(&ended).await.unwrap().done().unwrap();
     assert_eq!((released.owner.clone(), released.counter), (None, ended.counter + 1));
     assert_eq!(get(store, "shard-a").await.unwrap(), released);
-    assert_eq!(store.release(&ended).await.unwrap(), Cas::Lost);
     let retaken = store.take(&released, "w3").await.unwrap().done().unwrap();
     assert_eq!(retaken.owner.as_deref(), Some("w3"));
+    assert_eq!(store.release(&ended).await.unwrap(), Cas::Lost);
+    assert_eq!(store.take(&released, "w2").await.unwrap(), Cas::Lost, "another taker's outcome is not ours");
 
     // delete: conditional on the counter.
     assert_eq!(store.delete(&released).await.unwrap(), Cas::Lost);

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType,
-    TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -53,7 +54,8 @@ impl DynamoLeaseStore {
     }
 
     /// Runs a conditional update and returns the stored row, or `Lost` when the
-    /// condition failed.
+    /// condition failed, unless the row it failed on is already `expected` (this
+    /// update, applied by an attempt whose answer was lost; see [`LeaseStore`]).
     async fn update(
         &self,
         op: &str,
@@ -83,11 +85,18 @@ impl DynamoLeaseStore {
             .condition_expression(condition)
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(out) => Ok(Cas::Done(out.attributes.as_ref().and_then(from_item).unwrap_or(expected))),
-            Err(err) if classify(&err) == ErrorClass::ConditionFailed => Ok(Cas::Lost),
+            Err(err) if classify(&err) == ErrorClass::ConditionFailed => {
+                let stored = match err.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(failed)) => failed.item().and_then(from_item),
+                    _ => None,
+                };
+                Ok(if stored.as_ref() == Some(&expected) { Cas::Done(expected) } else { Cas::Lost })
+            }
             Err(err) => Err(self.error(op, err)),
         }
     }

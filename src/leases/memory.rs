@@ -54,8 +54,8 @@ impl MemoryLeaseStore {
     }
 
     /// Applies `next(stored)` if the stored row matches `lease`'s counter (and
-    /// owner, when `check_owner`).
-    fn cas(&self, lease: &Lease, check_owner: bool, next: impl FnOnce(&Lease) -> Lease) -> Cas<Lease> {
+    /// owner, when `check_owner`); finds it applied if the row is `next(lease)`.
+    fn cas(&self, lease: &Lease, check_owner: bool, next: impl Fn(&Lease) -> Lease) -> Cas<Lease> {
         let mut rows = self.rows.lock().unwrap();
         let before = rows.get(&lease.key).map_or(0, row_bytes);
         let result = match rows.get_mut(&lease.key) {
@@ -63,6 +63,7 @@ impl MemoryLeaseStore {
                 *row = next(row);
                 Cas::Done(row.clone())
             }
+            Some(row) if *row == next(lease) => Cas::Done(row.clone()),
             _ => Cas::Lost,
         };
         let after = rows.get(&lease.key).map_or(0, row_bytes);

@@ -49,7 +49,11 @@ pub struct StoreError(pub String);
 /// - `take`, `renew`, `release`, `checkpoint`, `request_handoff` and `delete` apply
 ///   only if the stored `leaseCounter` equals the given lease's counter (and, for
 ///   all but `take` and `delete`, the stored owner equals the given lease's owner); otherwise
-///   they return [`Cas::Lost`] and change nothing.
+///   they return [`Cas::Lost`] and change nothing, unless the stored row already is
+///   exactly what the mutation would store: then it returns [`Cas::Done`] with that
+///   row. A retry of a write that was applied but whose answer was lost (an attempt
+///   timeout, a dropped connection: the SDK retries both) thus finds its own write,
+///   instead of reporting a lease lost that the table says it holds.
 /// - Every applied mutation but `delete` and `request_handoff` stores
 ///   `counter + 1` and returns the row. `take` clears `handoff_to`; `release`
 ///   keeps it, so the worker that asked gets the lease first.
