@@ -54,9 +54,11 @@ pub async fn check_table(client: &aws_sdk_dynamodb::Client, config: &SdkConfig, 
 }
 
 /// How long the lease table may go unanswered before `/readyz` says not ready:
-/// three quick take rounds, at least 3 s.
+/// one and a half failover times, at least 3 s. A worker reads the table at
+/// least once a failover time (take rounds) and writes it every third of one
+/// (renewals, when it holds leases).
 pub fn readiness_window(args: &RunArgs) -> Duration {
-    (crate::leases::coordinator::quick_take_interval(args.failover_time) * 3).max(Duration::from_secs(3))
+    (args.failover_time * 3 / 2).max(Duration::from_secs(3))
 }
 
 /// `stream-worker run`: consume until `shutdown` is cancelled.

@@ -140,6 +140,14 @@ async fn lease_store_suite(store: Arc<dyn LeaseStore>) {
     keys.sort();
     assert_eq!(keys.len(), 30);
     assert_eq!(keys[29], "shard-029");
+    // snapshot (eventually consistent) and get see the same rows.
+    let mut snapshot = store.snapshot().await.unwrap();
+    snapshot.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut listed = store.list().await.unwrap();
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(snapshot, listed);
+    assert_eq!(store.get("shard-007").await.unwrap().as_ref(), listed.iter().find(|l| l.key == "shard-007"));
+    assert_eq!(store.get("no-such-shard").await.unwrap(), None);
 
     // Only one of many concurrent takers of the same lease wins.
     let contested = get(store, "shard-000").await.unwrap();

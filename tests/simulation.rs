@@ -51,6 +51,8 @@ fn bounds() -> (Duration, Duration) {
         (Duration::from_secs(120), Duration::from_secs(300))
     }
 }
+/// How long the settled fleet is watched for the steady state's cost.
+const STEADY: Duration = Duration::from_secs(60);
 /// How often the checker looks at the lease table.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -276,7 +278,7 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
                 }
             }
         }
-        if let Some(violation) = checker.look(&sim.store.list().await.unwrap(), Instant::now()) {
+        if let Some(violation) = checker.look(&sim.store.rows(), Instant::now()) {
             let mut live: Vec<usize> = sim.workers.keys().copied().collect();
             live.sort();
             sim.fail(format!("at {:?}: {violation}; live workers {live:?}", start.elapsed()));
@@ -290,7 +292,7 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
             sim.fail(format!("{} of {put} records written a minute after the load ended", sim.tweets.len()));
         }
         tokio::time::sleep(TICK).await;
-        if let Some(violation) = checker.look(&sim.store.list().await.unwrap(), Instant::now()) {
+        if let Some(violation) = checker.look(&sim.store.rows(), Instant::now()) {
             let mut live: Vec<usize> = sim.workers.keys().copied().collect();
             live.sort();
             sim.fail(format!("at {:?}: {violation}; live workers {live:?}", start.elapsed()));
@@ -300,7 +302,7 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
     let live: HashSet<String> = sim.workers.keys().map(|n| format!("w{n}")).collect();
     let converging = Instant::now();
     loop {
-        let leases = sim.store.list().await.unwrap();
+        let leases = sim.store.rows();
         let mut held: HashMap<&str, usize> = live.iter().map(|w| (w.as_str(), 0)).collect();
         for l in leases.iter().filter(|l| !l.checkpoint.is_shard_end()) {
             if let Some(n) = l.owner.as_deref().and_then(|o| held.get_mut(o)) {
@@ -316,6 +318,14 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
         }
         tokio::time::sleep(TICK).await;
     }
+    let converged = converging.elapsed();
+    // The steady state's cost: a settled fleet, no load, for a minute.
+    let (before, steady) = (sim.store.usage(), Instant::now());
+    tokio::time::sleep(STEADY).await;
+    let after = sim.store.usage();
+    let open_leases = sim.store.rows().iter().filter(|l| !l.checkpoint.is_shard_end()).count();
+    let steady_reads = (after.read_units - before.read_units) / steady.elapsed().as_secs_f64();
+    let steady_writes = (after.writes - before.writes) as f64 / open_leases.max(1) as f64 / (STEADY.as_secs_f64() / 60.0);
     // No two workers processed one shard at once: every write was made by the
     // lease's owner of the moment.
     if let Some(first) = sim.log.unowned.lock().unwrap().first() {
@@ -340,7 +350,6 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
         stop.cancel();
         task.await.unwrap().unwrap();
     }
-    let converged = converging.elapsed();
     let usage = sim.store.usage();
     let secs = start.elapsed().as_secs_f64();
     let fingerprint = {
@@ -357,7 +366,8 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
     let report = format!(
         "seed {seed}: {workers} workers, {shards} shards (+{splits} splits), {put} records over {secs:.0} s: \
          longest still lease {:.1} s, converged {:.1} s after the drain; \
-         lease table {:.1} read units/s, {:.1} writes per shard per minute ({:.1} scans/s)",
+         lease table {:.1} read units/s, {:.1} writes per shard per minute ({:.1} scans/s); \
+         steady state {steady_reads:.1} read units/s, {steady_writes:.1} writes per shard per minute",
         checker.worst_still.as_secs_f64(),
         converged.as_secs_f64(),
         usage.read_units / secs,

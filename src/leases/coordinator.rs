@@ -2,14 +2,18 @@
 //! consumer per held lease.
 //!
 //! One loop owns all lease state; consumers only checkpoint through their
-//! [`HeldLease`]. Timers: renew every `failover / 3`; a full take round (with
-//! steals) every `failover / 2` with jitter; a quick round (free leases only)
-//! every second, so that a released lease is picked up within about a second;
-//! shard sync every `shard_sync_interval` and at each shard end.
+//! [`HeldLease`]. Timers: renew every `failover / 3`; a take round every
+//! [`taker::round_interval`] (the worker count in seconds, from 1 s up to the
+//! failover time: the fleet together reads the table about once a second,
+//! whatever its size), with steals at most every `failover / 2`; shard sync
+//! every `shard_sync_interval` and at each shard end. Take rounds read an
+//! eventually consistent snapshot of the table.
 //!
 //! Steals are graceful: the taker marks the lease (`handoffTo`), the owner sees
 //! the mark at its next renewal, finishes its batch, checkpoints and releases.
-//! If the owner has not released after one failover time, the taker takes it.
+//! The taker watches that one lease (a GetItem every second, not a scan) and
+//! takes it as soon as it is released. If the owner has not released after one
+//! failover time, the taker takes it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -71,14 +75,14 @@ pub struct WorkerConfig {
 /// The states of `stream_worker_shards`, all reported (zero included).
 const SHARD_STATES: &[&str] = &["owned", "pending-handoff", "expired", "unowned", "waiting-for-parents", "finished"];
 
-/// How often free leases are looked for between full take rounds.
+/// How often a requested handoff's lease is read, and the shortest take round.
 const QUICK_TAKE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the tables' own write limits are read again (DescribeTable): a
 /// provisioned table's capacity changes by hand or by auto scaling, in minutes.
 const WRITE_LIMITS_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The quick take round's interval for a failover time.
+/// The quick interval for a failover time: handoff watches, the shortest round.
 pub fn quick_take_interval(failover: Duration) -> Duration {
     QUICK_TAKE_INTERVAL.min(failover / 2)
 }
@@ -103,6 +107,13 @@ struct State {
     rng: StdRng,
     /// Each shard's hash key range, as the last shard sync saw it.
     ranges: HashMap<String, HashRange>,
+    /// Workers seen at the last take round, this one included.
+    workers: usize,
+    /// When a lease seen standing still at the last take round would expire.
+    next_expiry: Option<Instant>,
+    /// Whether the last take round found leases to take or to ask for: the
+    /// fleet is not settled, so the next round comes after the quick interval.
+    unsettled: bool,
 }
 
 impl Worker {
@@ -125,6 +136,9 @@ impl Worker {
                 None => StdRng::from_entropy(),
             },
             ranges: HashMap::new(),
+            workers: 1,
+            next_expiry: None,
+            unsettled: false,
         };
         let consumers_stop = CancellationToken::new();
         // The gauge exists from the start, before a take round succeeds.
@@ -133,7 +147,8 @@ impl Worker {
 
         let mut next_renew = Instant::now() + renew_every;
         let mut next_take = Instant::now();
-        let mut next_quick_take = Instant::now() + quick_take_every;
+        let mut next_steal = Instant::now();
+        let mut next_watch = Instant::now() + quick_take_every;
         let mut next_sync = Instant::now();
         let mut next_write_limits = Instant::now();
         loop {
@@ -161,24 +176,36 @@ impl Worker {
                     } else {
                         next_sync = Instant::now() + cfg.shard_sync_interval;
                         next_take = Instant::now();
+                        next_steal = Instant::now();
                     }
                 }
                 _ = sleep_until(next_take) => {
-                    if let Err(e) = self.bounded(self.take_round(&mut state, &consumers_stop, true)).await {
+                    let steal = Instant::now() >= next_steal;
+                    if steal {
+                        next_steal = Instant::now() + taker::take_interval(cfg.failover, &mut state.rng);
+                    }
+                    if let Err(e) = self.bounded(self.take_round(&mut state, &consumers_stop, steal)).await {
                         tracing::warn!(error = %e, "take round failed");
                     }
-                    next_take = Instant::now() + taker::take_interval(cfg.failover, &mut state.rng);
-                    next_quick_take = Instant::now() + quick_take_every;
-                }
-                _ = sleep_until(next_quick_take) => {
-                    if let Err(e) = self.bounded(self.take_round(&mut state, &consumers_stop, false)).await {
-                        tracing::debug!(error = %e, "quick take round failed");
+                    next_take = Instant::now() + if state.unsettled {
+                        quick_take_every
+                    } else {
+                        taker::round_interval(cfg.failover, state.workers, &mut state.rng)
+                    };
+                    if let Some(expiry) = state.next_expiry {
+                        next_take = next_take.min(expiry);
                     }
-                    next_quick_take = Instant::now() + quick_take_every;
+                }
+                _ = sleep_until(next_watch), if !state.asked.is_empty() => {
+                    if let Err(e) = self.bounded(self.watch_handoffs(&mut state, &consumers_stop)).await {
+                        tracing::debug!(error = %e, "reading a requested handoff's lease failed");
+                    }
+                    next_watch = Instant::now() + quick_take_every;
                 }
                 Some(joined) = state.consumers.join_next_with_id() => {
                     if self.on_consumer_exit(&mut state, joined).await {
                         next_take = Instant::now();
+                        next_steal = Instant::now();
                         next_sync = Instant::now();
                     }
                 }
@@ -288,10 +315,11 @@ impl Worker {
         steal: bool,
     ) -> Result<(), StoreError> {
         let cfg = &self.config;
-        let leases = self.store.list().await?;
+        let leases = self.store.snapshot().await?;
         self.health.store_ok();
         let now = Instant::now();
         state.seen.observe(&leases, now);
+        state.next_expiry = state.seen.next_expiry(&leases, &cfg.worker_id, now, cfg.failover);
         let by_state = {
             let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
             let mut counts: HashMap<&str, usize> = SHARD_STATES.iter().map(|s| (*s, 0)).collect();
@@ -313,6 +341,8 @@ impl Worker {
         };
         let plan = taker::plan(&cfg.worker_id, &held, &leases, &state.seen, now, &taker_cfg, &mut state.rng);
         metrics::gauge!(m::WORKERS_SEEN).set(plan.workers as f64);
+        state.workers = plan.workers;
+        state.unsettled = !plan.take.is_empty() || !plan.steal.is_empty();
         self.processor.set_fleet_size(taker::live_workers(&cfg.worker_id, &leases, &state.seen, now, cfg.failover));
         let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
         // Handoffs asked for: done (released, taken, or cleared) or timed out.
@@ -329,10 +359,10 @@ impl Worker {
             }
             _ => false,
         });
-        let mut wanted: Vec<(&String, bool)> = plan.take.iter().map(|k| (k, false)).collect();
+        let mut wanted: Vec<(&Lease, bool)> = plan.take.iter().map(|k| (by_key[k.as_str()], false)).collect();
         if steal {
             self.clean_up(&leases).await?;
-            wanted.extend(overdue.iter().map(|k| (k, true)));
+            wanted.extend(overdue.iter().map(|k| (by_key[k.as_str()], true)));
             for key in &plan.steal {
                 let lease = by_key[key.as_str()];
                 if let Cas::Done(_) = self.store.request_handoff(lease, me).await? {
@@ -343,8 +373,42 @@ impl Worker {
                 }
             }
         }
-        for (key, stolen) in wanted {
-            let lease = by_key[key.as_str()];
+        self.take_leases(state, consumers_stop, wanted).await
+    }
+
+    /// Reads each lease this worker asked to be handed (one GetItem each) and
+    /// takes the ones their owners released: a handoff completes within about a
+    /// second of the release, with no scan.
+    async fn watch_handoffs(&self, state: &mut State, consumers_stop: &CancellationToken) -> Result<(), StoreError> {
+        let me = self.config.worker_id.as_str();
+        let mut released = Vec::new();
+        for key in state.asked.keys().cloned().collect::<Vec<_>>() {
+            match self.store.get(&key).await? {
+                Some(lease) if lease.handoff_to.as_deref() == Some(me) && lease.owner.is_none() => {
+                    state.asked.remove(&key);
+                    released.push(lease);
+                }
+                Some(lease) if lease.handoff_to.as_deref() == Some(me) && !lease.is_owned_by(me) => {}
+                // Taken, cleared, or gone: nothing to watch.
+                _ => {
+                    state.asked.remove(&key);
+                }
+            }
+        }
+        self.take_leases(state, consumers_stop, released.iter().map(|l| (l, false)).collect()).await
+    }
+
+    /// Takes `wanted` (a lease as last read, and whether it is taken over from a
+    /// live owner) and starts a consumer for each lease won.
+    async fn take_leases(
+        &self,
+        state: &mut State,
+        consumers_stop: &CancellationToken,
+        wanted: Vec<(&Lease, bool)>,
+    ) -> Result<(), StoreError> {
+        let cfg = &self.config;
+        for (lease, stolen) in wanted {
+            let key = &lease.key;
             if stolen {
                 tracing::warn!(shard_id = %key, owner = lease.owner.as_deref().unwrap_or("-"),
                     "handoff not done within the failover time; taking the lease over");

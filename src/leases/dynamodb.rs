@@ -53,6 +53,34 @@ impl DynamoLeaseStore {
         StoreError(format!("lease table '{}': {op}: {}", self.table, describe(&err)))
     }
 
+    async fn scan(&self, consistent: bool) -> Result<Vec<Lease>, StoreError> {
+        let mut leases = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(consistent)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.error("scan", e))?;
+            for item in out.items() {
+                match from_item(item) {
+                    Some(lease) => leases.push(lease),
+                    None => {
+                        tracing::warn!(table = %self.table, ?item, "ignoring a lease row that is not a lease")
+                    }
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(leases),
+            }
+        }
+    }
+
     /// Runs a conditional update and returns the stored row, or `Lost` when the
     /// condition failed, unless the row it failed on is already `expected` (this
     /// update, applied by an attempt whose answer was lost; see [`LeaseStore`]).
@@ -157,31 +185,23 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn list(&self) -> Result<Vec<Lease>, StoreError> {
-        let mut leases = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| self.error("scan", e))?;
-            for item in out.items() {
-                match from_item(item) {
-                    Some(lease) => leases.push(lease),
-                    None => {
-                        tracing::warn!(table = %self.table, ?item, "ignoring a lease row that is not a lease")
-                    }
-                }
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(leases),
-            }
-        }
+        self.scan(true).await
+    }
+
+    async fn snapshot(&self) -> Result<Vec<Lease>, StoreError> {
+        self.scan(false).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Lease>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(LEASE_KEY, AttributeValue::S(key.to_owned()))
+            .send()
+            .await
+            .map_err(|e| self.error("get", e))?;
+        Ok(out.item.as_ref().and_then(from_item))
     }
 
     async fn create(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {

@@ -310,6 +310,14 @@ mod tests {
             self.gate().await;
             self.inner.list().await
         }
+        async fn snapshot(&self) -> Result<Vec<Lease>, StoreError> {
+            self.gate().await;
+            self.inner.snapshot().await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Lease>, StoreError> {
+            self.gate().await;
+            self.inner.get(key).await
+        }
         async fn create(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {
             self.inner.create(lease).await
         }

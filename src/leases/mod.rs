@@ -61,8 +61,16 @@ pub struct StoreError(pub String);
 pub trait LeaseStore: Send + Sync + 'static {
     /// Creates the table if it does not exist and waits until it is usable.
     async fn ensure_table(&self) -> Result<(), StoreError>;
-    /// Every lease row (a consistent-enough snapshot: a scan).
+    /// Every lease row: a strongly consistent scan.
     async fn list(&self) -> Result<Vec<Lease>, StoreError>;
+    /// Every lease row as an eventually consistent scan sees it, for half the read
+    /// units of [`list`](Self::list): what take rounds read. A stale row is safe
+    /// there: every take is conditional on the counter it saw, and a counter seen
+    /// late only delays an expiry.
+    async fn snapshot(&self) -> Result<Vec<Lease>, StoreError>;
+    /// One lease row (an eventually consistent GetItem), or `None`: how a worker
+    /// watches the lease it asked to be handed, without scanning the table.
+    async fn get(&self, key: &str) -> Result<Option<Lease>, StoreError>;
     async fn create(&self, lease: &Lease) -> Result<Cas<()>, StoreError>;
     /// Sets the owner to `owner`; counts an owner switch when it changes hands.
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Cas<Lease>, StoreError>;

@@ -40,6 +40,24 @@ impl Observations {
         }
     }
 
+    /// When the first lease of another worker that stood still between this
+    /// worker's last two readings will have stood still for `failover`: the
+    /// moment to read the table again, to take it as soon as it expires. A live
+    /// owner renews every third of a failover time, so when rounds are further
+    /// apart (a large fleet) only a dead owner's leases stand still.
+    pub fn next_expiry(&self, leases: &[Lease], me: &str, now: Instant, failover: Duration) -> Option<Instant> {
+        leases
+            .iter()
+            .filter(|l| l.owner.as_deref().is_some_and(|o| o != me) && !l.checkpoint.is_shard_end())
+            .filter_map(|l| match self.seen.get(&l.key) {
+                Some((counter, since)) if *counter == l.counter && *since < now && *since + failover > now => {
+                    Some(*since + failover)
+                }
+                _ => None,
+            })
+            .min()
+    }
+
     pub fn is_expired(&self, lease: &Lease, now: Instant, failover: Duration) -> bool {
         if lease.owner.is_none() {
             return true;
@@ -179,7 +197,20 @@ pub fn plan(
     plan
 }
 
-/// The delay before the next take round: `failover / 2`, ±20 % jitter.
+/// The delay before a worker's next take round, for a worker that sees `workers`
+/// workers: one second per worker, so that the fleet together reads the table
+/// about once a second (a lease released anywhere is seen within about a
+/// second) while the table's read cost stays flat as the fleet grows; at least
+/// the quick interval, at most the failover time (an expiry needs two readings
+/// of a lease a failover time apart); ±20 % jitter, within those bounds, so the
+/// workers' rounds spread out.
+pub fn round_interval(failover: Duration, workers: usize, rng: &mut impl Rng) -> Duration {
+    let shortest = super::coordinator::quick_take_interval(failover);
+    let base = (Duration::from_secs(1) * workers.max(1).min(u32::MAX as usize) as u32).clamp(shortest, failover);
+    base.mul_f64(rng.gen_range(0.8..=1.2)).clamp(shortest, failover)
+}
+
+/// The shortest delay between take rounds that steal: `failover / 2`, ±20 % jitter.
 pub fn take_interval(failover: Duration, rng: &mut impl Rng) -> Duration {
     (failover / 2).mul_f64(rng.gen_range(0.8..=1.2))
 }
@@ -395,6 +426,45 @@ mod tests {
         // c never came: after a failover time anyone may take it.
         let p = plan("a", &HashSet::new(), &leases, &seen, t0 + FAILOVER, &CONFIG, &mut rng());
         assert!(p.take.contains(&"shard-0".to_owned()), "{p:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_seen_standing_still_is_read_again_when_it_would_expire() {
+        let t0 = Instant::now();
+        let mut seen = Observations::default();
+        let mut leases = vec![lease("shard-0", Some("b"), 5), lease("shard-1", Some("b"), 7), lease("shard-2", Some("a"), 1)];
+        seen.observe(&leases, t0);
+        assert_eq!(seen.next_expiry(&leases, "a", t0, FAILOVER), None, "one reading says nothing");
+        // 8 s later shard-0 moved (alive), shard-1 stood still, shard-2 is mine.
+        leases[0].counter = 6;
+        let t1 = t0 + Duration::from_secs(8);
+        seen.observe(&leases, t1);
+        assert_eq!(seen.next_expiry(&leases, "a", t1, FAILOVER), Some(t0 + FAILOVER));
+        // Once expired it is the take round's business, not a moment to wait for.
+        let t2 = t0 + FAILOVER;
+        leases[0].counter = 7;
+        seen.observe(&leases, t2);
+        assert!(seen.is_expired(&leases[1], t2, FAILOVER));
+        assert_eq!(seen.next_expiry(&leases, "a", t2, FAILOVER), None);
+    }
+
+    #[test]
+    fn the_fleet_reads_the_table_about_once_a_second_whatever_its_size() {
+        let mut rng = rng();
+        for (workers, low, high) in [(1, 1.0, 1.2), (3, 2.4, 3.6), (8, 6.4, 9.6), (100, 8.0, 10.0)] {
+            let intervals: Vec<f64> =
+                (0..500).map(|_| round_interval(FAILOVER, workers, &mut rng).as_secs_f64()).collect();
+            assert!(intervals.iter().all(|d| (low..=high).contains(d)), "{workers} workers: {intervals:?}");
+            let mean = intervals.iter().sum::<f64>() / 500.0;
+            let fleet_reads_per_second = workers as f64 / mean;
+            if workers <= 8 {
+                assert!((0.85..=1.15).contains(&fleet_reads_per_second), "{workers} workers: {fleet_reads_per_second}/s");
+            }
+        }
+        // A short failover time bounds rounds by itself.
+        let short = Duration::from_millis(600);
+        assert!((0..100).all(|_| (short * 4 / 5..=short).contains(&round_interval(short, 50, &mut rng))));
+        assert!((0..100).all(|_| (short / 2..=short).contains(&round_interval(short, 1, &mut rng))));
     }
 
     #[test]
