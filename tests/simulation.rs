@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use stream_worker::health::Health;
 use stream_worker::leases::coordinator::{InitialPosition, Worker, WorkerConfig};
 use stream_worker::leases::memory::MemoryLeaseStore;
-use stream_worker::leases::{LeaseStore, StoreError};
+use stream_worker::leases::StoreError;
 use stream_worker::lifecycle::consumer::ConsumerConfig;
 use stream_worker::model::{Checkpoint, Lease};
 use stream_worker::processor::sink::{BatchWriter, Item, MemoryTable, WriteError};
@@ -325,7 +325,8 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
     let after = sim.store.usage();
     let open_leases = sim.store.rows().iter().filter(|l| !l.checkpoint.is_shard_end()).count();
     let steady_reads = (after.read_units - before.read_units) / steady.elapsed().as_secs_f64();
-    let steady_writes = (after.writes - before.writes) as f64 / open_leases.max(1) as f64 / (STEADY.as_secs_f64() / 60.0);
+    let steady_writes =
+        (after.writes - before.writes) as f64 / open_leases.max(1) as f64 / (STEADY.as_secs_f64() / 60.0);
     // No two workers processed one shard at once: every write was made by the
     // lease's owner of the moment.
     if let Some(first) = sim.log.unowned.lock().unwrap().first() {

@@ -192,7 +192,9 @@ async fn replicas_on_one_host_need_a_port_each_and_port_0_takes_a_free_one() {
     first.wait_exit(Duration::from_secs(15));
     setup.rows_of(&puts).await;
     for w in &mut replicas {
-        assert!(w.metric("stream_worker_leases_held").is_some(), "{} not scraped", w.name);
+        // A replica under load may still be in its start-up checks.
+        let name = format!("{} scraped", w.name);
+        eventually(Duration::from_secs(20), &name, || async { w.metric("stream_worker_leases_held") }).await;
         w.signal("TERM");
         assert!(w.wait_exit(Duration::from_secs(15)).0.success());
     }

@@ -432,7 +432,8 @@ mod tests {
     async fn a_lease_seen_standing_still_is_read_again_when_it_would_expire() {
         let t0 = Instant::now();
         let mut seen = Observations::default();
-        let mut leases = vec![lease("shard-0", Some("b"), 5), lease("shard-1", Some("b"), 7), lease("shard-2", Some("a"), 1)];
+        let mut leases =
+            vec![lease("shard-0", Some("b"), 5), lease("shard-1", Some("b"), 7), lease("shard-2", Some("a"), 1)];
         seen.observe(&leases, t0);
         assert_eq!(seen.next_expiry(&leases, "a", t0, FAILOVER), None, "one reading says nothing");
         // 8 s later shard-0 moved (alive), shard-1 stood still, shard-2 is mine.
@@ -458,7 +459,10 @@ mod tests {
             let mean = intervals.iter().sum::<f64>() / 500.0;
             let fleet_reads_per_second = workers as f64 / mean;
             if workers <= 8 {
-                assert!((0.85..=1.15).contains(&fleet_reads_per_second), "{workers} workers: {fleet_reads_per_second}/s");
+                assert!(
+                    (0.85..=1.15).contains(&fleet_reads_per_second),
+                    "{workers} workers: {fleet_reads_per_second}/s"
+                );
             }
         }
         // A short failover time bounds rounds by itself.
