@@ -396,3 +396,117 @@ async fn a_seed_replays_the_same_run() {
     let (_, other) = run(8, 6, 24).await;
     assert_ne!(first, other, "another seed, another run");
 }
+
+/// Issue #10's scenarios, in one run: the fleet starts together and converges
+/// (how long, and how often a lease changes hands on the way), stays settled for
+/// a minute (what the lease table costs then), and loses a tenth of its workers
+/// to crashes (how long until each orphaned shard is written again by a live
+/// worker). A light load runs throughout. CI runs 20 × 200; larger with
+/// `SIM_WORKERS` and `SIM_SHARDS`. Bounds are the issue's with `SIM_STRICT=1`.
+#[tokio::test(start_paused = true)]
+async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
+    let (workers, shards) = (env("SIM_WORKERS", 20), env("SIM_SHARDS", 200));
+    let strict = std::env::var("SIM_STRICT").is_ok();
+    let seed = env("SIM_SEED", 1) as u64;
+    let mut sim = Sim {
+        seed,
+        stream: Arc::new(MemoryStream::new(shards)),
+        store: Arc::new(MemoryLeaseStore::new()),
+        tweets: Arc::new(MemoryTable::new("tweets", &["Id"])),
+        log: Arc::new(WriteLog::default()),
+        workers: HashMap::new(),
+        next_worker: 0,
+        next_id: 0,
+    };
+    for _ in 0..workers {
+        sim.start_worker();
+    }
+    let per_tick = shards / 10 + 1;
+    // Every shard's lease held by a live worker, within one lease of fair shares.
+    let fair = |sim: &Sim| {
+        let mut held: HashMap<String, usize> = sim.workers.keys().map(|n| (format!("w{n}"), 0)).collect();
+        let mut owned = 0;
+        for l in sim.store.rows() {
+            if let Some(n) = l.owner.and_then(|o| held.get_mut(&o)) {
+                *n += 1;
+                owned += 1;
+            }
+        }
+        owned == shards && held.values().max().unwrap() - held.values().min().unwrap() <= 1
+    };
+
+    // Start together: converge, counting owner changes per lease.
+    let start = Instant::now();
+    let mut owners: HashMap<String, (String, usize)> = HashMap::new();
+    while !fair(&sim) {
+        if start.elapsed() > Duration::from_secs(if strict { 60 } else { 300 }) {
+            sim.fail(format!("{workers} × {shards}: not within one lease of fair shares after {:?}", start.elapsed()));
+        }
+        sim.put(per_tick);
+        tokio::time::sleep(TICK).await;
+        for l in sim.store.rows() {
+            let Some(owner) = l.owner else { continue };
+            let entry = owners.entry(l.key).or_insert((owner.clone(), 0));
+            if entry.0 != owner {
+                *entry = (owner, entry.1 + 1);
+            }
+        }
+    }
+    let converged = start.elapsed();
+    let changes = owners.values().map(|(_, n)| *n).max().unwrap_or(0);
+    let mean_changes = owners.values().map(|(_, n)| *n).sum::<usize>() as f64 / shards as f64;
+    // Drained before the idle minute.
+    while sim.tweets.len() < sim.next_id {
+        tokio::time::sleep(TICK).await;
+    }
+
+    // Settled, idle: a minute's cost.
+    let (before, settled) = (sim.store.usage(), Instant::now());
+    tokio::time::sleep(STEADY).await;
+    let after = sim.store.usage();
+    let reads = (after.read_units - before.read_units) / settled.elapsed().as_secs_f64();
+    let writes = (after.writes - before.writes) as f64 / shards as f64 / (settled.elapsed().as_secs_f64() / 60.0);
+
+    // A tenth crash.
+    let mut live: Vec<usize> = sim.workers.keys().copied().collect();
+    live.sort();
+    let victims: Vec<usize> = live.iter().copied().step_by(10).take(workers.div_ceil(10)).collect();
+    let names: HashSet<String> = victims.iter().map(|n| format!("w{n}")).collect();
+    let orphans: HashSet<String> =
+        sim.store.rows().into_iter().filter(|l| l.owner.as_ref().is_some_and(|o| names.contains(o))).map(|l| l.key).collect();
+    for v in &victims {
+        sim.workers.remove(v).unwrap().0.abort();
+    }
+    let killed = Instant::now();
+    let limit = Duration::from_secs(if strict { 15 } else { 60 });
+    let mut pending = orphans.clone();
+    let mut seen_writes = sim.log.writes.lock().unwrap().len();
+    while !pending.is_empty() {
+        if killed.elapsed() > limit {
+            sim.fail(format!("{} of {} orphaned shards not written again {limit:?} after the crash", pending.len(), orphans.len()));
+        }
+        sim.put(per_tick);
+        tokio::time::sleep(TICK).await;
+        let log = sim.log.writes.lock().unwrap();
+        for (_, worker, shard) in &log[seen_writes..] {
+            if !victims.contains(worker) {
+                pending.remove(shard);
+            }
+        }
+        seen_writes = log.len();
+    }
+    let recovered = killed.elapsed();
+    for (_, (task, stop)) in sim.workers.drain() {
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+    println!(
+        "{workers} workers × {shards} shards, seed {seed}: converged in {:.1} s, owner changes per lease max {changes} \
+         (mean {mean_changes:.2}); settled and idle: {reads:.1} read units/s, {writes:.1} writes per shard per minute; \
+         {} of {workers} crashed: their {} shards written again within {:.1} s",
+        converged.as_secs_f64(),
+        victims.len(),
+        orphans.len(),
+        recovered.as_secs_f64()
+    );
+}
