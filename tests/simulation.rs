@@ -37,6 +37,7 @@ use stream_worker::model::{Checkpoint, Lease};
 use stream_worker::processor::sink::{BatchWriter, Item, MemoryTable, WriteError};
 use stream_worker::processor::Processor;
 use stream_worker::retrieval::memory::MemoryStream;
+use stream_worker::retrieval::StreamClient;
 
 const FAILOVER: Duration = Duration::from_secs(10);
 
@@ -472,25 +473,48 @@ async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
     live.sort();
     let victims: Vec<usize> = live.iter().copied().step_by(10).take(workers.div_ceil(10)).collect();
     let names: HashSet<String> = victims.iter().map(|n| format!("w{n}")).collect();
-    let orphans: HashSet<String> =
-        sim.store.rows().into_iter().filter(|l| l.owner.as_ref().is_some_and(|o| names.contains(o))).map(|l| l.key).collect();
+    let orphans: HashSet<String> = sim
+        .store
+        .rows()
+        .into_iter()
+        .filter(|l| l.owner.as_ref().is_some_and(|o| names.contains(o)))
+        .map(|l| l.key)
+        .collect();
     for v in &victims {
         sim.workers.remove(v).unwrap().0.abort();
     }
     let killed = Instant::now();
+    // A record for each orphaned shard, so that "written again" waits for its new
+    // owner, not for the load to reach it.
+    for shard in sim.stream.list_shards().await.unwrap().into_iter().filter(|s| orphans.contains(&s.id)) {
+        let i = sim.next_id;
+        sim.next_id += 1;
+        let hash = shard.hash_range.unwrap().0;
+        sim.stream.put_hashed(hash, &format!("k{i}"), format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes());
+    }
     let limit = Duration::from_secs(if strict { 15 } else { 60 });
     let mut pending = orphans.clone();
     let mut seen_writes = sim.log.writes.lock().unwrap().len();
     while !pending.is_empty() {
         if killed.elapsed() > limit {
-            sim.fail(format!("{} of {} orphaned shards not written again {limit:?} after the crash", pending.len(), orphans.len()));
+            sim.fail(format!(
+                "{} of {} orphaned shards not written again {limit:?} after the crash",
+                pending.len(),
+                orphans.len()
+            ));
         }
         sim.put(per_tick);
         tokio::time::sleep(TICK).await;
         let log = sim.log.writes.lock().unwrap();
         for (_, worker, shard) in &log[seen_writes..] {
-            if !victims.contains(worker) {
-                pending.remove(shard);
+            if !victims.contains(worker) && pending.remove(shard) && std::env::var("SIM_TRACE").is_ok() {
+                let lease = sim.store.peek(shard).unwrap();
+                println!(
+                    "{:?}: {shard} written again by w{worker} ({:?}, {})",
+                    killed.elapsed(),
+                    lease.owner,
+                    lease.checkpoint
+                );
             }
         }
         seen_writes = log.len();

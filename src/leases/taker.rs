@@ -151,10 +151,17 @@ pub fn plan(
     let target = ready.len().div_ceil(workers).min(config.max_leases);
     let mine = ready.iter().filter(|l| held.contains(&l.key)).count() + incoming;
     let mut plan = Plan { workers, target, ..Plan::default() };
-    if mine >= target {
+    // A dead worker's leases wait for no one: a worker takes them up to twice its
+    // share, so that the first survivors to see them expire take them all, and
+    // balancing spreads them later. Free leases (a fleet starting, a release)
+    // only up to its share, which keeps a starting fleet from converging by steals.
+    let orphans =
+        ready.iter().any(|l| l.owner.is_some() && !held.contains(&l.key) && seen.is_expired(l, now, config.failover));
+    let room = if orphans { (2 * target).min(config.max_leases) } else { target };
+    if mine >= room {
         return plan;
     }
-    let needed = target - mine;
+    let needed = room - mine;
 
     // A lease released for another worker's handoff is reserved for it, unless
     // it has stood unowned for a whole failover time (that worker died).
@@ -171,7 +178,7 @@ pub fn plan(
         // Shuffled, so that workers starting together spread out instead of all
         // racing for the same rows.
         expired.shuffle(rng);
-        plan.take = expired.into_iter().take(needed).map(|l| l.key.clone()).collect();
+        plan.take = expired.into_iter().take(needed.min(max_takes(ready.len()))).map(|l| l.key.clone()).collect();
         return plan;
     }
 
@@ -195,6 +202,16 @@ pub fn plan(
     candidates.shuffle(rng);
     plan.steal = candidates.into_iter().take(to_steal).map(|l| l.key.clone()).collect();
     plan
+}
+
+/// The most free or expired leases one take round takes: a tenth of the ready
+/// leases, at least 10. A worker of a fleet that starts together sees no other
+/// worker until they own leases; without a cap its first round would take every
+/// lease, and the fleet would converge only by steals, `--max-leases-to-steal` a
+/// round. With it, rounds a second apart (a worker that took comes back after the
+/// quick interval) let every worker see the others before the table is shared out.
+pub fn max_takes(ready: usize) -> usize {
+    ready.div_ceil(10).max(10)
 }
 
 /// The delay before a worker's next take round, for a worker that sees `workers`
