@@ -16,6 +16,11 @@
 //! ```sh
 //! SIM_WORKERS=100 SIM_SHARDS=2000 SIM_SEEDS=1 cargo test --release --test simulation -- --nocapture
 //! ```
+//!
+//! `SIM_STRICT=1` applies issue #10's liveness bounds; `SIM_TRACE=1` prints the
+//! faults and the crashed workers' shards as they are written again;
+//! `SIM_LOG=1` prints the workers' debug logs (take rounds, takes) stamped with
+//! simulated time.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -406,6 +411,19 @@ async fn a_seed_replays_the_same_run() {
 /// `SIM_WORKERS` and `SIM_SHARDS`. Bounds are the issue's with `SIM_STRICT=1`.
 #[tokio::test(start_paused = true)]
 async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
+    if std::env::var("SIM_LOG").is_ok() {
+        struct SimTime(Instant);
+        impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+            fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+                write!(w, "{:8.1}", self.0.elapsed().as_secs_f64())
+            }
+        }
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_timer(SimTime(Instant::now()))
+            .with_ansi(false)
+            .try_init();
+    }
     let (workers, shards) = (env("SIM_WORKERS", 20), env("SIM_SHARDS", 200));
     let strict = std::env::var("SIM_STRICT").is_ok();
     let seed = env("SIM_SEED", 1) as u64;
@@ -495,7 +513,16 @@ async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
     let limit = Duration::from_secs(if strict { 15 } else { 60 });
     let mut pending = orphans.clone();
     let mut seen_writes = sim.log.writes.lock().unwrap().len();
+    let mut owner_of: HashMap<String, Option<String>> = HashMap::new();
     while !pending.is_empty() {
+        if std::env::var("SIM_TRACE").is_ok() {
+            for key in &orphans {
+                let lease = sim.store.peek(key).unwrap();
+                if owner_of.insert(key.clone(), lease.owner.clone()) != Some(lease.owner.clone()) {
+                    println!("{:?}: {key} owner {:?} counter {}", killed.elapsed(), lease.owner, lease.counter);
+                }
+            }
+        }
         if killed.elapsed() > limit {
             sim.fail(format!(
                 "{} of {} orphaned shards not written again {limit:?} after the crash",

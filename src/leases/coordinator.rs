@@ -22,7 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -170,13 +170,20 @@ impl Worker {
                     next_write_limits = Instant::now() + WRITE_LIMITS_INTERVAL;
                 }
                 _ = sleep_until(next_sync) => {
-                    if let Err(e) = self.bounded(self.sync_shards(&mut state.ranges)).await {
-                        tracing::warn!(error = %e, "shard sync failed; retrying at the next take round");
-                        next_sync = Instant::now() + cfg.failover / 2;
-                    } else {
-                        next_sync = Instant::now() + cfg.shard_sync_interval;
-                        next_take = Instant::now();
-                        next_steal = Instant::now();
+                    match self.bounded(self.sync_shards(&mut state.ranges)).await {
+                        Err(e) => {
+                            tracing::warn!(error = %e, "shard sync failed; retrying at the next take round");
+                            next_sync = Instant::now() + cfg.failover / 2;
+                        }
+                        Ok(created) => {
+                            // ±20 %: replicas started together do not sync (and list
+                            // shards) together for ever.
+                            next_sync = Instant::now() + cfg.shard_sync_interval.mul_f64(state.rng.gen_range(0.8..=1.2));
+                            if created > 0 {
+                                next_take = Instant::now();
+                                next_steal = Instant::now();
+                            }
+                        }
                     }
                 }
                 _ = sleep_until(next_take) => {
@@ -275,7 +282,8 @@ impl Worker {
     /// Creates a lease for every shard that has none. Shards whose parents are
     /// known start at TRIM_HORIZON (after their parents); the others at the
     /// configured initial position.
-    async fn sync_shards(&self, ranges: &mut HashMap<String, HashRange>) -> Result<(), anyhow::Error> {
+    /// Returns how many leases it created.
+    async fn sync_shards(&self, ranges: &mut HashMap<String, HashRange>) -> Result<usize, anyhow::Error> {
         let shards = self.stream.list_shards().await.map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
         *ranges = shards.iter().filter_map(|s| Some((s.id.clone(), s.hash_range?))).collect();
         let leases = self.store.list().await?;
@@ -283,7 +291,7 @@ impl Worker {
         if created > 0 {
             tracing::info!(created, shards = shards.len(), "shard sync created leases");
         }
-        Ok(())
+        Ok(created)
     }
 
     async fn create_leases(&self, shards: &[Shard], leases: &[Lease]) -> Result<usize, StoreError> {
@@ -343,6 +351,8 @@ impl Worker {
         metrics::gauge!(m::WORKERS_SEEN).set(plan.workers as f64);
         state.workers = plan.workers;
         state.unsettled = !plan.take.is_empty() || !plan.steal.is_empty();
+        tracing::debug!(worker_id = %cfg.worker_id, workers = plan.workers, target = plan.target,
+            take = plan.take.len(), steal = plan.steal.len(), next_expiry = ?state.next_expiry.map(|t| t - now), "take round");
         self.processor.set_fleet_size(taker::live_workers(&cfg.worker_id, &leases, &state.seen, now, cfg.failover));
         let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
         // Handoffs asked for: done (released, taken, or cleared) or timed out.
