@@ -115,6 +115,24 @@ struct Sim {
 }
 
 impl Sim {
+    /// A stream of `shards` shards and `workers` workers started on it at once.
+    fn new(seed: u64, workers: usize, shards: usize) -> Self {
+        let mut sim = Sim {
+            seed,
+            stream: Arc::new(MemoryStream::new(shards)),
+            store: Arc::new(MemoryLeaseStore::new()),
+            tweets: Arc::new(MemoryTable::new("tweets", &["Id"])),
+            log: Arc::new(WriteLog::default()),
+            workers: HashMap::new(),
+            next_worker: 0,
+            next_id: 0,
+        };
+        for _ in 0..workers {
+            sim.start_worker();
+        }
+        sim
+    }
+
     fn start_worker(&mut self) {
         let n = self.next_worker;
         self.next_worker += 1;
@@ -154,10 +172,16 @@ impl Sim {
 
     fn put(&mut self, count: usize) {
         for _ in 0..count {
-            let i = self.next_id;
-            self.next_id += 1;
-            self.stream.put(&format!("k{i}"), format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes());
+            let (key, data) = self.next_record();
+            self.stream.put(&key, data.as_bytes());
         }
+    }
+
+    /// The next record's partition key and tweet.
+    fn next_record(&mut self) -> (String, String) {
+        let i = self.next_id;
+        self.next_id += 1;
+        (format!("k{i}"), format!(r#"{{"id_str":"{i}","text":"t"}}"#))
     }
 
     fn fail(&self, what: String) -> ! {
@@ -225,20 +249,8 @@ impl Checker {
 /// (every write's moment, worker and shard; the lease table's calls).
 async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut sim = Sim {
-        seed,
-        stream: Arc::new(MemoryStream::new(shards)),
-        store: Arc::new(MemoryLeaseStore::new()),
-        tweets: Arc::new(MemoryTable::new("tweets", &["Id"])),
-        log: Arc::new(WriteLog::default()),
-        workers: HashMap::new(),
-        next_worker: 0,
-        next_id: 0,
-    };
+    let mut sim = Sim::new(seed, workers, shards);
     let start = Instant::now();
-    for _ in 0..workers {
-        sim.start_worker();
-    }
     // Faults at random moments between 30 s and 150 s; load until 170 s.
     let mut faults: Vec<(Duration, u8)> = (0..workers.max(4))
         .map(|_| (Duration::from_millis(rng.gen_range(30_000..150_000)), rng.gen_range(0..4)))
@@ -427,19 +439,7 @@ async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
     let (workers, shards) = (env("SIM_WORKERS", 20), env("SIM_SHARDS", 200));
     let strict = std::env::var("SIM_STRICT").is_ok();
     let seed = env("SIM_SEED", 1) as u64;
-    let mut sim = Sim {
-        seed,
-        stream: Arc::new(MemoryStream::new(shards)),
-        store: Arc::new(MemoryLeaseStore::new()),
-        tweets: Arc::new(MemoryTable::new("tweets", &["Id"])),
-        log: Arc::new(WriteLog::default()),
-        workers: HashMap::new(),
-        next_worker: 0,
-        next_id: 0,
-    };
-    for _ in 0..workers {
-        sim.start_worker();
-    }
+    let mut sim = Sim::new(seed, workers, shards);
     let per_tick = shards / 10 + 1;
     // Every shard's lease held by a live worker, within one lease of fair shares.
     let fair = |sim: &Sim| {
@@ -505,10 +505,8 @@ async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
     // A record for each orphaned shard, so that "written again" waits for its new
     // owner, not for the load to reach it.
     for shard in sim.stream.list_shards().await.unwrap().into_iter().filter(|s| orphans.contains(&s.id)) {
-        let i = sim.next_id;
-        sim.next_id += 1;
-        let hash = shard.hash_range.unwrap().0;
-        sim.stream.put_hashed(hash, &format!("k{i}"), format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes());
+        let (key, data) = sim.next_record();
+        sim.stream.put_hashed(shard.hash_range.unwrap().0, &key, data.as_bytes());
     }
     let limit = Duration::from_secs(if strict { 15 } else { 60 });
     let mut pending = orphans.clone();

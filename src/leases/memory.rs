@@ -27,6 +27,7 @@ pub struct Usage {
     pub write_units: f64,
     /// Scans, consistent or not.
     pub scans: u64,
+    /// GetItems.
     pub gets: u64,
     pub writes: u64,
 }
@@ -57,7 +58,7 @@ impl MemoryLeaseStore {
 
     /// Every row, charged as a Scan at `unit` read units per 4 KB.
     fn scan(&self, unit: f64) -> Vec<Lease> {
-        let rows: Vec<Lease> = self.rows.lock().unwrap().values().cloned().collect();
+        let rows = self.rows();
         let bytes: usize = rows.iter().map(row_bytes).sum();
         let mut usage = self.usage.lock().unwrap();
         usage.scans += 1;
