@@ -9,7 +9,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::{classify, root_cause, StartupError, Target};
-use crate::config::{DeadLettersCommand, ProduceArgs, RewindArgs, RunArgs, Source, StatusArgs};
+use crate::config::{
+    ConsumerArgs, DeadLettersCommand, ProduceArgs, RetrievalMode, RewindArgs, RunArgs, Source, StatusArgs,
+};
 use crate::health::Health;
 use crate::leases::coordinator::{InitialPosition, Worker, WorkerConfig};
 use crate::leases::dynamodb::DynamoLeaseStore;
@@ -20,7 +22,10 @@ use crate::processor::Processor;
 use crate::producer::sink::KinesisSink;
 use crate::producer::x_api::{self, BearerToken, Endpoint, Limits, Rule, XApi};
 use crate::producer::{feed_iter, file_source, synthetic::Synthetic, Producer, Stats};
-use crate::retrieval::kinesis::KinesisStream;
+use crate::retrieval::fan_out::FanOutConfig;
+use crate::retrieval::kinesis::{self as kinesis_api, KinesisStream};
+use crate::retrieval::polling::PollingConfig;
+use crate::retrieval::Retrieval;
 
 fn require_region(config: &SdkConfig, service: &'static str, what: &str) -> anyhow::Result<()> {
     if config.region().is_some() {
@@ -70,9 +75,10 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
     check_table(&dynamodb, &config, &args.processor.tweets_table).await?;
     check_table(&dynamodb, &config, &args.processor.dead_letter_table).await?;
 
-    let store = Arc::new(DynamoLeaseStore::new(dynamodb.clone(), &args.lease_table));
+    let lease_table = &args.consumer.lease_table;
+    let store = Arc::new(DynamoLeaseStore::new(dynamodb.clone(), lease_table));
     store.ensure_table().await.map_err(|e| StartupError {
-        what: format!("dynamodb lease table '{}'", args.lease_table),
+        what: format!("dynamodb lease table '{lease_table}'"),
         target: Target::new("dynamodb", &config),
         problem: e.to_string(),
         hint: "the worker needs dynamodb:CreateTable (or a pre-created table with key leaseKey), \
@@ -97,9 +103,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
             initial_position: args.initial_position,
             shutdown_timeout: args.shutdown_timeout,
             consumer: ConsumerConfig {
-                max_records: args.max_records,
-                poll_interval: args.poll_interval,
-                idle_poll_interval: args.idle_poll_interval,
+                retrieval: retrieval(&args, &kinesis, &config).await?,
                 initial_timestamp,
                 budget: (args.max_in_flight_bytes > 0).then(|| ByteBudget::new(args.max_in_flight_bytes)),
             },
@@ -112,8 +116,56 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
     };
     health.started();
     tracing::info!(stream = %args.stream, worker_id = %worker_id, tweets_table = %args.processor.tweets_table,
-        lease_table = %args.lease_table, metrics_addr = %args.metrics_addr, "starting");
+        lease_table = %lease_table, retrieval = worker.config.consumer.retrieval.name(), metrics_addr = %args.metrics_addr, "starting");
     worker.run(shutdown).await?;
+    Ok(())
+}
+
+/// The reader of `--retrieval`; for fan-out, the stream consumer registered
+/// (if absent) and ACTIVE.
+async fn retrieval(args: &RunArgs, kinesis: &aws_sdk_kinesis::Client, config: &SdkConfig) -> anyhow::Result<Retrieval> {
+    Ok(match args.retrieval {
+        RetrievalMode::Polling => Retrieval::Polling(PollingConfig {
+            max_records: args.max_records,
+            poll_interval: args.poll_interval,
+            idle_poll_interval: args.idle_poll_interval,
+        }),
+        RetrievalMode::FanOut => {
+            let name = args.consumer.consumer_name();
+            let what = format!("kinesis stream consumer '{name}' of stream '{}'", args.stream);
+            let failed = |e: crate::retrieval::StreamError| {
+                StartupError::from_class(what.clone(), &Target::new("kinesis", config), e.class, e.message)
+            };
+            let stream_arn = kinesis_api::stream_arn(kinesis, &args.stream).await.map_err(failed)?;
+            let consumer_arn = kinesis_api::ensure_consumer(kinesis, &stream_arn, name).await.map_err(failed)?;
+            tracing::info!(consumer_name = name, consumer_arn, "reading through enhanced fan-out");
+            Retrieval::FanOut {
+                subscriber: Arc::new(kinesis_api::KinesisSubscriber::new(kinesis.clone(), consumer_arn)),
+                config: FanOutConfig {
+                    subscription_lifetime: args.fan_out_subscription_lifetime,
+                    ..FanOutConfig::default()
+                },
+            }
+        }
+    })
+}
+
+/// `stream-worker consumer deregister`.
+pub async fn deregister_consumer(args: ConsumerArgs) -> anyhow::Result<()> {
+    let config = crate::aws::load_config().await;
+    let client = aws_sdk_kinesis::Client::new(&config);
+    check_stream(&client, &config, &args.stream).await?;
+    let name = args.name.consumer_name();
+    let what = format!("kinesis stream consumer '{name}' of stream '{}'", args.stream);
+    let failed = |e: crate::retrieval::StreamError| {
+        StartupError::from_class(what.clone(), &Target::new("kinesis", &config), e.class, e.message)
+    };
+    let stream_arn = kinesis_api::stream_arn(&client, &args.stream).await.map_err(failed)?;
+    if kinesis_api::deregister_consumer(&client, &stream_arn, name).await.map_err(failed)? {
+        println!("deregistered stream consumer '{name}' of stream '{}'", args.stream);
+    } else {
+        println!("stream '{}' has no consumer '{name}'; nothing to do", args.stream);
+    }
     Ok(())
 }
 

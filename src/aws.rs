@@ -43,6 +43,9 @@ pub enum ErrorClass {
     NotFound,
     /// A conditional write lost its race.
     ConditionFailed,
+    /// The resource is busy (`ResourceInUseException`): another subscription to
+    /// the shard is live, the consumer or table is being created.
+    InUse,
     /// The shard iterator expired; get a new one from the last checkpoint.
     ExpiredIterator,
     /// No credentials could be found, or they were refused.
@@ -118,6 +121,7 @@ pub fn classify_code(code: Option<&str>, status: u16) -> ErrorClass {
         Some("ResourceNotFoundException") => ErrorClass::NotFound,
         Some("ConditionalCheckFailedException") => ErrorClass::ConditionFailed,
         Some("ExpiredIteratorException") => ErrorClass::ExpiredIterator,
+        Some("ResourceInUseException") => ErrorClass::InUse,
         Some(c) if CREDENTIAL_CODES.contains(&c) => ErrorClass::Credentials,
         _ if status == 429 => ErrorClass::Throttled,
         _ if status >= 500 => ErrorClass::Transient,
@@ -232,6 +236,7 @@ mod tests {
         assert_eq!(classify_code(Some("ResourceNotFoundException"), 400), ErrorClass::NotFound);
         assert_eq!(classify_code(Some("ConditionalCheckFailedException"), 400), ErrorClass::ConditionFailed);
         assert_eq!(classify_code(Some("ExpiredIteratorException"), 400), ErrorClass::ExpiredIterator);
+        assert_eq!(classify_code(Some("ResourceInUseException"), 400), ErrorClass::InUse);
         assert_eq!(classify_code(Some("UnrecognizedClientException"), 400), ErrorClass::Credentials);
         assert_eq!(classify_code(Some("ValidationException"), 400), ErrorClass::Rejected);
         assert_eq!(classify_code(Some("InternalFailure"), 500), ErrorClass::Transient);

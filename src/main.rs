@@ -4,7 +4,7 @@ use clap::Parser;
 
 use std::sync::Arc;
 use std::time::Duration;
-use stream_worker::config::{CheckpointsCommand, Cli, Command, MetricsAddr};
+use stream_worker::config::{CheckpointsCommand, Cli, Command, ConsumerCommand, MetricsAddr};
 
 use stream_worker::health::Health;
 use stream_worker::telemetry::Serves;
@@ -61,6 +61,10 @@ async fn run(cli: Cli) {
         Command::Checkpoints(CheckpointsCommand::Rewind(args)) => {
             telemetry::init_logs(args.log.log_format);
             app::rewind(args).await
+        }
+        Command::Consumer(ConsumerCommand::Deregister(args)) => {
+            telemetry::init_logs(args.log.log_format);
+            app::deregister_consumer(args).await
         }
         Command::Status(args) => {
             telemetry::init_logs(args.log.log_format);

@@ -41,6 +41,10 @@ pub const WRITE_RATE_LIMIT: &str = "stream_worker_write_rate_limit";
 pub const WRITE_RATE_CEILING: &str = "stream_worker_write_rate_ceiling";
 pub const WRITE_RATE_CUTS: &str = "stream_worker_write_rate_cuts_total";
 pub const RATE_LIMIT_WAIT_SECONDS: &str = "stream_worker_rate_limit_wait_seconds";
+pub const FAN_OUT_SUBSCRIPTIONS: &str = "stream_worker_fan_out_subscriptions_total";
+pub const FAN_OUT_RESUBSCRIPTIONS: &str = "stream_worker_fan_out_resubscriptions_total";
+pub const FAN_OUT_SUBSCRIBE_FAILURES: &str = "stream_worker_fan_out_subscribe_failures_total";
+pub const FAN_OUT_EVENT_AGE_SECONDS: &str = "stream_worker_fan_out_event_age_seconds";
 pub const PRODUCER_RECEIVED: &str = "stream_worker_producer_received_total";
 pub const PRODUCER_PUT: &str = "stream_worker_producer_put_total";
 pub const PRODUCER_RETRIED: &str = "stream_worker_producer_retried_total";
@@ -75,11 +79,18 @@ pub fn register_counters() {
         LEASES_RELEASED,
         LEASE_RENEWALS,
         LEASE_RENEWAL_FAILURES,
+        FAN_OUT_SUBSCRIPTIONS,
     ] {
         metrics::counter!(name).absolute(0);
     }
     for reason in crate::processor::Reason::ALL {
         metrics::counter!(DEAD_LETTERED, "reason" => reason.label()).absolute(0);
+    }
+    for reason in ["ended", "lifetime", "idle", "error", "not-found"] {
+        metrics::counter!(FAN_OUT_RESUBSCRIPTIONS, "reason" => reason).absolute(0);
+    }
+    for reason in ["in-use", "throttled", "error"] {
+        metrics::counter!(FAN_OUT_SUBSCRIBE_FAILURES, "reason" => reason).absolute(0);
     }
     for side in ["requested", "released"] {
         metrics::counter!(LEASE_HANDOFFS, "side" => side).absolute(0);
@@ -169,6 +180,22 @@ pub fn describe() {
     );
     describe_counter!(WRITE_RATE_CUTS, Unit::Count, "cuts of the write rate after DynamoDB throttled, by table");
     describe_histogram!(RATE_LIMIT_WAIT_SECONDS, Unit::Seconds, "time spent waiting for the write rate limit");
+    describe_counter!(FAN_OUT_SUBSCRIPTIONS, Unit::Count, "fan-out: SubscribeToShard subscriptions started");
+    describe_counter!(
+        FAN_OUT_RESUBSCRIPTIONS,
+        Unit::Count,
+        "fan-out: subscriptions replaced, by reason (ended by the service, lifetime, idle, error, not-found)"
+    );
+    describe_counter!(
+        FAN_OUT_SUBSCRIBE_FAILURES,
+        Unit::Count,
+        "fan-out: SubscribeToShard calls refused, by reason (in-use: another subscription is live; throttled; error)"
+    );
+    describe_histogram!(
+        FAN_OUT_EVENT_AGE_SECONDS,
+        Unit::Seconds,
+        "fan-out: from a record's arrival in the stream to its event's receipt"
+    );
     describe_counter!(PRODUCER_RECEIVED, Unit::Count, "producer: records received from the source");
     describe_counter!(PRODUCER_PUT, Unit::Count, "producer: records Kinesis accepted");
     describe_counter!(PRODUCER_RETRIED, Unit::Count, "producer: entries put again after Kinesis refused them");

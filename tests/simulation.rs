@@ -42,7 +42,8 @@ use stream_worker::model::{Checkpoint, Lease};
 use stream_worker::processor::sink::{BatchWriter, Item, MemoryTable, WriteError};
 use stream_worker::processor::Processor;
 use stream_worker::retrieval::memory::MemoryStream;
-use stream_worker::retrieval::StreamClient;
+use stream_worker::retrieval::polling::PollingConfig;
+use stream_worker::retrieval::{Retrieval, StreamClient};
 
 const FAILOVER: Duration = Duration::from_secs(10);
 
@@ -153,9 +154,7 @@ impl Sim {
                 initial_position: InitialPosition::TrimHorizon,
                 shutdown_timeout: Duration::from_secs(5),
                 consumer: ConsumerConfig {
-                    max_records: 1000,
-                    poll_interval: Duration::from_millis(200),
-                    idle_poll_interval: Duration::from_millis(500),
+                    retrieval: Retrieval::Polling(PollingConfig::default()),
                     initial_timestamp: None,
                     budget: None,
                 },

@@ -36,7 +36,7 @@ use crate::lifecycle::consumer::{Consumer, ConsumerConfig, Exit};
 use crate::metrics as m;
 use crate::model::{Checkpoint, Lease};
 use crate::processor::{HashRange, Processor};
-use crate::retrieval::{Shard, StreamClient};
+use crate::retrieval::{ClosedShards, Shard, StreamClient};
 
 /// Where a shard without a checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +107,8 @@ struct State {
     rng: StdRng,
     /// Each shard's hash key range, as the last shard sync saw it.
     ranges: HashMap<String, HashRange>,
+    /// The shards the last shard sync saw closed.
+    closed: Arc<ClosedShards>,
     /// Workers seen at the last take round, this one included.
     workers: usize,
     /// When a lease seen standing still at the last take round would expire.
@@ -136,6 +138,7 @@ impl Worker {
                 None => StdRng::from_entropy(),
             },
             ranges: HashMap::new(),
+            closed: Arc::default(),
             workers: 1,
             next_expiry: None,
             unsettled: false,
@@ -170,7 +173,7 @@ impl Worker {
                     next_write_limits = Instant::now() + WRITE_LIMITS_INTERVAL;
                 }
                 _ = sleep_until(next_sync) => {
-                    match self.bounded(self.sync_shards(&mut state.ranges)).await {
+                    match self.bounded(self.sync_shards(&mut state.ranges, &state.closed)).await {
                         Err(e) => {
                             tracing::warn!(error = %e, "shard sync failed; retrying at the next take round");
                             next_sync = Instant::now() + cfg.failover / 2;
@@ -283,8 +286,13 @@ impl Worker {
     /// known start at TRIM_HORIZON (after their parents); the others at the
     /// configured initial position.
     /// Returns how many leases it created.
-    async fn sync_shards(&self, ranges: &mut HashMap<String, HashRange>) -> Result<usize, anyhow::Error> {
+    async fn sync_shards(
+        &self,
+        ranges: &mut HashMap<String, HashRange>,
+        closed: &ClosedShards,
+    ) -> Result<usize, anyhow::Error> {
         let shards = self.stream.list_shards().await.map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
+        closed.set(&shards);
         *ranges = shards.iter().filter_map(|s| Some((s.id.clone(), s.hash_range?))).collect();
         let leases = self.store.list().await?;
         let created = self.create_leases(&shards, &leases).await?;
@@ -455,6 +463,7 @@ impl Worker {
             hash_range: state.ranges.get(&key).copied(),
             held,
             stream: self.stream.clone(),
+            closed: state.closed.clone(),
             processor: self.processor.clone(),
             config: self.config.consumer.clone(),
         };
@@ -563,6 +572,8 @@ mod tests {
     use crate::leases::memory::MemoryLeaseStore;
     use crate::processor::sink::MemoryTable;
     use crate::retrieval::memory::MemoryStream;
+    use crate::retrieval::polling::PollingConfig;
+    use crate::retrieval::Retrieval;
 
     const FAILOVER: Duration = Duration::from_secs(10);
 
@@ -602,9 +613,7 @@ mod tests {
                     initial_position: InitialPosition::TrimHorizon,
                     shutdown_timeout: Duration::from_secs(5),
                     consumer: ConsumerConfig {
-                        max_records: 100,
-                        poll_interval: Duration::from_millis(200),
-                        idle_poll_interval: Duration::from_millis(500),
+                        retrieval: Retrieval::Polling(PollingConfig { max_records: 100, ..PollingConfig::default() }),
                         initial_timestamp: None,
                         budget: None,
                     },

@@ -15,26 +15,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::time::Instant;
 
-use crate::aws::ErrorClass;
 use crate::leases::held::HeldLease;
 use crate::leases::Cas;
 use crate::lifecycle::budget::{ByteBudget, Reservation};
 use crate::metrics as m;
 use crate::model::Checkpoint;
 use crate::processor::{deaggregate, HashRange, Processor};
-use crate::retrieval::{Shard, StartAt, StreamClient};
+use crate::retrieval::{ClosedShards, Read, Retrieval, Shard, StartAt, StreamClient};
 use crate::retry::Backoff;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    /// Records per GetRecords call.
-    pub max_records: i32,
-    /// Least time between two GetRecords calls on one shard (Kinesis allows 5/s).
-    pub poll_interval: Duration,
-    /// Wait after a call that returned nothing.
-    pub idle_poll_interval: Duration,
+    /// Polling or enhanced fan-out.
+    pub retrieval: Retrieval,
     /// The timestamp an `AT_TIMESTAMP` checkpoint starts from.
     pub initial_timestamp: Option<DateTime<Utc>>,
     /// The process's memory budget for records read and not yet written.
@@ -58,12 +52,17 @@ pub enum Exit {
 
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 
+/// What a fan-out read is assumed to bring, in records, for the memory budget.
+const FAN_OUT_RECORDS_PER_READ: u64 = 1000;
+
 pub struct Consumer {
     pub held: Arc<HeldLease>,
     /// The shard's hash key range, when known: user records of aggregates
     /// outside it are counted.
     pub hash_range: Option<HashRange>,
     pub stream: Arc<dyn StreamClient>,
+    /// Shards ListShards reported closed (for fan-out's end check).
+    pub closed: Arc<ClosedShards>,
     pub processor: Arc<Processor>,
     pub config: ConsumerConfig,
 }
@@ -83,7 +82,7 @@ impl Consumer {
     pub async fn run(self) -> Exit {
         let shard_id = self.held.key().to_owned();
         let start = self.held.snapshot().await.checkpoint;
-        let mut position = match &start {
+        let position = match &start {
             Checkpoint::ShardEnd => return Exit::ShardEnd { children: Vec::new() },
             Checkpoint::TrimHorizon => StartAt::TrimHorizon,
             Checkpoint::Latest => StartAt::Latest,
@@ -98,88 +97,47 @@ impl Consumer {
             Checkpoint::Sequence { number, sub } => Some((number, sub)),
             _ => None,
         };
-        tracing::info!(shard_id, from = ?position, "shard consumer started");
-        let mut iterator: Option<String> = None;
-        let mut attempt = 0u32;
-        let mut next_call = Instant::now();
+        tracing::info!(shard_id, from = ?position, retrieval = self.config.retrieval.name(), "shard consumer started");
+        let mut reader =
+            self.config.retrieval.reader(self.stream.clone(), self.closed.clone(), &shard_id, position.clone());
+        let records_per_read = match &self.config.retrieval {
+            Retrieval::Polling(config) => config.max_records.max(1) as u64,
+            Retrieval::FanOut { .. } => FAN_OUT_RECORDS_PER_READ,
+        };
         let mut record_bytes = FIRST_RECORD_BYTES_GUESS;
         loop {
-            if self.held.stop_token().is_cancelled() {
-                return Exit::Stopped;
+            tokio::select! {
+                biased;
+                _ = self.held.gone() => return Exit::LeaseLost,
+                _ = self.held.stop_token().cancelled() => return Exit::Stopped,
+                _ = reader.ready() => {}
             }
-            let it = match iterator.take() {
-                Some(it) => it,
-                None => match or_lost!(self.held, self.stream.shard_iterator(&shard_id, &position)) {
-                    Ok(it) => it,
-                    Err(e) if e.class == ErrorClass::NotFound => {
-                        // Past retention or gone with its stream: nothing left to read.
-                        tracing::warn!(shard_id, error = %e.message, "shard not found; treating it as ended");
-                        return self.finish(&shard_id, Vec::new()).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(shard_id, error = %e.message, attempt, "GetShardIterator failed, retrying");
-                        or_lost!(self.held, self.wait(BACKOFF.delay(attempt, &mut rand::thread_rng())));
-                        attempt = attempt.saturating_add(1);
-                        continue;
-                    }
-                },
-            };
-            or_lost!(self.held, self.wait_until(next_call));
-            if self.held.stop_token().is_cancelled() {
-                return Exit::Stopped;
-            }
-            // Hold the bytes this call may bring before making it.
+            // Hold the bytes this read may bring before making it.
             let mut reservation: Option<Reservation> = match &self.config.budget {
-                Some(budget) => {
-                    let expected = self.config.max_records.max(1) as u64 * record_bytes;
-                    tokio::select! {
-                        biased;
-                        _ = self.held.gone() => return Exit::LeaseLost,
-                        _ = self.held.stop_token().cancelled() => return Exit::Stopped,
-                        r = budget.reserve(expected) => Some(r),
-                    }
-                }
+                Some(budget) => tokio::select! {
+                    biased;
+                    _ = self.held.gone() => return Exit::LeaseLost,
+                    _ = self.held.stop_token().cancelled() => return Exit::Stopped,
+                    r = budget.reserve(records_per_read * record_bytes) => Some(r),
+                },
                 None => None,
             };
-            let called = Instant::now();
-            next_call = called + self.config.poll_interval;
-            metrics::counter!(m::GET_RECORDS_CALLS).increment(1);
-            let result = or_lost!(self.held, self.stream.get_records(&it, self.config.max_records));
-            metrics::histogram!(m::GET_RECORDS_SECONDS).record(called.elapsed().as_secs_f64());
-            let batch = match result {
-                Ok(batch) => batch,
-                Err(e) => {
-                    match e.class {
-                        ErrorClass::ExpiredIterator => {
-                            tracing::info!(shard_id, "shard iterator expired; resuming from the last checkpoint");
-                        }
-                        ErrorClass::Throttled => {
-                            metrics::counter!(m::GET_RECORDS_THROTTLES).increment(1);
-                            tracing::warn!(shard_id, attempt, "GetRecords throttled, backing off");
-                            iterator = Some(it);
-                        }
-                        _ => {
-                            metrics::counter!(m::GET_RECORDS_ERRORS).increment(1);
-                            tracing::warn!(shard_id, attempt, error = %e.message, "GetRecords failed, retrying");
-                        }
-                    }
-                    next_call = Instant::now() + BACKOFF.delay(attempt, &mut rand::thread_rng());
-                    attempt = attempt.saturating_add(1);
-                    continue;
-                }
+            let Read { mut records, millis_behind_latest, end } = tokio::select! {
+                biased;
+                _ = self.held.gone() => return Exit::LeaseLost,
+                _ = self.held.stop_token().cancelled() => return Exit::Stopped,
+                read = reader.read() => read,
             };
-            attempt = 0;
-            if let Some(ms) = batch.millis_behind_latest {
+            if let Some(ms) = millis_behind_latest {
                 metrics::gauge!(m::BEHIND_LATEST_SECONDS, "shard_id" => shard_id.clone()).set(ms as f64 / 1000.0);
             }
             // Age of the newest record read: how old the data is when it is processed.
-            let iterator_age_ms = match batch.records.last() {
+            let iterator_age_ms = match records.last() {
                 Some(last) => (chrono::Utc::now() - last.arrival).num_milliseconds().max(0),
-                None => batch.millis_behind_latest.unwrap_or(0),
+                None => millis_behind_latest.unwrap_or(0),
             };
             metrics::gauge!(m::ITERATOR_AGE_SECONDS, "shard_id" => shard_id.clone())
                 .set(iterator_age_ms as f64 / 1000.0);
-            let mut records = batch.records;
             if !records.is_empty() {
                 let bytes: usize = records.iter().map(|r| r.data.len()).sum();
                 record_bytes = (bytes / records.len()).max(1) as u64;
@@ -226,8 +184,8 @@ impl Consumer {
                             }
                             tracing::debug!(shard_id, records = summary.records, written = summary.tweets_written,
                                 dead_lettered = summary.dead_lettered, %checkpoint, "checkpointed");
-                            // Should the iterator expire, read again from here.
-                            position = StartAt::AtSequence(number.to_string());
+                            // Should the reader start over, read again from here.
+                            reader.processed(StartAt::AtSequence(number.to_string()));
                             skip_through = Some((number, sub));
                         }
                         // Kinesis never sends one; if it did, the slice is written, the
@@ -242,12 +200,9 @@ impl Consumer {
                     }
                 }
                 metrics::counter!(m::BATCHES).increment(1);
-            } else {
-                next_call = called + self.config.idle_poll_interval.max(self.config.poll_interval);
             }
-            match batch.next_iterator {
-                Some(next) => iterator = Some(next),
-                None => return self.finish(&shard_id, batch.child_shards).await,
+            if let Some(children) = end {
+                return self.finish(&shard_id, children).await;
             }
         }
     }
@@ -291,18 +246,6 @@ impl Consumer {
             }
         }
     }
-
-    async fn wait(&self, delay: Duration) {
-        self.wait_until(Instant::now() + delay).await;
-    }
-
-    /// Sleeps until `deadline`, or less if the worker shuts down.
-    async fn wait_until(&self, deadline: Instant) {
-        tokio::select! {
-            _ = self.held.stop_token().cancelled() => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-        }
-    }
 }
 
 #[cfg(test)]
@@ -315,8 +258,43 @@ mod tests {
     use crate::leases::LeaseStore;
     use crate::model::{Lease, SequenceNumber};
     use crate::processor::sink::MemoryTable;
-    use crate::retrieval::memory::{Fault, MemoryStream};
+    use crate::retrieval::fan_out::FanOutConfig;
+    use crate::retrieval::memory::{Fault, MemoryStream, MemorySubscriber};
+    use crate::retrieval::polling::PollingConfig;
+    use tokio::time::Instant;
     use tokio_util::sync::CancellationToken;
+
+    /// Every rule holds for both readers.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Mode {
+        Polling,
+        FanOut,
+    }
+
+    /// One test per reader, from `async fn $name(mode: Mode)`.
+    macro_rules! both_readers {
+        ($($name:ident),* $(,)?) => {$(
+            mod $name {
+                #[tokio::test(start_paused = true)]
+                async fn polling() {
+                    super::$name(super::Mode::Polling).await
+                }
+                #[tokio::test(start_paused = true)]
+                async fn fan_out() {
+                    super::$name(super::Mode::FanOut).await
+                }
+            }
+        )*};
+    }
+
+    both_readers!(
+        a_closed_shard_is_checkpointed_after_each_written_batch_then_at_its_end,
+        a_checkpoint_inside_an_aggregate_resumes_after_its_last_processed_user_record,
+        a_stop_inside_an_aggregate_checkpoints_the_last_user_record_written,
+        once_the_lease_is_lost_nothing_is_checkpointed_again,
+        throttling_errors_and_expired_iterators_are_retried_and_nothing_is_skipped,
+        a_stop_returns_with_what_was_written_checkpointed,
+    );
 
     /// Long enough that no fence passes without renewals.
     const FAILOVER: Duration = Duration::from_secs(3600);
@@ -324,15 +302,23 @@ mod tests {
 
     struct Rig {
         stream: Arc<MemoryStream>,
+        retrieval: Retrieval,
         store: Arc<MemoryLeaseStore>,
         tweets: Arc<MemoryTable>,
         stop: CancellationToken,
     }
 
     impl Rig {
-        async fn new(records: usize) -> Self {
+        async fn new(records: usize, mode: Mode) -> Self {
+            let stream = Arc::new(MemoryStream::new(1));
+            let subscriber = Arc::new(MemorySubscriber::new(stream.clone()));
+            let retrieval = match mode {
+                Mode::Polling => Retrieval::Polling(PollingConfig { max_records: 10, ..PollingConfig::default() }),
+                Mode::FanOut => Retrieval::FanOut { subscriber: subscriber.clone(), config: FanOutConfig::default() },
+            };
             let rig = Self {
-                stream: Arc::new(MemoryStream::new(1)),
+                stream,
+                retrieval,
                 store: Arc::new(MemoryLeaseStore::new()),
                 tweets: Arc::new(MemoryTable::new("tweets", &["Id"])),
                 stop: CancellationToken::new(),
@@ -367,14 +353,18 @@ mod tests {
             let held = Arc::new(HeldLease::new(taken, Instant::now(), self.store.clone(), FAILOVER, self.stop.clone()));
             let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
             let processor = Arc::new(Processor::new(self.tweets.clone(), dead, None, Duration::from_secs(86_400)));
-            let config = ConsumerConfig {
-                max_records: 10,
-                poll_interval: Duration::from_millis(200),
-                idle_poll_interval: Duration::from_millis(500),
-                initial_timestamp: None,
-                budget: None,
+            let config = ConsumerConfig { retrieval: self.retrieval.clone(), initial_timestamp: None, budget: None };
+            // The twins end closed shards' subscriptions: the end check is the reader's test.
+            let closed = Arc::new(ClosedShards::default());
+            let consumer = Consumer {
+                held: held.clone(),
+                hash_range: None,
+                stream: self.stream.clone(),
+                closed,
+                processor,
+                config,
             };
-            (Consumer { held: held.clone(), hash_range: None, stream: self.stream.clone(), processor, config }, held)
+            (consumer, held)
         }
 
         /// Waits (in paused time) until the stored lease satisfies `done`.
@@ -395,9 +385,8 @@ mod tests {
         Checkpoint::at(SequenceNumber::parse(&stream.last_sequence(SHARD).unwrap()).unwrap())
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_closed_shard_is_checkpointed_after_each_written_batch_then_at_its_end() {
-        let rig = Rig::new(25).await;
+    async fn a_closed_shard_is_checkpointed_after_each_written_batch_then_at_its_end(mode: Mode) {
+        let rig = Rig::new(25, mode).await;
         let (left, right) = rig.stream.split(SHARD, None).unwrap();
         let (consumer, _) = rig.consumer().await;
         let exit = consumer.run().await;
@@ -408,14 +397,17 @@ mod tests {
         let lease = rig.lease().await;
         assert_eq!(rig.tweets.len(), 25);
         assert_eq!((lease.checkpoint.clone(), lease.records_processed), (Checkpoint::ShardEnd, 25));
-        // take, three batches (10, 10, 5), shard end: one write each.
-        assert_eq!(lease.counter, 5, "{lease:?}");
+        // Take, the batches (polling: 10, 10, 5; fan-out: one event), shard end: one write each.
+        let batches = match mode {
+            Mode::Polling => 3,
+            Mode::FanOut => 1,
+        };
+        assert_eq!(lease.counter, batches + 2, "{lease:?}");
         assert_eq!(lease.children.len(), 2);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_checkpoint_inside_an_aggregate_resumes_after_its_last_processed_user_record() {
-        let rig = Rig::new(0).await;
+    async fn a_checkpoint_inside_an_aggregate_resumes_after_its_last_processed_user_record(mode: Mode) {
+        let rig = Rig::new(0, mode).await;
         rig.put(0..3);
         let aggregate = rig.put_aggregate(3..33);
         rig.put(33..35);
@@ -439,9 +431,8 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_stop_inside_an_aggregate_checkpoints_the_last_user_record_written() {
-        let rig = Rig::new(0).await;
+    async fn a_stop_inside_an_aggregate_checkpoints_the_last_user_record_written(mode: Mode) {
+        let rig = Rig::new(0, mode).await;
         let aggregate = rig.put_aggregate(0..100);
         let (mut consumer, _) = rig.consumer().await;
         // 25 writes/s: the aggregate is written 25 user records at a time.
@@ -460,9 +451,8 @@ mod tests {
         assert_eq!(lease.records_processed, written);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn once_the_lease_is_lost_nothing_is_checkpointed_again() {
-        let rig = Rig::new(10).await;
+    async fn once_the_lease_is_lost_nothing_is_checkpointed_again(mode: Mode) {
+        let rig = Rig::new(10, mode).await;
         let (consumer, held) = rig.consumer().await;
         let end = at_the_end(&rig.stream);
         let task = tokio::spawn(consumer.run());
@@ -481,9 +471,8 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn throttling_errors_and_expired_iterators_are_retried_and_nothing_is_skipped() {
-        let rig = Rig::new(30).await;
+    async fn throttling_errors_and_expired_iterators_are_retried_and_nothing_is_skipped(mode: Mode) {
+        let rig = Rig::new(30, mode).await;
         rig.stream.split(SHARD, None).unwrap();
         rig.stream.inject([Fault::Throttled, Fault::Transient, Fault::ExpiredIterator, Fault::Throttled]);
         rig.stream.set_latency(Duration::from_millis(30));
@@ -493,9 +482,8 @@ mod tests {
         assert_eq!(rig.lease().await.records_processed, 30, "each record checkpointed once");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_stop_returns_with_what_was_written_checkpointed() {
-        let rig = Rig::new(30).await;
+    async fn a_stop_returns_with_what_was_written_checkpointed(mode: Mode) {
+        let rig = Rig::new(30, mode).await;
         let (consumer, _) = rig.consumer().await;
         let end = at_the_end(&rig.stream);
         let task = tokio::spawn(consumer.run());

@@ -10,14 +10,14 @@
 //! names the children. Knobs inject throttling, errors, expired iterators and
 //! latency (slept through `tokio::time`, so paused time drives it).
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 
-use super::{RecordBatch, Shard, StartAt, StreamClient, StreamError};
+use super::{RecordBatch, Shard, ShardEvent, StartAt, StreamClient, StreamError, Subscriber, Subscription};
 use crate::aws::ErrorClass;
 use crate::model::SequenceNumber;
 use crate::processor::Record;
@@ -344,6 +344,114 @@ impl StreamClient for MemoryStream {
             (Some(iterator(shard_id, end)), Vec::new())
         };
         Ok(RecordBatch { records, next_iterator, millis_behind_latest: Some(millis_behind_latest), child_shards })
+    }
+}
+
+/// Enhanced fan-out on the twin: a subscription sends an event with the
+/// records put since the last one every `cadence` (the first at once) and ends
+/// after `lifetime`; one subscription per shard at a time
+/// (`ResourceInUseException` otherwise). As on AWS, a closed shard's last event
+/// has no continuation and names the children. Subscribing takes the stream's
+/// injected faults.
+#[derive(Debug)]
+pub struct MemorySubscriber {
+    stream: Arc<MemoryStream>,
+    pub cadence: Duration,
+    pub lifetime: Duration,
+    live: Arc<Mutex<HashSet<String>>>,
+    subscriptions: Mutex<u64>,
+}
+
+impl MemorySubscriber {
+    pub fn new(stream: Arc<MemoryStream>) -> Self {
+        Self {
+            stream,
+            cadence: Duration::from_secs(1),
+            lifetime: Duration::from_secs(300),
+            live: Arc::default(),
+            subscriptions: Mutex::new(0),
+        }
+    }
+
+    /// Subscriptions started so far.
+    pub fn subscriptions(&self) -> u64 {
+        *self.subscriptions.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl Subscriber for MemorySubscriber {
+    async fn subscribe(&self, shard_id: &str, start: &StartAt) -> Result<Box<dyn Subscription>, StreamError> {
+        if let Some(fault) = self.stream.wait_and_take_fault().await {
+            return Err(fault_error(fault));
+        }
+        let iterator = self.stream.shard_iterator(shard_id, start).await?;
+        if !self.live.lock().unwrap().insert(shard_id.to_owned()) {
+            return Err(error(
+                ErrorClass::InUse,
+                format!("ResourceInUseException: another active subscription exists on {shard_id}"),
+            ));
+        }
+        *self.subscriptions.lock().unwrap() += 1;
+        let continuation = {
+            let (_, index) = parse_iterator(&iterator).expect("the twin's own");
+            let inner = self.stream.inner.lock().unwrap();
+            let shard = inner.shards.iter().find(|s| s.id == shard_id).expect("it has an iterator");
+            match index.checked_sub(1) {
+                Some(before) => shard.records[before].sequence_number.clone(),
+                None => (SEQUENCE_BASE - 1).to_string(),
+            }
+        };
+        Ok(Box::new(MemorySubscription {
+            stream: self.stream.clone(),
+            shard_id: shard_id.to_owned(),
+            iterator: Some(iterator),
+            continuation,
+            ends: tokio::time::Instant::now() + self.lifetime,
+            next: tokio::time::Instant::now(),
+            cadence: self.cadence,
+            live: self.live.clone(),
+        }))
+    }
+}
+
+struct MemorySubscription {
+    stream: Arc<MemoryStream>,
+    shard_id: String,
+    iterator: Option<String>,
+    continuation: String,
+    ends: tokio::time::Instant,
+    next: tokio::time::Instant,
+    cadence: Duration,
+    live: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        self.live.lock().unwrap().remove(&self.shard_id);
+    }
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next_event(&mut self) -> Result<Option<ShardEvent>, StreamError> {
+        tokio::time::sleep_until(self.next).await;
+        self.next += self.cadence;
+        let Some(iterator) = self.iterator.take() else { return Ok(None) };
+        if tokio::time::Instant::now() >= self.ends {
+            return Ok(None);
+        }
+        let batch = self.stream.get_records(&iterator, 10_000).await?;
+        if let Some(last) = batch.records.last() {
+            self.continuation = last.sequence_number.clone();
+        }
+        self.iterator = batch.next_iterator;
+        Ok(Some(ShardEvent {
+            records: batch.records,
+            continuation: self.iterator.as_ref().map(|_| self.continuation.clone()),
+            millis_behind_latest: batch.millis_behind_latest,
+            child_shards: batch.child_shards,
+        }))
     }
 }
 

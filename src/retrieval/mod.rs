@@ -1,8 +1,14 @@
-//! Reading the stream: the narrow [`StreamClient`] edge, its Kinesis
-//! implementation (polling GetRecords) and its in-memory twin.
+//! Reading the stream: the narrow [`StreamClient`] (polling) and [`Subscriber`]
+//! (enhanced fan-out) edges, their Kinesis implementations and in-memory twins,
+//! and the [`ShardReader`] seam through which a shard's consumer reads either way.
 
+pub mod fan_out;
 pub mod kinesis;
 pub mod memory;
+pub mod polling;
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -63,4 +69,126 @@ pub trait StreamClient: Send + Sync + 'static {
     async fn list_shards(&self) -> Result<Vec<Shard>, StreamError>;
     async fn shard_iterator(&self, shard_id: &str, start: &StartAt) -> Result<String, StreamError>;
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordBatch, StreamError>;
+}
+
+/// What a [`ShardReader`] read.
+#[derive(Debug, Clone, Default)]
+pub struct Read {
+    /// Records in sequence order (possibly none).
+    pub records: Vec<Record>,
+    /// How far the shard's tip is ahead of them.
+    pub millis_behind_latest: Option<i64>,
+    /// `Some` once the shard is closed and these were its last records: its
+    /// children, when the service named them.
+    pub end: Option<Vec<Shard>>,
+}
+
+/// One shard read in order, by polling or by a subscription. The consumer's
+/// rules (checkpoint after a durable write, never after the lease is lost,
+/// `SHARD_END` at the end) stay in the consumer, the same for every reader.
+///
+/// Contract: a reader retries what can be retried itself (throttling, errors,
+/// expired iterators, ended subscriptions) and returns only records or the end;
+/// dropping a pending `read` loses nothing that was processed.
+#[async_trait]
+pub trait ShardReader: Send {
+    /// Waits until the next read may start (the polling interval); before the
+    /// consumer reserves memory for it.
+    async fn ready(&mut self) {}
+    async fn read(&mut self) -> Read;
+    /// Everything up to this position is processed: a reader that has to start
+    /// over (an expired iterator) starts here.
+    fn processed(&mut self, at: StartAt);
+}
+
+/// One SubscribeToShard event.
+#[derive(Debug, Clone, Default)]
+pub struct ShardEvent {
+    pub records: Vec<Record>,
+    /// Where the next subscription continues (`AFTER_SEQUENCE_NUMBER`); `None`
+    /// once the shard is closed and fully delivered.
+    pub continuation: Option<String>,
+    pub millis_behind_latest: Option<i64>,
+    /// The children, in the shard's last event.
+    pub child_shards: Vec<Shard>,
+}
+
+/// Enhanced fan-out, as the worker needs it: a subscription to one shard for the
+/// registered stream consumer.
+#[async_trait]
+pub trait Subscriber: Send + Sync + 'static {
+    async fn subscribe(&self, shard_id: &str, start: &StartAt) -> Result<Box<dyn Subscription>, StreamError>;
+}
+
+/// A live subscription: events in order until the service ends it (after five
+/// minutes on AWS).
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next event; `Ok(None)` once the subscription has ended.
+    async fn next_event(&mut self) -> Result<Option<ShardEvent>, StreamError>;
+}
+
+/// Which shards the last ListShards reported closed (shard sync fills it): a
+/// fan-out reader whose subscription stays idle on one of them confirms its end
+/// with GetRecords, for services that never end a closed shard's subscription.
+#[derive(Debug, Default)]
+pub struct ClosedShards(RwLock<HashSet<String>>);
+
+impl ClosedShards {
+    pub fn set(&self, shards: &[Shard]) {
+        *self.0.write().unwrap() = shards.iter().filter(|s| s.closed).map(|s| s.id.clone()).collect();
+    }
+
+    pub fn contains(&self, shard_id: &str) -> bool {
+        self.0.read().unwrap().contains(shard_id)
+    }
+}
+
+/// How a worker reads its shards (`--retrieval`).
+#[derive(Clone)]
+pub enum Retrieval {
+    /// GetRecords, shared with every other polling consumer of the stream.
+    Polling(polling::PollingConfig),
+    /// SubscribeToShard: a pipe of its own per shard for the registered consumer.
+    FanOut { subscriber: Arc<dyn Subscriber>, config: fan_out::FanOutConfig },
+}
+
+impl std::fmt::Debug for Retrieval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Polling(config) => f.debug_tuple("Polling").field(config).finish(),
+            Self::FanOut { config, .. } => f.debug_struct("FanOut").field("config", config).finish(),
+        }
+    }
+}
+
+impl Retrieval {
+    /// A reader of `shard_id` from `start`.
+    pub fn reader(
+        &self,
+        stream: Arc<dyn StreamClient>,
+        closed: Arc<ClosedShards>,
+        shard_id: &str,
+        start: StartAt,
+    ) -> Box<dyn ShardReader> {
+        match self {
+            Self::Polling(config) => Box::new(polling::PollingReader::new(stream, shard_id, start, config.clone())),
+            Self::FanOut { subscriber, config } => Box::new(fan_out::FanOutReader::new(
+                subscriber.clone(),
+                stream,
+                closed,
+                shard_id,
+                start,
+                config.clone(),
+            )),
+        }
+    }
+
+    /// The label of `stream_worker_*` metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Polling(_) => "polling",
+            Self::FanOut { .. } => "fan-out",
+        }
+    }
 }
