@@ -224,7 +224,7 @@ async fn a_split_during_aggregated_load_loses_nothing_and_counts_records_outside
     let mut puts = kpl_put(&setup, &file, 50);
     let producer = setup.start_producer(&["--rate", "200", "--count", "3000", "--seed", "72", "--aggregate"]);
     let worker = setup.worker("w", &["--shard-sync-interval", "5s"]);
-    eventually(DRAIN, "1,000 rows", || async { (setup.tweets().await.len() >= 1000).then_some(()) }).await;
+    eventually(DRAIN, "1,000 rows", || async { (setup.row_count().await >= 1000).then_some(()) }).await;
     let before_split = ranges(&setup.stream).await;
     let zero = "shardId-000000000000";
     let (lo, hi) = before_split[zero];

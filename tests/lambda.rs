@@ -138,7 +138,7 @@ async fn with_dynamodb_cut_off_the_first_record_is_reported_before_the_deadline_
         stream_worker::lambda::handle(&p, event("shardId-1", &records), SystemTime::now() + Duration::from_secs(30))
             .await;
     assert_eq!(failures(&response), Vec::<String>::new());
-    assert_eq!(setup.tweets().await.len(), 2);
+    assert_eq!(setup.row_count().await, 2);
     assert_eq!(setup.dead_letters().await.len(), 1);
 }
 
@@ -255,7 +255,7 @@ async fn switching_paths_under_load_loses_nothing() {
 
     // The Lambda path runs first.
     let mut lambda = setup.lambda("esm-1", &[], &[]);
-    eventually(DRAIN, "300 rows by the Lambda path", || async { (setup.tweets().await.len() >= 300).then_some(()) })
+    eventually(DRAIN, "300 rows by the Lambda path", || async { (setup.row_count().await >= 300).then_some(()) })
         .await;
 
     // Cutover to the fleet: it starts a margin before now; the Lambda path stops
@@ -270,9 +270,9 @@ async fn switching_paths_under_load_loses_nothing() {
     })
     .await;
     lambda.stop();
-    let rows_at_switch = setup.tweets().await.len();
+    let rows_at_switch = setup.row_count().await;
     eventually(DRAIN, "rows by the fleet alone", || async {
-        (setup.tweets().await.len() >= rows_at_switch + 300).then_some(())
+        (setup.row_count().await >= rows_at_switch + 300).then_some(())
     })
     .await;
 

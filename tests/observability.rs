@@ -65,7 +65,7 @@ async fn the_exposition_passes_promtool_and_has_every_metric_the_dashboard_and_a
     let worker = setup.worker("w", &[]);
     let ids = puts.tweet_ids();
     eventually(Duration::from_secs(60), "every tweet written", || async {
-        (setup.tweets().await.len() >= ids.len()).then_some(())
+        (setup.row_count().await >= ids.len()).then_some(())
     })
     .await;
     let exposition = http_get(worker.metrics_port, "/metrics").unwrap();
@@ -215,7 +215,7 @@ async fn logs_are_structured_and_never_show_credentials() {
     let puts = setup.produce(&["--count", "100", "--seed", "63", "--malformed-ratio", "0.05"]);
     let ids = puts.tweet_ids();
     eventually(Duration::from_secs(60), "every tweet written", || async {
-        (setup.tweets().await.len() >= ids.len()).then_some(())
+        (setup.row_count().await >= ids.len()).then_some(())
     })
     .await;
     worker.signal("TERM");

@@ -31,7 +31,7 @@ async fn a_split_a_merge_and_a_rescale_under_load_lose_nothing_and_keep_per_key_
         setup.start_producer(&["--rate", "150", "--count", "6000", "--seed", "31", "--partition-keys", "40"]);
     let _a = setup.worker("a", &["--shard-sync-interval", "5s"]);
     let _b = setup.worker("b", &["--shard-sync-interval", "5s"]);
-    eventually(Duration::from_secs(60), "500 rows", || async { (setup.tweets().await.len() >= 500).then_some(()) })
+    eventually(Duration::from_secs(60), "500 rows", || async { (setup.row_count().await >= 500).then_some(()) })
         .await;
 
     // Split shard 0 at the middle of its hash range.
@@ -48,7 +48,7 @@ async fn a_split_a_merge_and_a_rescale_under_load_lose_nothing_and_keep_per_key_
         .await
         .unwrap();
     wait_active(&client, &setup.stream).await;
-    eventually(Duration::from_secs(60), "1,500 rows", || async { (setup.tweets().await.len() >= 1500).then_some(()) })
+    eventually(Duration::from_secs(60), "1,500 rows", || async { (setup.row_count().await >= 1500).then_some(()) })
         .await;
 
     // Merge the upper child of 0 with its neighbour, shard 1.
@@ -71,7 +71,7 @@ async fn a_split_a_merge_and_a_rescale_under_load_lose_nothing_and_keep_per_key_
         .await
         .unwrap();
     wait_active(&client, &setup.stream).await;
-    eventually(Duration::from_secs(60), "2,500 rows", || async { (setup.tweets().await.len() >= 2500).then_some(()) })
+    eventually(Duration::from_secs(60), "2,500 rows", || async { (setup.row_count().await >= 2500).then_some(()) })
         .await;
 
     // And a uniform rescale, 2 open shards to 3: every open shard closes.

@@ -88,6 +88,41 @@ pub struct Setup {
     pub dead_letter_table: String,
     pub lease_table: String,
     pub dir: PathBuf,
+    /// How this setup's workers read (`--retrieval`).
+    pub retrieval: Retrieval,
+}
+
+/// `stream-worker run --retrieval`: the worker's tests run in both modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retrieval {
+    Polling,
+    FanOut,
+}
+
+impl Retrieval {
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Polling => "polling",
+            Self::FanOut => "fan-out",
+        }
+    }
+}
+
+/// One test per retrieval mode, from `async fn $name(mode: Retrieval)`.
+#[macro_export]
+macro_rules! both_retrievals {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn polling() {
+                super::$name($crate::common::Retrieval::Polling).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn fan_out() {
+                super::$name($crate::common::Retrieval::FanOut).await
+            }
+        }
+    )*};
 }
 
 impl Setup {
@@ -107,6 +142,7 @@ impl Setup {
             dead_letter_table: format!("dead-{tag}"),
             lease_table: format!("leases-{tag}"),
             dir,
+            retrieval: Retrieval::Polling,
         };
         let out = Command::new(python())
             .arg(repo().join("deploy/local/resources.py"))
@@ -117,6 +153,12 @@ impl Setup {
             .expect("run deploy/local/resources.py");
         assert!(out.status.success(), "resources.py create failed: {}", String::from_utf8_lossy(&out.stderr));
         setup
+    }
+
+    /// This setup's workers read with `retrieval`.
+    pub fn reading(mut self, retrieval: Retrieval) -> Self {
+        self.retrieval = retrieval;
+        self
     }
 
     /// Runs `stream-worker produce` to completion and returns what Kinesis accepted.
@@ -184,11 +226,20 @@ impl Setup {
         scan(&self.tweets_table).await.into_iter().map(|i| (i["Id"].as_s().unwrap().clone(), i)).collect()
     }
 
+    /// How many rows the tweets table holds: a counting scan, that spares the
+    /// shared DynamoDB emulator the items while a test waits.
+    pub async fn row_count(&self) -> usize {
+        count(&self.tweets_table).await
+    }
+
     /// Waits until every tweet put is a row; asserts the rows are exactly those
     /// tweets (the ids put, never a count) and returns them.
     pub async fn rows_of(&self, puts: &PutLog) -> HashMap<String, Item> {
         let ids = puts.tweet_ids();
         let rows = eventually(Duration::from_secs(120), "every tweet put as a row", || async {
+            if self.row_count().await < ids.len() {
+                return None;
+            }
             let rows = self.tweets().await;
             (rows.len() >= ids.len()).then_some(rows)
         })
@@ -335,6 +386,7 @@ impl Worker {
             .args(["--tweets-table", &setup.tweets_table, "--dead-letter-table", &setup.dead_letter_table])
             .args(["--lease-table", &setup.lease_table])
             .args(["--metrics-addr", &metrics_addr])
+            .args(["--retrieval", setup.retrieval.flag()])
             .args(extra)
             .env("RUST_LOG", std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "info".into()))
             .envs(env.iter().copied())
@@ -462,6 +514,26 @@ pub async fn scan(table: &str) -> Vec<Item> {
         match out.last_evaluated_key {
             Some(k) if !k.is_empty() => start = Some(k),
             _ => return items,
+        }
+    }
+}
+
+/// The number of items in `table` (a `Select=COUNT` scan; 0 if it does not exist).
+pub async fn count(table: &str) -> usize {
+    let client = dynamodb().await;
+    let mut n = 0;
+    let mut start = None;
+    loop {
+        let request = client.scan().table_name(table).select(aws_sdk_dynamodb::types::Select::Count);
+        let out = match request.set_exclusive_start_key(start.take()).send().await {
+            Ok(out) => out,
+            Err(e) if format!("{e:?}").contains("ResourceNotFound") => return n,
+            Err(e) => panic!("scan {table}: {e:?}"),
+        };
+        n += out.count as usize;
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return n,
         }
     }
 }
