@@ -24,10 +24,14 @@ fn counts(states: &HashMap<String, (Option<String>, String)>) -> Vec<usize> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn three_workers_converge_on_8_shards_without_thrashing() {
+crate::both_retrievals!(
+    three_workers_converge_on_8_shards_without_thrashing,
+    a_killed_workers_shards_resume_elsewhere_within_15_s,
+);
+
+async fn three_workers_converge_on_8_shards_without_thrashing(mode: Retrieval) {
     let _serial = SERIAL.lock().await;
-    let setup = Setup::new("converge", 8);
+    let setup = Setup::new("converge", 8).reading(mode);
     let workers: Vec<Worker> = ["a", "b", "c"].iter().map(|w| setup.worker(w, &[])).collect();
     let started = Instant::now();
     let mut owners_seen: HashMap<String, Vec<String>> = HashMap::new();
@@ -67,10 +71,9 @@ async fn three_workers_converge_on_8_shards_without_thrashing() {
     drop(workers);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_killed_workers_shards_resume_elsewhere_within_15_s() {
+async fn a_killed_workers_shards_resume_elsewhere_within_15_s(mode: Retrieval) {
     let _serial = SERIAL.lock().await;
-    let setup = Setup::new("failover", 6);
+    let setup = Setup::new("failover", 6).reading(mode);
     let producer = setup.start_producer(&["--rate", "150", "--count", "6000", "--seed", "21"]);
     let mut workers: Vec<Worker> = ["a", "b", "c"].iter().map(|w| setup.worker(w, &[])).collect();
     let states = eventually(Duration::from_secs(30), "2/2/2", || async {
@@ -107,8 +110,20 @@ async fn a_killed_workers_shards_resume_elsewhere_within_15_s() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolling_restart_loses_nothing_and_hands_each_shard_over_within_3_s() {
+    rolling_restart(Retrieval::Polling, Retrieval::Polling).await
+}
+
+/// Switching a running fleet from polling to fan-out, one replica at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_switch_from_polling_to_fan_out_loses_nothing() {
+    rolling_restart(Retrieval::Polling, Retrieval::FanOut).await
+}
+
+/// Restarts each of three replicas reading `from` as one reading `to`.
+async fn rolling_restart(from: Retrieval, to: Retrieval) {
     let _serial = SERIAL.lock().await;
-    let setup = Setup::new("rolling", 6);
+    let setup = Setup::new("rolling", 6).reading(from);
+    let restarted = setup.clone().reading(to);
     let producer = setup.start_producer(&["--rate", "150", "--count", "7500", "--seed", "22"]);
     let mut workers: Vec<Worker> = ["a", "b", "c"].iter().map(|w| setup.worker(w, &[])).collect();
     eventually(Duration::from_secs(30), "2/2/2", || async {
@@ -146,7 +161,7 @@ async fn a_rolling_restart_loses_nothing_and_hands_each_shard_over_within_3_s() 
             old.name
         );
         assert!(took <= Duration::from_secs(3), "took {took:?}");
-        workers.push(setup.worker(&format!("{}-{round}", old.name), &[]));
+        workers.push(restarted.worker(&format!("{}-{round}", old.name), &[]));
     }
     let puts = producer.finish();
     setup.rows_of(&puts).await;

@@ -23,9 +23,10 @@ async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_split_a_merge_and_a_rescale_under_load_lose_nothing_and_keep_per_key_order() {
-    let setup = Setup::new("reshard", 2);
+crate::both_retrievals!(a_split_a_merge_and_a_rescale_under_load_lose_nothing_and_keep_per_key_order);
+
+async fn a_split_a_merge_and_a_rescale_under_load_lose_nothing_and_keep_per_key_order(mode: Retrieval) {
+    let setup = Setup::new("reshard", 2).reading(mode);
     let client = kinesis().await;
     let producer =
         setup.start_producer(&["--rate", "150", "--count", "6000", "--seed", "31", "--partition-keys", "40"]);

@@ -170,6 +170,16 @@ impl ShardReader for FanOutReader {
                     self.resubscribe("ended");
                     continue;
                 }
+                // Kinesis refuses a second subscription in the stream itself: the
+                // previous owner's may outlive its lease for a moment.
+                Ok(Err(e)) if e.class == ErrorClass::InUse => {
+                    metrics::counter!(m::FAN_OUT_SUBSCRIBE_FAILURES, "reason" => "in-use").increment(1);
+                    tracing::info!(shard_id = %self.shard_id, attempt = self.attempt, error = %e.message,
+                        "another subscription to the shard is live; retrying");
+                    self.subscription = None;
+                    self.back_off().await;
+                    continue;
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(shard_id = %self.shard_id, attempt = self.attempt, error = %e.message,
                         "subscription failed; resubscribing");
