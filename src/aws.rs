@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
 /// An AWS call attempt that has not answered by then is abandoned and retried:
@@ -20,16 +21,63 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// timeouts (the SDK sets none by default). The SDK's stalled-stream protection
 /// is off: these APIs answer small JSON bodies that the attempt timeout already
 /// bounds, and its per-request bookkeeping cost a tenth of the worker's CPU.
+///
+/// `AWS_CA_BUNDLE`, as the AWS CLI and the other SDKs read it: a PEM file whose
+/// certificates are trusted instead of the system's (a TLS-intercepting proxy,
+/// a local emulator's TLS port). A file that cannot be used stops the process
+/// with a message that names it.
 pub async fn load_config() -> SdkConfig {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(ATTEMPT_TIMEOUT)
         .operation_attempt_timeout(ATTEMPT_TIMEOUT)
         .build();
-    aws_config::defaults(BehaviorVersion::latest())
+    let loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(timeouts)
-        .stalled_stream_protection(aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled())
-        .load()
-        .await
+        .stalled_stream_protection(aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled());
+    let loader = match std::env::var_os("AWS_CA_BUNDLE").filter(|path| !path.is_empty()) {
+        Some(path) => match https_client_trusting(std::path::Path::new(&path)) {
+            Ok(client) => loader.http_client(client),
+            Err(e) => {
+                eprintln!(
+                    "error: AWS_CA_BUNDLE={}: {e}\n  hint: point it at a PEM file of CA certificates, or unset it",
+                    path.to_string_lossy()
+                );
+                std::process::exit(2);
+            }
+        },
+        None => loader,
+    };
+    loader.load().await
+}
+
+/// The SDK's default HTTPS client (hyper 1, rustls, HTTP/2 by ALPN), trusting
+/// only the certificates of the PEM file `bundle`.
+fn https_client_trusting(bundle: &std::path::Path) -> Result<SharedHttpClient, String> {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+    let pem = std::fs::read(bundle).map_err(|e| e.to_string())?;
+    // Checked here: the SDK panics on a certificate it cannot use.
+    let mut roots = rustls::RootCertStore::empty();
+    for (n, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert = cert.map_err(|e| format!("certificate {}: {e}", n + 1))?;
+        roots.add(cert).map_err(|e| format!("certificate {}: {e}", n + 1))?;
+    }
+    if roots.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    let store = TrustStore::empty().with_native_roots(false).with_pem_certificate(pem);
+    let context = TlsContext::builder().with_trust_store(store).build().map_err(|e| e.to_string())?;
+    Ok(aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut connector = aws_smithy_http_client::ConnectorBuilder::default()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(context.clone());
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(aws_smithy_http_client::proxy::ProxyConfig::from_env()));
+        connector.build()
+    }))
 }
 
 /// What a caller should do about a failed AWS call.
@@ -209,6 +257,12 @@ impl StartupError {
                 format!("no usable AWS credentials: {detail}"),
                 "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run where an instance/task role \
                  is available (locally any values work, e.g. test/test)"
+                    .to_owned(),
+            ),
+            ErrorClass::Unreachable if detail.to_ascii_lowercase().contains("certificate") => (
+                format!("the {} endpoint's TLS certificate is not trusted: {detail}", target.service),
+                "set AWS_CA_BUNDLE to a PEM file with the CA that signed it (locally: \
+                 $STREAM_WORKER_LOCAL_CA_BUNDLE, printed by deploy/local/emulators.sh)"
                     .to_owned(),
             ),
             ErrorClass::Unreachable => (

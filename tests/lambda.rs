@@ -255,8 +255,7 @@ async fn switching_paths_under_load_loses_nothing() {
 
     // The Lambda path runs first.
     let mut lambda = setup.lambda("esm-1", &[], &[]);
-    eventually(DRAIN, "300 rows by the Lambda path", || async { (setup.row_count().await >= 300).then_some(()) })
-        .await;
+    eventually(DRAIN, "300 rows by the Lambda path", || async { (setup.row_count().await >= 300).then_some(()) }).await;
 
     // Cutover to the fleet: it starts a margin before now; the Lambda path stops
     // once the fleet has caught up.

@@ -32,8 +32,7 @@ async fn a_split_a_merge_and_a_rescale_under_load_lose_nothing_and_keep_per_key_
         setup.start_producer(&["--rate", "150", "--count", "6000", "--seed", "31", "--partition-keys", "40"]);
     let _a = setup.worker("a", &["--shard-sync-interval", "5s"]);
     let _b = setup.worker("b", &["--shard-sync-interval", "5s"]);
-    eventually(Duration::from_secs(60), "500 rows", || async { (setup.row_count().await >= 500).then_some(()) })
-        .await;
+    eventually(Duration::from_secs(60), "500 rows", || async { (setup.row_count().await >= 500).then_some(()) }).await;
 
     // Split shard 0 at the middle of its hash range.
     let shards = client.list_shards().stream_name(&setup.stream).send().await.unwrap();

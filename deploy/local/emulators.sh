@@ -73,6 +73,9 @@ export AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:$(cat "$run/dynamodb.po
 export AWS_REGION=\${AWS_REGION:-us-east-1}
 export AWS_ACCESS_KEY_ID=\${AWS_ACCESS_KEY_ID:-test}
 export AWS_SECRET_ACCESS_KEY=\${AWS_SECRET_ACCESS_KEY:-test}
+# Kinesis over TLS (HTTP/2 by ALPN, as AWS): set AWS_ENDPOINT_URL_KINESIS to the first, AWS_CA_BUNDLE to the second.
+export STREAM_WORKER_LOCAL_KINESIS_TLS_URL=https://localhost:$(cat "$run/kinesis.tls.port")
+export STREAM_WORKER_LOCAL_CA_BUNDLE=$emu/tls/ca.pem
 ENV
 }
 
@@ -84,11 +87,13 @@ start() {
   rm -f "$run/kinesis.pid" "$run/dynamodb.pid"
   local kport=${KINESIS_PORT:-$(free_port)} tport dport=${DYNAMODB_PORT:-$(free_port)}
   tport=$(free_port)
+  # A CA and a certificate for localhost and 127.0.0.1 (the one kinesis-local ships names no host).
+  "$emu/venv/bin/python" "$repo/deploy/local/tls.py" "$emu/tls"
   # kinesis-local binds every interface; only the loopback address is ever used.
   # setsid: a Ctrl-C in the terminal must not stop the emulators before the
   # workers have checkpointed. Each process writes its own pid, then execs.
   (cd "$run" && exec env KINESIS_MOCK_PLAIN_PORT="$kport" KINESIS_MOCK_TLS_PORT="$tport" \
-    KINESIS_MOCK_CERT_PATH="$emu/node_modules/kinesis-local/server.json" \
+    KINESIS_MOCK_CERT_PATH="$emu/tls/server.json" \
     CREATE_STREAM_DURATION=50ms DELETE_STREAM_DURATION=50ms MERGE_SHARDS_DURATION=50ms \
     SPLIT_SHARD_DURATION=50ms UPDATE_SHARD_COUNT_DURATION=50ms REGISTER_STREAM_CONSUMER_DURATION=50ms \
     DEREGISTER_STREAM_CONSUMER_DURATION=50ms SHARD_LIMIT="${KINESIS_SHARD_LIMIT:-500}" \
@@ -98,7 +103,7 @@ start() {
   (cd "$run" && exec setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$run/dynamodb.pid" \
     "$emu/venv/bin/moto_server" -H 127.0.0.1 -p "$dport") >"$run/dynamodb.log" 2>&1 </dev/null &
   for _ in $(seq 1 100); do [ -s "$run/kinesis.pid" ] && [ -s "$run/dynamodb.pid" ] && break; sleep 0.05; done
-  echo "$kport" >"$run/kinesis.port"; echo "$dport" >"$run/dynamodb.port"
+  echo "$kport" >"$run/kinesis.port"; echo "$tport" >"$run/kinesis.tls.port"; echo "$dport" >"$run/dynamodb.port"
   wait_http kinesis "http://127.0.0.1:$kport/" "$(cat "$run/kinesis.pid")"
   wait_http dynamodb "http://127.0.0.1:$dport/" "$(cat "$run/dynamodb.pid")"
   log "kinesis on 127.0.0.1:$kport, dynamodb on 127.0.0.1:$dport (logs in $run)"

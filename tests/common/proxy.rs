@@ -1,6 +1,9 @@
 //! A fault-injecting TCP proxy: forwards, or, while cut, holds every byte back
 //! and delivers it late once restored (a partition with delayed delivery).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -10,6 +13,7 @@ use tokio::sync::watch;
 pub struct Proxy {
     pub port: u16,
     open: watch::Sender<bool>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -18,8 +22,11 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let (open, _) = watch::channel(true);
         let gate = open.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(&upstream).await else { continue };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
@@ -27,7 +34,12 @@ impl Proxy {
                 tokio::spawn(pump(sr, cw, gate.subscribe()));
             }
         });
-        Self { port, open }
+        Self { port, open, accepted }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn cut(&self) {

@@ -1,0 +1,108 @@
+//! Enhanced fan-out on the Kinesis emulator: over TLS and HTTP/2 as in
+//! production, subscriptions that end, and the stream consumer's life.
+//! (Drain, kill -9, SIGTERM, resharding, balancing, failover and the switch
+//! from polling run in both modes in `worker.rs`, `resharding.rs`, `fleet.rs`.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::*;
+
+const DRAIN: Duration = Duration::from_secs(120);
+
+/// A variable `deploy/local/emulators.sh` prints, or a panic that says so.
+fn local(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: start the emulators with `eval \"$(deploy/local/emulators.sh start)\"` (or run deploy/local/test.sh)")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fan_out_worker_drains_a_stream_over_tls_with_http2() {
+    let setup = Setup::new("tls", 4).reading(Retrieval::FanOut);
+    let puts = setup.produce(&["--count", "1000", "--seed", "61"]);
+    // Through a relay that counts TCP connections, by name (the certificate's).
+    let tls = local("STREAM_WORKER_LOCAL_KINESIS_TLS_URL");
+    let upstream = tls.trim_start_matches("https://localhost:");
+    let relay = Proxy::start(format!("127.0.0.1:{upstream}")).await;
+    let endpoint = format!("https://localhost:{}", relay.port);
+    let env =
+        [("AWS_ENDPOINT_URL_KINESIS", endpoint.as_str()), ("AWS_CA_BUNDLE", &local("STREAM_WORKER_LOCAL_CA_BUNDLE"))];
+    let mut worker = setup.worker_with_env("w", &[], &env);
+    setup.rows_of(&puts).await;
+    let subscriptions = worker.metric("stream_worker_fan_out_subscriptions_total").unwrap();
+    assert!(subscriptions >= 4.0, "{subscriptions}");
+    // Four subscriptions stay open at once, each a response that never ends: over
+    // HTTP/1.1 each needs a connection of its own. Fewer connections than
+    // subscriptions is HTTP/2 multiplexing them.
+    let connections = relay.connections();
+    eprintln!("{subscriptions} subscriptions over {connections} TCP connection(s)");
+    assert!(connections < 4, "{connections} TCP connections for 4 live subscriptions: not HTTP/2");
+    worker.signal("TERM");
+    assert!(worker.wait_exit(Duration::from_secs(15)).0.success(), "{}", worker.log_text());
+
+    // A CA bundle that does not hold the emulator's CA: refused, and said so.
+    let mut wrong = setup.worker_with_env("wrong", &[], &[("AWS_ENDPOINT_URL_KINESIS", endpoint.as_str())]);
+    let (status, _) = wrong.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{}", wrong.log_text());
+    assert!(
+        wrong.log_text().contains("TLS certificate is not trusted") && wrong.log_text().contains("AWS_CA_BUNDLE"),
+        "{}",
+        wrong.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_that_end_resume_with_no_gap_and_no_duplicate() {
+    let setup = Setup::new("lifetime", 2).reading(Retrieval::FanOut);
+    // Records keep coming while subscriptions end every 2 s.
+    let producer = setup.start_producer(&["--rate", "200", "--count", "2000", "--seed", "62"]);
+    let mut worker = setup.worker("w", &["--fan-out-subscription-lifetime", "2s"]);
+    let puts = producer.finish();
+    setup.rows_of(&puts).await;
+    let read = eventually(Duration::from_secs(10), "every record read", || async {
+        worker.metric("stream_worker_records_read_total").filter(|n| *n >= 2000.0)
+    })
+    .await;
+    assert_eq!(read, 2000.0, "each record read once: no duplicate across resubscriptions");
+    let ended = worker.metric_with("stream_worker_fan_out_resubscriptions_total", "reason=\"lifetime\"").unwrap();
+    assert!(ended >= 4.0, "{ended} subscriptions replaced in a 10 s drain");
+    let ages = worker.metric("stream_worker_fan_out_event_age_seconds_count").unwrap();
+    assert!(ages >= 2000.0, "{ages}");
+    worker.signal("TERM");
+    assert!(worker.wait_exit(Duration::from_secs(15)).0.success(), "{}", worker.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stream_consumer_is_registered_once_and_deregistered_only_on_request() {
+    let setup = Setup::new("consumer", 1).reading(Retrieval::FanOut);
+    let kinesis = kinesis().await;
+    let arn = kinesis.describe_stream_summary().stream_name(&setup.stream).send().await.unwrap();
+    let arn = arn.stream_description_summary().unwrap().stream_arn().to_owned();
+    let consumers = || async {
+        let out = kinesis.list_stream_consumers().stream_arn(&arn).send().await.unwrap();
+        out.consumers().iter().map(|c| c.consumer_name().to_owned()).collect::<Vec<_>>()
+    };
+    // Two workers started together both register: one wins, neither fails.
+    let mut a = setup.worker("a", &[]);
+    let mut b = setup.worker("b", &[]);
+    let puts = setup.produce(&["--count", "100", "--seed", "63"]);
+    setup.rows_of(&puts).await;
+    assert_eq!(consumers().await, [setup.lease_table.clone()], "named after the lease table");
+    for w in [&mut a, &mut b] {
+        w.signal("TERM");
+        assert!(w.wait_exit(Duration::from_secs(15)).0.success(), "{}", w.log_text());
+    }
+    assert_eq!(consumers().await.len(), 1, "workers never deregister");
+
+    let deregister =
+        || setup.cli(&["consumer", "deregister", "--stream", &setup.stream, "--lease-table", &setup.lease_table]);
+    let out = deregister();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deregistered"), "{out:?}");
+    eventually(DRAIN, "the consumer gone", || async { consumers().await.is_empty().then_some(()) }).await;
+    let again = deregister();
+    assert!(again.status.success() && String::from_utf8_lossy(&again.stdout).contains("nothing to do"), "{again:?}");
+}
