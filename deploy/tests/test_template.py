@@ -136,6 +136,27 @@ def test_worker_task_and_service():
     assert (rule["FromPort"], rule["ToPort"], rule["CidrIp"]) == (9464, 9464, {"Ref": "VpcCidr"})
 
 
+def test_worker_retrieval_switches_fan_out_and_its_permissions():
+    (c,) = props("WorkerTaskDefinition")["ContainerDefinitions"]
+    env = {e["Name"]: e["Value"] for e in c["Environment"]}
+    assert env["STREAM_WORKER_RETRIEVAL"] == {"Ref": "WorkerRetrieval"}
+    p = TPL["Parameters"]["WorkerRetrieval"]
+    assert (p["AllowedValues"], p["Default"]) == (["polling", "fan-out"], "polling")
+    assert TPL["Conditions"]["WorkerFanOut"] == {"Fn::Equals": [{"Ref": "WorkerRetrieval"}, "fan-out"]}
+    statements = [st for policy in props("WorkerTaskRole")["Policies"] for st in policy["PolicyDocument"]["Statement"]]
+    (fan_out,) = [st for st in statements if isinstance(st, dict) and "Fn::If" in st
+                  and st["Fn::If"][0] == "WorkerFanOut"]
+    granted = fan_out["Fn::If"][1]
+    assert sorted(granted["Action"]) == ["kinesis:DescribeStreamConsumer", "kinesis:RegisterStreamConsumer",
+                                          "kinesis:SubscribeToShard"]
+    assert fan_out["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    # The lease table's name is the consumer's (the worker's --consumer-name default).
+    consumer = granted["Resource"][1]["Fn::Sub"]
+    assert consumer.endswith("/consumer/${AWS::StackName}-leases:*")
+    assert props("LeaseTable")["TableName"] == {"Fn::Sub": "${AWS::StackName}-leases"}
+    assert props("Stream")["Name"] == {"Fn::Sub": "${AWS::StackName}-tweets"}
+
+
 def test_security_group_egress():
     for group in ("WorkerSecurityGroup", "ProducerSecurityGroup"):
         (rule,) = props(group)["SecurityGroupEgress"]
@@ -274,8 +295,10 @@ def iam_problems(statements):
                 problems.append(f"{sid}: literal resource {r}; name this stack's resources")
             elif "Fn::Sub" in r:
                 text = r["Fn::Sub"] if isinstance(r["Fn::Sub"], str) else r["Fn::Sub"][0]
-                # A log group's ARN ends in ":*" (its log streams): still one named group.
-                body = text[:-2] if ":log-group:" in text and text.endswith(":*") else text
+                # A log group's ARN ends in ":*" (its log streams), a stream consumer's in ":*"
+                # (its registration time): still one named group or consumer.
+                named = ":log-group:" in text or "/consumer/" in text
+                body = text[:-2] if named and text.endswith(":*") else text
                 if "*" in body:
                     problems.append(f"{sid}: wildcard in resource {text}")
                 if "${AWS::StackName}" not in text and "${EcrRepositoryName}" not in text:
@@ -329,8 +352,10 @@ def test_iam_checker_catches_what_it_should():
         {"Sid": "C", "Action": ["dynamodb:GetItem"], "Resource": "*"},
         {"Sid": "D", "Action": ["kinesis:GetRecords"], "Resource": {"Fn::Sub": "arn:aws:kinesis:*:*:stream/*"}},
         {"Sid": "E", "Action": ["sqs:SendMessage"], "Resource": "arn:aws:sqs:us-east-1:1:q"},
+        {"Sid": "F", "Action": ["kinesis:SubscribeToShard"],
+         "Resource": {"Fn::Sub": "arn:aws:kinesis:r:1:stream/${AWS::StackName}-tweets/consumer/*"}},
     ]
     found = iam_problems(bad)
-    for sid in "ABCDE":
+    for sid in "ABCDEF":
         assert any(p.startswith(sid + ":") for p in found), (sid, found)
     assert iam_problems([{"Sid": "L", "Action": ["kinesis:ListStreams"], "Resource": "*"}]) == []
