@@ -227,18 +227,12 @@ def bench_budget():
                    f"{rss:.1f} MiB", f"≤ {budget_mib + 32} MiB", rss <= budget_mib + 32)
 
 
-def bench_latency():
-    names = resources("latency", 4)
-    p, port = worker(names, "bench")
-    producer, log = start_producer(names, "--rate", "200", "--minutes", "1", "--seed", "8")
-    producer.wait()
-    puts = [line.rstrip("\n").split("\t") for line in open(log)]
-    wait_processed(port, len(puts))
-    stop(p)
+def put_to_row_ms(puts, tweets_table):
+    """Put → row latencies in ms, sorted: the put log's put time against each row's ProcessedAt."""
     put_ms = {f[0]: int(f[5]) for f in puts}
     table = boto3.client("dynamodb", region_name=region())
     latencies = []
-    kwargs = {"TableName": names["tweets"], "ProjectionExpression": "Id, ProcessedAt"}
+    kwargs = {"TableName": tweets_table, "ProjectionExpression": "Id, ProcessedAt"}
     while True:
         out = table.scan(**kwargs)
         for item in out["Items"]:
@@ -248,12 +242,55 @@ def bench_latency():
         if "LastEvaluatedKey" not in out:
             break
         kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
-    latencies.sort()
+    return sorted(latencies)
+
+
+def percentile(values, q):
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+def bench_latency():
+    names = resources("latency", 4)
+    p, port = worker(names, "bench")
+    producer, log = start_producer(names, "--rate", "200", "--minutes", "1", "--seed", "8")
+    producer.wait()
+    puts = [line.rstrip("\n").split("\t") for line in open(log)]
+    wait_processed(port, len(puts))
+    stop(p)
+    latencies = put_to_row_ms(puts, names["tweets"])
     p50 = latencies[len(latencies) // 2]
     p99 = latencies[int(len(latencies) * 0.99)]
     report("latency put → processed, p50 (200 rec/s, 4 shards)", f"{p50:.0f} ms", "≤ 300 ms", p50 <= 300,
            f"[{len(latencies)} tweets]")
     report("latency put → processed, p99", f"{p99:.0f} ms", "≤ 700 ms", p99 <= 700)
+
+
+def bench_fan_out():
+    """Polling and fan-out side by side: two applications (lease and tweets tables of their
+    own) read one stream under one load, at defaults."""
+    polling = resources("fan-out", 4)
+    fan_out = dict(polling, tweets="bench-fan-out-tweets-2", dead="bench-fan-out-dead-2",
+                   leases="bench-fan-out-leases-2")
+    subprocess.run([sys.executable, f"{REPO}/deploy/local/resources.py", "create", "--stream", polling["stream"],
+                    "--shards", "4", "--tweets-table", fan_out["tweets"], "--dead-letter-table", fan_out["dead"]],
+                   check=True, stdout=subprocess.DEVNULL)
+    workers = {"polling": worker(polling, "polling"), "fan-out": worker(fan_out, "fan-out", "--retrieval", "fan-out")}
+    time.sleep(5)  # both hold their 4 leases (and the fan-out worker its consumer) before the load
+    checkpoints0 = {k: metric(port, "stream_worker_checkpoints_total") for k, (_, port) in workers.items()}
+    started = time.time()
+    producer, log = start_producer(polling, "--rate", "200", "--minutes", "1", "--seed", "10")
+    producer.wait()
+    puts = [line.rstrip("\n").split("\t") for line in open(log)]
+    for _, port in workers.values():
+        wait_processed(port, len(puts))
+    minutes = (time.time() - started) / 60
+    for mode, (p, port) in workers.items():
+        checkpoints = (metric(port, "stream_worker_checkpoints_total") - checkpoints0[mode]) / 4 / minutes
+        stop(p)
+        lat = put_to_row_ms(puts, (polling if mode == "polling" else fan_out)["tweets"])
+        report(f"{mode}: put → row p50 / p99 (200 rec/s, 4 shards, both at once)",
+               f"{percentile(lat, 0.5):.0f} / {percentile(lat, 0.99):.0f} ms", "(measured)", True,
+               f"[{len(lat)} tweets; checkpoints {checkpoints:.0f} per shard per minute]")
 
 
 def bench_lease_cost():
@@ -388,7 +425,7 @@ def bench_aggregation():
 
 
 FIGURES = {"cpu": bench_cpu, "memory": bench_memory, "capacity": bench_capacity, "budget": bench_budget,
-           "latency": bench_latency, "lease-cost": bench_lease_cost, "fleet": bench_fleet,
+           "latency": bench_latency, "fan-out": bench_fan_out, "lease-cost": bench_lease_cost, "fleet": bench_fleet,
            "producer": bench_producer, "aggregation": bench_aggregation}
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 # binary; prints one table of figures against their targets (see bench/run.py).
 #
 #   bench/run.sh            # all figures (about 10 minutes)
-#   bench/run.sh cpu memory # some of: cpu memory capacity budget latency lease-cost fleet producer aggregation
+#   bench/run.sh cpu memory # some of: cpu memory capacity budget latency fan-out lease-cost fleet producer aggregation
 #   BENCH_WORKER_ARGS='--max-write-rate 1000' bench/run.sh cpu   # the drains' worker with a setting
 #   bench/run.sh lambda [--json]  # the Lambda function: cold start, peak RSS, CPU per
 #                           # record, invocation latency (see bench/lambda.py; not in "all")
