@@ -82,8 +82,8 @@ pub struct ConsumerNameArgs {
     #[arg(long, env = "STREAM_WORKER_CONSUMER_NAME")]
     pub consumer_name: Option<String>,
 
-    /// DynamoDB table of shard leases and checkpoints (KCL schema); created if absent.
-    /// Replicas of one application share it; another application needs its own
+    /// DynamoDB table of shard leases and checkpoints (KCL schema); `run` creates it if
+    /// absent. Replicas of one application share it; another application needs its own
     #[arg(long, env = "STREAM_WORKER_LEASE_TABLE", default_value = DEFAULT_LEASE_TABLE)]
     pub lease_table: String,
 }

@@ -90,7 +90,7 @@ async fn the_stream_consumer_is_registered_once_and_deregistered_only_on_request
     let mut b = setup.worker("b", &[]);
     let puts = setup.produce(&["--count", "100", "--seed", "63"]);
     setup.rows_of(&puts).await;
-    assert_eq!(consumers().await, [setup.lease_table.clone()], "named after the lease table");
+    assert_eq!(consumers().await, std::slice::from_ref(&setup.lease_table), "named after the lease table");
     for w in [&mut a, &mut b] {
         w.signal("TERM");
         assert!(w.wait_exit(Duration::from_secs(15)).0.success(), "{}", w.log_text());
