@@ -76,6 +76,51 @@ async fn subscriptions_that_end_resume_with_no_gap_and_no_duplicate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_shard_another_subscriber_holds_is_read_once_it_lets_go() {
+    let setup = Setup::new("in-use", 2).reading(Retrieval::FanOut);
+    let puts = setup.produce(&["--count", "400", "--seed", "64"]);
+    // Another process subscribes to shard 0 through the same consumer first.
+    let kinesis = kinesis().await;
+    let summary = kinesis.describe_stream_summary().stream_name(&setup.stream).send().await.unwrap();
+    let stream_arn = summary.stream_description_summary().unwrap().stream_arn().to_owned();
+    let registered = kinesis.register_stream_consumer().stream_arn(&stream_arn).consumer_name(&setup.lease_table);
+    let consumer_arn = registered.send().await.unwrap().consumer().unwrap().consumer_arn().to_owned();
+    eventually(Duration::from_secs(30), "the consumer ACTIVE", || async {
+        let out = kinesis.describe_stream_consumer().consumer_arn(&consumer_arn).send().await.unwrap();
+        (out.consumer_description().unwrap().consumer_status().as_str() == "ACTIVE").then_some(())
+    })
+    .await;
+    let shards = kinesis.list_shards().stream_name(&setup.stream).send().await.unwrap();
+    let held = shards.shards()[0].shard_id().to_owned();
+    let position = aws_sdk_kinesis::types::StartingPosition::builder()
+        .r#type(aws_sdk_kinesis::types::ShardIteratorType::Latest)
+        .build()
+        .unwrap();
+    let other = kinesis
+        .subscribe_to_shard()
+        .consumer_arn(&consumer_arn)
+        .shard_id(&held)
+        .starting_position(position)
+        .send()
+        .await
+        .unwrap();
+    let mut worker = setup.worker("w", &[]);
+    eventually(Duration::from_secs(60), "the worker refused on the held shard", || async {
+        worker.metric_with("stream_worker_fan_out_subscribe_failures_total", "reason=\"in-use\"").filter(|n| *n >= 1.0)
+    })
+    .await;
+    let held_rows = |rows: &std::collections::HashMap<String, Item>| {
+        rows.values().filter(|r| r["ShardId"].as_s().unwrap() == &held).count()
+    };
+    assert_eq!(held_rows(&setup.tweets().await), 0, "read while another subscription held the shard");
+    drop(other);
+    let rows = setup.rows_of(&puts).await;
+    assert!(held_rows(&rows) > 0);
+    worker.signal("TERM");
+    assert!(worker.wait_exit(Duration::from_secs(15)).0.success(), "{}", worker.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_stream_consumer_is_registered_once_and_deregistered_only_on_request() {
     let setup = Setup::new("consumer", 1).reading(Retrieval::FanOut);
     let kinesis = kinesis().await;
