@@ -59,6 +59,8 @@ pub struct FanOutReader {
     attempt: u32,
     /// Since when the subscription has delivered no record.
     idle_since: Instant,
+    /// The next read, received by `ready`.
+    pending: Option<Read>,
     config: FanOutConfig,
 }
 
@@ -80,6 +82,7 @@ impl FanOutReader {
             subscription: None,
             attempt: 0,
             idle_since: Instant::now(),
+            pending: None,
             config,
         }
     }
@@ -118,7 +121,26 @@ impl FanOutReader {
 
 #[async_trait]
 impl ShardReader for FanOutReader {
+    /// Waits for the next event here, before the consumer reserves memory for
+    /// it: a shard idle between events holds none of the budget.
+    async fn ready(&mut self) {
+        if self.pending.is_none() {
+            self.pending = Some(self.next_read().await);
+        }
+    }
+
     async fn read(&mut self) -> Read {
+        self.ready().await;
+        self.pending.take().expect("ready() leaves a read")
+    }
+
+    /// A subscription continues from its events' continuation, which the
+    /// consumer has processed before it reads again.
+    fn processed(&mut self, _at: StartAt) {}
+}
+
+impl FanOutReader {
+    async fn next_read(&mut self) -> Read {
         loop {
             let Some((subscription, started)) = self.subscription.as_mut() else {
                 match self.subscriber.subscribe(&self.shard_id, &self.position).await {
@@ -217,10 +239,6 @@ impl ShardReader for FanOutReader {
             return Read { records: event.records, millis_behind_latest: event.millis_behind_latest, end: None };
         }
     }
-
-    /// A subscription continues from its events' continuation, which the
-    /// consumer has processed before it reads again.
-    fn processed(&mut self, _at: StartAt) {}
 }
 
 #[cfg(test)]

@@ -186,16 +186,13 @@ struct KinesisSubscription(
 #[async_trait]
 impl Subscription for KinesisSubscription {
     async fn next_event(&mut self) -> Result<Option<ShardEvent>, StreamError> {
-        use aws_sdk_kinesis::error::ProvideErrorMetadata as _;
         loop {
             let event = match self.0.recv().await {
                 Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event))) => event,
                 // A kind of event this SDK does not know: not records.
                 Ok(Some(_)) => continue,
                 Ok(None) => return Ok(None),
-                Err(e) => {
-                    return Err(StreamError { class: classify_code(e.code(), 500), message: describe(&e) });
-                }
+                Err(e) => return Err(StreamError { class: event_error_class(&e), message: describe(&e) }),
             };
             return Ok(Some(ShardEvent {
                 records: event.records.into_iter().map(record_of).collect(),
@@ -204,6 +201,23 @@ impl Subscription for KinesisSubscription {
                 child_shards: event.child_shards.unwrap_or_default().into_iter().map(child_of).collect(),
             }));
         }
+    }
+}
+
+/// An error inside a subscription's stream: by its modeled kind (its metadata
+/// may carry no code), else by code.
+fn event_error_class(
+    e: &aws_sdk_kinesis::error::SdkError<
+        aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
+        aws_smithy_types::event_stream::RawMessage,
+    >,
+) -> ErrorClass {
+    use aws_sdk_kinesis::error::ProvideErrorMetadata as _;
+    match e.as_service_error() {
+        Some(kind) if kind.is_resource_in_use_exception() => ErrorClass::InUse,
+        Some(kind) if kind.is_resource_not_found_exception() => ErrorClass::NotFound,
+        Some(kind) if kind.is_kms_throttling_exception() => ErrorClass::Throttled,
+        _ => classify_code(e.code(), 500),
     }
 }
 

@@ -92,8 +92,9 @@ pub struct Read {
 /// dropping a pending `read` loses nothing that was processed.
 #[async_trait]
 pub trait ShardReader: Send {
-    /// Waits until the next read may start (the polling interval); before the
-    /// consumer reserves memory for it.
+    /// Waits until the next read may start (polling: the call interval;
+    /// fan-out: the next event, then held); the consumer reserves memory for
+    /// the read after it, so that a shard waiting holds none.
     async fn ready(&mut self) {}
     async fn read(&mut self) -> Read;
     /// Everything up to this position is processed: a reader that has to start
