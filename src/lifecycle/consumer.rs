@@ -52,9 +52,6 @@ pub enum Exit {
 
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 
-/// What a fan-out read is assumed to bring, in records, for the memory budget.
-const FAN_OUT_RECORDS_PER_READ: u64 = 1000;
-
 pub struct Consumer {
     pub held: Arc<HeldLease>,
     /// The shard's hash key range, when known: user records of aggregates
@@ -73,6 +70,18 @@ macro_rules! or_lost {
         tokio::select! {
             biased;
             _ = $held.gone() => return Exit::LeaseLost,
+            out = $fut => out,
+        }
+    };
+}
+
+/// Runs `fut` unless the lease goes or the consumer is asked to stop first.
+macro_rules! or_stopped {
+    ($held:expr, $fut:expr) => {
+        tokio::select! {
+            biased;
+            _ = $held.gone() => return Exit::LeaseLost,
+            _ = $held.stop_token().cancelled() => return Exit::Stopped,
             out = $fut => out,
         }
     };
@@ -100,34 +109,16 @@ impl Consumer {
         tracing::info!(shard_id, from = ?position, retrieval = self.config.retrieval.name(), "shard consumer started");
         let mut reader =
             self.config.retrieval.reader(self.stream.clone(), self.closed.clone(), &shard_id, position.clone());
-        let records_per_read = match &self.config.retrieval {
-            Retrieval::Polling(config) => config.max_records.max(1) as u64,
-            Retrieval::FanOut { .. } => FAN_OUT_RECORDS_PER_READ,
-        };
+        let records_per_read = self.config.retrieval.records_per_read();
         let mut record_bytes = FIRST_RECORD_BYTES_GUESS;
         loop {
-            tokio::select! {
-                biased;
-                _ = self.held.gone() => return Exit::LeaseLost,
-                _ = self.held.stop_token().cancelled() => return Exit::Stopped,
-                _ = reader.ready() => {}
-            }
+            or_stopped!(self.held, reader.ready());
             // Hold the bytes this read may bring before making it.
             let mut reservation: Option<Reservation> = match &self.config.budget {
-                Some(budget) => tokio::select! {
-                    biased;
-                    _ = self.held.gone() => return Exit::LeaseLost,
-                    _ = self.held.stop_token().cancelled() => return Exit::Stopped,
-                    r = budget.reserve(records_per_read * record_bytes) => Some(r),
-                },
+                Some(budget) => Some(or_stopped!(self.held, budget.reserve(records_per_read * record_bytes))),
                 None => None,
             };
-            let Read { mut records, millis_behind_latest, end } = tokio::select! {
-                biased;
-                _ = self.held.gone() => return Exit::LeaseLost,
-                _ = self.held.stop_token().cancelled() => return Exit::Stopped,
-                read = reader.read() => read,
-            };
+            let Read { mut records, millis_behind_latest, end } = or_stopped!(self.held, reader.read());
             if let Some(ms) = millis_behind_latest {
                 metrics::gauge!(m::BEHIND_LATEST_SECONDS, "shard_id" => shard_id.clone()).set(ms as f64 / 1000.0);
             }

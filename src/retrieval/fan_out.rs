@@ -212,10 +212,11 @@ impl FanOutReader {
                 Ok(Ok(Some(event))) => event,
             };
             self.attempt = 0;
-            let now = Utc::now();
-            for record in &event.records {
-                let age = (now - record.arrival).num_milliseconds().max(0);
-                metrics::histogram!(m::FAN_OUT_EVENT_AGE_SECONDS).record(age as f64 / 1000.0);
+            if !event.records.is_empty() {
+                let (now, ages) = (Utc::now(), metrics::histogram!(m::FAN_OUT_EVENT_AGE_SECONDS));
+                for record in &event.records {
+                    ages.record((now - record.arrival).num_milliseconds().max(0) as f64 / 1000.0);
+                }
             }
             let Some(continuation) = event.continuation.filter(|c| !c.is_empty()) else {
                 self.subscription = None;

@@ -185,6 +185,15 @@ impl Retrieval {
         }
     }
 
+    /// The records a read is assumed to bring, for the memory budget:
+    /// `--max-records` when polling; for fan-out, as many as a default poll.
+    pub fn records_per_read(&self) -> u64 {
+        match self {
+            Self::Polling(config) => config.max_records.max(1) as u64,
+            Self::FanOut { .. } => polling::PollingConfig::default().max_records as u64,
+        }
+    }
+
     /// The label of `stream_worker_*` metrics and logs.
     pub fn name(&self) -> &'static str {
         match self {
