@@ -27,6 +27,7 @@ pub const LEASE_HANDOFFS: &str = "stream_worker_lease_handoffs_total";
 pub const LEASE_RENEWALS: &str = "stream_worker_lease_renewals_total";
 pub const LEASE_RENEWAL_FAILURES: &str = "stream_worker_lease_renewal_failures_total";
 pub const WORKERS_SEEN: &str = "stream_worker_workers_seen";
+pub const LEASE_TABLE_SCANS: &str = "stream_worker_lease_table_scans_total";
 pub const SINK_ITEMS_WRITTEN: &str = "stream_worker_sink_items_written_total";
 pub const SINK_THROTTLES: &str = "stream_worker_sink_throttles_total";
 pub const SINK_UNPROCESSED_RETRIES: &str = "stream_worker_sink_unprocessed_retries_total";
@@ -154,6 +155,12 @@ pub fn describe() {
     describe_counter!(LEASE_RENEWALS, Unit::Count, "lease renewals that succeeded");
     describe_counter!(LEASE_RENEWAL_FAILURES, Unit::Count, "lease renewals that failed (store errors)");
     describe_gauge!(WORKERS_SEEN, Unit::Count, "workers holding unexpired leases, as seen by this worker");
+    describe_counter!(
+        LEASE_TABLE_SCANS,
+        Unit::Count,
+        "scans of the lease table by kind: round (take round, eventually consistent), watch (this worker's segment \
+         of a parallel scan, eventually consistent), sync (shard sync, strongly consistent)"
+    );
     describe_counter!(SINK_ITEMS_WRITTEN, Unit::Count, "items written by BatchWriteItem, by table");
     describe_counter!(SINK_THROTTLES, Unit::Count, "BatchWriteItem calls throttled, by table");
     describe_counter!(SINK_UNPROCESSED_RETRIES, Unit::Count, "items returned as UnprocessedItems and retried");

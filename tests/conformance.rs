@@ -12,7 +12,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use std::sync::Arc;
 use stream_worker::leases::dynamodb::DynamoLeaseStore;
 use stream_worker::leases::memory::MemoryLeaseStore;
-use stream_worker::leases::{Cas, LeaseStore};
+use stream_worker::leases::{Cas, LeaseStore, Segment};
 use stream_worker::model::{Checkpoint, Lease, SequenceNumber};
 use stream_worker::retrieval::kinesis::KinesisStream;
 use stream_worker::retrieval::memory::MemoryStream;
@@ -141,11 +141,31 @@ async fn lease_store_suite(store: Arc<dyn LeaseStore>) {
     assert_eq!(keys.len(), 30);
     assert_eq!(keys[29], "shard-029");
     // snapshot (eventually consistent) and get see the same rows.
-    let mut snapshot = store.snapshot().await.unwrap();
+    let mut snapshot = store.snapshot(Segment::WHOLE).await.unwrap();
     snapshot.sort_by(|a, b| a.key.cmp(&b.key));
     let mut listed = store.list().await.unwrap();
     listed.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(snapshot, listed);
+    // The segments of a parallel scan partition the table, and each holds a row
+    // every time (what an expiry watch relies on).
+    for total in [2, 3, 7] {
+        let read = |index| async move {
+            let mut part = store.snapshot(Segment { index, total }).await.unwrap();
+            part.sort_by(|a, b| a.key.cmp(&b.key));
+            part
+        };
+        let mut parts: Vec<Vec<Lease>> = Vec::new();
+        for index in 0..total {
+            parts.push(read(index).await);
+        }
+        let mut union: Vec<Lease> = parts.iter().flatten().cloned().collect();
+        union.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(union, listed, "the {total} segments together are the table, each row once");
+        assert!(parts.iter().filter(|p| !p.is_empty()).count() >= 2, "30 rows in one of {total} segments");
+        for index in 0..total {
+            assert_eq!(read(index).await, parts[index as usize], "segment {index} of {total} read twice");
+        }
+    }
     assert_eq!(store.get("shard-007").await.unwrap().as_ref(), listed.iter().find(|l| l.key == "shard-007"));
     assert_eq!(store.get("no-such-shard").await.unwrap(), None);
 

@@ -478,11 +478,18 @@ async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
         tokio::time::sleep(TICK).await;
     }
 
-    // Settled, idle: a minute's cost.
+    // Settled, idle: a minute's cost, once every worker is past the quick rounds
+    // of converging (the longest round interval: 1.5 × 3 failover times).
+    tokio::time::sleep(FAILOVER * 9 / 2).await;
     let (before, settled) = (sim.store.usage(), Instant::now());
     tokio::time::sleep(STEADY).await;
     let after = sim.store.usage();
     let reads = (after.read_units - before.read_units) / settled.elapsed().as_secs_f64();
+    let per_second = |n: u64| n as f64 / settled.elapsed().as_secs_f64();
+    let scans = per_second(after.scans - before.scans);
+    let consistent = per_second(after.consistent_scans - before.consistent_scans);
+    let segments = per_second(after.segment_scans - before.segment_scans);
+    let gets = (after.gets - before.gets) as f64 / settled.elapsed().as_secs_f64();
     let writes = (after.writes - before.writes) as f64 / shards as f64 / (settled.elapsed().as_secs_f64() / 60.0);
 
     // A tenth crash.
@@ -550,7 +557,8 @@ async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
     }
     println!(
         "{workers} workers × {shards} shards, seed {seed}: converged in {:.1} s, owner changes per lease max {changes} \
-         (mean {mean_changes:.2}); settled and idle: {reads:.1} read units/s, {writes:.1} writes per shard per minute; \
+         (mean {mean_changes:.2}); settled and idle: {reads:.1} read units/s ({scans:.2} scans/s: {segments:.2} of a segment, {consistent:.2} consistent; {gets:.2} GetItems/s), \
+         {writes:.1} writes per shard per minute; \
          {} of {workers} crashed: their {} shards written again within {:.1} s",
         converged.as_secs_f64(),
         victims.len(),

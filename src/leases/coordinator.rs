@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::held::HeldLease;
 use super::sync;
 use super::taker::{self, Observations, TakerConfig};
-use super::{Cas, LeaseStore, StoreError};
+use super::{Cas, LeaseStore, Segment, StoreError};
 use crate::health::Health;
 use crate::lifecycle::consumer::{Consumer, ConsumerConfig, Exit};
 use crate::metrics as m;
@@ -116,6 +116,26 @@ struct State {
     /// Whether the last take round found leases to take or to ask for: the
     /// fleet is not settled, so the next round comes after the quick interval.
     unsettled: bool,
+    /// The segment of the table this worker watches for expiries between take
+    /// rounds (a large fleet: [`taker::watch_segment`]).
+    segment: Option<Segment>,
+    /// The rows the last take round read: shard sync scans the table only when
+    /// a shard has no lease among them.
+    known: Vec<Lease>,
+    /// Leases a segment watch found free or expired (and ready) and asked a take
+    /// round for: one round per lease while it stays so, not one per watch.
+    flagged: HashSet<String>,
+}
+
+/// What a segment watch found.
+#[derive(Debug, Default)]
+struct Watch {
+    /// A lease of the segment is free or expired, and ready: a take round is due
+    /// now (once per lease while it stays so).
+    take_now: bool,
+    /// When a lease seen standing still would expire: the moment to read the
+    /// segment again, for a live owner's renewal may simply not have come yet.
+    next_expiry: Option<Instant>,
 }
 
 impl Worker {
@@ -142,6 +162,9 @@ impl Worker {
             workers: 1,
             next_expiry: None,
             unsettled: false,
+            segment: None,
+            known: Vec::new(),
+            flagged: HashSet::new(),
         };
         let consumers_stop = CancellationToken::new();
         // The gauge exists from the start, before a take round succeeds.
@@ -152,6 +175,7 @@ impl Worker {
         let mut next_take = Instant::now();
         let mut next_steal = Instant::now();
         let mut next_watch = Instant::now() + quick_take_every;
+        let mut next_segment_watch = Instant::now();
         let mut next_sync = Instant::now();
         let mut next_write_limits = Instant::now();
         loop {
@@ -173,7 +197,7 @@ impl Worker {
                     next_write_limits = Instant::now() + WRITE_LIMITS_INTERVAL;
                 }
                 _ = sleep_until(next_sync) => {
-                    match self.bounded(self.sync_shards(&mut state.ranges, &state.closed)).await {
+                    match self.bounded(self.sync_shards(&mut state.ranges, &state.closed, &state.known)).await {
                         Err(e) => {
                             tracing::warn!(error = %e, "shard sync failed; retrying at the next take round");
                             next_sync = Instant::now() + cfg.failover / 2;
@@ -200,10 +224,24 @@ impl Worker {
                     next_take = Instant::now() + if state.unsettled {
                         quick_take_every
                     } else {
-                        taker::round_interval(cfg.failover, state.workers, &mut state.rng)
+                        taker::round_interval(cfg.failover, state.workers, state.segment.is_some(), &mut state.rng)
                     };
                     if let Some(expiry) = state.next_expiry {
                         next_take = next_take.min(expiry);
+                    }
+                }
+                _ = sleep_until(next_segment_watch), if state.segment.is_some() => {
+                    next_segment_watch = Instant::now() + taker::watch_interval(cfg.failover, &mut state.rng);
+                    match self.bounded(self.watch_segment(&mut state)).await {
+                        Ok(watch) => {
+                            if watch.take_now {
+                                next_take = Instant::now();
+                            }
+                            if let Some(expiry) = watch.next_expiry {
+                                next_segment_watch = next_segment_watch.min(expiry);
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "reading the watched segment failed"),
                     }
                 }
                 _ = sleep_until(next_watch), if !state.asked.is_empty() => {
@@ -290,11 +328,19 @@ impl Worker {
         &self,
         ranges: &mut HashMap<String, HashRange>,
         closed: &ClosedShards,
+        known: &[Lease],
     ) -> Result<usize, anyhow::Error> {
         let shards = self.stream.list_shards().await.map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
         closed.set(&shards);
         *ranges = shards.iter().filter_map(|s| Some((s.id.clone(), s.hash_range?))).collect();
-        let leases = self.store.list().await?;
+        // The last take round's rows show every shard's lease most of the time:
+        // then there is nothing to create and no need for a consistent scan.
+        if !known.is_empty()
+            && sync::leases_to_create(&shards, known, self.config.initial_position.checkpoint()).is_empty()
+        {
+            return Ok(0);
+        }
+        let leases = self.list().await?;
         let created = self.create_leases(&shards, &leases).await?;
         if created > 0 {
             tracing::info!(created, shards = shards.len(), "shard sync created leases");
@@ -331,7 +377,8 @@ impl Worker {
         steal: bool,
     ) -> Result<(), StoreError> {
         let cfg = &self.config;
-        let leases = self.store.snapshot().await?;
+        let leases = self.store.snapshot(Segment::WHOLE).await?;
+        metrics::counter!(m::LEASE_TABLE_SCANS, "kind" => "round").increment(1);
         self.health.store_ok();
         let now = Instant::now();
         state.seen.observe(&leases, now);
@@ -361,7 +408,19 @@ impl Worker {
         state.unsettled = !plan.take.is_empty() || !plan.steal.is_empty();
         tracing::debug!(worker_id = %cfg.worker_id, workers = plan.workers, target = plan.target,
             take = plan.take.len(), steal = plan.steal.len(), next_expiry = ?state.next_expiry.map(|t| t - now), "take round");
-        self.processor.set_fleet_size(taker::live_workers(&cfg.worker_id, &leases, &state.seen, now, cfg.failover));
+        let live = taker::live_workers(&cfg.worker_id, &leases, &state.seen, now, cfg.failover);
+        self.processor.set_fleet_size(live.len());
+        let segment = taker::watch_segment(&cfg.worker_id, &live, cfg.failover);
+        if segment != state.segment {
+            tracing::debug!(worker_id = %cfg.worker_id, ?segment, workers = live.len(), "expiry watch segment");
+            state.segment = segment;
+        }
+        if segment.is_some() {
+            // Segment watches see expiries coming; a full round for each would
+            // cost what they save.
+            state.next_expiry = None;
+        }
+        drop(live);
         let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
         // Handoffs asked for: done (released, taken, or cleared) or timed out.
         let me = cfg.worker_id.as_str();
@@ -391,7 +450,51 @@ impl Worker {
                 }
             }
         }
-        self.take_leases(state, consumers_stop, wanted).await
+        let result = self.take_leases(state, consumers_stop, wanted).await;
+        state.known = leases;
+        result
+    }
+
+    /// Every lease row, strongly consistent: what shard sync creates leases from.
+    async fn list(&self) -> Result<Vec<Lease>, StoreError> {
+        metrics::counter!(m::LEASE_TABLE_SCANS, "kind" => "sync").increment(1);
+        self.store.list().await
+    }
+
+    /// Reads this worker's segment of the table (an eventually consistent
+    /// parallel-scan segment) and records what it sees, so that an orphaned lease
+    /// of the segment is seen expire within about a second of its failover time
+    /// without a full scan.
+    async fn watch_segment(&self, state: &mut State) -> Result<Watch, StoreError> {
+        let Some(segment) = state.segment else { return Ok(Watch::default()) };
+        let cfg = &self.config;
+        let part = self.store.snapshot(segment).await?;
+        metrics::counter!(m::LEASE_TABLE_SCANS, "kind" => "watch").increment(1);
+        self.health.store_ok();
+        let now = Instant::now();
+        state.seen.observe_part(&part, now);
+        let next_expiry = state.seen.next_expiry(&part, &cfg.worker_id, now, cfg.failover);
+        // Parents as last seen: in this segment now, or at the last take round.
+        let mut by_key: HashMap<&str, &Lease> = state.known.iter().map(|l| (l.key.as_str(), l)).collect();
+        by_key.extend(part.iter().map(|l| (l.key.as_str(), l)));
+        let me = cfg.worker_id.as_str();
+        let free: HashSet<&str> = part
+            .iter()
+            .filter(|l| {
+                !state.held.contains_key(&l.key)
+                    && l.handoff_to.as_deref().is_none_or(|to| to == me)
+                    && state.seen.is_expired(l, now, cfg.failover)
+                    && taker::is_ready(l, &by_key)
+            })
+            .map(|l| l.key.as_str())
+            .collect();
+        let in_part: HashSet<&str> = part.iter().map(|l| l.key.as_str()).collect();
+        state.flagged.retain(|k| !in_part.contains(k.as_str()) || free.contains(k.as_str()));
+        let mut take_now = false;
+        for key in free {
+            take_now |= state.flagged.insert(key.to_owned());
+        }
+        Ok(Watch { take_now, next_expiry })
     }
 
     /// Reads each lease this worker asked to be handed (one GetItem each) and
@@ -532,7 +635,7 @@ impl Worker {
                 // the user records outside its range from its first batch.
                 state.ranges.extend(children.iter().filter_map(|c| Some((c.id.clone(), c.hash_range?))));
                 if !children.is_empty() {
-                    let leases = self.store.list().await.unwrap_or_default();
+                    let leases = self.list().await.unwrap_or_default();
                     if let Err(e) = self.create_leases(&children, &leases).await {
                         tracing::warn!(shard_id = %key, error = %e, "creating child leases failed; shard sync will");
                     }

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use super::{apply, Cas, LeaseStore, StoreError};
+use super::{apply, Cas, LeaseStore, Segment, StoreError};
 use crate::aws::{classify, describe, ErrorClass};
 use crate::model::{Checkpoint, Lease};
 
@@ -53,7 +53,8 @@ impl DynamoLeaseStore {
         StoreError(format!("lease table '{}': {op}: {}", self.table, describe(&err)))
     }
 
-    async fn scan(&self, consistent: bool) -> Result<Vec<Lease>, StoreError> {
+    async fn scan(&self, consistent: bool, segment: Segment) -> Result<Vec<Lease>, StoreError> {
+        let parallel = segment.total > 1;
         let mut leases = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -62,6 +63,8 @@ impl DynamoLeaseStore {
                 .scan()
                 .table_name(&self.table)
                 .consistent_read(consistent)
+                .set_segment(parallel.then_some(segment.index as i32))
+                .set_total_segments(parallel.then_some(segment.total as i32))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -185,11 +188,11 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn list(&self) -> Result<Vec<Lease>, StoreError> {
-        self.scan(true).await
+        self.scan(true, Segment::WHOLE).await
     }
 
-    async fn snapshot(&self) -> Result<Vec<Lease>, StoreError> {
-        self.scan(false).await
+    async fn snapshot(&self, segment: Segment) -> Result<Vec<Lease>, StoreError> {
+        self.scan(false, segment).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Lease>, StoreError> {

@@ -310,9 +310,9 @@ mod tests {
             self.gate().await;
             self.inner.list().await
         }
-        async fn snapshot(&self) -> Result<Vec<Lease>, StoreError> {
+        async fn snapshot(&self, segment: super::super::Segment) -> Result<Vec<Lease>, StoreError> {
             self.gate().await;
-            self.inner.snapshot().await
+            self.inner.snapshot(segment).await
         }
         async fn get(&self, key: &str) -> Result<Option<Lease>, StoreError> {
             self.gate().await;

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{apply, Cas, LeaseStore, StoreError};
+use super::{apply, Cas, LeaseStore, Segment, StoreError};
 use crate::model::{Checkpoint, Lease};
 
 #[derive(Debug, Default)]
@@ -25,11 +25,22 @@ pub struct MemoryLeaseStore {
 pub struct Usage {
     pub read_units: f64,
     pub write_units: f64,
-    /// Scans, consistent or not.
+    /// Scans, consistent or not, of the whole table or of a segment.
     pub scans: u64,
+    /// Of those, strongly consistent.
+    pub consistent_scans: u64,
+    /// Of those, of one segment of a parallel scan.
+    pub segment_scans: u64,
     /// GetItems.
     pub gets: u64,
     pub writes: u64,
+}
+
+/// The segment of `total` a key's row is in: a stable hash of the key (FNV-1a),
+/// as DynamoDB places a row by a hash of its partition key.
+fn segment_of(key: &str, total: u32) -> u32 {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (hash % u64::from(total.max(1))) as u32
 }
 
 /// A lease row's size as DynamoDB counts it (names and values).
@@ -56,12 +67,15 @@ impl MemoryLeaseStore {
         *self.usage.lock().unwrap()
     }
 
-    /// Every row, charged as a Scan at `unit` read units per 4 KB.
-    fn scan(&self, unit: f64) -> Vec<Lease> {
-        let rows = self.rows();
+    /// The rows of `segment`, charged as a Scan at `unit` read units per 4 KB.
+    fn scan(&self, unit: f64, segment: Segment) -> Vec<Lease> {
+        let mut rows = self.rows();
+        rows.retain(|l| segment_of(&l.key, segment.total) == segment.index);
         let bytes: usize = rows.iter().map(row_bytes).sum();
         let mut usage = self.usage.lock().unwrap();
         usage.scans += 1;
+        usage.consistent_scans += u64::from(unit == 1.0);
+        usage.segment_scans += u64::from(segment.total > 1);
         usage.read_units += unit * bytes.div_ceil(4096).max(1) as f64;
         rows
     }
@@ -99,11 +113,11 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn list(&self) -> Result<Vec<Lease>, StoreError> {
-        Ok(self.scan(1.0))
+        Ok(self.scan(1.0, Segment::WHOLE))
     }
 
-    async fn snapshot(&self) -> Result<Vec<Lease>, StoreError> {
-        Ok(self.scan(0.5))
+    async fn snapshot(&self, segment: Segment) -> Result<Vec<Lease>, StoreError> {
+        Ok(self.scan(0.5, segment))
     }
 
     async fn get(&self, key: &str) -> Result<Option<Lease>, StoreError> {

@@ -63,11 +63,13 @@ pub trait LeaseStore: Send + Sync + 'static {
     async fn ensure_table(&self) -> Result<(), StoreError>;
     /// Every lease row: a strongly consistent scan.
     async fn list(&self) -> Result<Vec<Lease>, StoreError>;
-    /// Every lease row as an eventually consistent scan sees it, for half the read
-    /// units of [`list`](Self::list): what take rounds read. A stale row is safe
-    /// there: every take is conditional on the counter it saw, and a counter seen
-    /// late only delays an expiry.
-    async fn snapshot(&self) -> Result<Vec<Lease>, StoreError>;
+    /// The lease rows of one segment of the table as an eventually consistent
+    /// scan sees them, for half the read units of [`list`](Self::list): what take
+    /// rounds ([`Segment::WHOLE`]) and expiry watches (one segment of a parallel
+    /// scan) read. The segments of a given total partition the table, and a row
+    /// stays in its segment. A stale row is safe there: every take is conditional
+    /// on the counter it saw, and a counter seen late only delays an expiry.
+    async fn snapshot(&self, segment: Segment) -> Result<Vec<Lease>, StoreError>;
     /// One lease row (an eventually consistent GetItem), or `None`: how a worker
     /// watches the lease it asked to be handed, without scanning the table.
     async fn get(&self, key: &str) -> Result<Option<Lease>, StoreError>;
@@ -97,6 +99,18 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// The one mutation that does not bump the counter: the owner's next renewal
     /// must succeed, and tell it to hand over.
     async fn request_handoff(&self, lease: &Lease, to: &str) -> Result<Cas<Lease>, StoreError>;
+}
+
+/// One segment of a parallel scan: `index` of `total` (`0 <= index < total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Segment {
+    pub index: u32,
+    pub total: u32,
+}
+
+impl Segment {
+    /// The whole table.
+    pub const WHOLE: Segment = Segment { index: 0, total: 1 };
 }
 
 /// The lease as it would be stored after a successful conditional mutation; shared

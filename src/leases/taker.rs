@@ -24,6 +24,12 @@ impl Observations {
     pub fn observe(&mut self, leases: &[Lease], now: Instant) {
         let keys: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
         self.seen.retain(|k, _| keys.contains(k.as_str()));
+        self.observe_part(leases, now);
+    }
+
+    /// Records part of the table (a segment) read at `now`; keeps what it knows
+    /// of the rest.
+    pub fn observe_part(&mut self, leases: &[Lease], now: Instant) {
         for lease in leases {
             let entry = self.seen.entry(lease.key.clone()).or_insert((lease.counter, now));
             if entry.0 != lease.counter {
@@ -104,14 +110,54 @@ pub fn is_ready(lease: &Lease, by_key: &HashMap<&str, &Lease>) -> bool {
 /// included: the fleet sharing the tables' write limits. Unlike [`Plan::workers`]
 /// a handoff's target does not count until it owns a lease: a worker that asked
 /// and died would otherwise count until the handoff is over.
-pub fn live_workers(me: &str, leases: &[Lease], seen: &Observations, now: Instant, failover: Duration) -> usize {
-    let others: HashSet<&str> = leases
+pub fn live_workers<'a>(
+    me: &'a str,
+    leases: &'a [Lease],
+    seen: &Observations,
+    now: Instant,
+    failover: Duration,
+) -> std::collections::BTreeSet<&'a str> {
+    leases
         .iter()
         .filter(|l| !l.checkpoint.is_shard_end() && !seen.is_expired(l, now, failover))
         .filter_map(|l| l.owner.as_deref())
-        .filter(|&owner| owner != me)
-        .collect();
-    others.len() + 1
+        .chain([me])
+        .collect()
+}
+
+/// How many workers read each segment of the table in expiry watches.
+pub const WATCHERS_PER_SEGMENT: u32 = 5;
+
+/// The segment of the lease table `me` watches for expiries between take rounds,
+/// or `None` while the fleet is small enough for take rounds alone: up to a
+/// failover time's worth of workers (one per second), whose rounds come every
+/// `workers` seconds, so that some worker reads the table about once a second.
+///
+/// A larger fleet splits the table into one segment of a parallel scan per
+/// [`WATCHERS_PER_SEGMENT`] live workers (at least 2), each watched by the
+/// workers of one contiguous block of the sorted worker ids. Each watcher reads
+/// its segment every [`watch_interval`], so each segment is read about once a
+/// second and an orphaned lease is seen expire within about a second of its
+/// failover time, while full take rounds (every [`round_interval`]: three
+/// failover times) only balance the fleet. The fleet's reads stay flat as it
+/// grows: the table once a second in segments, plus each worker's full round.
+pub fn watch_segment(me: &str, live: &std::collections::BTreeSet<&str>, failover: Duration) -> Option<super::Segment> {
+    let workers = live.len() as u32;
+    if u128::from(workers) * 1000 <= failover.as_millis() {
+        return None;
+    }
+    let total = (workers / WATCHERS_PER_SEGMENT).clamp(2, workers);
+    let rank = live.iter().position(|w| *w == me)? as u32;
+    Some(super::Segment { index: rank * total / workers, total })
+}
+
+/// The delay before a worker's next read of its segment: [`WATCHERS_PER_SEGMENT`]
+/// seconds, so that a segment's watchers together read it about once a second,
+/// at most half a failover time; ±50 %, at least the quick interval.
+pub fn watch_interval(failover: Duration, rng: &mut impl Rng) -> Duration {
+    let shortest = super::coordinator::quick_take_interval(failover);
+    let base = (Duration::from_secs(1) * WATCHERS_PER_SEGMENT).min(failover / 2).max(shortest);
+    base.mul_f64(rng.gen_range(0.5..=1.5)).max(shortest)
 }
 
 /// Decides a take round for `me`, holding `held`, over the table `leases`.
@@ -222,9 +268,17 @@ pub fn max_takes(ready: usize) -> usize {
 /// failover time apart). Drawn from ±50 % of that, at least the quick interval:
 /// workers that started or settled together drift apart within a few rounds, and
 /// a fleet whose rounds are spread out sees a lease expire soon after it does.
-pub fn round_interval(failover: Duration, workers: usize, rng: &mut impl Rng) -> Duration {
+///
+/// A worker that watches a segment for expiries (`watching`, see
+/// [`watch_segment`]) takes rounds every three failover times on average: they
+/// only balance the fleet.
+pub fn round_interval(failover: Duration, workers: usize, watching: bool, rng: &mut impl Rng) -> Duration {
     let shortest = super::coordinator::quick_take_interval(failover);
-    let base = (Duration::from_secs(1) * workers.max(1).min(u32::MAX as usize) as u32).clamp(shortest, failover);
+    let base = if watching {
+        failover * 3
+    } else {
+        (Duration::from_secs(1) * workers.max(1).min(u32::MAX as usize) as u32).clamp(shortest, failover)
+    };
     base.mul_f64(rng.gen_range(0.5..=1.5)).max(shortest)
 }
 
@@ -287,13 +341,13 @@ mod tests {
         let mut seen = Observations::default();
         let t0 = Instant::now();
         seen.observe(&leases, t0);
-        assert_eq!(live_workers("me", &leases, &seen, t0, FAILOVER), 3, "me, a, dead (not yet expired)");
-        assert_eq!(live_workers("x", &leases, &seen, t0, FAILOVER), 4);
+        assert_eq!(live_workers("me", &leases, &seen, t0, FAILOVER).len(), 3, "me, a, dead (not yet expired)");
+        assert_eq!(live_workers("x", &leases, &seen, t0, FAILOVER).len(), 4);
         // a renews; dead does not.
         leases[0].counter += 1;
         leases[3].counter += 1;
         seen.observe(&leases, t0 + FAILOVER);
-        assert_eq!(live_workers("me", &leases, &seen, t0 + FAILOVER, FAILOVER), 2);
+        assert_eq!(live_workers("me", &leases, &seen, t0 + FAILOVER, FAILOVER).len(), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -470,13 +524,18 @@ mod tests {
     #[test]
     fn the_fleet_reads_the_table_about_once_a_second_whatever_its_size() {
         let mut rng = rng();
-        for (workers, low, high) in [(1, 1.0, 1.5), (3, 1.5, 4.5), (8, 4.0, 12.0), (100, 5.0, 15.0)] {
+        // Up to ten workers (a failover time of 10 s) take rounds alone; beyond,
+        // they watch segments (about one table a second) and take full rounds
+        // every three failover times.
+        for (workers, watching, low, high) in
+            [(1, false, 1.0, 1.5), (3, false, 1.5, 4.5), (8, false, 4.0, 12.0), (100, true, 15.0, 45.0)]
+        {
             let intervals: Vec<f64> =
-                (0..2000).map(|_| round_interval(FAILOVER, workers, &mut rng).as_secs_f64()).collect();
+                (0..2000).map(|_| round_interval(FAILOVER, workers, watching, &mut rng).as_secs_f64()).collect();
             assert!(intervals.iter().all(|d| (low..=high).contains(d)), "{workers} workers: {intervals:?}");
             let mean = intervals.iter().sum::<f64>() / 2000.0;
             let fleet_reads_per_second = workers as f64 / mean;
-            let expected = if workers <= 10 { 1.0 } else { workers as f64 / 10.0 };
+            let expected = if watching { workers as f64 / 30.0 } else { 1.0 };
             assert!(
                 (0.85 * expected..=1.15 * expected).contains(&fleet_reads_per_second),
                 "{workers} workers: {fleet_reads_per_second}/s"
@@ -488,8 +547,67 @@ mod tests {
         }
         // A short failover time bounds rounds by itself.
         let short = Duration::from_millis(600);
-        assert!((0..100).all(|_| (short / 2..=short * 3 / 2).contains(&round_interval(short, 50, &mut rng))));
-        assert!((0..100).all(|_| (short / 2..=short * 3 / 2).contains(&round_interval(short, 1, &mut rng))));
+        assert!((0..100).all(|_| (short / 2..=short * 3 / 2).contains(&round_interval(short, 50, false, &mut rng))));
+        assert!((0..100).all(|_| (short / 2..=short * 3 / 2).contains(&round_interval(short, 1, false, &mut rng))));
+    }
+
+    #[test]
+    fn a_large_fleet_splits_the_table_into_segments_each_watched_by_a_block_of_workers() {
+        let names: Vec<String> = (0..100).map(|i| format!("w{i:03}")).collect();
+        let fleet = |n: usize| -> std::collections::BTreeSet<&str> { names[..n].iter().map(String::as_str).collect() };
+        // A failover time's worth of workers (one per second) needs no watch.
+        assert_eq!(watch_segment("w000", &fleet(10), FAILOVER), None);
+        assert_eq!(watch_segment("w000", &fleet(1), FAILOVER), None);
+        for workers in [11, 12, 37, 100] {
+            let live = fleet(workers);
+            let segments: Vec<super::super::Segment> =
+                live.iter().map(|w| watch_segment(w, &live, FAILOVER).unwrap()).collect();
+            let total = segments[0].total;
+            assert_eq!(total, (workers as u32 / WATCHERS_PER_SEGMENT).max(2), "{workers} workers");
+            assert!(segments.iter().all(|s| s.total == total && s.index < total));
+            // Contiguous blocks of sorted ids, every segment watched, evenly.
+            assert!(segments.windows(2).all(|w| w[0].index <= w[1].index), "{segments:?}");
+            let mut watchers = vec![0; total as usize];
+            for s in &segments {
+                watchers[s.index as usize] += 1;
+            }
+            let (min, max) = (watchers.iter().min().unwrap(), watchers.iter().max().unwrap());
+            assert!(*min >= 2 && max - min <= 1, "{workers} workers: {watchers:?}");
+        }
+        // A short failover time: three workers already watch, in two segments.
+        let live = fleet(3);
+        let short = Duration::from_secs(2);
+        let indexes: Vec<u32> = live.iter().map(|w| watch_segment(w, &live, short).unwrap().index).collect();
+        assert_eq!(indexes, vec![0, 0, 1]);
+        assert_eq!(watch_segment("stranger", &live, short), None, "not in the fleet it saw");
+    }
+
+    #[test]
+    fn each_segment_is_read_about_once_a_second_by_its_watchers() {
+        let mut rng = rng();
+        let intervals: Vec<f64> = (0..2000).map(|_| watch_interval(FAILOVER, &mut rng).as_secs_f64()).collect();
+        assert!(intervals.iter().all(|d| (2.5..=7.5).contains(d)), "{intervals:?}");
+        let mean = intervals.iter().sum::<f64>() / 2000.0;
+        let reads_per_second = f64::from(WATCHERS_PER_SEGMENT) / mean;
+        assert!((0.85..=1.15).contains(&reads_per_second), "{reads_per_second}");
+        // Never more than half a failover time apart on average, never below the quick interval.
+        let short = Duration::from_secs(3);
+        assert!((0..500).all(|_| (1.0..=2.25).contains(&watch_interval(short, &mut rng).as_secs_f64())));
+    }
+
+    #[test]
+    fn a_segment_read_keeps_what_the_worker_knows_of_the_rest() {
+        let t0 = Instant::now();
+        let mut seen = Observations::default();
+        let mut leases = vec![lease("a", Some("x"), 1), lease("b", Some("y"), 1)];
+        seen.observe(&leases, t0);
+        let t1 = t0 + FAILOVER;
+        leases[0].counter = 2;
+        seen.observe_part(&leases[..1], t1);
+        assert!(!seen.is_expired(&leases[0], t1, FAILOVER), "a moved");
+        assert!(seen.is_expired(&leases[1], t1, FAILOVER), "b, not in the segment, still seen since t0");
+        seen.observe(&leases[..1], t1);
+        assert!(!seen.is_expired(&leases[1], t1, FAILOVER), "a full snapshot without b forgets it");
     }
 
     #[test]
