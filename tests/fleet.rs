@@ -166,3 +166,65 @@ async fn rolling_restart(from: Retrieval, to: Retrieval) {
     let puts = producer.finish();
     setup.rows_of(&puts).await;
 }
+
+/// A fleet with more workers than seconds in its failover time watches the lease
+/// table in segments of a parallel scan between its (rarer) full take rounds:
+/// on the DynamoDB emulator, each worker reads its segment, and a killed
+/// worker's shards are seen expire and processed again within a few seconds of
+/// the failover time, well before the next full rounds (9 s apart on average).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_watching_segments_fails_over_within_seconds_of_its_failover_time() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new("segments", 8);
+    let producer = setup.start_producer(&["--rate", "100", "--count", "4000", "--seed", "23"]);
+    let failover = ["--failover-time", "3s"];
+    let mut workers: Vec<Worker> = ["a", "b", "c", "d"].iter().map(|w| setup.worker(w, &failover)).collect();
+    let states = eventually(Duration::from_secs(30), "2/2/2/2", || async {
+        let s = setup.lease_states().await;
+        (s.len() == 8 && counts(&s) == vec![2, 2, 2, 2]).then_some(s)
+    })
+    .await;
+    let watches = |w: &Worker| w.metric_with("stream_worker_lease_table_scans_total", r#"kind="watch""#).unwrap_or(0.0);
+    eventually(Duration::from_secs(20), "every worker watching its segment", || async {
+        workers.iter().all(|w| watches(w) >= 2.0).then_some(())
+    })
+    .await;
+    let victim = workers.remove(1);
+    let victims: HashMap<String, String> = states
+        .iter()
+        .filter(|(_, (o, _))| o.as_deref() == Some(victim.name.as_str()))
+        .map(|(k, (_, c))| (k.clone(), c.clone()))
+        .collect();
+    let (rounds_before, watches_before): (Vec<f64>, Vec<f64>) = workers
+        .iter()
+        .map(|w| (w.metric_with("stream_worker_lease_table_scans_total", r#"kind="round""#).unwrap_or(0.0), watches(w)))
+        .unzip();
+    let mut victim = victim;
+    victim.kill9();
+    let killed = Instant::now();
+    let took = eventually(Duration::from_secs(30), "the killed worker's shards processing again", || async {
+        let s = setup.lease_states().await;
+        victims
+            .iter()
+            .all(|(k, before)| {
+                let (owner, checkpoint) = &s[k];
+                owner.as_deref().is_some_and(|o| o != victim.name) && checkpoint != before
+            })
+            .then(|| killed.elapsed())
+    })
+    .await;
+    let rounds: Vec<f64> = workers
+        .iter()
+        .zip(&rounds_before)
+        .map(|(w, before)| w.metric_with("stream_worker_lease_table_scans_total", r#"kind="round""#).unwrap() - before)
+        .collect();
+    let watched: Vec<f64> = workers.iter().zip(&watches_before).map(|(w, before)| watches(w) - before).collect();
+    eprintln!(
+        "segments: {} shards processing again {took:?} after kill -9; full rounds {rounds:?}, watches {watched:?}",
+        victims.len()
+    );
+    assert!(took <= Duration::from_secs(9), "failover took {took:?} with a 3 s failover time");
+    assert!(watched.iter().all(|n| *n >= 1.0), "watches during the failover: {watched:?}");
+    let puts = producer.finish();
+    setup.rows_of(&puts).await;
+}
