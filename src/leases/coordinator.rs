@@ -113,8 +113,9 @@ struct State {
     workers: usize,
     /// When a lease seen standing still at the last take round would expire.
     next_expiry: Option<Instant>,
-    /// Whether the last take round found leases to take or to ask for: the
-    /// fleet is not settled, so the next round comes after the quick interval.
+    /// Whether the last take round found leases to take or to ask for, or left
+    /// this worker more than a lease short of its share: the fleet is not
+    /// settled, so the next round comes after the quick interval.
     unsettled: bool,
     /// The segment of the table this worker watches for expiries between take
     /// rounds (a large fleet: [`taker::watch_segment`]).
@@ -405,7 +406,10 @@ impl Worker {
         let plan = taker::plan(&cfg.worker_id, &held, &leases, &state.seen, now, &taker_cfg, &mut state.rng);
         metrics::gauge!(m::WORKERS_SEEN).set(plan.workers as f64);
         state.workers = plan.workers;
-        state.unsettled = !plan.take.is_empty() || !plan.steal.is_empty();
+        // Taking, asking, or more than a lease short of its share (waiting to
+        // steal): not settled, back after the quick interval.
+        state.unsettled =
+            !plan.take.is_empty() || !plan.steal.is_empty() || state.held.len() + state.asked.len() + 1 < plan.target;
         tracing::debug!(worker_id = %cfg.worker_id, workers = plan.workers, target = plan.target,
             take = plan.take.len(), steal = plan.steal.len(), next_expiry = ?state.next_expiry.map(|t| t - now), "take round");
         let live = taker::live_workers(&cfg.worker_id, &leases, &state.seen, now, cfg.failover);
