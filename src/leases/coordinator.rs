@@ -3,11 +3,13 @@
 //!
 //! One loop owns all lease state; consumers only checkpoint through their
 //! [`HeldLease`]. Timers: renew every `failover / 3`; a take round every
-//! [`taker::round_interval`] (the worker count in seconds, from 1 s up to the
-//! failover time: the fleet together reads the table about once a second,
-//! whatever its size), with steals at most every `failover / 2`; shard sync
-//! every `shard_sync_interval` and at each shard end. Take rounds read an
-//! eventually consistent snapshot of the table.
+//! [`taker::round_interval`] (half a second per worker seen, from 1 s up to the
+//! failover time: a small fleet together reads the table about twice a second,
+//! whatever its size), with steals at most every `failover / 2`; a larger fleet
+//! watches the table in segments ([`taker::watch_segment`]) and takes full
+//! rounds every three failover times; shard sync every `shard_sync_interval`
+//! and at each shard end. Take rounds and watches read eventually consistent
+//! snapshots of the table.
 //!
 //! Steals are graceful: the taker marks the lease (`handoffTo`), the owner sees
 //! the mark at its next renewal, finishes its batch, checkpoints and releases.
@@ -775,7 +777,7 @@ mod tests {
         let took = fleet.until("a holds every lease", |o, _| holds(o, "a", 4)).await;
         assert!(
             took <= Duration::from_secs(3),
-            "a released lease is taken within 3 s (the fleet reads the table about once a second), not {took:?}"
+            "a released lease is taken within 3 s (the fleet reads the table about twice a second), not {took:?}"
         );
         fleet.put(20);
         fleet.until("the new records written", |_, rows| rows == 60).await;
