@@ -420,6 +420,7 @@ impl Worker {
         if segment != state.segment {
             tracing::debug!(worker_id = %cfg.worker_id, ?segment, workers = live.len(), "expiry watch segment");
             state.segment = segment;
+            state.flagged.clear();
         }
         if segment.is_some() {
             // Segment watches see expiries coming; a full round for each would
@@ -711,11 +712,19 @@ mod tests {
         }
 
         fn start(&self, id: &str) -> (tokio::task::JoinHandle<Result<(), StoreError>>, CancellationToken) {
+            self.start_with(id, FAILOVER)
+        }
+
+        fn start_with(
+            &self,
+            id: &str,
+            failover: Duration,
+        ) -> (tokio::task::JoinHandle<Result<(), StoreError>>, CancellationToken) {
             let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
             let worker = Worker {
                 config: WorkerConfig {
                     worker_id: id.into(),
-                    failover: FAILOVER,
+                    failover,
                     max_leases: usize::MAX,
                     max_leases_to_steal: 2,
                     shard_sync_interval: Duration::from_secs(60),
@@ -803,5 +812,32 @@ mod tests {
         fleet.until("the new records written", |_, rows| rows == 60).await;
         stop_a.cancel();
         a.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_watching_segments_takes_a_crashed_workers_leases_soon_after_the_failover_time() {
+        // Four workers at a 2 s failover time: more workers than seconds, so they
+        // watch two segments and take full rounds only every 6 s on average.
+        let failover = Duration::from_secs(2);
+        let fleet = Fleet::new(8);
+        fleet.put(80);
+        let workers: Vec<_> = ["a", "b", "c", "d"].iter().map(|id| fleet.start_with(id, failover)).collect();
+        fleet.until("two each", |o, rows| ["a", "b", "c", "d"].iter().all(|w| holds(o, w, 2)) && rows == 80).await;
+        tokio::time::sleep(failover * 5).await; // settled: past the quick rounds
+        let before = fleet.store.usage();
+        workers[1].0.abort(); // a crash: nothing released
+        let took = fleet.until("b's leases taken", |o, _| holds(o, "b", 0) && !o.contains_key("-")).await;
+        let after = fleet.store.usage();
+        assert!(took >= failover - Duration::from_millis(700), "taken before the lease expired: {took:?}");
+        assert!(took <= failover + Duration::from_secs(2), "seen expire {took:?} after the crash");
+        assert!(after.segment_scans > before.segment_scans, "no segment watched");
+        fleet.put(40);
+        fleet.until("the new records written", |_, rows| rows == 120).await;
+        for (i, (task, stop)) in workers.into_iter().enumerate() {
+            stop.cancel();
+            if i != 1 {
+                task.await.unwrap().unwrap();
+            }
+        }
     }
 }
