@@ -233,6 +233,9 @@ impl Checker {
                 && lease.parents.iter().all(|p| by_key.get(p.as_str()).is_none_or(|p| p.checkpoint.is_shard_end()));
             let still = now.duration_since(self.moved[&lease.key]);
             if ready {
+                if still > FAILOVER * 2 && self.worst_still <= FAILOVER * 2 && std::env::var("SIM_TRACE").is_ok() {
+                    println!("{} still for {still:?}: {lease:?}", lease.key);
+                }
                 self.worst_still = self.worst_still.max(still);
             }
             if ready && still > bounds().0 {

@@ -432,6 +432,7 @@ impl Worker {
         // Handoffs asked for: done (released, taken, or cleared) or timed out.
         let me = cfg.worker_id.as_str();
         let mut overdue = Vec::new();
+        let mut released = Vec::new();
         state.asked.retain(|key, asked_at| match by_key.get(key.as_str()) {
             Some(l) if l.handoff_to.as_deref() == Some(me) && l.owner.as_deref().is_some_and(|o| o != me) => {
                 if now.duration_since(*asked_at) >= cfg.failover {
@@ -441,9 +442,18 @@ impl Worker {
                     true
                 }
             }
+            // Released for this worker: it is reserved for it, whatever its share
+            // says now (others may claim it only after a failover time).
+            Some(l) if l.handoff_to.as_deref() == Some(me) && l.owner.is_none() => {
+                if !plan.take.contains(key) {
+                    released.push(key.clone());
+                }
+                false
+            }
             _ => false,
         });
-        let mut wanted: Vec<(&Lease, bool)> = plan.take.iter().map(|k| (by_key[k.as_str()], false)).collect();
+        let mut wanted: Vec<(&Lease, bool)> =
+            plan.take.iter().chain(&released).map(|k| (by_key[k.as_str()], false)).collect();
         if steal {
             self.clean_up(&leases).await?;
             wanted.extend(overdue.iter().map(|k| (by_key[k.as_str()], true)));
