@@ -24,6 +24,28 @@ fn counts(states: &HashMap<String, (Option<String>, String)>) -> Vec<usize> {
     v
 }
 
+/// The checkpoints of the shards `owner` holds in `states`.
+fn checkpoints_of(states: &HashMap<String, (Option<String>, String)>, owner: &str) -> HashMap<String, String> {
+    states.iter().filter(|(_, (o, _))| o.as_deref() == Some(owner)).map(|(k, (_, c))| (k.clone(), c.clone())).collect()
+}
+
+/// Waits until every shard of `victims` (its checkpoint then) is processing
+/// again: another owner than `victim`, and the checkpoint moved on. Returns the
+/// time since `killed`.
+async fn processing_again(setup: &Setup, victims: &HashMap<String, String>, victim: &str, killed: Instant) -> Duration {
+    eventually(Duration::from_secs(30), "the killed worker's shards processing again", || async {
+        let s = setup.lease_states().await;
+        victims
+            .iter()
+            .all(|(k, before)| {
+                let (owner, checkpoint) = &s[k];
+                owner.as_deref().is_some_and(|o| o != victim) && checkpoint != before
+            })
+            .then(|| killed.elapsed())
+    })
+    .await
+}
+
 crate::both_retrievals!(
     three_workers_converge_on_8_shards_without_thrashing,
     a_killed_workers_shards_resume_elsewhere_within_15_s,
@@ -82,26 +104,11 @@ async fn a_killed_workers_shards_resume_elsewhere_within_15_s(mode: Retrieval) {
     })
     .await;
     let victim = workers.remove(1);
-    let victims: HashMap<String, String> = states
-        .iter()
-        .filter(|(_, (o, _))| o.as_deref() == Some(victim.name.as_str()))
-        .map(|(k, (_, c))| (k.clone(), c.clone()))
-        .collect();
+    let victims = checkpoints_of(&states, &victim.name);
     let mut victim = victim;
     victim.kill9();
     let killed = Instant::now();
-    // Processing again: another owner, and the checkpoint moved on.
-    let took = eventually(Duration::from_secs(30), "the killed worker's shards processing again", || async {
-        let s = setup.lease_states().await;
-        victims
-            .iter()
-            .all(|(k, before)| {
-                let (owner, checkpoint) = &s[k];
-                owner.as_deref().is_some_and(|o| o != victim.name) && checkpoint != before
-            })
-            .then(|| killed.elapsed())
-    })
-    .await;
+    let took = processing_again(&setup, &victims, &victim.name, killed).await;
     eprintln!("failover: {} shards processing again {took:?} after kill -9", victims.len());
     assert!(took <= Duration::from_secs(15), "took {took:?}");
     let puts = producer.finish();
@@ -190,11 +197,7 @@ async fn a_fleet_watching_segments_fails_over_within_seconds_of_its_failover_tim
     })
     .await;
     let victim = workers.remove(1);
-    let victims: HashMap<String, String> = states
-        .iter()
-        .filter(|(_, (o, _))| o.as_deref() == Some(victim.name.as_str()))
-        .map(|(k, (_, c))| (k.clone(), c.clone()))
-        .collect();
+    let victims = checkpoints_of(&states, &victim.name);
     let (rounds_before, watches_before): (Vec<f64>, Vec<f64>) = workers
         .iter()
         .map(|w| (w.metric_with("stream_worker_lease_table_scans_total", r#"kind="round""#).unwrap_or(0.0), watches(w)))
@@ -202,17 +205,7 @@ async fn a_fleet_watching_segments_fails_over_within_seconds_of_its_failover_tim
     let mut victim = victim;
     victim.kill9();
     let killed = Instant::now();
-    let took = eventually(Duration::from_secs(30), "the killed worker's shards processing again", || async {
-        let s = setup.lease_states().await;
-        victims
-            .iter()
-            .all(|(k, before)| {
-                let (owner, checkpoint) = &s[k];
-                owner.as_deref().is_some_and(|o| o != victim.name) && checkpoint != before
-            })
-            .then(|| killed.elapsed())
-    })
-    .await;
+    let took = processing_again(&setup, &victims, &victim.name, killed).await;
     let rounds: Vec<f64> = workers
         .iter()
         .zip(&rounds_before)
