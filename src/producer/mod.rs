@@ -36,7 +36,9 @@ use batch::{oversized, Batch, Keyed, Put};
 use sink::{Entry, PutSink};
 use x_api::Reconnect;
 
-/// A partly filled batch is sent after this long, so a slow source sees low latency.
+/// A partly filled batch is sent this long after its first record was
+/// received (or could have been: see [`x_api::READ_PACE`]), so a slow source
+/// sees low latency.
 pub const LINGER: Duration = Duration::from_millis(100);
 /// Records received and not yet put, at most: past it the source waits.
 pub const BUFFER_RECORDS: usize = 10_000;
@@ -211,11 +213,18 @@ pub struct Handoff {
 
 impl Handoff {
     pub async fn send(&self, record: Outgoing) -> anyhow::Result<()> {
+        self.send_since(record, None).await
+    }
+
+    /// As [`send`](Self::send), for a record that may have waited unread since
+    /// `since` (the source paused reading then): its linger counts from there.
+    pub async fn send_since(&self, record: Outgoing, since: Option<Instant>) -> anyhow::Result<()> {
         self.stats.received();
         if let Some(limiter) = &self.limiter {
             limiter.acquire(1).await;
         }
-        self.tx.send((record, Instant::now())).await.map_err(|_| anyhow::anyhow!("the producer's put loop ended"))
+        let received = since.unwrap_or_else(Instant::now);
+        self.tx.send((record, received)).await.map_err(|_| anyhow::anyhow!("the producer's put loop ended"))
     }
 
     pub fn stats(&self) -> &Stats {
@@ -389,7 +398,7 @@ impl PutLoop {
                     continue;
                 }
                 if self.idle() {
-                    linger.as_mut().reset(Instant::now() + LINGER);
+                    linger.as_mut().reset(record.received + LINGER);
                 }
                 let ready = match &mut self.packer {
                     Some(packer) => packer.add(record),
@@ -671,6 +680,71 @@ mod tests {
                 ("rate_limited", 1)
             ]
         );
+    }
+
+    /// A stream whose tweets arrive at set times after it opens; records when
+    /// each is taken by the reader.
+    struct Timed {
+        arrivals: Vec<(Duration, u64)>,
+        taken: Arc<Mutex<Vec<Duration>>>,
+    }
+
+    #[async_trait]
+    impl Connect for Timed {
+        async fn connect(&self) -> Result<Body, ConnectError> {
+            let (opened, taken) = (Instant::now(), self.taken.clone());
+            Ok(futures::stream::unfold(self.arrivals.clone().into_iter(), move |mut arrivals| {
+                let taken = taken.clone();
+                async move {
+                    let Some((at, id)) = arrivals.next() else { return std::future::pending().await };
+                    tokio::time::sleep_until(opened + at).await;
+                    taken.lock().unwrap().push(opened.elapsed());
+                    Some((Ok(Bytes::from(tweet(id))), arrivals))
+                }
+            })
+            .boxed())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_x_stream_is_read_in_gathers_and_every_tweet_is_sent_within_the_linger_of_its_arrival() {
+        let ms = Duration::from_millis;
+        // Tweets 1 and 2 are put together at 100 ms, while reading pauses;
+        // tweet 3 arrives in that pause; then a burst.
+        let arrivals =
+            vec![(ms(0), 1), (ms(80), 2), (ms(105), 3), (ms(305), 4), (ms(315), 5), (ms(325), 6), (ms(335), 7)];
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let script = Timed { arrivals: arrivals.clone(), taken: taken.clone() };
+        let stream = Arc::new(MemoryStream::new(2));
+        let stats = Arc::new(Stats::default());
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        let run = tokio::spawn({
+            let (p, stop) = (producer(stream.clone(), stats.clone()), stop.clone());
+            let limits = Limits { count: None, deadline: None, stall_timeout: x_api::STALL_TIMEOUT };
+            async move { p.run(|tx, stop| async move { x_api::feed(&script, tx, limits, stop).await }, stop).await }
+        });
+        let mut put_at = BTreeMap::new();
+        while put_at.len() < arrivals.len() {
+            for (id, _) in stream.records() {
+                put_at.entry(id).or_insert_with(|| start.elapsed());
+            }
+            tokio::time::sleep(ms(1)).await;
+        }
+        stop.cancel();
+        run.await.unwrap().1.unwrap();
+        // A tweet is read as it comes; then reading pauses READ_PACE (50 ms):
+        // tweet 3 is read at 130, the rest of the burst at once at 355.
+        assert_eq!(x_api::READ_PACE, ms(50));
+        let read = [0, 80, 130, 305, 355, 355, 355].map(ms);
+        assert_eq!(*taken.lock().unwrap(), read);
+        // Yet none waits longer than the linger after it arrived: what is read
+        // after a pause lingers from when the pause began (tweet 3 would
+        // otherwise be put at 230 ms, 125 ms after it arrived).
+        for (arrived, id) in arrivals {
+            let waited = put_at[&id.to_string()] - arrived;
+            assert!(waited <= LINGER + ms(1), "tweet {id} arrived at {arrived:?} and was put {waited:?} later");
+        }
     }
 
     #[tokio::test(start_paused = true)]
