@@ -13,14 +13,28 @@
 //! and sent as a header marked sensitive, so it reaches no log line.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryFutureExt};
+use http_body_util::Empty;
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::Uri;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::proxy::matcher::{Intercept, Matcher};
+use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tower_service::Service as _;
 
 use super::{Handoff, Outgoing};
 
@@ -48,6 +62,8 @@ const RATE_LIMIT_BASE: Duration = Duration::from_secs(60);
 const RATE_LIMIT_CAP: Duration = Duration::from_secs(15 * 60);
 
 pub const KIND_X_API: &str = "x-api";
+const USER_AGENT: &str = concat!("stream-worker/", env!("CARGO_PKG_VERSION"));
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The bearer token. Its `Debug` and `Display` print no secret.
 #[derive(Clone)]
@@ -326,9 +342,120 @@ pub trait Connect: Send + Sync {
 /// The X API over HTTP.
 pub struct XApi {
     http: reqwest::Client,
+    /// Opens the stream's connection (see [`Streaming`]).
+    streams: HttpsConnector<Route>,
+    stream_uri: Uri,
     base: String,
     token: BearerToken,
-    endpoint: Endpoint,
+}
+
+/// How the stream's TCP connection is made: directly, or through the HTTPS
+/// proxy that `HTTPS_PROXY` (`HTTP_PROXY` for `http:` URLs) names and
+/// `NO_PROXY` does not exclude, as for the rules requests.
+#[derive(Clone)]
+enum Route {
+    Direct(HttpConnector),
+    Proxy(Tunnel<HttpConnector>),
+}
+
+impl Route {
+    fn to(proxy: Option<Intercept>) -> Self {
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        tcp.set_nodelay(true);
+        match proxy {
+            None => Self::Direct(tcp),
+            Some(proxy) if proxy.uri().scheme_str() != Some("http") => {
+                tracing::warn!(
+                    proxy = %proxy.uri().authority().map_or("", |a| a.as_str()),
+                    "only http:// proxies carry the X stream; connecting directly"
+                );
+                Self::Direct(tcp)
+            }
+            Some(proxy) => {
+                let tunnel = Tunnel::new(proxy.uri().clone(), tcp);
+                Self::Proxy(match proxy.basic_auth() {
+                    Some(auth) => tunnel.with_auth(auth.clone()),
+                    None => tunnel,
+                })
+            }
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for Route {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Self::Direct(tcp) => tcp.poll_ready(cx).map_err(Into::into),
+            Self::Proxy(tunnel) => tunnel.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        match self {
+            Self::Direct(tcp) => tcp.call(uri).map_err(Into::into).boxed(),
+            Self::Proxy(tunnel) => tunnel.call(uri).map_err(Into::into).boxed(),
+        }
+    }
+}
+
+/// An open stream's body, with the connection it arrives on driven by
+/// whoever polls it: taking one tweet's chunk after another is a call, not a
+/// hop between tasks (a task of its own made each chunk a scheduler round
+/// trip with its `epoll_wait`).
+struct Streaming {
+    body: Incoming,
+    connection: hyper::client::conn::http1::Connection<MaybeHttpsStream<TokioIo<TcpStream>>, Empty<Bytes>>,
+    closed: bool,
+    _requests: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+impl Streaming {
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+        loop {
+            match std::task::ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(crate::aws::describe(&e)))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+impl futures::Stream for Streaming {
+    type Item = Result<Bytes, String>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Poll::Ready(next) = this.poll_body(cx) {
+                return Poll::Ready(next);
+            }
+            if this.closed {
+                return Poll::Pending;
+            }
+            match Pin::new(&mut this.connection).poll(cx) {
+                // The body has what the connection decoded, or is pending on more.
+                Poll::Pending => return this.poll_body(cx),
+                Poll::Ready(Ok(())) => this.closed = true,
+                Poll::Ready(Err(e)) => {
+                    this.closed = true;
+                    return Poll::Ready(Some(Err(crate::aws::describe(&e))));
+                }
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -339,13 +466,53 @@ struct RulesResponse {
 
 impl XApi {
     pub fn new(base: &str, token: BearerToken, endpoint: Endpoint) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("stream-worker/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token, endpoint })
+        Self::with_proxies(base, token, endpoint, &Matcher::from_env())
     }
 
+    fn with_proxies(base: &str, token: BearerToken, endpoint: Endpoint, proxies: &Matcher) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().user_agent(USER_AGENT).connect_timeout(CONNECT_TIMEOUT).build()?;
+        let base = base.trim_end_matches('/').to_owned();
+        let stream_url = reqwest::Url::parse_with_params(&format!("{base}{}", endpoint.path()), STREAM_QUERY)
+            .map_err(|e| anyhow::anyhow!("--x-api-url {base:?} is not a URL: {e}"))?;
+        let stream_uri: Uri = stream_url.as_str().parse()?;
+        let streams = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(Route::to(proxies.intercept(&stream_uri)));
+        Ok(Self { http, streams, stream_uri, base, token })
+    }
+
+    /// Connects and sends the stream's request; the response's head, and its
+    /// body with the connection.
+    async fn open_stream(&self) -> Result<(hyper::http::response::Parts, Streaming), String> {
+        let describe = |e: &(dyn std::error::Error + 'static)| crate::aws::describe(e);
+        let mut connector = self.streams.clone();
+        futures::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| describe(&*e))?;
+        let io = connector.call(self.stream_uri.clone()).await.map_err(|e| describe(&*e))?;
+        let (mut requests, mut connection) =
+            hyper::client::conn::http1::handshake(io).await.map_err(|e| describe(&e))?;
+        let mut auth = HeaderValue::try_from(format!("Bearer {}", self.token.expose()))
+            .map_err(|_| "the bearer token is not a valid HTTP header value".to_owned())?;
+        auth.set_sensitive(true);
+        let authority = self.stream_uri.authority().map_or("", |a| a.as_str());
+        let request = hyper::Request::get(self.stream_uri.path_and_query().map_or("/", |p| p.as_str()))
+            .header(header::HOST, authority)
+            .header(header::AUTHORIZATION, auth)
+            .header(header::USER_AGENT, USER_AGENT)
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        // The connection is driven here until the head arrives, then by the body's reader.
+        let response = tokio::select! {
+            response = requests.send_request(request) => response.map_err(|e| describe(&e))?,
+            done = &mut connection => {
+                done.map_err(|e| describe(&e))?;
+                return Err("the server closed the connection before answering".into());
+            }
+        };
+        let (head, body) = response.into_parts();
+        Ok((head, Streaming { body, connection, closed: false, _requests: requests }))
+    }
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http.request(method, format!("{}{path}", self.base)).bearer_auth(self.token.expose())
     }
@@ -414,16 +581,25 @@ fn http_failure(status: u16, body: &[u8]) -> String {
 #[async_trait]
 impl Connect for XApi {
     async fn connect(&self) -> Result<Body, ConnectError> {
-        let response =
-            self.request(reqwest::Method::GET, self.endpoint.path()).query(STREAM_QUERY).send().await.map_err(|e| {
-                ConnectError::Retry { reason: Reconnect::Network, detail: crate::aws::describe(&e), reset_in: None }
-            })?;
-        let status = response.status().as_u16();
+        let (head, mut body) = self.open_stream().await.map_err(|detail| ConnectError::Retry {
+            reason: Reconnect::Network,
+            detail,
+            reset_in: None,
+        })?;
+        let status = head.status.as_u16();
         if status == 200 {
-            return Ok(response.bytes_stream().map(|r| r.map_err(|e| crate::aws::describe(&e))).boxed());
+            return Ok(body.boxed());
         }
-        let reset = response.headers().get("x-rate-limit-reset").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = response.bytes().await.unwrap_or_default();
+        let reset = head.headers.get("x-rate-limit-reset").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // An error's body is short; what is read of it is enough for the detail.
+        let mut error = Vec::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            error.extend_from_slice(&chunk);
+            if error.len() >= 4096 {
+                break;
+            }
+        }
+        let body = error;
         let detail = http_failure(status, &body);
         match status {
             429 => {
@@ -554,14 +730,9 @@ pub async fn feed(
                             return Ok(());
                         }
                     }
-                    // What the HTTP client has read already is a task hop away:
-                    // let it run once, and take the next chunk if it is there.
-                    // Otherwise the socket is drained: let the stream gather.
+                    // Take what the connection has read already; once the socket
+                    // is drained, let the stream gather.
                     ready = body.next().now_or_never();
-                    if ready.is_none() {
-                        tokio::task::yield_now().await;
-                        ready = body.next().now_or_never();
-                    }
                     if ready.is_none() {
                         let now = tokio::time::Instant::now();
                         paused = Some(now);
@@ -696,5 +867,69 @@ mod tests {
         assert_eq!(token.expose(), "AAAA-secret-token");
         assert!(!format!("{token:?}").contains("secret"));
         assert!(BearerToken::new("  ").is_err());
+    }
+
+    /// Reads an HTTP request's head from `socket`.
+    async fn request_head(socket: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt as _;
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            socket.read_exact(&mut byte).await.expect("a request head");
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_stream_goes_through_the_https_proxy_and_is_read_as_it_was_sent() {
+        use tokio::io::AsyncWriteExt as _;
+        use tokio::net::{TcpListener, TcpStream};
+        let x = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let x_addr = x.local_addr().unwrap();
+        let tweets = ["{\"data\":{\"id\":\"1\"}}\r\n", "\r\n", "{\"data\":{\"id\":\"2\"}}\r\n"];
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = x.accept().await.unwrap();
+            let head = request_head(&mut socket).await;
+            let mut answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            for chunk in tweets {
+                answer.extend(format!("{:x}\r\n{chunk}\r\n", chunk.len()).bytes());
+            }
+            answer.extend(b"0\r\n\r\n");
+            socket.write_all(&answer).await.unwrap();
+            head
+        });
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+        let tunnel = tokio::spawn(async move {
+            let (mut client, _) = proxy.accept().await.unwrap();
+            let head = request_head(&mut client).await;
+            let target = head.split_whitespace().nth(1).unwrap().to_owned();
+            let mut upstream = TcpStream::connect(&target).await.unwrap();
+            client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            head
+        });
+
+        let proxies = Matcher::builder().http(proxy_url).build();
+        let token = BearerToken::new("AAAA-secret").unwrap();
+        let api = XApi::with_proxies(&format!("http://{x_addr}"), token, Endpoint::Sample, &proxies).unwrap();
+        let body: Vec<Bytes> = match api.connect().await {
+            Ok(body) => body.map(|chunk| chunk.unwrap()).collect().await,
+            Err(e) => panic!("the stream did not open: {e:?}"),
+        };
+        assert_eq!(body.concat(), tweets.concat().as_bytes());
+
+        // Bounded only so that a stream that went direct fails rather than hangs.
+        let connect = tokio::time::timeout(Duration::from_secs(30), tunnel)
+            .await
+            .expect("the stream's connection went through the proxy")
+            .unwrap();
+        assert!(connect.starts_with(&format!("CONNECT {x_addr} HTTP/1.1\r\n")), "{connect}");
+        assert!(!connect.contains("secret"), "the proxy never sees the token: {connect}");
+        let request = server.await.unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("get /2/tweets/sample/stream?expansions=author_id&"), "{request}");
+        assert!(request.contains(&format!("\r\nhost: {x_addr}\r\n")), "{request}");
+        assert!(request.contains("\r\nauthorization: bearer aaaa-secret\r\n"), "{request}");
     }
 }
