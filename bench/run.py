@@ -338,14 +338,17 @@ def standin(rate, tag):
     return p, p.stdout.readline().strip(), sent
 
 
-def x_producer(names, url, minutes):
-    log = os.path.join(WORK, f"{names['stream']}-{time.time_ns()}.log")
+def x_producer(names, url, minutes, put_log=True):
+    """The producer on the stand-in at its defaults; with the put log (which
+    costs CPU per record) only where a figure needs each record's times."""
+    tag = f"{names['stream']}-{time.time_ns()}"
+    log, out = os.path.join(WORK, f"{tag}.log"), os.path.join(WORK, f"{tag}.out")
     port = next(_ports)
     p = subprocess.Popen([BIN, "produce", "--stream", names["stream"], "--source", "x-api-sample",
-                          "--x-api-url", url, "--minutes", str(minutes), "--put-log", log,
-                          "--metrics-addr", f"127.0.0.1:{port}"],
-                         stdout=subprocess.DEVNULL, env=dict(os.environ, X_BEARER_TOKEN="bench"))
-    return p, log, port
+                          "--x-api-url", url, "--minutes", str(minutes), "--metrics-addr", f"127.0.0.1:{port}"]
+                         + (["--put-log", log] if put_log else []),
+                         stdout=open(out, "w"), env=dict(os.environ, X_BEARER_TOKEN="bench"))
+    return p, (log if put_log else out), port
 
 
 def lines(path):
@@ -361,20 +364,28 @@ def bench_producer():
     names = resources("producer-cpu", 4)
     print("producer: 1,000 tweets/s from the X API stand-in for 15 s", flush=True)
     s, url, _ = standin(1000, "producer-cpu")
-    p, log, port = x_producer(names, url, 0.25)
+    p, out, port = x_producer(names, url, 0.25, put_log=False)
     time.sleep(3)  # start-up and the first connection are not the steady state
-    received = "stream_worker_producer_received_total"
-    cpu0, put0, got0, t0 = cpu_seconds(p.pid), lines(log), metric(port, received), time.time()
+    received, put = "stream_worker_producer_received_total", "stream_worker_producer_put_total"
+    cpu0, put0, got0, t0 = cpu_seconds(p.pid), metric(port, put), metric(port, received), time.time()
     time.sleep(11)
-    cpu1, put1, got1, t1 = cpu_seconds(p.pid), lines(log), metric(port, received), time.time()
+    cpu1, put1, got1, t1 = cpu_seconds(p.pid), metric(port, put), metric(port, received), time.time()
     rss = peak_rss_mib(p.pid)
-    p.wait(timeout=120)
+    # To its exit, every tweet received is put: the CPU from 3 s in to the
+    # end, over the tweets put meanwhile, is each tweet's read and put. The
+    # window's CPU over its puts is not: kinesis-local accepts only ~700
+    # records/s, so that window reads more tweets than it puts.
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
     s.kill()
-    per = (cpu1 - cpu0) / max(put1 - put0, 1) * 1e6
+    put_end = int(re.search(r", put (\d+) ", open(out).read()).group(1))
+    per = (usage.ru_utime + usage.ru_stime - cpu0) / max(put_end - put0, 1) * 1e6
     per_received = (cpu1 - cpu0) / max(got1 - got0, 1) * 1e6
-    report("producer CPU per tweet at 1,000 tweets/s (X API stand-in), per put / per received",
-           f"{per:.1f} / {per_received:.1f} µs ({(put1 - put0) / (t1 - t0):.0f} put/s, "
-           f"{(got1 - got0) / (t1 - t0):.0f} received/s)", "≤ 10 µs", per <= 10)
+    report("producer CPU per tweet at 1,000 tweets/s (X API stand-in), read and put (3 s in to the exit) "
+           "/ per tweet received in 11 s",
+           f"{per:.1f} / {per_received:.1f} µs ({put_end - put0:.0f} put after 3 s; in 11 s "
+           f"{(got1 - got0) / (t1 - t0):.0f} received/s, {(put1 - put0) / (t1 - t0):.0f} put/s)", "≤ 10 µs",
+           per <= 10)
     report("producer peak RSS, same run", f"{rss:.1f} MiB", "≤ 32 MiB", rss <= 32)
     print("producer: 50 tweets/s for 60 s, latency received → accepted", flush=True)
     names = resources("producer-latency", 4)
