@@ -171,16 +171,12 @@ pub enum Line {
     Unexpected(Outgoing),
 }
 
+/// A line that is not a tweet: an error object has `errors` and no `data`.
 #[derive(Deserialize)]
 struct Peek {
-    data: Option<PeekData>,
+    data: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     errors: Vec<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct PeekData {
-    id: Option<String>,
 }
 
 /// What a line of the stream is; a tweet line is put as it came.
@@ -200,9 +196,6 @@ pub fn classify_line(line: Vec<u8>, fallback_id: impl FnOnce() -> String) -> Lin
         }
     }
     match serde_json::from_slice::<Peek>(&line) {
-        Ok(Peek { data: Some(PeekData { id: Some(id) }), .. }) if !id.is_empty() => {
-            Line::Tweet(Outgoing { id, data: line, kind: KIND_X_API })
-        }
         Ok(Peek { data: None, errors }) if !errors.is_empty() => {
             // `operational-disconnect` in `title` or `type`, or a `disconnect_type`.
             let disconnect = errors.iter().any(|e| {
@@ -612,8 +605,7 @@ impl Connect for XApi {
                 break;
             }
         }
-        let body = error;
-        let detail = http_failure(status, &body);
+        let detail = http_failure(status, &error);
         match status {
             429 => {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
