@@ -228,10 +228,16 @@ pub fn plan(
         return plan;
     }
 
-    // Nothing free: steal from the most loaded worker (ties broken at random).
+    // Nothing free: steal from the most loaded worker. Leases that changed hands
+    // least since their last checkpoint go first (`ownerSwitchesSinceCheckpoint`),
+    // so that a lease a worker has just stolen is not stolen on from it while the
+    // fleet converges; ties (of workers, then of leases) are broken at random.
+    let least_switched = |leases: &Vec<&Lease>| leases.iter().map(|l| l.owner_switches).min();
     let mut owners: Vec<(&str, &Vec<&Lease>)> = load.iter().map(|(k, v)| (*k, v)).collect();
     owners.shuffle(rng);
-    let Some((_, victim)) = owners.into_iter().max_by_key(|(_, leases)| leases.len()) else {
+    let Some((_, victim)) =
+        owners.into_iter().max_by_key(|(_, leases)| (leases.len(), std::cmp::Reverse(least_switched(leases))))
+    else {
         return plan;
     };
     let count = victim.len();
@@ -246,6 +252,7 @@ pub fn plan(
     .min(config.max_leases_to_steal);
     let mut candidates = victim.clone();
     candidates.shuffle(rng);
+    candidates.sort_by_key(|l| l.owner_switches);
     plan.steal = candidates.into_iter().take(to_steal).map(|l| l.key.clone()).collect();
     plan
 }
@@ -436,6 +443,30 @@ mod tests {
         seen.observe(&leases, now);
         let p = plan("c", &HashSet::new(), &leases, &seen, now, &CONFIG, &mut rng());
         assert_eq!((p.target, p.steal.len()), (2, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_steals_leases_that_have_not_just_changed_hands() {
+        // A fleet starting: c took 6 leases and b 2, then b stole shard-0 and
+        // shard-1 from c (4/4). The newcomer a steals its share without moving
+        // either of them a second time, whatever the draw.
+        let mut leases =
+            table(&[Some("b"), Some("b"), Some("c"), Some("c"), Some("c"), Some("c"), Some("b"), Some("b")]);
+        for l in &mut leases {
+            l.owner_switches = if l.key == "shard-0" || l.key == "shard-1" { 2 } else { 1 };
+        }
+        let mut seen = Observations::default();
+        let now = Instant::now();
+        seen.observe(&leases, now);
+        let mut victims = HashSet::new();
+        for seed in 0..200 {
+            let p = plan("a", &HashSet::new(), &leases, &seen, now, &CONFIG, &mut StdRng::seed_from_u64(seed));
+            assert_eq!((p.target, p.steal.len()), (3, 1), "{p:?}");
+            assert!(!p.steal.contains(&"shard-0".to_owned()) && !p.steal.contains(&"shard-1".to_owned()), "{p:?}");
+            victims.insert(leases.iter().find(|l| l.key == p.steal[0]).unwrap().owner.clone().unwrap());
+        }
+        // Both equally loaded workers are still stolen from.
+        assert_eq!(victims.len(), 2, "{victims:?}");
     }
 
     #[tokio::test(start_paused = true)]
