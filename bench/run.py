@@ -138,11 +138,14 @@ def bench_cpu():
     # past ~18,000 a 500-record call outlasts the 3 s attempt timeout; 50,000
     # never finished loading.
     n = 15_000
-    runs, rates = [], []
+    runs, rates, ceilings = [], [], []
     for i in range(3):
         cpu, rss, took, emu = drain(f"cpu{i}", 8, n, 1000)
         runs.append(cpu / n)
         rates.append(n / took)
+        # What the machine could drain if every core did nothing but this
+        # drain's work: its cores over the CPU a row costs, emulators included.
+        ceilings.append(os.cpu_count() * n / (cpu + sum(emu.values())))
         print(f"    run {i + 1}: {cpu / n * 1e6:.1f} µs [{n / took:.0f} rec/s; worker {cpu:.1f} s CPU; emulators: "
               f"kinesis {emu['kinesis']:.1f} s, dynamodb {emu['dynamodb']:.1f} s, keep-alive front "
               f"{emu['nginx']:.1f} s CPU over {took:.1f} s]", flush=True)
@@ -152,6 +155,11 @@ def bench_cpu():
     rate = statistics.median(rates)
     report("drain throughput (median of 3)", f"{rate:,.0f} rows/s", "≥ 6,000 rows/s", rate >= 6000,
            "[bound by the emulators: see their CPU above]")
+    ceiling = statistics.median(ceilings)
+    report("  the machine's ceiling for this drain: its cores over the CPU per row, emulators included",
+           f"{ceiling:,.0f} rows/s", "(measured)", True,
+           f"[the drain reached {rate / ceiling:.0%} of it; the worker's share of the CPU per row: "
+           f"{statistics.median(runs) * ceiling / os.cpu_count():.0%}]")
 
 
 def bench_memory():
