@@ -108,14 +108,16 @@ async fn a_kcl_lease_table_is_adopted_with_its_checkpoints() {
     }
 
     // The KCL workers are gone: their leases expire after the failover time.
-    let _worker = setup.worker("rust-worker", &["--failover-time", "2s"]);
-    // Once shard 2 is ours and its LATEST iterator taken, more records arrive.
-    eventually(Duration::from_secs(30), "shard 2 taken and renewed", || async {
+    let worker = setup.worker("rust-worker", &["--failover-time", "2s"]);
+    // Once shard 2 is ours and read from its LATEST iterator (the gauge is set
+    // by the first GetRecords), more records arrive.
+    eventually(Duration::from_secs(30), "shard 2 taken, renewed and read", || async {
         let leases = setup.leases().await;
         let l = &leases["shardId-000000000002"];
         let ours = l.get("leaseOwner").and_then(|o| o.as_s().ok()).map(String::as_str) == Some("rust-worker");
         let counter: u64 = l["leaseCounter"].as_n().unwrap().parse().unwrap();
-        (ours && counter >= 9).then_some(())
+        let read = worker.metric_with("stream_worker_behind_latest_seconds", "shard_id=\"shardId-000000000002\"");
+        (ours && counter >= 9 && read.is_some()).then_some(())
     })
     .await;
     let second = setup.produce(&["--count", "100", "--seed", "42"]);

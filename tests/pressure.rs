@@ -104,7 +104,9 @@ async fn a_fleet_shares_a_provisioned_table_and_survivors_take_up_a_lost_workers
     const WCU: u64 = 150;
     let wcu = WCU.to_string();
     let setup = Setup::with("fleet-share", 6, &["--write-capacity", &wcu]);
-    let puts = setup.produce(&["--count", "5000", "--seed", "37"]);
+    // A backlog for the whole test (~8,100 units: 54 s at 150 units/s): both
+    // windows must measure the rate the workers hold to, not a stream run dry.
+    let puts = setup.produce(&["--count", "7000", "--seed", "37"]);
     let upstream = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap();
     let faults = Faults::start(&upstream, &["--wcu", &wcu, "--table", &setup.tweets_table, "--history", "300"]);
     let endpoint = faults.url();
@@ -157,6 +159,8 @@ async fn a_fleet_shares_a_provisioned_table_and_survivors_take_up_a_lost_workers
     tokio::time::sleep(Duration::from_secs(7)).await;
     let two = faults.stats();
     let survivors_rate = mean_units(&two, t, from + 1, from + 7);
+    let rows = setup.row_count().await;
+    assert!(rows < puts.tweet_ids().len(), "the backlog ran out before the end of the survivors' window: produce more");
     println!(
         "fleet of 3 on {WCU} WCU/s: {fleet_rate:.0} units/s, {refused} items or calls refused of {admitted} admitted in 10 s; \
          2 survivors: {survivors_rate:.0} units/s"

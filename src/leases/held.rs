@@ -143,7 +143,18 @@ impl HeldLease {
     }
 
     /// Renews the lease. `Ok(false)`: it is lost (taken over, or fenced).
+    /// A renewal still unanswered at the fence (or still waiting behind a
+    /// checkpoint) is given up there: it could no longer save the lease, and the
+    /// worker must count the lease lost when its consumer stops, not a write
+    /// timeout later.
     pub async fn renew(&self) -> Result<bool, StoreError> {
+        let fence = self.fence();
+        tokio::time::timeout_at(fence, self.renew_before_fence())
+            .await
+            .unwrap_or_else(|_| Err(StoreError(format!("lease '{}': not renewed before its fence", self.key))))
+    }
+
+    async fn renew_before_fence(&self) -> Result<bool, StoreError> {
         let mut lease = self.state.lock().await;
         if !self.usable() {
             return Ok(false);
@@ -365,6 +376,10 @@ mod tests {
             two_thirds >= FAILOVER * 2 / 3 && two_thirds <= FAILOVER * 2 / 3 + Duration::from_millis(3),
             "{two_thirds:?}"
         );
+        // The third could no longer save the lease: it is given up at the fence
+        // (9 s), not when its write times out (10 s).
+        assert!(h.renew().await.is_err());
+        assert_eq!(start.elapsed(), Duration::from_secs(9));
         h.gone().await;
         // Stopped at the fence, 9 s, before another worker may see it expired (10 s).
         assert_eq!(start.elapsed(), Duration::from_secs(9));
