@@ -12,6 +12,7 @@ pub mod tweet;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -195,6 +196,25 @@ pub struct Processor {
     tweets_rate: AdaptiveRate,
     dead_letters_rate: AdaptiveRate,
     ttl: Duration,
+    /// Batches being written at the moment (one per shard at most).
+    writing: AtomicUsize,
+}
+
+/// Counts a batch as being written for as long as it lives (a batch whose
+/// lease is lost is dropped mid-write).
+struct Writing<'a>(&'a AtomicUsize);
+
+impl<'a> Writing<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Processor {
@@ -208,7 +228,7 @@ impl Processor {
     ) -> Self {
         let tweets_rate = AdaptiveRate::new(tweets.table(), max_write_rate);
         let dead_letters_rate = AdaptiveRate::new(dead_letters.table(), max_write_rate);
-        Self { tweets, dead_letters, tweets_rate, dead_letters_rate, ttl }
+        Self { tweets, dead_letters, tweets_rate, dead_letters_rate, ttl, writing: AtomicUsize::new(0) }
     }
 
     /// The core on DynamoDB tables, as configured by flags or environment.
@@ -242,10 +262,13 @@ impl Processor {
     }
 
     /// How many records a caller that may be asked to stop should hand to
-    /// [`process`](Self::process) at a time: about a second's worth of the
-    /// tweets table's write rate, 25 to 500.
+    /// [`process`](Self::process) at a time: about a second's worth of its
+    /// share of the tweets table's write rate (shared with the batches being
+    /// written at the moment), 25 to 500. So a stop waits about a second
+    /// however many shards write at once.
     pub fn slice_len(&self) -> usize {
-        self.tweets_rate.rate().map_or(500, |r| r as usize).clamp(25, 500)
+        let sharing = self.writing.load(Ordering::Relaxed) + 1;
+        self.tweets_rate.rate().map_or(500, |r| r as usize / sharing).clamp(25, 500)
     }
 
     /// Writes a batch of one shard's records. Returns once each record is in the
@@ -260,6 +283,7 @@ impl Processor {
     /// every record before it is; `None` when all are. Without a deadline it is
     /// always `None`.
     pub async fn process_until(&self, shard_id: &str, records: &[Record], deadline: Option<Instant>) -> Outcome {
+        let _writing = Writing::new(&self.writing);
         let now = Utc::now();
         let written = self.write_tweets(shard_id, records, now, deadline).await;
         let mut first_unwritten = written.first_unwritten;
@@ -535,6 +559,33 @@ mod tests {
         let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
         let p = Processor::new(tweets.clone(), dead.clone(), NonZeroU32::new(rate), Duration::from_secs(7 * 86_400));
         (p, tweets, dead)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slice_is_a_second_of_the_rate_shared_with_the_batches_being_written() {
+        let (p, tweets, _) = processor(300);
+        let p = Arc::new(p);
+        assert_eq!(p.slice_len(), 300, "alone: a second of the whole rate");
+        let batch = |shard: u64| -> Vec<Record> {
+            (0..600).map(|i| record(i, format!(r#"{{"id_str":"{shard}-{i}","text":"t"}}"#).as_bytes())).collect()
+        };
+        let writers: Vec<_> = (1..=2)
+            .map(|shard| {
+                let (p, records) = (p.clone(), batch(shard));
+                tokio::spawn(async move { p.process(&format!("shardId-{shard}"), &records).await })
+            })
+            .collect();
+        // Two batches of 600 at 300 units/s: still being written a second later.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(p.slice_len(), 100, "a third of the rate beside two batches being written");
+        let [dropped, written] = <[_; 2]>::try_from(writers).unwrap();
+        dropped.abort();
+        tokio::task::yield_now().await;
+        assert_eq!(p.slice_len(), 150, "a batch dropped mid-write no longer counts");
+        assert_eq!(written.await.unwrap().tweets_written, 600);
+        assert!(tweets.len() < 1200);
+        assert_eq!(p.slice_len(), 300, "alone again");
+        assert_eq!(processor(10).0.slice_len(), 25, "never under 25 records");
     }
 
     #[tokio::test(start_paused = true)]
