@@ -190,7 +190,7 @@ async fn a_worker_killed_inside_an_aggregate_is_resumed_inside_it() {
     .await;
     first.kill9();
     let at_kill: HashMap<String, (String, u64)> =
-        setup.leases().await.into_iter().filter_map(|(shard, l)| Some((shard, inside(&l)?))).collect();
+        setup.settled_leases().await.into_iter().filter_map(|(shard, l)| Some((shard, inside(&l)?))).collect();
     assert!(!at_kill.is_empty(), "killed with a checkpoint inside an aggregate");
 
     let mut second = setup.worker("second", &["--failover-time", "2s", "--log-format", "json"]);

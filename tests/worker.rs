@@ -67,7 +67,8 @@ async fn a_restart_after_kill_9_resumes_from_checkpoints(mode: Retrieval) {
     first.kill9();
     let rows_at_kill = setup.row_count().await;
     assert!(rows_at_kill < 2000, "the first worker finished before the kill");
-    let at_kill: HashMap<String, String> = setup.lease_states().await.into_iter().map(|(k, (_, c))| (k, c)).collect();
+    let at_kill: HashMap<String, String> =
+        setup.settled_leases().await.into_iter().map(|(k, l)| (k, l["checkpoint"].as_s().unwrap().clone())).collect();
     assert!(
         at_kill.values().all(|c| c.chars().all(|d| d.is_ascii_digit())),
         "a shard without a checkpoint: {at_kill:?}"

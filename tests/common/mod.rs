@@ -264,6 +264,21 @@ impl Setup {
     pub async fn leases(&self) -> HashMap<String, Item> {
         scan(&self.lease_table).await.into_iter().map(|i| (i["leaseKey"].as_s().unwrap().clone(), i)).collect()
     }
+
+    /// The lease rows once no write is landing: a write a worker sent just
+    /// before it was killed may still be applied after its death. Read until two
+    /// reads half a second apart agree.
+    pub async fn settled_leases(&self) -> HashMap<String, Item> {
+        let mut last = self.leases().await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = self.leases().await;
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
 }
 
 pub struct Producer {
