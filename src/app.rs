@@ -225,7 +225,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 format!("{}\n", serde_json::to_string_pretty(&out)?)
             }
         } else {
-            let mut text = crate::status::render_text(&rows);
+            let mut text = crate::status::render_text(&rows, args.watch.is_some());
             if args.watch.is_some() {
                 text.push_str(&crate::status::render_workers(&rows));
             }

@@ -27,7 +27,9 @@ pub const DEFAULT_DEAD_LETTER_TABLE: &str = "stream-worker-dead-letters";
         AWS region, credentials and endpoints come from the standard AWS chain: AWS_REGION, AWS_PROFILE, \
         AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, instance and task roles, AWS_ENDPOINT_URL, \
         AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_DYNAMODB.\n\n\
-        Every flag can also be set through the environment variable shown in its help."
+        The settings of `run` and `produce`, and the names of streams and tables everywhere, can also be \
+        set through the environment variable shown in their help ([env: …]); the options of one-off \
+        commands (`status --watch`, `dead-letters --reason`, `checkpoints rewind --to`, …) are flags only."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -190,10 +190,19 @@ pub fn render_write_limits(limits: &[WriteLimit], workers: usize) -> String {
     out
 }
 
-pub fn render_text(rows: &[ShardStatus]) -> String {
+/// The table of shards; `rates`: with the RECORDS/S column (`--watch`, where
+/// views follow one another).
+pub fn render_text(rows: &[ShardStatus], rates: bool) -> String {
+    let rate_column = |rate: &str| if rates { format!(" {rate:>9}") } else { String::new() };
     let mut out = format!(
-        "{:<24} {:<20} {:<28} {:<14} {:>10} {:>9}  {}\n",
-        "SHARD", "STATE", "OWNER", "CHECKPOINT", "BEHIND", "RECORDS/S", "PARENTS"
+        "{:<24} {:<20} {:<28} {:<14} {:>10}{}  {}\n",
+        "SHARD",
+        "STATE",
+        "OWNER",
+        "CHECKPOINT",
+        "BEHIND",
+        rate_column("RECORDS/S"),
+        "PARENTS"
     );
     for r in rows {
         let checkpoint = r.checkpoint.as_deref().unwrap_or("-");
@@ -212,8 +221,14 @@ pub fn render_text(rows: &[ShardStatus]) -> String {
         let parents = if r.parents.is_empty() { "-".to_owned() } else { r.parents.join(",") };
         let rate = r.records_per_second.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<24} {:<20} {:<28} {:<14} {:>10} {:>9}  {}\n",
-            r.shard_id, r.state, owner, checkpoint, behind, rate, parents
+            "{:<24} {:<20} {:<28} {:<14} {:>10}{}  {}\n",
+            r.shard_id,
+            r.state,
+            owner,
+            checkpoint,
+            behind,
+            rate_column(&rate),
+            parents
         ));
     }
     out
@@ -243,7 +258,7 @@ mod tests {
         assert_eq!(state_of(&parent, &by_key, Some((&seen, t0 + failover, failover))), "expired");
         let ended = Lease::new("e", Checkpoint::ShardEnd, vec![]);
         assert_eq!(state_of(&ended, &by_key, None), "finished");
-        let text = render_text(&[ShardStatus {
+        let row = ShardStatus {
             shard_id: "shardId-000000000001".into(),
             state: "owned",
             owner: Some("w".into()),
@@ -254,15 +269,19 @@ mod tests {
             behind_ms: Some(250),
             records_processed: Some(40),
             records_per_second: Some(12.5),
-        }]);
+        };
+        let text = render_text(std::slice::from_ref(&row), true);
         assert!(
             text.contains("shardId-000000000001")
                 && text.contains("w → v")
                 && text.contains("…5989136588898")
                 && text.contains("250ms")
+                && text.contains("RECORDS/S")
                 && text.contains("12.5"),
             "{text}"
         );
+        let once = render_text(&[row], false);
+        assert!(!once.contains("RECORDS/S") && !once.contains("12.5") && once.contains("250ms  -"), "{once}");
     }
 
     #[test]

@@ -18,8 +18,13 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 use crate::health::Health;
 
+/// Without RUST_LOG: `info`, but for the SDK's region lookup on the instance
+/// metadata service, which warns off EC2 (three long lines) before the missing
+/// region is reported, with a hint, as an error of its own.
+const DEFAULT_FILTER: &str = "info,aws_config::imds::region=error";
+
 pub fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // Colour only on a terminal (and not with NO_COLOR): a log file or a log
     // collector gets plain text.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());

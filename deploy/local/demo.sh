@@ -79,7 +79,7 @@ names+=(producer)
 
 cat <<MSG
 demo: producer putting $rate tweets/s into stream '$stream'; $consumers
-  rows:     $py deploy/local/resources.py show --stream $stream
+  rows:     eval "\$(deploy/local/emulators.sh env)" && $py deploy/local/resources.py show --stream $stream
   logs:     $logs/
   stop:     Ctrl-C
 MSG

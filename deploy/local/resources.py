@@ -13,11 +13,16 @@ AWS variables that `deploy/local/emulators.sh start` prints.
 """
 import argparse
 import os
+import signal
 import sys
 import time
 
-import boto3
-from botocore.exceptions import ClientError
+# Ctrl-C ends the script at once and quietly (the demo runs `show` in the
+# foreground of its loop: a Ctrl-C there must not print a traceback).
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+import boto3  # noqa: E402 (after the signal handler: importing boto3 takes a while)
+from botocore.exceptions import ClientError  # noqa: E402
 
 
 def create_stream(kinesis, name, shards):
@@ -162,6 +167,9 @@ def main():
                         help="create: a provisioned tweets table of WCU write units/s (default 0: on demand)")
     parser.add_argument("--brief", action="store_true", help="show: counts only")
     args = parser.parse_args()
+    if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+        sys.exit("resources.py: no AWS region or endpoints set\n"
+                 "  hint: eval \"$(deploy/local/emulators.sh env)\" first (or `start`, if the emulators are not running)")
     {"create": create, "delete": delete, "show": show}[args.action](args)
 
 

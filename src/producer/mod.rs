@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +57,13 @@ pub struct Outgoing {
 /// Lines of a JSON-lines file; the partition key is the tweet id when the line
 /// decodes as a tweet, else the line number.
 pub fn file_source(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Outgoing>>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open {}: {e}\n  hint: --source file:PATH replays a file of tweets, one JSON object per line \
+             (X API v2 stream lines or v1.1 tweets; see README, \"Producing\")",
+            path.display()
+        )
+    })?;
     let path = path.display().to_string();
     Ok(BufReader::new(file).lines().enumerate().filter_map(move |(n, line)| match line {
         Ok(line) if line.trim().is_empty() => None,
