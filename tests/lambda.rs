@@ -269,6 +269,9 @@ async fn switching_paths_under_load_loses_nothing() {
     })
     .await;
     lambda.stop();
+    // Records that arrive while the fleet alone runs, however long the phases
+    // before took (the first producer stops after a minute).
+    let during = setup.start_producer(&["--rate", "100", "--count", "600", "--seed", "25"]);
     let rows_at_switch = setup.row_count().await;
     eventually(DRAIN, "rows by the fleet alone", || async {
         (setup.row_count().await >= rows_at_switch + 300).then_some(())
@@ -296,7 +299,8 @@ async fn switching_paths_under_load_loses_nothing() {
     let (status, _) = worker.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "{}", worker.log_text());
 
-    let puts = producer.finish();
+    let mut puts = producer.finish();
+    puts.0.extend(during.finish().0);
     let rows = setup.rows_of(&puts).await;
     // Each row is its record's, whichever path wrote it last.
     let by_id: HashMap<&str, &Put> = puts.0.iter().map(|p| (p.key.as_str(), p)).collect();
