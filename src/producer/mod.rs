@@ -119,6 +119,9 @@ impl std::fmt::Display for Summary {
 /// Counters shared by the source, the put loop and the progress reports.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// The per-record series, registered once (a lookup per record was a
+    /// measurable share of the producer's CPU per tweet).
+    handles: std::sync::OnceLock<Handles>,
     received: AtomicU64,
     put: AtomicU64,
     records: AtomicU64,
@@ -131,32 +134,56 @@ pub struct Stats {
     last_received: Mutex<Option<Instant>>,
 }
 
+/// The handles of the series [`Stats`] moves per record.
+#[derive(Debug)]
+struct Handles {
+    received: metrics::Counter,
+    put: metrics::Counter,
+    put_latency: metrics::Histogram,
+}
+
 impl Stats {
-    pub fn received(&self) {
-        self.received.fetch_add(1, Ordering::Relaxed);
-        *self.last_received.lock().unwrap() = Some(Instant::now());
-        metrics::counter!(m::PRODUCER_RECEIVED).increment(1);
+    /// Registered at first use, which comes after the metrics recorder is
+    /// installed (`main` installs it before any command runs).
+    fn handles(&self) -> &Handles {
+        self.handles.get_or_init(|| Handles {
+            received: metrics::counter!(m::PRODUCER_RECEIVED),
+            put: metrics::counter!(m::PRODUCER_PUT),
+            put_latency: metrics::histogram!(m::PRODUCER_PUT_LATENCY_SECONDS),
+        })
     }
 
-    /// A Kinesis record accepted: a tweet, or an aggregate of tweets.
-    fn accepted(&self, put: &Put) {
-        self.records.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(put.data().len() as u64, Ordering::Relaxed);
-        let latency = |received: Instant| {
-            metrics::histogram!(m::PRODUCER_PUT_LATENCY_SECONDS).record(received.elapsed().as_secs_f64())
-        };
-        let tweets = match put {
-            Put::Plain(r) => {
-                latency(r.received);
-                1
+    /// A record received from the source at `at`.
+    pub fn received(&self, at: Instant) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        *self.last_received.lock().unwrap() = Some(at);
+        self.handles().received.increment(1);
+    }
+
+    /// The Kinesis records of one call accepted (tweets, or aggregates of
+    /// tweets), at `now`.
+    fn accepted<'a>(&self, puts: impl IntoIterator<Item = &'a Put>, now: Instant) {
+        let handles = self.handles();
+        let (mut records, mut bytes, mut tweets) = (0, 0, 0);
+        for put in puts {
+            records += 1;
+            bytes += put.data().len() as u64;
+            let latency = |r: &Keyed| handles.put_latency.record((now - r.received).as_secs_f64());
+            match put {
+                Put::Plain(r) => {
+                    latency(r);
+                    tweets += 1;
+                }
+                Put::Aggregate(a) => {
+                    a.members.iter().for_each(latency);
+                    tweets += a.members.len() as u64;
+                }
             }
-            Put::Aggregate(a) => {
-                a.members.iter().for_each(|r| latency(r.received));
-                a.members.len()
-            }
-        };
-        self.put.fetch_add(tweets as u64, Ordering::Relaxed);
-        metrics::counter!(m::PRODUCER_PUT).increment(tweets as u64);
+        }
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.put.fetch_add(tweets, Ordering::Relaxed);
+        handles.put.increment(tweets);
     }
 
     fn retried(&self, n: usize) {
@@ -218,18 +245,25 @@ pub struct Handoff {
 
 impl Handoff {
     pub async fn send(&self, record: Outgoing) -> anyhow::Result<()> {
-        self.send_since(record, None).await
+        let now = Instant::now();
+        self.send_since(record, now, now).await
     }
 
-    /// As [`send`](Self::send), for a record that may have waited unread since
-    /// `since` (the source paused reading then): its linger counts from there.
-    pub async fn send_since(&self, record: Outgoing, since: Option<Instant>) -> anyhow::Result<()> {
-        self.stats.received();
-        if let Some(limiter) = &self.limiter {
-            limiter.acquire(1).await;
-        }
-        let received = since.unwrap_or_else(Instant::now);
-        self.tx.send((record, received)).await.map_err(|_| anyhow::anyhow!("the producer's put loop ended"))
+    /// As [`send`](Self::send), for a record read at `read` (the time its
+    /// chunk came: one clock read per chunk, not per record) that may have
+    /// waited unread since `since` (the source paused reading then): its
+    /// linger counts from there.
+    pub async fn send_since(&self, record: Outgoing, read: Instant, since: Instant) -> anyhow::Result<()> {
+        self.stats.received(read);
+        let since = match &self.limiter {
+            Some(limiter) => {
+                // Held back to `--rate`: its linger starts once it is let go.
+                limiter.acquire(1).await;
+                Instant::now()
+            }
+            None => since,
+        };
+        self.tx.send((record, since)).await.map_err(|_| anyhow::anyhow!("the producer's put loop ended"))
     }
 
     pub fn stats(&self) -> &Stats {
@@ -474,11 +508,11 @@ impl PutLoop {
             };
             p.health.store_ok();
             let accepted_ms = chrono::Utc::now().timestamp_millis();
-            let mut refused = Vec::new();
+            let accepted_at = Instant::now();
+            let (mut accepted, mut refused) = (Vec::with_capacity(pending.len()), Vec::new());
             for (put, entry) in pending.into_iter().zip(entries) {
                 match entry {
                     Entry::Accepted { shard, sequence } => {
-                        p.stats.accepted(&put);
                         match &put {
                             Put::Plain(r) => {
                                 if let Some(log) = &mut p.put_log {
@@ -506,6 +540,7 @@ impl PutLoop {
                                 }
                             }
                         }
+                        accepted.push(put);
                     }
                     Entry::Failed { code } => {
                         tracing::debug!(%code, "entry not accepted, retrying");
@@ -513,6 +548,7 @@ impl PutLoop {
                     }
                 }
             }
+            p.stats.accepted(&accepted, accepted_at);
             if let Some(log) = &mut p.put_log {
                 log.flush()?;
             }

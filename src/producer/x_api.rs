@@ -706,7 +706,7 @@ pub async fn feed(
                     last_data = tokio::time::Instant::now();
                     // Read after a pause: it may have waited since the pause
                     // began, though never longer than a pause.
-                    let since = paused.map(|p: tokio::time::Instant| {
+                    let since = paused.map_or(last_data, |p: tokio::time::Instant| {
                         last_data.checked_sub(READ_PACE).map_or(p, |floor| p.max(floor))
                     });
                     for line in lines.push(&chunk) {
@@ -730,7 +730,7 @@ pub async fn feed(
                             }
                         };
                         // Handed over even while stopping: it was received.
-                        handoff.send_since(record, since).await?;
+                        handoff.send_since(record, last_data, since).await?;
                         if limits.count.is_some_and(|c| stats.received_count() >= c) {
                             return Ok(());
                         }
