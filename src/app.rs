@@ -353,7 +353,13 @@ pub async fn rewind(args: RewindArgs) -> anyhow::Result<()> {
 /// `stream-worker produce`: put tweets until the source, count or time runs out.
 pub async fn produce(args: ProduceArgs, stop: CancellationToken, health: Arc<Health>) -> anyhow::Result<()> {
     let config = crate::aws::load_config().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&config);
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(crate::aws::ATTEMPT_TIMEOUT)
+        .operation_attempt_timeout(crate::producer::PUT_ATTEMPT_TIMEOUT)
+        .build();
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::config::Builder::from(&config).timeout_config(timeouts).build(),
+    );
     check_stream(&kinesis, &config, &args.stream).await?;
     let put_log = match &args.put_log {
         Some(path) => Some(

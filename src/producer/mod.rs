@@ -41,6 +41,12 @@ use x_api::Reconnect;
 pub const LINGER: Duration = Duration::from_millis(100);
 /// Records received and not yet put, at most: past it the source waits.
 pub const BUFFER_RECORDS: usize = 10_000;
+/// A PutRecords attempt unanswered by then is abandoned and sent again, as the
+/// KPL's `RequestTimeout` (6 s). Longer than the other calls' 3 s
+/// ([`crate::aws::ATTEMPT_TIMEOUT`]): a call carries up to 5 MiB, and Kinesis
+/// may have stored a call it did not answer in time, so each early give-up
+/// puts every record of it twice.
+pub const PUT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(6);
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// One record to put.
