@@ -353,10 +353,7 @@ pub async fn rewind(args: RewindArgs) -> anyhow::Result<()> {
 /// `stream-worker produce`: put tweets until the source, count or time runs out.
 pub async fn produce(args: ProduceArgs, stop: CancellationToken, health: Arc<Health>) -> anyhow::Result<()> {
     let config = crate::aws::load_config().await;
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(crate::aws::ATTEMPT_TIMEOUT)
-        .operation_attempt_timeout(crate::producer::PUT_ATTEMPT_TIMEOUT)
-        .build();
+    let timeouts = crate::aws::timeouts(crate::producer::PUT_ATTEMPT_TIMEOUT);
     let kinesis = aws_sdk_kinesis::Client::from_conf(
         aws_sdk_kinesis::config::Builder::from(&config).timeout_config(timeouts).build(),
     );

@@ -27,12 +27,8 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// a local emulator's TLS port). A file that cannot be used stops the process
 /// with a message that names it.
 pub async fn load_config() -> SdkConfig {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(ATTEMPT_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .build();
     let loader = aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(timeouts)
+        .timeout_config(timeouts(ATTEMPT_TIMEOUT))
         .stalled_stream_protection(aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled());
     let loader = match std::env::var_os("AWS_CA_BUNDLE").filter(|path| !path.is_empty()) {
         Some(path) => match https_client_trusting(std::path::Path::new(&path)) {
@@ -48,6 +44,14 @@ pub async fn load_config() -> SdkConfig {
         None => loader,
     };
     loader.load().await
+}
+
+/// Connecting gives up after [`ATTEMPT_TIMEOUT`], an attempt after `attempt`.
+pub fn timeouts(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(ATTEMPT_TIMEOUT)
+        .operation_attempt_timeout(attempt)
+        .build()
 }
 
 /// The SDK's default HTTPS client (hyper 1, rustls, HTTP/2 by ALPN), trusting

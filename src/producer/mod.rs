@@ -174,7 +174,8 @@ impl Stats {
         for put in puts {
             records += 1;
             bytes += put.data().len() as u64;
-            let latency = |r: &Keyed| handles.put_latency.record((now - r.received).as_secs_f64());
+            let latency =
+                |r: &Keyed| handles.put_latency.record(now.saturating_duration_since(r.received).as_secs_f64());
             match put {
                 Put::Plain(r) => {
                     latency(r);
