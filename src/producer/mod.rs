@@ -757,8 +757,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_x_stream_is_read_in_gathers_and_every_tweet_is_sent_within_the_linger_of_its_arrival() {
         let ms = Duration::from_millis;
-        // Tweets 1 and 2 are put together at 100 ms, while reading pauses;
-        // tweet 3 arrives in that pause; then a burst.
+        // Tweets 1 and 2 are put together at 100 ms; tweet 3 arrives in the
+        // next pause; then a burst.
         let arrivals =
             vec![(ms(0), 1), (ms(80), 2), (ms(105), 3), (ms(305), 4), (ms(315), 5), (ms(325), 6), (ms(335), 7)];
         let taken = Arc::new(Mutex::new(Vec::new()));
@@ -781,16 +781,22 @@ mod tests {
         }
         stop.cancel();
         run.await.unwrap().1.unwrap();
-        // A tweet is read as it comes; then reading pauses READ_PACE (50 ms):
-        // tweet 3 is read at 130, the rest of the burst at once at 355.
-        assert_eq!(x_api::READ_PACE, ms(50));
-        let read = [0, 80, 130, 305, 355, 355, 355].map(ms);
+        // A tweet is read as it comes; then reading pauses READ_PACE (the
+        // linger): tweet 2 is read at 100, tweet 3 at 200; nothing came in the
+        // pause to 300, so tweet 4 is read as it comes, the rest of the burst
+        // at once at 405.
+        assert_eq!(x_api::READ_PACE, LINGER);
+        let read = [0, 100, 200, 305, 405, 405, 405].map(ms);
         assert_eq!(*taken.lock().unwrap(), read);
-        // Yet none waits longer than the linger after it arrived: what is read
-        // after a pause lingers from when the pause began (tweet 3 would
-        // otherwise be put at 230 ms, 125 ms after it arrived).
-        for (arrived, id) in arrivals {
-            let waited = put_at[&id.to_string()] - arrived;
+        // What a pause gathered is put as it is read: what is read after a
+        // pause lingers from when the pause began (tweet 3 would otherwise be
+        // put at 300 ms, 195 ms after it arrived). So none waits longer than
+        // the linger after it arrived.
+        let put = [100, 100, 200, 405, 405, 405, 405].map(ms);
+        for ((arrived, id), due) in arrivals.into_iter().zip(put) {
+            let at = put_at[&id.to_string()];
+            assert!(at >= due && at <= due + ms(1), "tweet {id} was put at {at:?}, not at {due:?}");
+            let waited = at - arrived;
             assert!(waited <= LINGER + ms(1), "tweet {id} arrived at {arrived:?} and was put {waited:?} later");
         }
     }

@@ -51,10 +51,12 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// tweet cost a wake-up, an `epoll_wait` and a `recv`, most of the producer's
 /// CPU at 1,000 tweets/s (28.2 µs a tweet; 11.8 µs read every 50 ms; 10.9 µs
 /// with the connection driven by the reader, see `Streaming`; 9.1 µs with the
-/// id found by a lazy lookup, see [`classify_line`]). What is
-/// read after a pause counts as received when the pause began, so the put
-/// linger ([`super::LINGER`]) still bounds how long a tweet waits to be sent.
-pub const READ_PACE: Duration = Duration::from_millis(50);
+/// id found by a lazy lookup, see [`classify_line`]). What waited through a
+/// pause counts as received when the pause began, so it is due to be put at
+/// the pause's end: the pace is the put linger ([`super::LINGER`]), and one
+/// wake-up reads a pause's tweets and puts them. A shorter pace read a batch in
+/// several wake-ups and sent it no sooner.
+pub const READ_PACE: Duration = super::LINGER;
 const NETWORK_STEP: Duration = Duration::from_millis(250);
 const NETWORK_CAP: Duration = Duration::from_secs(16);
 const HTTP_BASE: Duration = Duration::from_secs(5);
@@ -704,11 +706,8 @@ pub async fn feed(
                         Some(Ok(chunk)) => chunk,
                     };
                     last_data = tokio::time::Instant::now();
-                    // Read after a pause: it may have waited since the pause
-                    // began, though never longer than a pause.
-                    let since = paused.map_or(last_data, |p: tokio::time::Instant| {
-                        last_data.checked_sub(READ_PACE).map_or(p, |floor| p.max(floor))
-                    });
+                    // Waiting at a pause's end: it may have come as the pause began.
+                    let since = paused.unwrap_or(last_data);
                     for line in lines.push(&chunk) {
                         backoff.connected();
                         let bytes = line.len();
@@ -747,6 +746,11 @@ pub async fn feed(
                             _ = &mut stopped => return Ok(()),
                             _ = &mut deadline => return Ok(()),
                             _ = &mut pace => {}
+                        }
+                        // Nothing came in the pause: what comes next is read as it comes.
+                        ready = body.next().now_or_never();
+                        if ready.is_none() {
+                            paused = None;
                         }
                     }
                 };
