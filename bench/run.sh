@@ -30,7 +30,9 @@ cleanup() {
 trap cleanup EXIT
 eval "$(deploy/local/emulators.sh start)"
 moto=${AWS_ENDPOINT_URL_DYNAMODB#http://}
-front=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+front=$(free_port)
+writes_nowhere=$(free_port)
 cat >"$EMULATORS_RUN_DIR/nginx.conf" <<CONF
 worker_processes 1;
 pid $EMULATORS_RUN_DIR/nginx.pid;
@@ -47,10 +49,21 @@ http {
     listen 127.0.0.1:$front;
     location / { proxy_pass http://$moto; proxy_set_header Host \$http_host; proxy_buffering off; }
   }
+  # The same, but the tweets' BatchWriteItem is answered at once ("{}": all
+  # written) and written nowhere: bench_cpu's drain without moto's CPU.
+  server {
+    listen 127.0.0.1:$writes_nowhere;
+    location / {
+      default_type application/x-amz-json-1.0;
+      if (\$http_x_amz_target = "DynamoDB_20120810.BatchWriteItem") { return 200 '{}'; }
+      proxy_pass http://$moto; proxy_set_header Host \$http_host; proxy_buffering off;
+    }
+  }
 }
 CONF
 nginx -c "$EMULATORS_RUN_DIR/nginx.conf" -e "$EMULATORS_RUN_DIR/nginx.log"
 export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$front"
+export BENCH_WRITES_NOWHERE_URL="http://127.0.0.1:$writes_nowhere"
 export STREAM_WORKER_BIN="$repo/target/release/stream-worker"
 export STREAM_WORKER_LAMBDA_BIN="$repo/target/release/stream-worker-lambda"
 case "${1:-}" in
