@@ -4,7 +4,7 @@
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use stream_worker::processor::tweet::decode;
-use stream_worker::processor::{tweet_item, Record};
+use stream_worker::processor::{tweet_item, Record, Stamp};
 
 fn record(data: &[u8]) -> Record {
     Record {
@@ -17,7 +17,7 @@ fn record(data: &[u8]) -> Record {
 }
 
 fn bench(c: &mut Criterion) {
-    let now = Utc::now();
+    let stamp = Stamp::new(Utc::now(), std::time::Duration::from_secs(7 * 24 * 3600));
     let mut group = c.benchmark_group("decode+item");
     for (name, data) in
         [("v1.1", include_bytes!("fixtures/v1.json").as_slice()), ("v2", include_bytes!("fixtures/v2.json"))]
@@ -30,7 +30,7 @@ fn bench(c: &mut Criterion) {
                 || (),
                 |_| {
                     let tweet = decode(&record.data).unwrap();
-                    tweet_item(&tweet, "shardId-000000000000", &record, now, 1_800_000_000)
+                    tweet_item(&tweet, "shardId-000000000000", &record, &stamp)
                 },
                 BatchSize::SmallInput,
             )

@@ -318,8 +318,7 @@ impl Processor {
     /// whether it decodes into a tweet that fits in an item. A table may still
     /// refuse it.
     pub fn check(&self, shard_id: &str, record: &Record) -> Result<(), (Reason, String)> {
-        let now = Utc::now();
-        item_for(shard_id, record, now, (now + self.ttl).timestamp()).map(|_| ())
+        item_for(shard_id, record, &Stamp::new(Utc::now(), self.ttl)).map(|_| ())
     }
 
     /// Decodes the records and writes their tweets; returns what could not be
@@ -332,11 +331,11 @@ impl Processor {
         now: DateTime<Utc>,
         deadline: Option<Instant>,
     ) -> TweetsWritten {
-        let expires = (now + self.ttl).timestamp();
+        let stamp = Stamp::new(now, self.ttl);
         let mut tweets: Vec<(usize, Item)> = Vec::with_capacity(records.len());
         let mut dead: Vec<(usize, Reason, String)> = Vec::new();
         for (index, record) in records.iter().enumerate() {
-            match item_for(shard_id, record, now, expires) {
+            match item_for(shard_id, record, &stamp) {
                 Ok(item) => tweets.push((index, item)),
                 Err((reason, why)) => dead.push((index, reason, why)),
             }
@@ -365,7 +364,7 @@ impl Processor {
         let rebuild = |position: usize| {
             let record = &records[indexes[position]];
             let tweet = decode(&record.data).expect("decoded once already");
-            tweet_item(&tweet, shard_id, record, now, expires)
+            tweet_item(&tweet, shard_id, record, &stamp)
         };
         let mut out_of_time = vec![false; indexes.len()];
         let mut rejected = 0;
@@ -437,14 +436,9 @@ impl Processor {
 }
 
 /// The tweets-table item for a record, or why it can never be one.
-fn item_for(
-    shard_id: &str,
-    record: &Record,
-    processed_at: DateTime<Utc>,
-    expires_epoch: i64,
-) -> Result<Item, (Reason, String)> {
+fn item_for(shard_id: &str, record: &Record, stamp: &Stamp) -> Result<Item, (Reason, String)> {
     let tweet = decode(&record.data).map_err(|e| (Reason::from(&e), e.to_string()))?;
-    let item = tweet_item(&tweet, shard_id, record, processed_at, expires_epoch);
+    let item = tweet_item(&tweet, shard_id, record, stamp);
     if item_size(&item) > MAX_ITEM_BYTES {
         return Err((Reason::TooLarge, format!("tweet {} is over DynamoDB's item size limit", tweet.id)));
     }
@@ -460,17 +454,25 @@ pub fn iso8601(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// What every item of a batch shares, formatted once for the batch: when it
+/// was processed (`ProcessedAt`) and when the table's TTL removes it
+/// (`ExpirationTime`, epoch seconds).
+pub struct Stamp {
+    processed_at: String,
+    expiration_time: String,
+}
+
+impl Stamp {
+    pub fn new(now: DateTime<Utc>, ttl: Duration) -> Self {
+        Self { processed_at: iso8601(now), expiration_time: (now + ttl).timestamp().to_string() }
+    }
+}
+
 /// The tweets-table item (DESIGN.md): keyed by `Id`, so a replay overwrites.
 /// A tweet without `created_at` is stamped with the record's arrival time.
 /// `ProcessedAt` is when the batch was processed: it shows the pipeline's
 /// latency and the order in which shards were processed.
-pub fn tweet_item(
-    tweet: &Tweet<'_>,
-    shard_id: &str,
-    record: &Record,
-    processed_at: DateTime<Utc>,
-    expires_epoch: i64,
-) -> Item {
+pub fn tweet_item(tweet: &Tweet<'_>, shard_id: &str, record: &Record, stamp: &Stamp) -> Item {
     let mut item = HashMap::with_capacity(10);
     item.insert("Id".to_owned(), s(&tweet.id));
     item.insert("Timestamp".to_owned(), s(&iso8601(tweet.created_at.unwrap_or(record.arrival))));
@@ -480,8 +482,8 @@ pub fn tweet_item(
     if let Some(sub) = record.sub_sequence {
         item.insert("SubSequenceNumber".to_owned(), AttributeValue::N(sub.to_string()));
     }
-    item.insert("ExpirationTime".to_owned(), AttributeValue::N(expires_epoch.to_string()));
-    item.insert("ProcessedAt".to_owned(), s(&iso8601(processed_at)));
+    item.insert("ExpirationTime".to_owned(), AttributeValue::N(stamp.expiration_time.clone()));
+    item.insert("ProcessedAt".to_owned(), s(&stamp.processed_at));
     if let Some(v) = &tweet.username {
         item.insert("Username".to_owned(), s(v));
     }
