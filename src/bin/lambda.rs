@@ -24,7 +24,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// The EMF namespace; the dimensions are the metrics' own labels.
 const NAMESPACE: &str = "StreamWorker";
 
-#[tokio::main]
+/// One thread, as the worker: Lambda hands the function one batch at a time,
+/// and below 1,769 MB of memory it has less than one vCPU.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     stream_worker::telemetry::init_lambda_logs();
     let metrics = metrics_cloudwatch_embedded::Builder::new().cloudwatch_namespace(NAMESPACE).init()?;
