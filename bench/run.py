@@ -142,6 +142,29 @@ def drain(tag, shards, records, max_records, *produce_args, env=None):
     return cpu, rss, took, emu_cpu
 
 
+def kinesis_read_ceiling(n):
+    """How fast kinesis-local serves the drain's records to a bare reader: n
+    records on 8 shards read with boto3, one GetRecords call at a time, written
+    nowhere. No consumer drains faster than this on the machine."""
+    names = resources("read-ceiling", 8)
+    produce(names, "--count", str(n), "--seed", "7")
+    kinesis = boto3.client("kinesis", region_name=region())
+    shards = [s["ShardId"] for s in kinesis.list_shards(StreamName=names["stream"])["Shards"]]
+    iterators = {s: kinesis.get_shard_iterator(StreamName=names["stream"], ShardId=s,
+                                               ShardIteratorType="TRIM_HORIZON")["ShardIterator"] for s in shards}
+    pid = emulator_pids()["kinesis"]
+    cpu_start, started, read = cpu_seconds(pid), time.time(), 0
+    while iterators:
+        for shard, iterator in list(iterators.items()):
+            got = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+            read += len(got["Records"])
+            if got["Records"]:
+                iterators[shard] = got["NextShardIterator"]
+            else:
+                del iterators[shard]
+    return read / (time.time() - started), (cpu_seconds(pid) - cpu_start) / read
+
+
 def bench_cpu():
     # The emulators share the two cores with the worker and their pace varies
     # from run to run, so the figure is the median of three drains. 15,000
@@ -172,6 +195,10 @@ def bench_cpu():
            f"{ceiling:,.0f} rows/s", "(measured)", True,
            f"[the drain reached {rate / ceiling:.0%} of it; the worker's share of the CPU per row: "
            f"{statistics.median(runs) * ceiling / os.cpu_count():.0%}]")
+    served, per_record = kinesis_read_ceiling(n)
+    report("  kinesis-local serving the same records to a bare reader (boto3, one call at a time, written nowhere)",
+           f"{served:,.0f} rows/s", "(measured)", True,
+           f"[kinesis-local: {per_record * 1e3:.2f} ms of CPU per record; no consumer drains faster here]")
     # The worker shares two cores with moto, which takes most of them and runs
     # for milliseconds between each of the worker's wake-ups: each wake-up finds
     # the caches cold. The same drain with the tweets' BatchWriteItem answered at
