@@ -65,17 +65,6 @@ pub fn python() -> PathBuf {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// kinesis-local updates its state by reading it, changing it and writing it
-/// back, and a stream created while another test's records were being put once
-/// lost records it had acknowledged (CI: GetShardIterator "Unable to find record
-/// with provided SequenceNumber" for a sequence number from the put log). The
-/// tests of a binary create their streams and put their loads one at a time.
-static KINESIS_SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn kinesis_setup() -> std::sync::MutexGuard<'static, ()> {
-    KINESIS_SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Held by a test that measures rates, so that no other such test in its binary
 /// shares the machine's cores and the emulators with it (`cargo test` runs the
 /// tests of a binary in parallel). Not poisoned by a failing test.
@@ -155,7 +144,6 @@ impl Setup {
             dir,
             retrieval: Retrieval::Polling,
         };
-        let _one_at_a_time = kinesis_setup();
         let out = Command::new(python())
             .arg(repo().join("deploy/local/resources.py"))
             .args(["create", "--stream", &setup.stream, "--shards", &shards.to_string()])
@@ -176,7 +164,6 @@ impl Setup {
     /// Runs `stream-worker produce` to completion and returns what Kinesis accepted.
     pub fn produce(&self, args: &[&str]) -> PutLog {
         let log = self.dir.join(format!("put-{}.log", NEXT.fetch_add(1, Ordering::SeqCst)));
-        let _one_at_a_time = kinesis_setup();
         let out = Command::new(BIN)
             .args(["produce", "--stream", &self.stream, "--put-log"])
             .arg(&log)
