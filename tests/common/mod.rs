@@ -73,9 +73,15 @@ pub async fn measuring_alone() -> tokio::sync::MutexGuard<'static, ()> {
     ALONE.lock().await
 }
 
-/// A directory of the test's own under the system's temporary directory.
+/// A directory of the test's own under the system's temporary directory,
+/// emptied first: a tag holds the test binary's pid, a pid comes back in a later
+/// run, and the put logs (opened to append) would then also hold the earlier
+/// run's sequence numbers, which the emulators of this run never gave.
 pub fn test_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("stream-worker-test-{tag}"));
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "cannot empty {}: {e}", dir.display());
+    }
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
