@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# The worker image: `stream-worker run|produce|status|healthcheck`.
+# The worker image: `stream-worker` with all its commands (run, produce, status, healthcheck,
+# dead-letters, checkpoints, consumer); `run` unless another command is given.
 #
 #   docker build -t stream-worker .          (deploy/deploy.sh builds and pushes it to ECR)
 #   docker run --rm stream-worker --help
