@@ -376,8 +376,9 @@ pub async fn produce(args: ProduceArgs, stop: CancellationToken, health: Arc<Hea
             let api = XApi::new(&args.x_api_url, token, endpoint)?;
             let wanted = wanted_rules(&args)?;
             if !wanted.is_empty() {
-                let plan = api.sync_rules(&wanted, args.keep_rules).await?;
-                tracing::info!(added = plan.add.len(), deleted = plan.delete.len(), "stream rules in sync");
+                if let Some(plan) = api.sync_rules(&wanted, args.keep_rules, &stop).await? {
+                    tracing::info!(added = plan.add.len(), deleted = plan.delete.len(), "stream rules in sync");
+                }
             }
             Some(api)
         }

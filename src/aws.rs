@@ -254,7 +254,7 @@ impl StartupError {
             ErrorClass::NotFound => (
                 "not found".to_owned(),
                 "check the name and AWS_REGION; locally, create it with `deploy/local/resources.py create` \
-                 (see README); in AWS, deploy the stack"
+                 (see docs/local-development.md); in AWS, deploy the stack"
                     .to_owned(),
             ),
             ErrorClass::Credentials => (

@@ -1,5 +1,7 @@
-//! Command-line configuration: every flag has a `STREAM_WORKER_*` environment
-//! twin; defaults are the constants below and are shown by `--help`.
+//! Command-line configuration: every flag of `run` and `produce` has a
+//! `STREAM_WORKER_*` environment twin (the other commands have twins for the
+//! stream and table names); defaults are the constants below and are shown by
+//! `--help`.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -40,7 +42,7 @@ pub struct Cli {
 pub enum Command {
     /// Consume a stream: take shard leases, write tweets to DynamoDB, checkpoint
     Run(RunArgs),
-    /// Put tweets into a stream (synthetic or replayed from a file)
+    /// Put tweets into a stream: from the X API (filtered or sample stream), a file, or synthetic
     Produce(ProduceArgs),
     /// Show each shard's lease: owner, checkpoint, parents, state, how far behind
     Status(StatusArgs),

@@ -24,7 +24,7 @@ type Item = HashMap<String, AttributeValue>;
 /// The attribute a replay that still fails adds one to.
 pub const REPLAY_COUNT: &str = "ReplayCount";
 
-/// One dead letter, as `Processor` stored it (DESIGN.md's dead-letter table).
+/// One dead letter, as `Processor` stored it (docs/design.md, "Tables").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadLetter {
     pub shard_id: String,

@@ -327,7 +327,7 @@ async fn stream_suite(stream: Arc<dyn Writable>) {
     let (seen, end) = read_all(client, &shard, StartAt::TrimHorizon).await;
     assert_eq!(seen, ["a0", "a1", "a2", "a3", "a4", "a5"]);
     assert!(end.next_iterator.is_none(), "a closed shard ends");
-    // Some implementations never send ChildShards (see DESIGN.md); when sent, they are the split's.
+    // Some implementations never send ChildShards (see docs/design.md); when sent, they are the split's.
     if !end.child_shards.is_empty() {
         let mut ids: Vec<String> = end.child_shards.iter().map(|c| c.id.clone()).collect();
         ids.sort();

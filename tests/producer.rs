@@ -283,3 +283,116 @@ async fn sigterm_mid_stream_puts_everything_received_and_exits_zero() {
     let help = Command::new(BIN).args(["produce", "--help"]).env("X_BEARER_TOKEN", TOKEN).output().unwrap();
     assert_no_token("--help", &String::from_utf8_lossy(&help.stdout));
 }
+
+/// An error answer as load balancers send it: whole, `connection: close`, the
+/// socket closed right after. `framing` is how the body is delimited.
+fn closing_answer(status: &str, extra: &str, framing: &str, body: &str) -> Vec<u8> {
+    let head = format!("HTTP/1.1 {status}\r\n{extra}connection: close\r\ncontent-type: application/json\r\n");
+    let rest = match framing {
+        "until-close" => format!("\r\n{body}"),
+        "length" => format!("content-length: {}\r\n\r\n{body}", body.len()),
+        "chunked" => format!("transfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len()),
+        _ => "content-length: 0\r\n\r\n".to_owned(),
+    };
+    (head + &rest).into_bytes()
+}
+
+/// A raw-socket stand-in for X: one connection per answer, each answered
+/// whole and closed at once (the request's head is read first, and logged
+/// with when its connection came).
+fn closing_standin(
+    answers: Vec<Box<dyn FnOnce() -> Vec<u8> + Send>>,
+) -> (String, std::thread::JoinHandle<Vec<(std::time::Instant, String)>>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for answer in answers {
+            let (mut socket, _) = listener.accept().unwrap();
+            let at = std::time::Instant::now();
+            let mut head = Vec::new();
+            let mut byte = [0u8];
+            while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).unwrap() == 1 {
+                head.push(byte[0]);
+            }
+            let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
+            seen.push((at, line));
+            socket.write_all(&answer()).unwrap();
+        }
+        seen
+    });
+    (url, served)
+}
+
+/// X's rules kept when a server closes right after its error answer: a `429`
+/// waits until `x-rate-limit-reset` (plus a second for clock skew), a `503`
+/// backs off 5 s then 10 s, a `401` stops with its message, for the rules
+/// requests and the stream alike. (Read as "the server closed the connection
+/// before answering", each was a network error, retried after 250 ms.)
+#[tokio::test(flavor = "multi_thread")]
+async fn error_answers_closed_at_once_are_waited_out_as_x_asks() {
+    let setup = Setup::new("x-closing", 1);
+    let unix = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let detail = r#"{"title":"Service Unavailable","detail":"try later"}"#;
+    let answers: Vec<Box<dyn FnOnce() -> Vec<u8> + Send>> = vec![
+        Box::new(move || closing_answer("503 Service Unavailable", "", "length", detail)),
+        Box::new(|| closing_answer("200 OK", "", "length", r#"{"meta":{"result_count":0}}"#)),
+        Box::new(move || {
+            closing_answer("429 Too Many Requests", &format!("x-rate-limit-reset: {}\r\n", unix() + 2), "chunked", "{}")
+        }),
+        // The sync starts over after a wait: the rules are listed again.
+        Box::new(|| closing_answer("200 OK", "", "until-close", r#"{"meta":{"result_count":0}}"#)),
+        Box::new(|| closing_answer("201 Created", "", "length", r##"{"data":[{"id":"9","value":"#rust"}]}"##)),
+        Box::new(move || {
+            closing_answer("429 Too Many Requests", &format!("x-rate-limit-reset: {}\r\n", unix() + 3), "", "")
+        }),
+        Box::new(move || closing_answer("503 Service Unavailable", "", "until-close", detail)),
+        Box::new(move || closing_answer("503 Service Unavailable", "", "chunked", detail)),
+        Box::new(|| closing_answer("401 Unauthorized", "", "length", r#"{"title":"Unauthorized"}"#)),
+    ];
+    let (url, served) = closing_standin(answers);
+    let out = Command::new(BIN)
+        .args(["produce", "--stream", &setup.stream, "--source", "x-api", "--x-api-url", &url, "--rule", "#rust"])
+        .env("X_BEARER_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run stream-worker produce");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "the final 401 is fatal\n{stderr}");
+    assert!(stderr.contains("401 Unauthorized") && stderr.contains("check X_BEARER_TOKEN"), "{stderr}");
+    assert!(!stderr.contains("closed the connection before answering"), "every answer was read: {stderr}");
+    assert!(stdout.contains("reconnects: http_error=2, rate_limited=1"), "{stdout}");
+    assert_no_token("the log and the error", &stderr);
+
+    let seen = served.join().unwrap();
+    let requests: Vec<&str> = seen.iter().map(|(_, line)| line.split('?').next().unwrap()).collect();
+    let (rules, stream) = ("/2/tweets/search/stream/rules HTTP/1.1", "GET /2/tweets/search/stream");
+    assert_eq!(
+        requests,
+        [
+            format!("GET {rules}"),
+            format!("GET {rules}"),
+            format!("POST {rules}"),
+            format!("GET {rules}"),
+            format!("POST {rules}"),
+            stream.into(),
+            stream.into(),
+            stream.into(),
+            stream.into()
+        ]
+    );
+    let gap = |i: usize| seen[i].0 - seen[i - 1].0;
+    let secs = Duration::from_secs;
+    // Lower bounds are X's rules; upper ones only say the wait was that one,
+    // with room for a loaded machine.
+    for (i, least, what) in [
+        (1, secs(5), "the rules listing's 503: 5 s"),
+        (3, secs(2), "the rules post's 429: until its reset, 2-3 s"),
+        (6, secs(3), "the stream's 429: until its reset, 3-4 s"),
+        (7, secs(5), "the stream's first 503: 5 s"),
+        (8, secs(10), "the stream's second 503: 10 s"),
+    ] {
+        assert!(gap(i) >= least && gap(i) < least + secs(3), "{what}, waited {:?}", gap(i));
+    }
+}

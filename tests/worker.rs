@@ -9,7 +9,7 @@ use common::*;
 
 const DRAIN: Duration = Duration::from_secs(120);
 
-/// Every tweet put is a row, with the attributes of DESIGN.md.
+/// Every tweet put is a row, with the attributes docs/design.md lists under "Tables".
 fn assert_rows_match_puts(rows: &std::collections::HashMap<String, Item>, puts: &PutLog) {
     let ids: HashSet<String> = rows.keys().cloned().collect();
     assert_eq!(ids, puts.tweet_ids(), "the rows are exactly the tweets put");

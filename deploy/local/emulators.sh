@@ -36,7 +36,7 @@ install() {
      cd "$emu" && npm install --no-audit --no-fund --loglevel=error "kinesis-local@$KINESIS_LOCAL_VERSION" >&2)
   fi
   if [ ! -x "$emu/venv/bin/moto_server" ] || [ "$(cat "$emu/venv/pins.txt" 2>/dev/null)" != "${PY_PINS[*]}" ]; then
-    command -v python3 >/dev/null || { log "python3 not found; install Python 3.9+"; exit 1; }
+    command -v python3 >/dev/null || { log "python3 not found; install Python 3.11+"; exit 1; }
     log "installing ${PY_PINS[*]}"
     python3 -m venv "$emu/venv"
     "$emu/venv/bin/pip" install --quiet --disable-pip-version-check "${PY_PINS[@]}" >&2

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Create (or delete) the stream and tables of a local stream-worker deployment.
 
-The table keys are the contract of DESIGN.md and deploy/ (tweets: Id, GSI ByUser,
+The table keys are the contract of docs/design.md ("Tables") and deploy/ (tweets: Id, GSI ByUser,
 TTL ExpirationTime; dead letters: ShardId + SequenceNumber). The lease table is not
 created here: the worker creates it. Endpoints and region come from the standard
 AWS variables that `deploy/local/emulators.sh start` prints.

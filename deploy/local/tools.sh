@@ -37,7 +37,7 @@ install() {
   if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(wanted)" ]; then
     return 0
   fi
-  command -v python3 >/dev/null || { log "python3 not found; install Python 3.9+"; exit 1; }
+  command -v python3 >/dev/null || { log "python3 not found; install Python 3.11+"; exit 1; }
   mkdir -p "$dir"
   log "installing ${PINS[*]} into $venv (first run takes a minute or two)"
   rm -f "$stamp"

@@ -468,7 +468,7 @@ impl Stamp {
     }
 }
 
-/// The tweets-table item (DESIGN.md): keyed by `Id`, so a replay overwrites.
+/// The tweets-table item (docs/design.md, "Tables"): keyed by `Id`, so a replay overwrites.
 /// A tweet without `created_at` is stamped with the record's arrival time.
 /// `ProcessedAt` is when the batch was processed: it shows the pipeline's
 /// latency and the order in which shards were processed.

@@ -66,7 +66,7 @@ pub fn file_source(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::R
     let file = std::fs::File::open(path).map_err(|e| {
         anyhow::anyhow!(
             "cannot open {}: {e}\n  hint: --source file:PATH replays a file of tweets, one JSON object per line \
-             (X API v2 stream lines or v1.1 tweets; see README, \"Producing\")",
+             (X API v2 stream lines or v1.1 tweets; see docs/producer.md)",
             path.display()
         )
     })?;

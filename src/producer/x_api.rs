@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryFutureExt};
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::Uri;
@@ -347,13 +347,12 @@ pub trait Connect: Send + Sync {
     async fn connect(&self) -> Result<Body, ConnectError>;
 }
 
-/// The X API over HTTP.
+/// The X API over HTTP: the stream and the rules requests alike, each on a
+/// connection of its own (see [`Streaming`]).
 pub struct XApi {
-    http: reqwest::Client,
-    /// Opens the stream's connection (see [`Streaming`]).
-    streams: HttpsConnector<Route>,
+    connector: HttpsConnector<Route>,
     stream_uri: Uri,
-    base: String,
+    rules_uri: Uri,
     token: BearerToken,
 }
 
@@ -414,15 +413,15 @@ impl tower_service::Service<Uri> for Route {
     }
 }
 
-/// An open stream's body, with the connection it arrives on driven by
-/// whoever polls it: taking one tweet's chunk after another is a call, not a
-/// hop between tasks (a task of its own made each chunk a scheduler round
-/// trip with its `epoll_wait`).
+/// An answer's body, with the connection it arrives on driven by whoever
+/// polls it: taking one tweet's chunk after another is a call, not a hop
+/// between tasks (a task of its own made each chunk a scheduler round trip
+/// with its `epoll_wait`).
 struct Streaming {
     body: Incoming,
-    connection: hyper::client::conn::http1::Connection<MaybeHttpsStream<TokioIo<TcpStream>>, Empty<Bytes>>,
-    closed: bool,
-    _requests: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    /// `None` once the connection has ended: what it read before is in `body`.
+    connection: Option<hyper::client::conn::http1::Connection<MaybeHttpsStream<TokioIo<TcpStream>>, Full<Bytes>>>,
+    _requests: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
 impl Streaming {
@@ -439,6 +438,20 @@ impl Streaming {
             }
         }
     }
+
+    /// The body read to its end or to `limit` bytes, whichever comes first;
+    /// what arrived before a failure counts.
+    async fn read_to_end(mut self, limit: usize) -> Result<Vec<u8>, (Vec<u8>, String)> {
+        let mut body = Vec::new();
+        while body.len() < limit {
+            match self.next().await {
+                None => break,
+                Some(Ok(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]),
+                Some(Err(e)) => return Err((body, e)),
+            }
+        }
+        Ok(body)
+    }
 }
 
 impl futures::Stream for Streaming {
@@ -450,15 +463,13 @@ impl futures::Stream for Streaming {
             if let Poll::Ready(next) = this.poll_body(cx) {
                 return Poll::Ready(next);
             }
-            if this.closed {
-                return Poll::Pending;
-            }
-            match Pin::new(&mut this.connection).poll(cx) {
+            let Some(connection) = this.connection.as_mut() else { return Poll::Pending };
+            match Pin::new(connection).poll(cx) {
                 // The body has what the connection decoded, or is pending on more.
                 Poll::Pending => return this.poll_body(cx),
-                Poll::Ready(Ok(())) => this.closed = true,
+                Poll::Ready(Ok(())) => this.connection = None,
                 Poll::Ready(Err(e)) => {
-                    this.closed = true;
+                    this.connection = None;
                     return Poll::Ready(Some(Err(crate::aws::describe(&e))));
                 }
             }
@@ -472,98 +483,223 @@ struct RulesResponse {
     data: Vec<ExistingRule>,
 }
 
+/// A request that could not be made or was refused, as the reconnect schedule
+/// sees it.
+type Refused = ConnectError;
+
+/// Rules requests: attempts before giving up (the waits between them follow
+/// X's schedule, as the stream's do: 5 s, 10 s, 20 s after HTTP errors).
+const RULES_ATTEMPTS: u32 = 4;
+/// A rules request, connection included, that takes longer is a network error.
+const RULES_TIMEOUT: Duration = Duration::from_secs(30);
+/// What is kept of an answer's body: rules listings are small, error bodies smaller.
+const BODY_LIMIT: usize = 1 << 20;
+
 impl XApi {
     pub fn new(base: &str, token: BearerToken, endpoint: Endpoint) -> anyhow::Result<Self> {
         Self::with_proxies(base, token, endpoint, &Matcher::from_env())
     }
 
     fn with_proxies(base: &str, token: BearerToken, endpoint: Endpoint, proxies: &Matcher) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().user_agent(USER_AGENT).connect_timeout(CONNECT_TIMEOUT).build()?;
-        let base = base.trim_end_matches('/').to_owned();
-        let stream_url = reqwest::Url::parse_with_params(&format!("{base}{}", endpoint.path()), STREAM_QUERY)
-            .map_err(|e| anyhow::anyhow!("--x-api-url {base:?} is not a URL: {e}"))?;
-        let stream_uri: Uri = stream_url.as_str().parse()?;
-        let streams = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
+        let base = base.trim_end_matches('/');
+        let uri = |path_and_query: &str| -> anyhow::Result<Uri> {
+            let uri: Uri = format!("{base}{path_and_query}")
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--x-api-url {base:?} is not a URL: {e}"))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+                anyhow::bail!("--x-api-url {base:?} is not an http:// or https:// URL");
+            }
+            Ok(uri)
+        };
+        let stream_uri = uri(&format!("{}?{}", endpoint.path(), query_string(STREAM_QUERY)))?;
+        let rules_uri = uri(RULES_PATH)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())?
             .https_or_http()
             .enable_http1()
             .wrap_connector(Route::to(proxies.intercept(&stream_uri)));
-        Ok(Self { http, streams, stream_uri, base, token })
+        Ok(Self { connector, stream_uri, rules_uri, token })
     }
 
-    /// Connects and sends the stream's request; the response's head, and its
-    /// body with the connection.
-    async fn open_stream(&self) -> Result<(hyper::http::response::Parts, Streaming), String> {
+    /// Connects and sends one request; the answer's head, and its body with
+    /// the connection.
+    ///
+    /// An answer the server closes the connection right after (as load
+    /// balancers do after an error status) is still an answer: hyper hands a
+    /// response it has read to the request's future even when the
+    /// connection then ends, or fails on the close racing its read, so the
+    /// connection's end is not taken for "no answer" until that future says so.
+    async fn exchange(
+        &self,
+        method: hyper::Method,
+        uri: &Uri,
+        body: Option<Vec<u8>>,
+    ) -> Result<(hyper::http::response::Parts, Streaming), String> {
         let describe = |e: &(dyn std::error::Error + 'static)| crate::aws::describe(e);
-        let mut connector = self.streams.clone();
+        let mut connector = self.connector.clone();
         futures::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(|e| describe(&*e))?;
-        let io = connector.call(self.stream_uri.clone()).await.map_err(|e| describe(&*e))?;
+        let io = connector.call(uri.clone()).await.map_err(|e| describe(&*e))?;
         let (mut requests, mut connection) =
             hyper::client::conn::http1::handshake(io).await.map_err(|e| describe(&e))?;
         let mut auth = HeaderValue::try_from(format!("Bearer {}", self.token.expose()))
             .map_err(|_| "the bearer token is not a valid HTTP header value".to_owned())?;
         auth.set_sensitive(true);
-        let authority = self.stream_uri.authority().map_or("", |a| a.as_str());
-        let request = hyper::Request::get(self.stream_uri.path_and_query().map_or("/", |p| p.as_str()))
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(header::HOST, authority)
             .header(header::AUTHORIZATION, auth)
-            .header(header::USER_AGENT, USER_AGENT)
-            .body(Empty::new())
-            .map_err(|e| e.to_string())?;
+            .header(header::USER_AGENT, USER_AGENT);
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| e.to_string())?;
         // The connection is driven here until the head arrives, then by the body's reader.
-        let response = tokio::select! {
-            response = requests.send_request(request) => response.map_err(|e| describe(&e))?,
-            done = &mut connection => {
-                done.map_err(|e| describe(&e))?;
-                return Err("the server closed the connection before answering".into());
+        let sending = requests.send_request(request);
+        tokio::pin!(sending);
+        let (response, connection) = tokio::select! {
+            biased;
+            response = &mut sending => (response.map_err(|e| describe(&e))?, Some(connection)),
+            ended = &mut connection => {
+                // Dropping the ended connection settles the request's future:
+                // with the answer it read, or with "closed before answering".
+                drop(connection);
+                match sending.await {
+                    Ok(response) => (response, None),
+                    Err(e) => {
+                        return Err(match ended {
+                            Err(ended) => describe(&ended),
+                            Ok(()) if e.is_canceled() || e.is_incomplete_message() => {
+                                "the server closed the connection before answering".to_owned()
+                            }
+                            Ok(()) => describe(&e),
+                        })
+                    }
+                }
             }
         };
         let (head, body) = response.into_parts();
-        Ok((head, Streaming { body, connection, closed: false, _requests: requests }))
-    }
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(self.token.expose())
+        Ok((head, Streaming { body, connection, _requests: requests }))
     }
 
-    /// Makes X's rules the wanted ones (see [`plan_rules`]); returns what changed.
-    pub async fn sync_rules(&self, wanted: &[Rule], keep_others: bool) -> anyhow::Result<RulesPlan> {
-        const PATH: &str = "/2/tweets/search/stream/rules";
-        let response = self.request(reqwest::Method::GET, PATH).send().await.map_err(network_error)?;
-        let existing: RulesResponse = serde_json::from_slice(&checked(response, "listing the stream rules").await?)?;
+    /// One request and its whole answer; a failure as the schedule classifies it.
+    async fn call(
+        &self,
+        method: hyper::Method,
+        uri: &Uri,
+        body: Option<Vec<u8>>,
+        what: &str,
+    ) -> Result<Vec<u8>, Refused> {
+        let network = |detail: String| Refused::Retry {
+            reason: Reconnect::Network,
+            detail: format!("{what}: {detail}"),
+            reset_in: None,
+        };
+        let answer = async {
+            let (head, body) = self.exchange(method, uri, body).await.map_err(network)?;
+            let status = head.status.as_u16();
+            let read = body.read_to_end(BODY_LIMIT).await;
+            if (200..300).contains(&status) {
+                return read.map_err(|(_, e)| network(e));
+            }
+            let body = read.unwrap_or_else(|(partial, _)| partial);
+            Err(refusal(status, &head.headers, &body, Some(what)))
+        };
+        tokio::time::timeout(RULES_TIMEOUT, answer)
+            .await
+            .unwrap_or_else(|_| Err(network(format!("no answer within {RULES_TIMEOUT:?}"))))
+    }
+
+    /// Makes X's rules the wanted ones (see [`plan_rules`]); returns what
+    /// changed, or `None` when `stop` came first. Refusals and network errors
+    /// are retried on X's schedule (a `429` waits for its reset), up to
+    /// [`RULES_ATTEMPTS`] attempts; a `401`, `403` or refused rule is final.
+    pub async fn sync_rules(
+        &self,
+        wanted: &[Rule],
+        keep_others: bool,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Option<RulesPlan>> {
+        let mut backoff = Backoff::default();
+        for attempt in 1.. {
+            let (reason, detail, reset_in) = match self.try_sync_rules(wanted, keep_others).await {
+                Ok(plan) => return Ok(Some(plan)),
+                Err(Refused::Fatal(detail)) => anyhow::bail!(detail),
+                Err(Refused::Retry { reason, detail, reset_in }) => (reason, detail, reset_in),
+            };
+            if attempt >= RULES_ATTEMPTS {
+                anyhow::bail!("{detail} (gave up after {attempt} attempts)");
+            }
+            let delay = backoff.next(reason, reset_in);
+            tracing::warn!(reason = reason.label(), %detail, delay_ms = delay.as_millis() as u64, "retrying the stream rules");
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        unreachable!("the attempts are counted until one returns")
+    }
+
+    async fn try_sync_rules(&self, wanted: &[Rule], keep_others: bool) -> Result<RulesPlan, Refused> {
+        let invalid = |what: &str, e: serde_json::Error| {
+            Refused::Fatal(format!("{what}: the X API's answer is not what it documents: {e}"))
+        };
+        let listed = self.call(hyper::Method::GET, &self.rules_uri, None, "listing the stream rules").await?;
+        let existing: RulesResponse =
+            serde_json::from_slice(&listed).map_err(|e| invalid("listing the stream rules", e))?;
         let plan = plan_rules(&existing.data, wanted, keep_others);
         if !plan.delete.is_empty() {
             let ids: Vec<&str> = plan.delete.iter().map(|r| r.id.as_str()).collect();
-            let body = serde_json::json!({ "delete": { "ids": ids } });
-            let response = self.request(reqwest::Method::POST, PATH).json(&body).send().await.map_err(network_error)?;
-            checked(response, "deleting stream rules").await?;
+            let body = serde_json::json!({ "delete": { "ids": ids } }).to_string().into_bytes();
+            self.call(hyper::Method::POST, &self.rules_uri, Some(body), "deleting stream rules").await?;
         }
         if !plan.add.is_empty() {
-            let body = serde_json::json!({ "add": plan.add });
-            let response = self.request(reqwest::Method::POST, PATH).json(&body).send().await.map_err(network_error)?;
-            let body = checked(response, "adding stream rules").await?;
+            let body = serde_json::json!({ "add": plan.add }).to_string().into_bytes();
+            let answer = self.call(hyper::Method::POST, &self.rules_uri, Some(body), "adding stream rules").await?;
             // X answers 201 and lists refused rules under `errors` (e.g. an invalid rule).
-            let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let parsed: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
             if let Some(errors) = parsed.get("errors").filter(|e| e.as_array().is_some_and(|a| !a.is_empty())) {
-                anyhow::bail!("X refused stream rules: {errors}");
+                return Err(Refused::Fatal(format!("X refused stream rules: {errors}")));
             }
         }
         Ok(plan)
     }
 }
 
-fn network_error(e: reqwest::Error) -> anyhow::Error {
-    // reqwest's errors name the URL, never headers.
-    anyhow::anyhow!("cannot reach the X API: {}", crate::aws::describe(&e))
+const RULES_PATH: &str = "/2/tweets/search/stream/rules";
+
+/// `name=value&…`, percent-encoded as a form's query is.
+fn query_string(pairs: &[(&str, &str)]) -> String {
+    let encode = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
-/// The body of a successful answer, or an error naming the status and X's detail.
-async fn checked(response: reqwest::Response, what: &str) -> anyhow::Result<Bytes> {
-    let status = response.status();
-    let body = response.bytes().await.map_err(network_error)?;
-    if status.is_success() {
-        return Ok(body);
+/// What a refusal means for the schedule, with X's detail in words: a `429`
+/// waits for `x-rate-limit-reset`, a `408`, `420` or `5xx` backs off
+/// exponentially, anything else is final. `what` names the request, for rules calls.
+fn refusal(status: u16, headers: &hyper::HeaderMap, body: &[u8], what: Option<&str>) -> Refused {
+    let failure = http_failure(status, body);
+    let detail = match what {
+        Some(what) => format!("{what}: {failure}"),
+        None => failure,
+    };
+    match status {
+        429 => {
+            let reset = headers.get("x-rate-limit-reset").and_then(|v| v.to_str().ok());
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            Refused::Retry { reason: Reconnect::RateLimited, detail, reset_in: reset_wait(reset, now.as_secs()) }
+        }
+        408 | 420 | 500.. => Refused::Retry { reason: Reconnect::HttpError, detail, reset_in: None },
+        _ => Refused::Fatal(detail),
     }
-    anyhow::bail!("{what}: {}", http_failure(status.as_u16(), &body))
 }
 
 /// A refused request, in words, with a hint for the usual causes.
@@ -589,37 +725,18 @@ fn http_failure(status: u16, body: &[u8]) -> String {
 #[async_trait]
 impl Connect for XApi {
     async fn connect(&self) -> Result<Body, ConnectError> {
-        let (head, mut body) = self.open_stream().await.map_err(|detail| ConnectError::Retry {
-            reason: Reconnect::Network,
-            detail,
-            reset_in: None,
-        })?;
-        let status = head.status.as_u16();
-        if status == 200 {
+        let network = |detail| ConnectError::Retry { reason: Reconnect::Network, detail, reset_in: None };
+        let (head, body) = self.exchange(hyper::Method::GET, &self.stream_uri, None).await.map_err(network)?;
+        if head.status == hyper::StatusCode::OK {
             return Ok(body.boxed());
         }
-        let reset = head.headers.get("x-rate-limit-reset").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        // An error's body is short; what is read of it is enough for the detail.
-        let mut error = Vec::new();
-        while let Some(Ok(chunk)) = body.next().await {
-            error.extend_from_slice(&chunk);
-            if error.len() >= 4096 {
-                break;
-            }
-        }
-        let detail = http_failure(status, &error);
-        match status {
-            429 => {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                Err(ConnectError::Retry {
-                    reason: Reconnect::RateLimited,
-                    detail,
-                    reset_in: reset_wait(reset.as_deref(), now.as_secs()),
-                })
-            }
-            408 | 420 | 500.. => Err(ConnectError::Retry { reason: Reconnect::HttpError, detail, reset_in: None }),
-            _ => Err(ConnectError::Fatal(detail)),
-        }
+        // An error's body is short; what arrives of it in time is enough for the detail.
+        let error = tokio::time::timeout(CONNECT_TIMEOUT, body.read_to_end(4096)).await;
+        let error = match error {
+            Ok(Ok(body)) | Ok(Err((body, _))) => body,
+            Err(_) => Vec::new(),
+        };
+        Err(refusal(head.status.as_u16(), &head.headers, &error, None))
     }
 }
 
@@ -945,5 +1062,109 @@ mod tests {
         assert!(request.starts_with("get /2/tweets/sample/stream?expansions=author_id&"), "{request}");
         assert!(request.contains(&format!("\r\nhost: {x_addr}\r\n")), "{request}");
         assert!(request.contains("\r\nauthorization: bearer aaaa-secret\r\n"), "{request}");
+    }
+
+    /// How a raw-socket stand-in frames an error answer's body.
+    #[derive(Debug, Clone, Copy)]
+    enum Framing {
+        /// `content-length: 0`.
+        Empty,
+        /// No length and not chunked: the body ends where the connection does.
+        UntilClose,
+        ContentLength,
+        Chunked,
+    }
+
+    /// An error answer as a load balancer sends it: whole, marked
+    /// `connection: close`, the socket closed right after.
+    fn closing_answer(status: u16, reason: &str, extra: &str, framing: Framing) -> Vec<u8> {
+        let body = format!(r#"{{"title":"{reason}","detail":"stand-in says {status}"}}"#);
+        let head =
+            format!("HTTP/1.1 {status} {reason}\r\n{extra}connection: close\r\ncontent-type: application/json\r\n");
+        let rest = match framing {
+            Framing::Empty => "content-length: 0\r\n\r\n".to_owned(),
+            Framing::UntilClose => format!("\r\n{body}"),
+            Framing::ContentLength => format!("content-length: {}\r\n\r\n{body}", body.len()),
+            Framing::Chunked => {
+                let (a, b) = body.split_at(10);
+                format!("transfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n", a.len(), b.len())
+            }
+        };
+        (head + &rest).into_bytes()
+    }
+
+    /// Serves one connection per answer, in order: reads the request's head
+    /// first (or not: then the close races the client's request and its read),
+    /// writes the answer whole and closes at once. Returns the base URL and the
+    /// request heads it read.
+    async fn closing_server(answers: Vec<(Vec<u8>, bool)>) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let served = tokio::spawn(async move {
+            let mut heads = Vec::new();
+            for (answer, read_first) in answers {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                if read_first {
+                    heads.push(request_head(&mut socket).await);
+                }
+                socket.write_all(&answer).await.unwrap();
+                drop(socket);
+            }
+            heads
+        });
+        (base, served)
+    }
+
+    fn unix_now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_the_server_closes_at_once_is_classified_by_its_status() {
+        let framings = [Framing::Empty, Framing::UntilClose, Framing::ContentLength, Framing::Chunked];
+        for read_first in [true, false] {
+            for framing in framings {
+                let reset = unix_now() + 3;
+                let answers = vec![
+                    (
+                        closing_answer(429, "Too Many Requests", &format!("x-rate-limit-reset: {reset}\r\n"), framing),
+                        read_first,
+                    ),
+                    (closing_answer(503, "Service Unavailable", "", framing), read_first),
+                    (closing_answer(401, "Unauthorized", "", framing), read_first),
+                ];
+                let (base, served) = closing_server(answers).await;
+                let api = XApi::new(&base, BearerToken::new("t").unwrap(), Endpoint::Filtered).unwrap();
+                let case = format!("{framing:?}, request read first: {read_first}");
+                match api.connect().await {
+                    Err(ConnectError::Retry { reason: Reconnect::RateLimited, reset_in: Some(wait), detail }) => {
+                        // Until the reset, plus a second for clock skew.
+                        assert!(wait >= Duration::from_secs(3) && wait <= Duration::from_secs(4), "{case}: {wait:?}");
+                        assert!(detail.contains("429"), "{case}: {detail}");
+                    }
+                    other => panic!("{case}: a 429 is rate limiting with its reset time, not {:?}", other.err()),
+                }
+                match api.connect().await {
+                    Err(ConnectError::Retry { reason: Reconnect::HttpError, reset_in: None, detail }) => {
+                        assert!(detail.contains("503"), "{case}: {detail}");
+                    }
+                    other => panic!("{case}: a 503 is an HTTP error, not {:?}", other.err()),
+                }
+                match api.connect().await {
+                    Err(ConnectError::Fatal(detail)) => {
+                        assert!(
+                            detail.contains("401 Unauthorized") && detail.contains("X_BEARER_TOKEN"),
+                            "{case}: {detail}"
+                        );
+                        if read_first && !matches!(framing, Framing::Empty) {
+                            assert!(detail.contains("stand-in says 401"), "{case}: X's detail is kept: {detail}");
+                        }
+                    }
+                    other => panic!("{case}: a 401 is fatal, not {:?}", other.err()),
+                }
+                served.await.unwrap();
+            }
+        }
     }
 }
