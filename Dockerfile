@@ -10,9 +10,11 @@
 # runtime image, so the binary's glibc matches.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
+# What `stream-worker --version` names: the context has no .git (deploy/deploy.sh passes it).
+ARG STREAM_WORKER_COMMIT=unknown
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin stream-worker
 

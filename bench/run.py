@@ -315,7 +315,7 @@ def percentile(values, q):
 def bench_latency():
     names = resources("latency", 4)
     p, port = worker(names, "bench")
-    producer, log = start_producer(names, "--rate", "200", "--minutes", "1", "--seed", "8")
+    producer, log = start_producer(names, "--rate", "200", "--duration", "1m", "--seed", "8")
     producer.wait()
     puts = [line.rstrip("\n").split("\t") for line in open(log)]
     wait_processed(port, len(puts))
@@ -341,7 +341,7 @@ def bench_fan_out():
     time.sleep(5)  # both hold their 4 leases (and the fan-out worker its consumer) before the load
     checkpoints0 = {k: metric(port, "stream_worker_checkpoints_total") for k, (_, port) in workers.items()}
     started = time.time()
-    producer, log = start_producer(polling, "--rate", "200", "--minutes", "1", "--seed", "10")
+    producer, log = start_producer(polling, "--rate", "200", "--duration", "1m", "--seed", "10")
     producer.wait()
     puts = [line.rstrip("\n").split("\t") for line in open(log)]
     for _, port in workers.values():
@@ -359,7 +359,7 @@ def bench_fan_out():
 def bench_lease_cost():
     names = resources("leases", 8)
     workers = [worker(names, f"w{i}") for i in range(3)]
-    producer, _ = start_producer(names, "--rate", "100", "--minutes", "3", "--seed", "9")
+    producer, _ = start_producer(names, "--rate", "100", "--duration", "3m", "--seed", "9")
     time.sleep(30)  # converge; the figure is steady state
     names_w = ["stream_worker_lease_renewals_total", "stream_worker_leases_taken_total",
                "stream_worker_leases_stolen_total", "stream_worker_leases_released_total",
@@ -408,7 +408,7 @@ def x_producer(names, url, minutes, put_log=True):
     log, out = os.path.join(WORK, f"{tag}.log"), os.path.join(WORK, f"{tag}.out")
     port = next(_ports)
     p = subprocess.Popen([BIN, "produce", "--stream", names["stream"], "--source", "x-api-sample",
-                          "--x-api-url", url, "--minutes", str(minutes), "--metrics-addr", f"127.0.0.1:{port}"]
+                          "--x-api-url", url, "--duration", f"{round(minutes * 60)}s", "--metrics-addr", f"127.0.0.1:{port}"]
                          + (["--put-log", log] if put_log else []),
                          stdout=open(out, "w"), env=dict(os.environ, X_BEARER_TOKEN="bench"))
     return p, (log if put_log else out), port

@@ -150,6 +150,19 @@ async fn retrieval(args: &RunArgs, kinesis: &aws_sdk_kinesis::Client, config: &S
     })
 }
 
+/// Asks `what?` on the terminal; `Ok(true)` for yes. Without a terminal to ask
+/// on, refuses with an error saying to pass `--yes`.
+fn confirm(what: &str) -> anyhow::Result<bool> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("would {what}; pass --yes to confirm (standard input is not a terminal)");
+    }
+    eprint!("{what}? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 /// `stream-worker consumer deregister`.
 pub async fn deregister_consumer(args: ConsumerArgs) -> anyhow::Result<()> {
     let config = crate::aws::load_config().await;
@@ -161,6 +174,25 @@ pub async fn deregister_consumer(args: ConsumerArgs) -> anyhow::Result<()> {
         StartupError::from_class(what.clone(), &Target::new("kinesis", &config), e.class, e.message)
     };
     let stream_arn = kinesis_api::stream_arn(&client, &args.stream).await.map_err(failed)?;
+    let Some(status) = kinesis_api::consumer_status(&client, &stream_arn, name).await.map_err(failed)? else {
+        println!("stream '{}' has no consumer '{name}'; nothing to do", args.stream);
+        return Ok(());
+    };
+    if args.dry_run {
+        println!(
+            "would deregister stream consumer '{name}' ({status}) of stream '{}'; dry run: nothing changed",
+            args.stream
+        );
+        return Ok(());
+    }
+    let question = format!(
+        "deregister stream consumer '{name}' of stream '{}' (fan-out workers lose their subscriptions)",
+        args.stream
+    );
+    if !args.yes && !confirm(&question)? {
+        println!("nothing changed");
+        return Ok(());
+    }
     if kinesis_api::deregister_consumer(&client, &stream_arn, name).await.map_err(failed)? {
         println!("deregistered stream consumer '{name}' of stream '{}'", args.stream);
     } else {
@@ -260,7 +292,6 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 /// `stream-worker dead-letters list|replay|purge`.
 pub async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
     use crate::dead_letters::{DeadLetterTable, ReplaySummary};
-    use std::io::IsTerminal as _;
     let config = crate::aws::load_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     let (table, filter) = match &command {
@@ -298,21 +329,10 @@ pub async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
                 println!("no dead letters match; nothing purged");
                 return Ok(());
             }
-            if !a.yes {
-                if !std::io::stdin().is_terminal() {
-                    anyhow::bail!(
-                        "purge would delete {} dead letter(s) from '{}'; pass --yes to confirm (standard input is not a terminal)",
-                        letters.len(),
-                        dead.table()
-                    );
-                }
-                eprint!("delete {} dead letter(s) from '{}'? [y/N] ", letters.len(), dead.table());
-                let mut answer = String::new();
-                std::io::stdin().read_line(&mut answer)?;
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    println!("nothing purged");
-                    return Ok(());
-                }
+            let what = format!("delete {} dead letter(s) from '{}'", letters.len(), dead.table());
+            if !a.yes && !confirm(&what)? {
+                println!("nothing purged");
+                return Ok(());
             }
             let (deleted, gone) = crate::dead_letters::purge(&dead, &letters).await?;
             if a.filter.json {
@@ -335,6 +355,15 @@ pub async fn rewind(args: RewindArgs) -> anyhow::Result<()> {
     let store = DynamoLeaseStore::new(dynamodb, &args.lease_table);
     let stream = KinesisStream::new(kinesis, &args.stream);
     let plan = crate::rewind::plan(&store, &stream, &args.to, &args.shards).await?;
+    if !args.dry_run && !args.yes {
+        eprint!("{}", crate::rewind::render_text(&plan));
+        let what =
+            format!("rewind the leases above in '{}' (their owners stop and the fleet reads again)", args.lease_table);
+        if !confirm(&what)? {
+            println!("nothing changed");
+            return Ok(());
+        }
+    }
     let applied = if args.dry_run { None } else { Some(crate::rewind::apply(&store, &plan).await?) };
     if args.json {
         println!("{}", serde_json::json!({ "dry_run": args.dry_run, "shards": plan, "applied": applied }));
@@ -384,7 +413,7 @@ pub async fn produce(args: ProduceArgs, stop: CancellationToken, health: Arc<Hea
         }
         _ => None,
     };
-    let deadline = args.minutes.map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0));
+    let deadline = args.duration.map(|d| Instant::now() + d);
     let stats = Arc::new(Stats::default());
     stats.set_connected(x_api.is_none());
     let producer = Producer {

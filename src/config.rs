@@ -18,10 +18,15 @@ pub const DEFAULT_TWEETS_TABLE: &str = "tweets";
 pub const DEFAULT_LEASE_TABLE: &str = "stream-worker-leases";
 pub const DEFAULT_DEAD_LETTER_TABLE: &str = "stream-worker-dead-letters";
 
+/// `stream-worker --version`: the package's version and the commit it was
+/// built from (`build.rs`: git, or `STREAM_WORKER_COMMIT` where the build has
+/// no `.git`, as the image's).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("STREAM_WORKER_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "stream-worker",
-    version,
+    version = VERSION,
     about = "Real-time tweet pipeline on Kinesis and DynamoDB: a KCL-style consumer fleet and its producer",
     long_about = "Real-time tweet pipeline on Kinesis and DynamoDB.\n\n\
         `run` consumes a stream with any number of replicas sharing its shards through leases in DynamoDB; \
@@ -31,7 +36,9 @@ pub const DEFAULT_DEAD_LETTER_TABLE: &str = "stream-worker-dead-letters";
         AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_DYNAMODB.\n\n\
         The settings of `run` and `produce`, and the names of streams and tables everywhere, can also be \
         set through the environment variable shown in their help ([env: …]); the options of one-off \
-        commands (`status --watch`, `dead-letters --reason`, `checkpoints rewind --to`, …) are flags only."
+        commands (`status --watch`, `dead-letters --reason`, `checkpoints rewind --to`, …) are flags only.\n\n\
+        Values are spelled in any case, with - or _ alike: trim-horizon is TRIM_HORIZON (the AWS \
+        spelling), fan-out is FAN_OUT. Durations take a unit: 500ms, 10s, 5m, 1h."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -57,12 +64,22 @@ pub enum Command {
     /// Manage the registered stream consumer that `run --retrieval fan-out` reads through
     #[command(subcommand)]
     Consumer(ConsumerCommand),
+    /// Print a shell completion script, e.g. `stream-worker completions bash > /etc/bash_completion.d/stream-worker`
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in
+    #[arg(value_enum, ignore_case = true)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConsumerCommand {
     /// Deregister the stream consumer (workers never do). Fan-out workers still
-    /// running lose their subscriptions and register it again
+    /// running lose their subscriptions and register it again. Asks first on a
+    /// terminal; --yes otherwise
     Deregister(ConsumerArgs),
 }
 
@@ -74,6 +91,14 @@ pub struct ConsumerArgs {
 
     #[command(flatten)]
     pub name: ConsumerNameArgs,
+
+    /// Say whether the consumer is registered and would be deregistered; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Deregister without asking (needed when standard input is not a terminal)
+    #[arg(long)]
+    pub yes: bool,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -105,6 +130,7 @@ pub enum RetrievalMode {
     Polling,
     /// SubscribeToShard (enhanced fan-out): 2 MB/s per shard of its own, pushed (~70 ms on AWS); billed per
     /// consumer-shard hour and per GB
+    #[value(alias = "fan_out")]
     FanOut,
 }
 
@@ -123,13 +149,14 @@ pub enum DeadLettersCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct DeadLetterFilterArgs {
-    /// Only dead letters with this reason
-    #[arg(long, value_parser = ["not_json", "not_a_tweet", "invalid_field", "too_large", "rejected_by_sink"])]
+    /// Only dead letters with this reason: not-json, not-a-tweet, invalid-field, too-large or
+    /// rejected-by-sink (stored and counted as not_json, …)
+    #[arg(long, value_parser = parse_reason)]
     pub reason: Option<String>,
 
-    /// Only this shard's dead letters (e.g. shardId-000000000001)
-    #[arg(long)]
-    pub shard: Option<String>,
+    /// Only these shards' dead letters (repeat the flag), e.g. shardId-000000000001 [default: every shard]
+    #[arg(long = "shard", value_name = "SHARD_ID")]
+    pub shards: Vec<String>,
 
     /// Only dead letters written at or after this time: RFC 3339 (2026-01-31T12:00:00Z)
     /// or a duration ago (30m, 2h, 7days)
@@ -152,7 +179,7 @@ impl DeadLetterFilterArgs {
     pub fn filter(&self) -> crate::dead_letters::Filter {
         crate::dead_letters::Filter {
             reason: self.reason.clone(),
-            shard: self.shard.clone(),
+            shards: self.shards.clone(),
             since: self.since,
             limit: self.limit,
         }
@@ -202,7 +229,8 @@ pub enum CheckpointsCommand {
     /// lease is rewritten conditionally, with its owner cleared and its counter
     /// moved: the owner finds the lease lost at its next renewal and stops
     /// without checkpointing, and a worker takes it again from the new position.
-    /// Children of a shard moved back wait until it is read again to its end
+    /// Children of a shard moved back wait until it is read again to its end.
+    /// Shows the plan and asks first on a terminal; --yes otherwise
     Rewind(RewindArgs),
 }
 
@@ -218,7 +246,8 @@ pub struct RewindArgs {
 
     /// The new position: trim-horizon (everything retained), latest (only
     /// records put from now on), or at-timestamp:<RFC 3339> (records that arrived
-    /// at or after it; resolved per shard by reading it from its trim horizon)
+    /// at or after it; resolved per shard by reading it from its trim horizon).
+    /// The AWS spelling works too: TRIM_HORIZON, LATEST, AT_TIMESTAMP:<RFC 3339>
     #[arg(long, value_parser = parse_initial_position)]
     pub to: InitialPosition,
 
@@ -229,6 +258,10 @@ pub struct RewindArgs {
     /// Print each shard's before → after and change nothing
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Rewind without asking (needed when standard input is not a terminal)
+    #[arg(long)]
+    pub yes: bool,
 
     /// Print JSON instead of text
     #[arg(long)]
@@ -297,7 +330,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log format; the level filter comes from RUST_LOG (default: info)
-    #[arg(long, env = "STREAM_WORKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "STREAM_WORKER_LOG_FORMAT", value_enum, ignore_case = true, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
@@ -370,7 +403,7 @@ pub struct RunArgs {
 
     /// How shards are read: polling (GetRecords) or fan-out (SubscribeToShard through the
     /// registered stream consumer --consumer-name, registered if absent)
-    #[arg(long, env = "STREAM_WORKER_RETRIEVAL", value_enum, default_value_t = RetrievalMode::Polling)]
+    #[arg(long, env = "STREAM_WORKER_RETRIEVAL", value_enum, ignore_case = true, default_value_t = RetrievalMode::Polling)]
     pub retrieval: RetrievalMode,
 
     /// Fan-out: replace each subscription after this long (AWS ends them after 5 minutes)
@@ -383,7 +416,8 @@ pub struct RunArgs {
     pub worker_id: Option<String>,
 
     /// Where a shard without a checkpoint starts: trim-horizon (everything retained),
-    /// latest (only new records), or at-timestamp:<RFC 3339>
+    /// latest (only new records), or at-timestamp:<RFC 3339>; or in the AWS spelling,
+    /// TRIM_HORIZON, LATEST, AT_TIMESTAMP:<RFC 3339>
     #[arg(long, env = "STREAM_WORKER_INITIAL_POSITION", default_value = "trim-horizon", value_parser = parse_initial_position)]
     pub initial_position: InitialPosition,
 
@@ -478,11 +512,13 @@ impl FromStr for Source {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
-            _ if s == "synthetic" => Ok(Self::Synthetic),
-            _ if s == "x-api" => Ok(Self::XApi),
-            _ if s == "x-api-sample" => Ok(Self::XApiSample),
-            Some(("file", path)) if !path.is_empty() => Ok(Self::File(PathBuf::from(path))),
-            _ => Err(format!("unknown source {s:?}: expected synthetic, file:PATH, x-api or x-api-sample")),
+            Some((kind, path)) if spelling(kind) == "file" && !path.is_empty() => Ok(Self::File(PathBuf::from(path))),
+            _ => match spelling(s).as_str() {
+                "synthetic" => Ok(Self::Synthetic),
+                "x-api" => Ok(Self::XApi),
+                "x-api-sample" => Ok(Self::XApiSample),
+                _ => Err(format!("unknown source {s:?}: expected synthetic, file:PATH, x-api or x-api-sample")),
+            },
         }
     }
 }
@@ -524,10 +560,10 @@ pub struct ProduceArgs {
 
     /// Reconnect after this long with neither data nor a keep-alive from the X stream
     /// (X sends a keep-alive every 20 s)
-    #[arg(long, env = "STREAM_WORKER_X_API_STALL_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STREAM_WORKER_X_API_STALL_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub x_api_stall_timeout: Duration,
 
-    /// Stop after this many records [default: 1000 for synthetic when --minutes is not given; a file's length]
+    /// Stop after this many records [default: 1000 for synthetic when --duration is not given; a file's length]
     #[arg(long, env = "STREAM_WORKER_COUNT")]
     pub count: Option<u64>,
 
@@ -535,9 +571,9 @@ pub struct ProduceArgs {
     #[arg(long, env = "STREAM_WORKER_RATE")]
     pub rate: Option<NonZeroU32>,
 
-    /// Stop after this many minutes (fractions allowed)
-    #[arg(long, env = "STREAM_WORKER_MINUTES")]
-    pub minutes: Option<f64>,
+    /// Stop after this long (e.g. 90s, 10m, 2h)
+    #[arg(long, env = "STREAM_WORKER_DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
 
     /// Seed of the synthetic generator: the same seed gives the same tweets
     #[arg(long, env = "STREAM_WORKER_SEED", default_value_t = 1)]
@@ -569,12 +605,14 @@ pub struct ProduceArgs {
     pub put_log: Option<PathBuf>,
 
     /// On SIGTERM or Ctrl-C: stop reading, then put what was received for at most this long
-    #[arg(long, env = "STREAM_WORKER_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    /// (its own variable: `run`'s STREAM_WORKER_SHUTDOWN_TIMEOUT has another default)
+    #[arg(long, env = "STREAM_WORKER_PRODUCER_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
     /// Address of the HTTP endpoints: GET /metrics (Prometheus), /healthz, /readyz (ready = the
     /// source is connected and Kinesis accepts). Port 0 takes any free port; `none` serves none
-    #[arg(long, env = "STREAM_WORKER_METRICS_ADDR", default_value = "none", value_parser = parse_metrics_addr)]
+    /// (its own variable: `run`'s STREAM_WORKER_METRICS_ADDR serves by default)
+    #[arg(long, env = "STREAM_WORKER_PRODUCER_METRICS_ADDR", default_value = "none", value_parser = parse_metrics_addr)]
     pub metrics_addr: MetricsAddr,
 
     #[command(flatten)]
@@ -586,8 +624,8 @@ impl ProduceArgs {
         if !(0.0..=1.0).contains(&self.malformed_ratio) {
             return Err("--malformed-ratio must be between 0.0 and 1.0".into());
         }
-        if self.minutes.is_some_and(|m| m.is_nan() || m <= 0.0) {
-            return Err("--minutes must be positive".into());
+        if self.duration.is_some_and(|d| d.is_zero()) {
+            return Err("--duration must be positive".into());
         }
         // A blank rule is none (the stack sets the variable empty when it has no rule).
         let rules = self.rules.iter().any(|r| !r.trim().is_empty());
@@ -644,17 +682,41 @@ pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
     chrono::Duration::from_std(ago).map(|ago| Utc::now() - ago).map_err(|e| e.to_string())
 }
 
+/// A value as the CLI compares it: any case, `-` and `_` alike, so that the
+/// AWS spelling (`TRIM_HORIZON`) and the CLI's (`trim-horizon`) are one.
+pub fn spelling(s: &str) -> String {
+    s.trim().to_ascii_lowercase().replace('_', "-")
+}
+
+/// A starting position: `trim-horizon`, `latest` or `at-timestamp:<RFC 3339>`,
+/// in either spelling (see [`spelling`]).
 pub fn parse_initial_position(s: &str) -> Result<InitialPosition, String> {
-    match s {
-        "trim-horizon" => Ok(InitialPosition::TrimHorizon),
-        "latest" => Ok(InitialPosition::Latest),
-        _ => match s.strip_prefix("at-timestamp:") {
-            Some(t) => DateTime::parse_from_rfc3339(t)
-                .map(|t| InitialPosition::AtTimestamp(t.with_timezone(&Utc)))
-                .map_err(|e| format!("at-timestamp needs an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}")),
-            None => Err(format!("{s:?}: expected trim-horizon, latest or at-timestamp:<RFC 3339>")),
-        },
+    let (keyword, time) = match s.split_once(':') {
+        Some((keyword, time)) => (keyword, Some(time)),
+        None => (s, None),
+    };
+    match (spelling(keyword).as_str(), time) {
+        ("trim-horizon", None) => Ok(InitialPosition::TrimHorizon),
+        ("latest", None) => Ok(InitialPosition::Latest),
+        ("at-timestamp", Some(t)) => DateTime::parse_from_rfc3339(t.trim())
+            .map(|t| InitialPosition::AtTimestamp(t.with_timezone(&Utc)))
+            .map_err(|e| format!("at-timestamp needs an RFC 3339 time such as 2026-01-31T12:00:00Z: {e}")),
+        ("at-timestamp", None) => Err("at-timestamp needs a time: at-timestamp:2026-01-31T12:00:00Z".into()),
+        _ => Err(format!(
+            "{s:?}: expected trim-horizon, latest or at-timestamp:<RFC 3339> \
+             (or TRIM_HORIZON, LATEST, AT_TIMESTAMP:<RFC 3339>)"
+        )),
     }
+}
+
+/// A dead letter's reason in either spelling; the label it is stored under.
+pub fn parse_reason(s: &str) -> Result<String, String> {
+    use crate::processor::Reason;
+    let wanted = spelling(s);
+    Reason::ALL.iter().map(|r| r.label()).find(|label| spelling(label) == wanted).map(str::to_owned).ok_or_else(|| {
+        let all: Vec<String> = Reason::ALL.iter().map(|r| spelling(r.label())).collect();
+        format!("{s:?}: expected one of {}", all.join(", "))
+    })
 }
 
 #[cfg(test)]
@@ -704,5 +766,101 @@ mod tests {
         assert!(Cli::try_parse_from(["stream-worker", "run", "--stream", "s", "--failover-time", "ten"]).is_err());
         assert_eq!("file:/tmp/x.jsonl".parse::<Source>(), Ok(Source::File("/tmp/x.jsonl".into())));
         assert!("kafka".parse::<Source>().is_err());
+    }
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("stream-worker").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+    }
+
+    #[test]
+    fn positions_and_values_take_the_aws_spelling_too() {
+        let t = "2026-01-31T12:00:00Z";
+        for (cli, aws) in [
+            ("trim-horizon".to_owned(), "TRIM_HORIZON".to_owned()),
+            ("latest".into(), "LATEST".into()),
+            (format!("at-timestamp:{t}"), format!("AT_TIMESTAMP:{t}")),
+        ] {
+            let expected = parse_initial_position(&cli).unwrap();
+            assert_eq!(parse_initial_position(&aws), Ok(expected), "{aws}");
+            let Command::Run(run) = parse(&["run", "--stream", "s", "--initial-position", &aws]) else { panic!() };
+            assert_eq!(run.initial_position, expected);
+            let rewind = parse(&["checkpoints", "rewind", "--stream", "s", "--to", &aws]);
+            let Command::Checkpoints(CheckpointsCommand::Rewind(rewind)) = rewind else { panic!() };
+            assert_eq!(rewind.to, expected);
+        }
+        assert!(parse_initial_position("AT_TIMESTAMP").unwrap_err().contains("needs a time"));
+        assert!(parse_initial_position("trim-horizon:2026-01-31T12:00:00Z").is_err());
+
+        for fan_out in ["fan-out", "FAN_OUT", "fan_out", "Fan-Out"] {
+            let Command::Run(run) = parse(&["run", "--stream", "s", "--retrieval", fan_out]) else { panic!() };
+            assert_eq!(run.retrieval, RetrievalMode::FanOut, "{fan_out}");
+        }
+        let Command::Run(run) = parse(&["run", "--stream", "s", "--log-format", "JSON"]) else { panic!() };
+        assert_eq!(run.log.log_format, LogFormat::Json);
+        assert_eq!("X_API_SAMPLE".parse::<Source>(), Ok(Source::XApiSample));
+        assert_eq!("FILE:/tmp/A.jsonl".parse::<Source>(), Ok(Source::File("/tmp/A.jsonl".into())), "paths kept");
+        for reason in ["not-a-tweet", "NOT_A_TWEET", "not_a_tweet"] {
+            assert_eq!(parse_reason(reason).as_deref(), Ok("not_a_tweet"), "stored as the metric's label");
+        }
+        assert!(parse_reason("bad").unwrap_err().contains("not-json, not-a-tweet"));
+    }
+
+    #[test]
+    fn one_flag_one_shape() {
+        // --shard repeats wherever it is taken.
+        let list = parse(&["dead-letters", "list", "--shard", "a", "--shard", "b"]);
+        let Command::DeadLetters(DeadLettersCommand::List(list)) = list else { panic!() };
+        assert_eq!(list.filter.filter().shards, ["a", "b"]);
+        let rewind =
+            parse(&["checkpoints", "rewind", "--stream", "s", "--to", "latest", "--shard", "a", "--shard", "b"]);
+        let Command::Checkpoints(CheckpointsCommand::Rewind(rewind)) = rewind else { panic!() };
+        assert_eq!(rewind.shards, ["a", "b"]);
+        // Durations are durations.
+        let Command::Produce(produce) = parse(&["produce", "--stream", "s", "--duration", "90s"]) else { panic!() };
+        assert_eq!(produce.duration, Some(Duration::from_secs(90)));
+        assert!(Cli::try_parse_from(["stream-worker", "produce", "--stream", "s", "--duration", "5"]).is_err());
+        let Command::Produce(produce) = parse(&["produce", "--stream", "s", "--duration", "0s"]) else { panic!() };
+        assert!(produce.validate().unwrap_err().contains("--duration"));
+        // What changes shared state has --yes; deregister has --dry-run as rewind has.
+        let deregister = parse(&["consumer", "deregister", "--stream", "s", "--dry-run", "--yes"]);
+        let Command::Consumer(ConsumerCommand::Deregister(deregister)) = deregister else { panic!() };
+        assert!(deregister.dry_run && deregister.yes);
+    }
+
+    #[test]
+    fn one_variable_one_default() {
+        // Every variable that two commands read has one default in both.
+        let mut defaults: std::collections::BTreeMap<String, (String, Option<String>)> = Default::default();
+        fn walk(
+            cmd: &clap::Command,
+            path: &str,
+            defaults: &mut std::collections::BTreeMap<String, (String, Option<String>)>,
+        ) {
+            for arg in cmd.get_arguments() {
+                let Some(env) = arg.get_env() else { continue };
+                let env = env.to_string_lossy().into_owned();
+                let default = arg.get_default_values().first().map(|v| v.to_string_lossy().into_owned());
+                if let Some((other, seen)) = defaults.get(&env) {
+                    assert_eq!(seen, &default, "{env}: `{other}` and `{path}` default differently");
+                } else {
+                    defaults.insert(env, (path.to_owned(), default));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), defaults);
+            }
+        }
+        walk(&Cli::command(), "stream-worker", &mut defaults);
+        assert!(defaults.contains_key("STREAM_WORKER_PRODUCER_SHUTDOWN_TIMEOUT"));
+        assert!(defaults.len() > 40, "the walk saw the variables: {}", defaults.len());
+    }
+
+    #[test]
+    fn the_version_names_the_commit() {
+        let version = Cli::command().render_version();
+        assert!(version.starts_with(&format!("stream-worker {} (commit ", env!("CARGO_PKG_VERSION"))), "{version}");
+        assert!(!env!("STREAM_WORKER_COMMIT").is_empty());
     }
 }

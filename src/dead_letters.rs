@@ -104,7 +104,8 @@ impl DeadLetter {
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub reason: Option<String>,
-    pub shard: Option<String>,
+    /// Only these shards; every shard when empty.
+    pub shards: Vec<String>,
     /// Dead-lettered at or after.
     pub since: Option<DateTime<Utc>>,
     pub limit: Option<usize>,
@@ -113,7 +114,7 @@ pub struct Filter {
 impl Filter {
     pub fn matches(&self, d: &DeadLetter) -> bool {
         self.reason.as_ref().is_none_or(|r| *r == d.reason)
-            && self.shard.as_ref().is_none_or(|s| *s == d.shard_id)
+            && (self.shards.is_empty() || self.shards.contains(&d.shard_id))
             && self.since.is_none_or(|since| d.dead_lettered_at.is_some_and(|t| t >= since))
     }
 }
@@ -142,19 +143,33 @@ impl DeadLetterTable {
     }
 
     /// The matching dead letters, in key order per page, at most `filter.limit`.
-    /// `--shard` reads only that shard's partition (Query); otherwise a Scan.
+    /// `--shard` reads only those shards' partitions (a Query each); otherwise a Scan.
     pub async fn matching(&self, filter: &Filter) -> anyhow::Result<Vec<DeadLetter>> {
         let mut found = Vec::new();
+        if filter.shards.is_empty() {
+            self.read(None, filter, &mut found).await?;
+        }
+        for shard in &filter.shards {
+            if self.read(Some(shard), filter, &mut found).await? {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Adds the matching dead letters of one shard, or of all, to `found`;
+    /// whether `filter.limit` is reached.
+    async fn read(&self, shard: Option<&str>, filter: &Filter, found: &mut Vec<DeadLetter>) -> anyhow::Result<bool> {
         let mut start: Option<Item> = None;
         loop {
-            let (items, last) = match &filter.shard {
+            let (items, last) = match shard {
                 Some(shard) => {
                     let out = self
                         .client
                         .query()
                         .table_name(&self.table)
                         .key_condition_expression("ShardId = :shard")
-                        .expression_attribute_values(":shard", AttributeValue::S(shard.clone()))
+                        .expression_attribute_values(":shard", AttributeValue::S(shard.to_owned()))
                         .set_exclusive_start_key(start.take())
                         .send()
                         .await
@@ -180,12 +195,12 @@ impl DeadLetterTable {
                     None => tracing::warn!(table = %self.table, "skipping an item that is not a dead letter"),
                 }
                 if filter.limit.is_some_and(|limit| found.len() >= limit) {
-                    return Ok(found);
+                    return Ok(true);
                 }
             }
             match last {
                 Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(found),
+                _ => return Ok(false),
             }
         }
     }
@@ -438,9 +453,9 @@ mod tests {
         let item = dead_letter_item("s1", &record("1", b"x"), Reason::NotJson, "e", now);
         let d = DeadLetter::from_item(&item).unwrap();
         assert!(Filter::default().matches(&d));
-        assert!(Filter { reason: Some("not_json".into()), shard: Some("s1".into()), ..Default::default() }.matches(&d));
+        assert!(Filter { reason: Some("not_json".into()), shards: vec!["s1".into()], ..Default::default() }.matches(&d));
         assert!(!Filter { reason: Some("too_large".into()), ..Default::default() }.matches(&d));
-        assert!(!Filter { shard: Some("s2".into()), ..Default::default() }.matches(&d));
+        assert!(!Filter { shards: vec!["s2".into()], ..Default::default() }.matches(&d));
         let later = now + chrono::Duration::seconds(1);
         assert!(!Filter { since: Some(later), ..Default::default() }.matches(&d));
         assert!(Filter { since: Some(now - chrono::Duration::seconds(1)), ..Default::default() }.matches(&d));

@@ -66,6 +66,11 @@ async fn run(cli: Cli) {
             telemetry::init_logs(args.log.log_format);
             app::deregister_consumer(args).await
         }
+        Command::Completions(args) => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(args.shell, &mut Cli::command(), "stream-worker", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Status(args) => {
             telemetry::init_logs(args.log.log_format);
             app::status(args).await

@@ -130,3 +130,47 @@ fn the_harness_says_how_to_start_the_emulators() {
         );
     }
 }
+
+/// `--version` names the commit the binary was built from (git's HEAD here; the
+/// image passes it in as STREAM_WORKER_COMMIT).
+#[test]
+fn the_version_names_the_commit_it_was_built_from() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(out.status.success(), "{out:?}");
+    let head = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(repo()).output().unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    assert_eq!(head.len(), 12, "git rev-parse HEAD in {}", repo().display());
+    assert_eq!(version, format!("stream-worker {} (commit {head})", env!("CARGO_PKG_VERSION")));
+}
+
+/// `completions` prints a script the shell accepts, completing every command.
+#[test]
+fn completions_for_bash_and_zsh_are_generated() {
+    for shell in ["bash", "zsh"] {
+        let out = Command::new(BIN).args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout).into_owned();
+        for command in ["run", "produce", "status", "dead-letters", "checkpoints", "consumer", "completions"] {
+            assert!(script.contains(command), "{shell} completion lacks {command}");
+        }
+        for flag in ["--initial-position", "--failover-time", "--yes", "--dry-run"] {
+            assert!(script.contains(flag), "{shell} completion lacks {flag}");
+        }
+        let dir = test_dir(&format!("completions-{shell}"));
+        let path = dir.join(format!("stream-worker.{shell}"));
+        std::fs::write(&path, &script).unwrap();
+        if shell == "bash" {
+            // Sourced in a real bash: the function is defined and registered.
+            let check = Command::new("bash")
+                .arg("-c")
+                .arg(format!("source '{}' && complete -p stream-worker", path.display()))
+                .output()
+                .unwrap();
+            let registered = String::from_utf8_lossy(&check.stdout);
+            assert!(check.status.success() && registered.contains("stream-worker"), "{check:?}");
+        } else {
+            assert!(script.starts_with("#compdef stream-worker"), "{}", &script[..script.len().min(200)]);
+        }
+    }
+}

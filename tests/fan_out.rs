@@ -151,12 +151,19 @@ async fn the_stream_consumer_is_registered_once_and_deregistered_only_on_request
     }
     assert_eq!(consumers().await.len(), 1, "workers never deregister");
 
-    let deregister =
-        || setup.cli(&["consumer", "deregister", "--stream", &setup.stream, "--lease-table", &setup.lease_table]);
-    let out = deregister();
+    let deregister = |extra: &[&str]| {
+        let args = ["consumer", "deregister", "--stream", &setup.stream, "--lease-table", &setup.lease_table];
+        setup.cli(&[&args[..], extra].concat())
+    };
+    let dry = deregister(&["--dry-run"]);
+    assert!(dry.status.success() && String::from_utf8_lossy(&dry.stdout).contains("would deregister"), "{dry:?}");
+    let refused = deregister(&[]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("pass --yes to confirm"), "{refused:?}");
+    assert_eq!(consumers().await.len(), 1, "neither a dry run nor a refusal deregisters");
+    let out = deregister(&["--yes"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("deregistered"), "{out:?}");
     eventually(DRAIN, "the consumer gone", || async { consumers().await.is_empty().then_some(()) }).await;
-    let again = deregister();
+    let again = deregister(&["--yes"]);
     assert!(again.status.success() && String::from_utf8_lossy(&again.stdout).contains("nothing to do"), "{again:?}");
 }

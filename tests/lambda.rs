@@ -251,7 +251,7 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 async fn switching_paths_under_load_loses_nothing() {
     let setup = Setup::new("switch", 2);
     let margin = chrono::Duration::seconds(10);
-    let producer = setup.start_producer(&["--rate", "100", "--minutes", "1", "--seed", "24"]);
+    let producer = setup.start_producer(&["--rate", "100", "--duration", "1m", "--seed", "24"]);
 
     // The Lambda path runs first.
     let mut lambda = setup.lambda("esm-1", &[], &[]);

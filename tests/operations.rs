@@ -148,18 +148,17 @@ async fn rewind_to_a_timestamp_under_a_running_fleet_reads_again_exactly_what_ca
     let before = processed_at(&setup.rows_of(&both).await);
     checkpoints_at(&setup, &both.last_per_shard()).await;
 
-    let to = format!("at-timestamp:{}", at.to_rfc3339());
-    let plan = json_of(&setup.cli(&[
-        "checkpoints",
-        "rewind",
-        "--json",
-        "--stream",
-        &setup.stream,
-        "--lease-table",
-        &setup.lease_table,
-        "--to",
-        &to,
-    ]));
+    // The AWS spelling of the position; without a terminal to ask on, --yes.
+    let to = format!("AT_TIMESTAMP:{}", at.to_rfc3339());
+    let rewind = |extra: &[&str]| {
+        let args = ["checkpoints", "rewind", "--json", "--stream", &setup.stream, "--lease-table", &setup.lease_table];
+        setup.cli(&[&args[..], &["--to", &to], extra].concat())
+    };
+    let refused = rewind(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("pass --yes to confirm"), "{stderr}");
+    checkpoints_at(&setup, &both.last_per_shard()).await;
+    let plan = json_of(&rewind(&["--yes"]));
     assert_eq!(plan["applied"].as_u64(), Some(2), "{plan}");
     for shard in plan["shards"].as_array().unwrap() {
         let last_of_first = first.last_per_shard();

@@ -72,7 +72,7 @@ else
   mapping:  $logs/esm.log, $logs/esm-status.json
   function: $logs/lambda/ (JSON logs and EMF metric lines)"
 fi
-setsid "$bin" produce --stream "$stream" --rate "$rate" --minutes 600 \
+setsid "$bin" produce --stream "$stream" --rate "$rate" --duration 10h \
   --malformed-ratio "${DEMO_MALFORMED_RATIO:-0.01}" --seed "$RANDOM" >"$logs/producer.log" 2>&1 &
 pids+=($!)
 names+=(producer)

@@ -279,6 +279,18 @@ pub async fn deregister_consumer(client: &Client, stream_arn: &str, name: &str) 
     }
 }
 
+/// The status of the stream's consumer `name` (`ACTIVE`, `CREATING`,
+/// `DELETING`), or `None` if there is none.
+pub async fn consumer_status(client: &Client, stream_arn: &str, name: &str) -> Result<Option<String>, StreamError> {
+    match client.describe_stream_consumer().stream_arn(stream_arn).consumer_name(name).send().await {
+        Ok(out) => {
+            Ok(Some(out.consumer_description.map(|c| c.consumer_status.as_str().to_owned()).unwrap_or_default()))
+        }
+        Err(e) if classify(&e) == ErrorClass::NotFound => Ok(None),
+        Err(e) => Err(error(e)),
+    }
+}
+
 /// The stream's ARN (DescribeStreamSummary).
 pub async fn stream_arn(client: &Client, stream: &str) -> Result<String, StreamError> {
     let out = client.describe_stream_summary().stream_name(stream).send().await.map_err(error)?;
