@@ -2,6 +2,7 @@
 # Deploy the whole stream-worker system as one CloudFormation stack (deploy/template.yaml).
 #
 #   deploy/deploy.sh --bucket NAME [options]
+#   eval "$(deploy/deploy.sh env [--stack-name NAME] [--region REGION])"
 #
 # Steps, each skipped when already done, so that a second run changes nothing:
 #   1. build the Lambda consumer's zip (deploy/build-lambda.sh), unless --lambda-zip PATH
@@ -24,6 +25,21 @@
 #   --dry-run                print every command it would run, run none (no AWS call at all)
 #   -h, --help               this text
 #
+# env: point the stream-worker CLI at a deployed stack. Prints, for the stack's names and
+# settings, one shell `export` per variable the operator commands (status, dead-letters,
+# checkpoints rewind, consumer deregister) read, to eval in the shell they run from:
+#   AWS_REGION                       the stack's region (--region, else as above)
+#   STREAM_WORKER_STREAM             output StreamName
+#   STREAM_WORKER_TWEETS_TABLE       output TweetsTableName
+#   STREAM_WORKER_LEASE_TABLE        output LeaseTableName
+#   STREAM_WORKER_DEAD_LETTER_TABLE  output DeadLetterTableName
+#   STREAM_WORKER_CONSUMER_NAME      output StreamConsumerName (the fleet's fan-out consumer)
+#   STREAM_WORKER_TTL_DAYS           parameter TtlDays (dead-letters replay writes tweets)
+#   STREAM_WORKER_MAX_WRITE_RATE     parameter MaxWriteRate
+# Options: --stack-name, --region, --dry-run (print the reads it would make, make none). It only
+# reads the stack (describe-stacks; list-stack-resources if the stack reports no outputs); a
+# stack that does not exist is a one-line error, with nothing on stdout.
+#
 # AWS credentials and endpoints come from the standard chain (AWS_PROFILE, AWS_ACCESS_KEY_ID,
 # AWS_ENDPOINT_URL, ...). Without an `aws` on PATH, the pinned AWS CLI is installed from PyPI
 # into .local/tools (deploy/local/tools.sh). Commands are echoed to stderr as they run; the
@@ -45,66 +61,83 @@ image=
 ecr_repo=stream-worker
 dry_run=false
 params=()
+mode=deploy
 
 need_value() { [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#--}" = "$2" ] || usage_error "$1 needs a value"; }
+
+if [ "${1:-}" = env ]; then mode=env; shift; fi
+# Options that only a deployment takes.
+deploy_only() { [ "$mode" = deploy ] || usage_error "$1 is not an option of '$me env' (it takes --stack-name, --region, --dry-run)"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
-    --bucket) need_value "$@"; bucket=$2; shift 2 ;;
+    --bucket) deploy_only "$1"; need_value "$@"; bucket=$2; shift 2 ;;
     --stack-name) need_value "$@"; stack=$2; shift 2 ;;
     --region) need_value "$@"; region=$2; shift 2 ;;
-    --lambda-zip) need_value "$@"; lambda_zip=$2; shift 2 ;;
-    --image) need_value "$@"; image=$2; shift 2 ;;
-    --ecr-repository) need_value "$@"; ecr_repo=$2; shift 2 ;;
-    --processing-path) need_value "$@"; params+=("ProcessingPath=$2"); shift 2 ;;
-    --parameter) need_value "$@"; params+=("$2"); shift 2 ;;
+    --lambda-zip) deploy_only "$1"; need_value "$@"; lambda_zip=$2; shift 2 ;;
+    --image) deploy_only "$1"; need_value "$@"; image=$2; shift 2 ;;
+    --ecr-repository) deploy_only "$1"; need_value "$@"; ecr_repo=$2; shift 2 ;;
+    --processing-path) deploy_only "$1"; need_value "$@"; params+=("ProcessingPath=$2"); shift 2 ;;
+    --parameter) deploy_only "$1"; need_value "$@"; params+=("$2"); shift 2 ;;
     --dry-run) dry_run=true; shift ;;
+    env) usage_error "'env' comes first: $me env [--stack-name NAME] [--region REGION]" ;;
     *) usage_error "unknown option '$1'" ;;
   esac
 done
 
 # ---------------------------------------------------------------- checks before any call
 
-[ -n "$bucket" ] || usage_error "--bucket is required (the S3 bucket for the Lambda zip)"
 [[ "$stack" =~ ^[A-Za-z][A-Za-z0-9-]{0,63}$ ]] || usage_error "--stack-name '$stack' is not a valid stack name (letters, digits, hyphens; starts with a letter)"
-[[ "$bucket" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || usage_error "--bucket '$bucket' is not a valid S3 bucket name"
-if [ -n "$lambda_zip" ] && [ ! -f "$lambda_zip" ]; then usage_error "--lambda-zip '$lambda_zip': no such file"; fi
+if [ "$mode" = deploy ]; then
+  # Checks of a deployment only; `env` reads a stack and takes none of these.
+  [ -n "$bucket" ] || usage_error "--bucket is required (the S3 bucket for the Lambda zip)"
+  [[ "$bucket" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || usage_error "--bucket '$bucket' is not a valid S3 bucket name"
+  if [ -n "$lambda_zip" ] && [ ! -f "$lambda_zip" ]; then usage_error "--lambda-zip '$lambda_zip': no such file"; fi
 
-# The template's parameters and their AllowedValues, read from its Parameters section
-# (AllowedValues are written in flow style on one line there for this reason).
-declare -A known allowed
-while IFS=$'\t' read -r name values; do
-  known[$name]=1
-  [ -n "$values" ] && allowed[$name]=$values
-done < <(awk '
-  /^Parameters:/ { in_params = 1; next }
-  in_params && /^[A-Za-z]/ { in_params = 0 }
-  in_params && /^  [A-Za-z0-9]+:[ \t]*$/ { if (name != "") print name "\t" values; name = $1; sub(":", "", name); values = ""; next }
-  in_params && /^    AllowedValues: *\[/ { v = $0; sub(/^[^[]*\[/, "", v); sub(/\].*$/, "", v); gsub(/[ "]/, "", v); values = v }
-  END { if (name != "") print name "\t" values }
-' "$template")
-[ "${#known[@]}" -gt 0 ] || die "could not read the parameters of $template"
+  # The template's parameters and their AllowedValues, read from its Parameters section
+  # (AllowedValues are written in flow style on one line there for this reason).
+  declare -A known allowed
+  while IFS=$'\t' read -r name values; do
+    known[$name]=1
+    [ -n "$values" ] && allowed[$name]=$values
+  done < <(awk '
+    /^Parameters:/ { in_params = 1; next }
+    in_params && /^[A-Za-z]/ { in_params = 0 }
+    in_params && /^  [A-Za-z0-9]+:[ \t]*$/ { if (name != "") print name "\t" values; name = $1; sub(":", "", name); values = ""; next }
+    in_params && /^    AllowedValues: *\[/ { v = $0; sub(/^[^[]*\[/, "", v); sub(/\].*$/, "", v); gsub(/[ "]/, "", v); values = v }
+    END { if (name != "") print name "\t" values }
+  ' "$template")
+  [ "${#known[@]}" -gt 0 ] || die "could not read the parameters of $template"
 
-for kv in ${params[@]+"${params[@]}"}; do
-  [[ "$kv" == *=* ]] || usage_error "--parameter '$kv' is not KEY=VALUE"
-  key=${kv%%=*} value=${kv#*=}
-  case "$key" in
-    LambdaCodeBucket|LambdaCodeKey|WorkerImage|EcrRepositoryName)
-      usage_error "parameter $key is set by $me itself (use --bucket, --lambda-zip, --image, --ecr-repository)" ;;
-  esac
-  [ -n "${known[$key]:-}" ] || usage_error "unknown template parameter '$key'"
-  if [ -n "${allowed[$key]:-}" ] && [[ ",${allowed[$key]}," != *",$value,"* ]]; then
-    usage_error "parameter $key must be one of ${allowed[$key]//,/, } (got '$value')"
-  fi
-done
+  for kv in ${params[@]+"${params[@]}"}; do
+    [[ "$kv" == *=* ]] || usage_error "--parameter '$kv' is not KEY=VALUE"
+    key=${kv%%=*} value=${kv#*=}
+    case "$key" in
+      LambdaCodeBucket|LambdaCodeKey|WorkerImage|EcrRepositoryName)
+        usage_error "parameter $key is set by $me itself (use --bucket, --lambda-zip, --image, --ecr-repository)" ;;
+    esac
+    [ -n "${known[$key]:-}" ] || usage_error "unknown template parameter '$key'"
+    if [ -n "${allowed[$key]:-}" ] && [[ ",${allowed[$key]}," != *",$value,"* ]]; then
+      usage_error "parameter $key must be one of ${allowed[$key]//,/, } (got '$value')"
+    fi
+  done
+fi
 
 region=${region:-${AWS_REGION:-${AWS_DEFAULT_REGION:-}}}
 
 # ---------------------------------------------------------------- helpers
 
 # Every command goes through run: printed (with shell quoting) and, unless --dry-run, run.
-show() { local out="+" a; for a in "$@"; do out+=" $(printf '%q' "$a")"; done; echo "$out"; }
+show() {
+  local out="+" a
+  for a in "$@"; do
+    if [[ "$a" =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then out+=" $a"   # as it is
+    elif [[ "$a" != *[\"\$\`\\!]* ]]; then out+=" \"$a\""      # a query: readable in double quotes
+    else out+=" $(printf '%q' "$a")"; fi
+  done
+  echo "$out"
+}
 run() {
   if $dry_run; then show "$@"; else show "$@" >&2; "$@"; fi
 }
@@ -142,6 +175,80 @@ fi
 [ -n "$region" ] || $dry_run || usage_error "no AWS region: pass --region or set AWS_REGION"
 region=${region:-us-east-1}
 awsr() { run "$aws" --region "$region" "$@"; }
+
+# ---------------------------------------------------------------- env: the CLI's settings of a stack
+
+# One word quoted for any POSIX shell (bash, zsh, sh), whatever the value holds.
+sh_quote() { local q="'\\''"; printf "'%s'" "${1//\'/$q}"; }
+emit() { echo "export $1=$(sh_quote "$2")"; }
+
+if [ "$mode" = env ]; then
+  # One read: the stack's status, outputs and parameters, as "kind<TAB>key<TAB>value" rows.
+  query="Stacks[0].[[['status', StackStatus]], Outputs[].['output', OutputKey, OutputValue], Parameters[].['parameter', ParameterKey, ParameterValue]][]"
+  describe=("$aws" --region "$region" cloudformation describe-stacks --stack-name "$stack" --query "$query" --output text)
+  resources=("$aws" --region "$region" cloudformation list-stack-resources --stack-name "$stack"
+             --query "StackResourceSummaries[].[LogicalResourceId,PhysicalResourceId]" --output text)
+  if $dry_run; then
+    show "${describe[@]}"
+    echo "# if the stack reports no outputs (an emulator may keep none), its resources name the stream and tables:"
+    show "${resources[@]}"
+    exit 0
+  fi
+  log=$(mktemp); trap 'rm -f "$log"' EXIT
+  show "${describe[@]}" >&2
+  if ! rows=$("${describe[@]}" 2>"$log"); then
+    grep -q "does not exist" "$log" &&
+      die "stack $stack does not exist in $region (deploy it with deploy/deploy.sh --stack-name $stack, or pass --region)"
+    die "cannot read stack $stack: $(first_error "$log")"
+  fi
+  declare -A output parameter resource
+  status=
+  while IFS=$'\t' read -r kind key value; do
+    case "$kind" in
+      status) status=$key ;;
+      output) [ -z "$key" ] || output[$key]=$value ;;
+      parameter) [ -z "$key" ] || parameter[$key]=$value ;;
+    esac
+  done <<<"$rows"
+  case "$status" in
+    REVIEW_IN_PROGRESS|CREATE_IN_PROGRESS|CREATE_FAILED|ROLLBACK_*|DELETE_*)
+      die "stack $stack is $status: it has no stream and tables to point at" ;;
+  esac
+  # Outputs name the stream and tables; a stack that reports none (moto keeps no outputs of a
+  # stack deployed through a change set) names them through its resources.
+  for key in StreamName TweetsTableName LeaseTableName DeadLetterTableName; do
+    if [ -z "${output[$key]:-}" ]; then
+      show "${resources[@]}" >&2
+      rows=$("${resources[@]}" 2>"$log") || die "cannot list the resources of stack $stack: $(first_error "$log")"
+      while IFS=$'\t' read -r key value; do [ -z "$key" ] || resource[$key]=$value; done <<<"$rows"
+      break
+    fi
+  done
+  name() { # output key, logical resource id
+    local value=${output[$1]:-${resource[$2]:-}}
+    [ -n "$value" ] && [ "$value" != None ] || die "stack $stack has no output $1 nor resource $2: is it a stream-worker stack?"
+    echo "$value"
+  }
+  stream=$(name StreamName Stream)
+  tweets=$(name TweetsTableName TweetsTable)
+  leases=$(name LeaseTableName LeaseTable)
+  dead_letters=$(name DeadLetterTableName DeadLetterTable)
+  # The fleet's fan-out consumer is named after its lease table (a stack deployed before the
+  # StreamConsumerName output has the same name).
+  consumer=${output[StreamConsumerName]:-$leases}
+
+  # Exports only, no comment: zsh runs a `#` line as a command unless interactive_comments is set.
+  emit AWS_REGION "$region"
+  emit STREAM_WORKER_STREAM "$stream"
+  emit STREAM_WORKER_TWEETS_TABLE "$tweets"
+  emit STREAM_WORKER_LEASE_TABLE "$leases"
+  emit STREAM_WORKER_DEAD_LETTER_TABLE "$dead_letters"
+  emit STREAM_WORKER_CONSUMER_NAME "$consumer"
+  # What `dead-letters replay` writes with, as the stack's consumers do.
+  [ -z "${parameter[TtlDays]:-}" ] || emit STREAM_WORKER_TTL_DAYS "${parameter[TtlDays]}"
+  [ -z "${parameter[MaxWriteRate]:-}" ] || emit STREAM_WORKER_MAX_WRITE_RATE "${parameter[MaxWriteRate]}"
+  exit 0
+fi
 
 # ---------------------------------------------------------------- 1. the Lambda zip
 

@@ -12,7 +12,7 @@ import botocore.exceptions
 import pytest
 import yaml
 
-from conftest import REPO, TEMPLATE, CfnLoader, run, unique
+from conftest import REGION, REPO, TEMPLATE, CfnLoader, run, unique
 
 DEPLOY = str(REPO / "deploy" / "deploy.sh")
 SWITCH = str(REPO / "deploy" / "switch.sh")
@@ -38,7 +38,8 @@ def lines(text):
 def test_help(aws_env):
     r = run([DEPLOY, "--help"], aws_env)
     assert r.returncode == 0
-    for word in ("--bucket", "--lambda-zip", "--image", "--dry-run", "--parameter", "Docker", "ECR"):
+    for word in ("--bucket", "--lambda-zip", "--image", "--dry-run", "--parameter", "Docker", "ECR",
+                 'eval "$(deploy/deploy.sh env', *(var for _, var in NAMES.values()), "STREAM_WORKER_CONSUMER_NAME"):
         assert word in r.stdout, word
 
 
@@ -156,6 +157,139 @@ def test_second_run_changes_nothing(aws, deployed):
     assert cf.list_stack_resources(StackName=deployed["stack"])["StackResourceSummaries"] == before["resources"]
     objects = sorted(o["Key"] for o in aws("s3").list_objects_v2(Bucket=deployed["bucket"]).get("Contents", []))
     assert objects == before["objects"]
+
+
+# ---------------------------------------------------------------- deploy.sh env
+
+STREAM_WORKER = os.environ.get("STREAM_WORKER_BIN") or str(REPO / "target" / "release" / "stream-worker")
+# Output -> the resource it names (moto keeps no outputs of a stack deployed through a change
+# set, as deploy.sh deploys) and the variable deploy.sh env sets from it.
+NAMES = {
+    "StreamName": ("Stream", "STREAM_WORKER_STREAM"),
+    "TweetsTableName": ("TweetsTable", "STREAM_WORKER_TWEETS_TABLE"),
+    "LeaseTableName": ("LeaseTable", "STREAM_WORKER_LEASE_TABLE"),
+    "DeadLetterTableName": ("DeadLetterTable", "STREAM_WORKER_DEAD_LETTER_TABLE"),
+}
+# As docs/operations.md writes it, then the command.
+WITH_STACK_ENV = 'eval "$("$0" env --stack-name "$1")"; shift; exec "$@"'
+
+
+def stack_settings(aws, stack):
+    """What deploy.sh env must print for a stack, read through boto3."""
+    cf = aws("cloudformation")
+    described = cf.describe_stacks(StackName=stack)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+    params = {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
+    resources = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+                 for r in cf.list_stack_resources(StackName=stack)["StackResourceSummaries"] if r.get("LogicalResourceId")}
+    expected = {var: outputs.get(output, resources[logical]) for output, (logical, var) in NAMES.items()}
+    expected.update(
+        AWS_REGION=REGION,
+        STREAM_WORKER_CONSUMER_NAME=outputs.get("StreamConsumerName", expected["STREAM_WORKER_LEASE_TABLE"]),
+        STREAM_WORKER_TTL_DAYS=str(params["TtlDays"]),
+        STREAM_WORKER_MAX_WRITE_RATE=str(params["MaxWriteRate"]),
+    )
+    return expected
+
+
+def evaluated(env, *args, shell="bash"):
+    """The variables a shell has after eval "$(deploy/deploy.sh env ARGS)": STREAM_WORKER_*, AWS_REGION."""
+    r = run([shell, "-c", 'eval "$("$0" env "$@")"; env -0', DEPLOY, *args], env)
+    assert r.returncode == 0, r.stderr
+    pairs = (kv.split("=", 1) for kv in r.stdout.split("\0") if "=" in kv)
+    return {k: v for k, v in pairs if k.startswith("STREAM_WORKER_") or k == "AWS_REGION"}
+
+
+def test_env_prints_the_stacks_names(aws, aws_env, deployed):
+    stack = deployed["stack"]
+    expected = stack_settings(aws, stack)
+    # The stack's names, not the CLI's defaults (tweets, stream-worker-leases, ...).
+    assert expected["STREAM_WORKER_TWEETS_TABLE"] == f"{stack}-tweets"
+    assert expected["STREAM_WORKER_LEASE_TABLE"] == f"{stack}-leases"
+    assert expected["STREAM_WORKER_DEAD_LETTER_TABLE"] == f"{stack}-dead-letters"
+
+    r = run([DEPLOY, "env", "--stack-name", stack], aws_env)
+    assert r.returncode == 0, r.stderr
+    out = lines(r.stdout)
+    assert all(l.startswith("export ") for l in out), r.stdout
+    assert len(out) == len(expected), "one line per variable, nothing else (a comment line breaks zsh's eval)"
+    assert f"export STREAM_WORKER_STREAM='{stack}-tweets'" in out, "one shell-quoted export per variable"
+    assert "describe-stacks" in r.stderr, "the call is echoed to stderr, as deploy.sh does"
+    # Evaluated in a shell set to another region and stream: the stack's settings win.
+    other = {**aws_env, "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1",
+             "STREAM_WORKER_STREAM": "tweets", "STREAM_WORKER_CONSUMER_NAME": "another-app"}
+    assert evaluated(other, "--stack-name", stack, "--region", REGION) == expected
+    assert evaluated(other, "--stack-name", stack, "--region", REGION, shell="sh") == expected, "POSIX quoting"
+
+
+def test_env_points_the_cli_at_the_stack(aws, aws_env, deployed):
+    """The operator commands, run as docs/operations.md shows, find the stack's stream and tables
+    (moto serves both: the stack's stream is in moto's Kinesis, not in kinesis-local)."""
+    if not os.access(STREAM_WORKER, os.X_OK):
+        pytest.fail(f"{STREAM_WORKER} not found: build it with cargo build --release --locked --bin stream-worker "
+                    "(deploy/local/test.sh does), or set STREAM_WORKER_BIN")
+    stack = deployed["stack"]
+    names = stack_settings(aws, stack)
+    ddb = aws("dynamodb")
+    ddb.put_item(TableName=names["STREAM_WORKER_DEAD_LETTER_TABLE"], Item={
+        "ShardId": {"S": "shardId-000000000001"}, "SequenceNumber": {"S": "49600000000000000000000000000000000000000000000000000001"},
+        "PartitionKey": {"S": "k"}, "Data": {"B": b"not json"}, "DataBytes": {"N": "8"}, "Reason": {"S": "not_json"},
+        "Error": {"S": "not JSON: expected value at line 1 column 1"}, "DeadLetteredAt": {"S": "2026-01-31T12:00:00Z"}})
+    ddb.put_item(TableName=names["STREAM_WORKER_LEASE_TABLE"], Item={
+        "leaseKey": {"S": "shardId-000000000000"}, "leaseOwner": {"S": "worker-of-the-stack"}, "leaseCounter": {"N": "3"},
+        "checkpoint": {"S": "TRIM_HORIZON"}, "checkpointSubSequenceNumber": {"N": "0"},
+        "ownerSwitchesSinceCheckpoint": {"N": "0"}})
+
+    def cli(*args):
+        r = run(["bash", "-c", WITH_STACK_ENV, DEPLOY, stack, STREAM_WORKER, *args], aws_env, timeout=60)
+        assert r.returncode == 0, f"stream-worker {' '.join(args)}:\n{r.stderr}"
+        return r.stdout
+
+    (letter,) = [json.loads(l) for l in lines(cli("dead-letters", "list", "--json"))]
+    assert (letter["shard_id"], letter["reason"]) == ("shardId-000000000001", "not_json")
+
+    status = json.loads(cli("status", "--json"))
+    assert [w["table"] for w in status["write_limits"]] == [f"{stack}-tweets", f"{stack}-dead-letters"]
+    shards = {s["shard_id"]: s for s in status["shards"]}
+    assert len(shards) == 3, "the stack's stream (ShardCount=3)"
+    assert shards["shardId-000000000000"]["owner"] == "worker-of-the-stack"
+
+    rewind = json.loads(cli("checkpoints", "rewind", "--to", "latest", "--dry-run", "--json"))
+    (moved,) = rewind["shards"]
+    assert (moved["shard_id"], moved["before"], moved["after"]) == ("shardId-000000000000", "TRIM_HORIZON", "LATEST")
+
+    # Without the step, the same command reads the CLI's default table, which the stack does not have.
+    r = run([STREAM_WORKER, "dead-letters", "list"], aws_env, timeout=60)
+    assert r.returncode != 0 and "stream-worker-dead-letters" in r.stderr, r.stderr
+
+
+def test_env_dry_run_makes_no_call(aws_env):
+    env = {**aws_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing answers there
+    r = run([DEPLOY, "env", "--stack-name", "some-stack", "--dry-run"], env)
+    assert r.returncode == 0, r.stderr
+    assert "cloudformation describe-stacks --stack-name some-stack" in r.stdout
+    assert "export" not in r.stdout
+
+
+def test_env_of_a_missing_stack_is_one_line(aws, aws_env):
+    stack = unique("absent")
+    r = run([DEPLOY, "env", "--stack-name", stack], aws_env)
+    assert r.returncode == 1 and r.stdout == ""
+    errors = [l for l in lines(r.stderr) if not l.startswith("+ ")]
+    assert errors == [f"deploy.sh: stack {stack} does not exist in {REGION} "
+                      f"(deploy it with deploy/deploy.sh --stack-name {stack}, or pass --region)"], r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["env", "--bucket", "b"], "--bucket is not an option of 'deploy.sh env'"),
+    (["env", "--parameter", "ShardCount=2"], "--parameter is not an option of 'deploy.sh env'"),
+    (["--stack-name", "s", "env"], "'env' comes first"),
+    (["env", "--stack-name", "1bad"], "not a valid stack name"),
+])
+def test_env_bad_arguments(aws_env, args, message):
+    r = run([DEPLOY] + args, aws_env)
+    assert r.returncode == 2 and r.stdout == "" and len(lines(r.stderr)) == 1, r.stderr
+    assert message in r.stderr, r.stderr
 
 
 def test_changed_parameter_is_deployed(aws, aws_env, deployed):

@@ -34,6 +34,8 @@ COVERAGE = {
     "mapping: batch size/window, bisect, retries, record age, response types, on-failure queue, enabled":
         ("api", "test_mapping"),
     "mapping: AT_TIMESTAMP when StartingPositionTimestamp is set": ("template", "test_mapping_at_timestamp"),
+    "starting positions in either spelling: Kinesis' to the mapping, the CLI's to the worker":
+        ("api", "test_starting_positions_in_either_spelling"),
     "ProcessingPath=lambda: mapping enabled, worker desired count 0": ("api", "test_lambda_path_enables_only_lambda"),
     "ProcessingPath=worker: no mapping, worker desired count = WorkerReplicas": ("api", "test_worker_path_enables_only_worker"),
     "ProcessingPath/OverlapPath: alarms and auto scaling follow the path (moto skips both)":
@@ -212,6 +214,18 @@ def test_mapping(aws, lambda_stack):
     queue_arn = aws("sqs").get_queue_attributes(QueueUrl=phys(lambda_stack, "OnFailureQueue"),
                                                 AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     assert m["DestinationConfig"]["OnFailure"]["Destination"] == queue_arn
+
+
+def test_starting_positions_in_either_spelling(aws, template, lambda_zip):
+    """The parameters take the CLI's spelling and Kinesis' (the stacks above use today's
+    defaults, TRIM_HORIZON and trim-horizon); each consumer gets the one it reads."""
+    stack = create_stack(aws, template, lambda_zip, ProcessingPath="lambda", LambdaStartingPosition="latest",
+                         WorkerInitialPosition="AT_TIMESTAMP:2026-01-31T12:00:00Z")
+    (m,) = mappings_of(aws, stack)
+    assert m["StartingPosition"] == "LATEST"
+    td = aws("ecs").describe_task_definition(taskDefinition=phys(stack, "WorkerTaskDefinition"))["taskDefinition"]
+    env = {e["name"]: e["value"] for e in td["containerDefinitions"][0]["environment"]}
+    assert env["STREAM_WORKER_INITIAL_POSITION"] == "at-timestamp:2026-01-31T12:00:00Z"
 
 
 def services(aws, stack):

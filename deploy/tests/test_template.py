@@ -71,11 +71,92 @@ def test_tweets_provisioned_option():
 
 def test_mapping_at_timestamp():
     p = props("ConsumerMapping")
-    assert p["StartingPosition"] == {"Fn::If": ["LambdaAtTimestamp", "AT_TIMESTAMP", {"Ref": "LambdaStartingPosition"}]}
+    assert p["StartingPosition"] == {
+        "Fn::If": ["LambdaAtTimestamp", "AT_TIMESTAMP", {"Fn::If": ["LambdaLatest", "LATEST", "TRIM_HORIZON"]}]}
     assert p["StartingPositionTimestamp"] == {
         "Fn::If": ["LambdaAtTimestamp", {"Ref": "StartingPositionTimestamp"}, {"Ref": "AWS::NoValue"}]}
     assert conditions(TPL, {})["LambdaAtTimestamp"] is False
     assert conditions(TPL, {"StartingPositionTimestamp": "1767225600"})["LambdaAtTimestamp"] is True
+
+
+# ---------------------------------------------------------------- starting positions
+
+def resolve(value, params):
+    """A property's value for these parameter values: Ref, Fn::If, Fn::Join, Fn::Split and
+    Fn::Sub of parameters, as CloudFormation resolves them."""
+    values = {k: str(v.get("Default", "")) for k, v in TPL["Parameters"].items()}
+    values.update(params)
+    conds = conditions(TPL, params)
+
+    def ev(v):
+        if isinstance(v, dict):
+            (fn, arg), = v.items()
+            if fn == "Ref":
+                return values[arg]
+            if fn == "Fn::If":
+                return ev(arg[1] if conds[arg[0]] else arg[2])
+            if fn == "Fn::Join":
+                return arg[0].join(ev(arg[1]))
+            if fn == "Fn::Split":
+                return ev(arg[1]).split(arg[0])
+            if fn == "Fn::Sub" and isinstance(arg, str):
+                return re.sub(r"\$\{([A-Za-z0-9]+)\}", lambda m: values[m.group(1)], arg)
+            raise AssertionError(f"{fn} not handled by this evaluator")
+        if isinstance(v, list):
+            return [ev(x) for x in v]
+        return v
+
+    return ev(value)
+
+
+def worker_env(name):
+    (c,) = props("WorkerTaskDefinition")["ContainerDefinitions"]
+    (value,) = [e["Value"] for e in c["Environment"] if e["Name"] == name]
+    return value
+
+
+# Today's values and the other spelling of each: the CLI's (trim-horizon) and Kinesis' (TRIM_HORIZON).
+LAMBDA_POSITIONS = {"TRIM_HORIZON": "TRIM_HORIZON", "LATEST": "LATEST", "trim-horizon": "TRIM_HORIZON", "latest": "LATEST"}
+WORKER_POSITIONS = {
+    "trim-horizon": "trim-horizon",
+    "latest": "latest",
+    "at-timestamp:2026-01-31T12:00:00Z": "at-timestamp:2026-01-31T12:00:00Z",
+    "at-timestamp:2026-01-31T12:00:00.250+01:00": "at-timestamp:2026-01-31T12:00:00.250+01:00",
+    "TRIM_HORIZON": "trim-horizon",
+    "LATEST": "latest",
+    "AT_TIMESTAMP:2026-01-31T12:00:00Z": "at-timestamp:2026-01-31T12:00:00Z",
+}
+
+
+@pytest.mark.parametrize("given,mapping", LAMBDA_POSITIONS.items())
+def test_lambda_starting_position_in_either_spelling(given, mapping):
+    """The mapping takes Kinesis' spelling only; the parameter takes the CLI's too."""
+    p = TPL["Parameters"]["LambdaStartingPosition"]
+    assert given in p["AllowedValues"]
+    position = props("ConsumerMapping")["StartingPosition"]
+    assert resolve(position, {"LambdaStartingPosition": given}) == mapping
+    assert resolve(position, {"LambdaStartingPosition": given, "StartingPositionTimestamp": "1767225600"}) == "AT_TIMESTAMP"
+
+
+@pytest.mark.parametrize("given,env", WORKER_POSITIONS.items())
+def test_worker_initial_position_in_either_spelling(given, env):
+    """The worker gets the CLI's spelling (what STREAM_WORKER_INITIAL_POSITION has always held),
+    whichever spelling the parameter was given in."""
+    assert re.fullmatch(TPL["Parameters"]["WorkerInitialPosition"]["AllowedPattern"], given)
+    assert resolve(worker_env("STREAM_WORKER_INITIAL_POSITION"), {"WorkerInitialPosition": given}) == env
+
+
+@pytest.mark.parametrize("bad", ["", "Latest", "trim_horizon", "AT_TIMESTAMP", "at-timestamp:yesterday",
+                                 "AT_TIMESTAMP:2026-01-31", "latest ", "LATEST:2026-01-31T12:00:00Z"])
+def test_worker_initial_position_rejects(bad):
+    assert not re.fullmatch(TPL["Parameters"]["WorkerInitialPosition"]["AllowedPattern"], bad)
+
+
+def test_durations_passed_to_the_worker_carry_their_unit():
+    """A parameter that is a duration says its unit in its name (as the mapping's own settings
+    do), and the worker gets it in the CLI's spelling (5s), never a bare number."""
+    assert resolve(worker_env("STREAM_WORKER_SHUTDOWN_TIMEOUT"), {"WorkerShutdownTimeoutSeconds": "25"}) == "25s"
+    assert worker_env("STREAM_WORKER_SHUTDOWN_TIMEOUT") == {"Fn::Sub": "${WorkerShutdownTimeoutSeconds}s"}
 
 
 # ---------------------------------------------------------------- the paths
@@ -238,11 +319,13 @@ def test_outputs():
               "ConsumerFunctionName", "ConsumerMappingId", "OnFailureQueueUrl", "ClusterName", "WorkerServiceName",
               "ProducerServiceName", "XBearerTokenSecret", "AlarmTopicArn", "ConsumerLogGroupName",
               "WorkerLogGroupName", "ProducerLogGroupName", "MetricsNamespace", "DashboardDataSource",
-              "ProcessingPath", "VpcId"}
+              "ProcessingPath", "VpcId", "StreamConsumerName"}
     assert needed <= set(TPL["Outputs"])
     for name, o in TPL["Outputs"].items():
         assert o.get("Description"), name
     assert TPL["Outputs"]["MetricsNamespace"]["Value"] == "StreamWorker"
+    # The fleet's fan-out consumer is named after the lease table (the CLI's --consumer-name default).
+    assert TPL["Outputs"]["StreamConsumerName"]["Value"] == {"Ref": "LeaseTable"}
 
 
 def test_parameters_are_described_constrained_and_defaulted():
