@@ -329,7 +329,7 @@ else
       "$aws" --region "$region" ecr get-login-password | docker login --username AWS --password-stdin "$registry" >/dev/null \
         || die "docker login to $registry failed"
     fi
-    step "building the worker image" docker build --platform linux/amd64 -t "$image" "$repo"
+    step "building the worker image" docker build --platform linux/amd64 --build-arg "STREAM_WORKER_COMMIT=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" -t "$image" "$repo"
     step "pushing $image" docker push "$image"
   fi
 fi

@@ -281,7 +281,7 @@ def test_task_definitions(aws, lambda_stack, template):
     assert "X_BEARER_TOKEN" not in {e["name"] for e in p["environment"]}
     penv = {e["name"]: e.get("value", "") for e in p["environment"]}
     assert penv["STREAM_WORKER_RULE"] == "", "no rule unless ProducerRule is given"
-    assert penv["STREAM_WORKER_METRICS_ADDR"] == "0.0.0.0:9464"
+    assert penv["STREAM_WORKER_PRODUCER_METRICS_ADDR"] == "0.0.0.0:9464"
 
 
 def test_alarm_topic_and_queue(aws, lambda_stack):

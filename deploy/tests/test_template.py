@@ -271,7 +271,7 @@ def test_producer_rule_health_and_stop():
     assert "x-api-sample" in TPL["Parameters"]["ProducerSource"]["AllowedValues"]
     # Liveness, not readiness: a restart would not shorten X's reconnect backoff.
     assert c["HealthCheck"]["Command"][-1].endswith(":9464/healthz")
-    assert {"Name": "STREAM_WORKER_METRICS_ADDR", "Value": "0.0.0.0:9464"} in c["Environment"]
+    assert {"Name": "STREAM_WORKER_PRODUCER_METRICS_ADDR", "Value": "0.0.0.0:9464"} in c["Environment"]
     assert c["StopTimeout"] > 20, "the stop timeout covers the producer's 20 s --shutdown-timeout"
 
 
