@@ -3,8 +3,9 @@
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use stream_worker::model::Record;
 use stream_worker::processor::tweet::decode;
-use stream_worker::processor::{tweet_item, Record, Stamp};
+use stream_worker::processor::{tweet_item, Stamp};
 
 fn record(data: &[u8]) -> Record {
     Record {

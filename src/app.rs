@@ -12,13 +12,13 @@ use crate::aws::{classify, root_cause, StartupError, Target};
 use crate::config::{
     ConsumerArgs, DeadLettersCommand, ProduceArgs, RetrievalMode, RewindArgs, RunArgs, Source, StatusArgs,
 };
+use crate::engine::budget::ByteBudget;
+use crate::engine::consumer::ConsumerConfig;
+use crate::engine::coordinator::{InitialPosition, Worker, WorkerConfig};
 use crate::health::Health;
-use crate::leases::coordinator::{InitialPosition, Worker, WorkerConfig};
 use crate::leases::dynamodb::DynamoLeaseStore;
 use crate::leases::LeaseStore;
-use crate::lifecycle::budget::ByteBudget;
-use crate::lifecycle::consumer::ConsumerConfig;
-use crate::processor::Processor;
+
 use crate::producer::sink::KinesisSink;
 use crate::producer::x_api::{self, BearerToken, Endpoint, Limits, Rule, XApi};
 use crate::producer::{feed_iter, file_source, synthetic::Synthetic, Producer, Stats};
@@ -87,7 +87,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
     })?;
 
     crate::metrics::register_table_counters(&[&args.processor.tweets_table, &args.processor.dead_letter_table]);
-    let processor = Arc::new(Processor::from_args(&args.processor, dynamodb));
+    let processor = Arc::new(args.processor.build(dynamodb));
     let worker_id = args.worker_id();
     let initial_timestamp = match args.initial_position {
         InitialPosition::AtTimestamp(t) => Some(t),
@@ -223,7 +223,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let mut seen = crate::leases::taker::Observations::default();
+    let mut seen = crate::engine::taker::Observations::default();
     let watched_since = Instant::now();
     if !args.observe.is_zero() && args.watch.is_none() {
         seen.observe(&store.list().await?, Instant::now());
@@ -315,7 +315,7 @@ pub async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
         }
         DeadLettersCommand::Replay(a) => {
             check_table(&dynamodb, &config, &a.processor.tweets_table).await?;
-            let processor = Processor::from_args(&a.processor, dynamodb);
+            let processor = a.processor.build(dynamodb);
             processor.refresh_write_limits().await;
             let summary: ReplaySummary = crate::dead_letters::replay(&dead, &processor, letters, a.dry_run).await?;
             if a.filter.json {

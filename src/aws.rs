@@ -283,6 +283,28 @@ impl StartupError {
     }
 }
 
+/// DynamoDB's size of an item: attribute names plus values.
+pub fn item_size(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> usize {
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    aws_sdk_dynamodb::types::AttributeValue::S(s) | aws_sdk_dynamodb::types::AttributeValue::N(s) => {
+                        s.len()
+                    }
+                    aws_sdk_dynamodb::types::AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+                    aws_sdk_dynamodb::types::AttributeValue::B(b) => b.as_ref().len(),
+                    _ => 8,
+                }
+        })
+        .sum()
+}
+
+/// The write capacity units a put of `item` costs: its size in KB, rounded up.
+pub fn write_units(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> u32 {
+    (item_size(item).div_ceil(1024)).max(1) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

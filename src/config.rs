@@ -12,7 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::leases::coordinator::InitialPosition;
+use crate::engine::coordinator::InitialPosition;
+use crate::telemetry::LogFormat;
 
 pub const DEFAULT_TWEETS_TABLE: &str = "tweets";
 pub const DEFAULT_LEASE_TABLE: &str = "stream-worker-leases";
@@ -321,12 +322,6 @@ pub struct StatusArgs {
     pub log: LogArgs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log format; the level filter comes from RUST_LOG (default: info)
@@ -366,6 +361,17 @@ impl ProcessorArgs {
 
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(u64::from(self.ttl_days) * 86_400)
+    }
+
+    /// The tweet pipeline on these DynamoDB tables.
+    pub fn build(&self, dynamodb: aws_sdk_dynamodb::Client) -> crate::processor::Processor {
+        use crate::processor::sink::DynamoTable;
+        crate::processor::Processor::new(
+            std::sync::Arc::new(DynamoTable::new(dynamodb.clone(), &self.tweets_table)),
+            std::sync::Arc::new(DynamoTable::new(dynamodb, &self.dead_letter_table)),
+            self.max_write_rate(),
+            self.ttl(),
+        )
     }
 }
 

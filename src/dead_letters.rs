@@ -17,7 +17,8 @@ use futures::StreamExt as _;
 use serde::Serialize;
 
 use crate::aws::{classify, describe, ErrorClass};
-use crate::processor::{iso8601, Processor, Record};
+use crate::model::{iso8601, truncate, Record};
+use crate::processor::Processor;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -228,7 +229,7 @@ impl DeadLetterTable {
         let mut values = HashMap::from([
             (":next".to_owned(), AttributeValue::N((d.replay_count + 1).to_string())),
             (":reason".to_owned(), AttributeValue::S(reason.to_owned())),
-            (":error".to_owned(), AttributeValue::S(crate::processor::truncate(error, 1024))),
+            (":error".to_owned(), AttributeValue::S(truncate(error, 1024))),
             (":now".to_owned(), AttributeValue::S(iso8601(Utc::now()))),
         ]);
         let condition = if d.replay_count == 0 {

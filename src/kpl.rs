@@ -11,6 +11,8 @@
 //! KPL's `messages.proto`, declared with prost's derive (no build script).
 
 use md5::{Digest, Md5};
+
+use crate::model::{HashRange, Record};
 use prost::Message;
 
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
@@ -125,7 +127,7 @@ fn read(data: &[u8]) -> Result<Vec<UserRecord>, Invalid> {
     let hash_keys = aggregate
         .explicit_hash_key_table
         .iter()
-        .map(|k| k.parse::<u128>().map_err(|_| Invalid::ExplicitHashKey(crate::processor::truncate(k, 64))))
+        .map(|k| k.parse::<u128>().map_err(|_| Invalid::ExplicitHashKey(crate::model::truncate(k, 64))))
         .collect::<Result<Vec<u128>, Invalid>>()?;
     let lookup = |record: usize, table: &'static str, index: u64, len: usize| {
         usize::try_from(index).ok().filter(|&i| i < len).ok_or(Invalid::Index { record, table, index, len })
@@ -222,6 +224,69 @@ impl Aggregator {
         out.extend_from_slice(&Md5::digest(&body));
         out
     }
+}
+
+/// What [`deaggregate_records`] found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Deaggregated {
+    /// Kinesis records that were KPL aggregates, replaced by their user records.
+    pub aggregates: usize,
+    /// Records with the KPL magic that did not read as an aggregate; kept as
+    /// plain records (the KCL does the same).
+    pub invalid: usize,
+    /// User records whose hash key is outside the shard's range (after a
+    /// reshard, a producer's stale prediction); processed all the same.
+    pub outside_range: usize,
+}
+
+/// Replaces each KPL aggregate among `records` by its user records, in order,
+/// each with its sub-sequence number and partition key. A record that claims
+/// to be an aggregate and is not readable stays a plain record, logged and
+/// counted. With the shard's hash key `range`, user records outside it are
+/// counted: the KCL drops them, but tweets are keyed by id, so writing one
+/// that another shard's consumer also writes changes nothing, and dropping it
+/// could lose it.
+pub fn deaggregate_records(records: &mut Vec<Record>, shard_id: &str, range: Option<HashRange>) -> Deaggregated {
+    let mut found = Deaggregated::default();
+    if !records.iter().any(|r| is_aggregate(&r.data)) {
+        return found;
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for record in records.drain(..) {
+        match deaggregate(&record.data) {
+            None => out.push(record),
+            Some(Err(why)) => {
+                found.invalid += 1;
+                tracing::warn!(shard_id, sequence_number = %record.sequence_number, error = %why,
+                    "a record with the KPL magic is not a readable aggregate; processing it as a plain record");
+                out.push(record);
+            }
+            Some(Ok(users)) => {
+                found.aggregates += 1;
+                for (sub, user) in users.into_iter().enumerate() {
+                    if range.is_some_and(|(low, high)| !(low..=high).contains(&user.hash_key())) {
+                        found.outside_range += 1;
+                    }
+                    out.push(Record {
+                        sequence_number: record.sequence_number.clone(),
+                        partition_key: user.partition_key,
+                        data: user.data,
+                        arrival: record.arrival,
+                        sub_sequence: Some(sub as u64),
+                    });
+                }
+            }
+        }
+    }
+    *records = out;
+    metrics::counter!(crate::metrics::AGGREGATES).increment(found.aggregates as u64);
+    metrics::counter!(crate::metrics::INVALID_AGGREGATES).increment(found.invalid as u64);
+    metrics::counter!(crate::metrics::RECORDS_OUTSIDE_SHARD).increment(found.outside_range as u64);
+    if found.outside_range > 0 {
+        tracing::info!(shard_id, records = found.outside_range,
+            "user records outside the shard's hash key range (a producer routed them before a reshard); processing them");
+    }
+    found
 }
 
 #[cfg(test)]
@@ -393,5 +458,44 @@ mod tests {
             }
         }
         assert!(decoded > 100 && refused > 10_000, "both outcomes exercised: {decoded} decoded, {refused} refused");
+    }
+
+    #[test]
+    fn deaggregation_counts_invalid_aggregates_and_user_records_outside_the_shard() {
+        let mut a = Aggregator::default();
+        for key in ["a", "b", "c", "d"] {
+            a.add(key, key.as_bytes());
+        }
+        let mut bad = MAGIC.to_vec();
+        bad.extend_from_slice(&[0; 30]);
+        let record = |seq: u64, data: &[u8]| Record {
+            sequence_number: seq.to_string(),
+            partition_key: "k".into(),
+            data: data.to_vec(),
+            arrival: chrono::Utc::now(),
+            sub_sequence: None,
+        };
+        let mut records = vec![record(1, b"plain"), record(2, &a.finish()), record(3, &bad)];
+        // A range holding the hash keys of "a" and "b" only.
+        let (ha, hb) = (hash_key("a"), hash_key("b"));
+        let found = deaggregate_records(&mut records, "s", Some((ha.min(hb), ha.max(hb))));
+        let outside = ["c", "d"].iter().filter(|k| !(ha.min(hb)..=ha.max(hb)).contains(&hash_key(k))).count();
+        assert_eq!(found, Deaggregated { aggregates: 1, invalid: 1, outside_range: outside });
+        let shown: Vec<(u64, Option<u64>, &[u8])> = records
+            .iter()
+            .map(|r| (r.sequence_number.parse().unwrap(), r.sub_sequence, &r.data[..r.data.len().min(5)]))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (1, None, &b"plain"[..]),
+                (2, Some(0), b"a"),
+                (2, Some(1), b"b"),
+                (2, Some(2), b"c"),
+                (2, Some(3), b"d"),
+                (3, None, &bad[..5]),
+            ]
+        );
+        assert_eq!(records[3].partition_key, "c");
     }
 }

@@ -21,8 +21,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::kpl::deaggregate_records;
 use crate::metrics as m;
-use crate::processor::{deaggregate, Processor, Record};
+use crate::model::Record;
+use crate::processor::Processor;
 
 /// Lambda's longest timeout: a deadline further away than this is not a real one.
 pub const MAX_FUNCTION_TIMEOUT: Duration = Duration::from_secs(900);
@@ -127,7 +129,7 @@ pub async fn handle(processor: &Processor, event: KinesisEvent, deadline: System
         // User records of an aggregate share its sequence number: reporting the
         // first unwritten one's makes the mapping retry the whole aggregate
         // (rows are keyed by tweet id, so what was written is written again).
-        deaggregate(&mut records, &shard_id, None);
+        deaggregate_records(&mut records, &shard_id, None);
         let outcome = processor.process_until(&shard_id, &records, Some(until)).await;
         metrics::counter!(m::BATCHES).increment(1);
         match outcome.first_unwritten {
@@ -230,12 +232,12 @@ mod tests {
         assert_eq!(groups[0].1.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), vec![b"x".to_vec(), b"z".to_vec()]);
         assert_eq!(groups[0].1[0].sequence_number, format!("{:056}", 1));
         assert_eq!(groups[0].1[0].partition_key, "pk-1");
-        assert_eq!(crate::processor::iso8601(groups[0].1[0].arrival), "2026-01-02T03:04:05.678Z");
+        assert_eq!(crate::model::iso8601(groups[0].1[0].arrival), "2026-01-02T03:04:05.678Z");
     }
 
     #[test]
     fn arrival_times_keep_their_milliseconds_whatever_the_digits() {
-        let at = |json: &str| crate::processor::iso8601(arrival(serde_json::from_str::<f64>(json).unwrap()));
+        let at = |json: &str| crate::model::iso8601(arrival(serde_json::from_str::<f64>(json).unwrap()));
         assert_eq!(at("1767323045.5"), "2026-01-02T03:04:05.500Z");
         assert_eq!(at("1767323045.98"), "2026-01-02T03:04:05.980Z");
         assert_eq!(at("1767323045.987"), "2026-01-02T03:04:05.987Z");

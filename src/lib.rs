@@ -1,4 +1,5 @@
-//! stream-worker: a real-time tweet pipeline on Kinesis and DynamoDB.
+//! stream-worker: a real-time tweet pipeline on Kinesis and DynamoDB, and the
+//! KCL-style engine it runs on.
 //!
 //! A producer puts tweets into a Kinesis stream; a fleet of `stream-worker run`
 //! replicas or a Lambda function reads the stream and writes each tweet to a
@@ -7,32 +8,55 @@
 //!
 //! # Layout
 //!
-//! - [`model`]: pure values — sequence numbers, checkpoints, leases.
-//! - [`leases`]: the lease store (DynamoDB and in-memory), the pure taker, the
-//!   held lease with its zombie fence, and the coordinator that runs a worker.
-//! - [`retrieval`]: the stream client (Kinesis GetRecords polling).
-//! - [`lifecycle`]: the per-shard consumer: read, process, checkpoint.
-//! - [`processor`]: the shared core — decode tweets, write items under the rate
-//!   limit, dead-letter what can never be written.
-//! - [`lambda`]: the Lambda path — a Kinesis event → the core → the first
-//!   record not written, for the event source mapping to retry from
-//!   (`src/bin/lambda.rs` is the function's binary).
-//! - [`producer`]: synthetic, file and X API sources → batched PutRecords.
-//! - [`kpl`]: the KPL's aggregated record format, read and written.
-//! - [`status`]: the `status` report; [`dead_letters`]: list, replay and purge
-//!   dead letters; [`rewind`]: move checkpoints back under a running fleet.
-//! - [`aws`], [`config`], [`telemetry`], [`health`], [`shutdown`], [`metrics`],
-//!   [`retry`]: the edges and plumbing; [`app`] wires them for the CLI.
+//! Modules sit in layers; a module imports only from its own layer or those
+//! below, and no import closes a circle ([`LAYERS`]; a test reads every path
+//! into the crate and fails on one that points up).
+//!
+//! | layer | modules | what |
+//! |---|---|---|
+//! | 6 CLI | [`config`], [`app`] | flags and their env twins; per-command handlers that wire the layers below |
+//! | 5 operations | [`status`], [`dead_letters`], [`rewind`], [`lambda`] | operator commands; the Lambda adapter |
+//! | 4 applications | [`processor`], [`producer`] | the tweet pipeline (the engine's first [`engine::RecordProcessor`]); sources → PutRecords |
+//! | 3 engine | [`engine`] | worker loop, take / renew / supervise, per-shard consumer, memory budget; knows no tweet |
+//! | 2 edges | [`leases`], [`retrieval`], [`telemetry`] | the lease store and the stream client as narrow traits with memory twins; logs and the HTTP endpoints |
+//! | 1 plumbing | [`aws`], [`kpl`], [`retry`], [`metrics`], [`health`], [`shutdown`] | the SDK's config and errors, the KPL format, backoff, metric names |
+//! | 0 model | [`model`] | pure values: records, positions, checkpoints, leases |
+//!
+//! `src/main.rs` and `src/bin/lambda.rs` are the entry points above them all.
+
+/// Each module's layer (see the table above): an import may point to the
+/// same layer or a lower one, never up.
+pub const LAYERS: &[(&str, u8)] = &[
+    ("model", 0),
+    ("aws", 1),
+    ("kpl", 1),
+    ("retry", 1),
+    ("metrics", 1),
+    ("health", 1),
+    ("shutdown", 1),
+    ("leases", 2),
+    ("retrieval", 2),
+    ("telemetry", 2),
+    ("engine", 3),
+    ("processor", 4),
+    ("producer", 4),
+    ("status", 5),
+    ("dead_letters", 5),
+    ("rewind", 5),
+    ("lambda", 5),
+    ("config", 6),
+    ("app", 6),
+];
 
 pub mod app;
 pub mod aws;
 pub mod config;
 pub mod dead_letters;
+pub mod engine;
 pub mod health;
 pub mod kpl;
 pub mod lambda;
 pub mod leases;
-pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod processor;
@@ -43,3 +67,6 @@ pub mod rewind;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+
+#[cfg(test)]
+mod layers;

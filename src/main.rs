@@ -36,7 +36,11 @@ async fn run(cli: Cli) {
                 Ok(()) => {
                     let health = Arc::new(Health::new(app::readiness_window(&args)));
                     let served = match args.metrics_addr {
-                        MetricsAddr::At(addr) => telemetry::serve(addr, health.clone(), Serves::Worker).await,
+                        MetricsAddr::At(addr) => {
+                            let served = telemetry::serve(addr, health.clone(), Serves::Worker).await;
+                            stream_worker::processor::register_metrics();
+                            served
+                        }
                         MetricsAddr::None => Ok(()),
                     };
                     match (served, shutdown::on_signals()) {
@@ -80,7 +84,11 @@ async fn run(cli: Cli) {
             let health = Arc::new(Health::new(Duration::from_secs(30)).with_subject("Kinesis"));
             let served = match (args.validate(), args.metrics_addr) {
                 (Err(e), _) => Err(anyhow::anyhow!(e)),
-                (Ok(()), MetricsAddr::At(addr)) => telemetry::serve(addr, health.clone(), Serves::Producer).await,
+                (Ok(()), MetricsAddr::At(addr)) => {
+                    let served = telemetry::serve(addr, health.clone(), Serves::Producer).await;
+                    stream_worker::producer::x_api::register_metrics();
+                    served
+                }
                 (Ok(()), MetricsAddr::None) => Ok(()),
             };
             match (served, shutdown::on_signals()) {

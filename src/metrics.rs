@@ -84,9 +84,6 @@ pub fn register_counters() {
     ] {
         metrics::counter!(name).absolute(0);
     }
-    for reason in crate::processor::Reason::ALL {
-        metrics::counter!(DEAD_LETTERED, "reason" => reason.label()).absolute(0);
-    }
     for reason in ["ended", "lifetime", "idle", "error", "not-found"] {
         metrics::counter!(FAN_OUT_RESUBSCRIPTIONS, "reason" => reason).absolute(0);
     }
@@ -226,8 +223,5 @@ pub fn describe() {
 pub fn register_producer_counters() {
     for name in [PRODUCER_RECEIVED, PRODUCER_PUT, PRODUCER_RETRIED, PRODUCER_STREAM_ERRORS] {
         metrics::counter!(name).absolute(0);
-    }
-    for reason in crate::producer::x_api::Reconnect::ALL {
-        metrics::counter!(PRODUCER_RECONNECTS, "reason" => reason.label()).absolute(0);
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::leases::coordinator::InitialPosition;
+use crate::engine::coordinator::InitialPosition;
 use crate::leases::{Cas, LeaseStore};
 use crate::model::{Checkpoint, Lease, SequenceNumber};
 use crate::retrieval::{Shard, StartAt, StreamClient};

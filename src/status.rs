@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::leases::taker::{is_ready, Observations};
+use crate::engine::taker::{state_of, Observations};
 use crate::model::{Checkpoint, Lease};
 use crate::retrieval::{StartAt, StreamClient};
 
@@ -28,31 +28,6 @@ pub struct ShardStatus {
     pub records_processed: Option<u64>,
     /// Records checkpointed per second since the previous view (`--watch`).
     pub records_per_second: Option<f64>,
-}
-
-/// The state of a lease. `expired` needs `seen` to have watched the table for at
-/// least `failover`; without it an owned lease is reported as `owned`.
-pub fn state_of(
-    lease: &Lease,
-    by_key: &HashMap<&str, &Lease>,
-    seen: Option<(&Observations, Instant, Duration)>,
-) -> &'static str {
-    if lease.checkpoint.is_shard_end() {
-        return "finished";
-    }
-    if lease.owner.is_none() {
-        return if is_ready(lease, by_key) { "unowned" } else { "waiting-for-parents" };
-    }
-    if let Some((seen, now, failover)) = seen {
-        if seen.is_expired(lease, now, failover) {
-            return "expired";
-        }
-    }
-    if lease.handoff_to.is_some() {
-        "pending-handoff"
-    } else {
-        "owned"
-    }
 }
 
 /// Builds the report from the lease rows (one snapshot, or the last of two taken

@@ -15,13 +15,19 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
 use crate::health::Health;
 
 /// Without RUST_LOG: `info`, but for the SDK's region lookup on the instance
 /// metadata service, which warns off EC2 (three long lines) before the missing
 /// region is reported, with a hint, as an error of its own.
 const DEFAULT_FILTER: &str = "info,aws_config::imds::region=error";
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 pub fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));

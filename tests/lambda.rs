@@ -55,7 +55,7 @@ async fn processor(setup: &Setup, dynamodb_endpoint: Option<&str>) -> Processor 
         max_write_rate: 0,
         ttl_days: 7,
     };
-    Processor::from_args(&args, aws_sdk_dynamodb::Client::from_conf(dynamodb.build()))
+    args.build(aws_sdk_dynamodb::Client::from_conf(dynamodb.build()))
 }
 
 fn failures(response: &aws_lambda_events::event::streams::KinesisEventResponse) -> Vec<String> {

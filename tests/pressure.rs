@@ -195,7 +195,7 @@ async fn under_a_memory_budget_shards_wait_to_read_and_nothing_is_lost() {
     // 10,000 tweets on 4 shards, read 10,000 records a call. A budget of 1 MiB
     // is less than one call's expected size (10,000 x ~700 B): one shard at a
     // time holds records, the others wait to read. The accounting itself (never
-    // more than the budget held) is the unit tests' (src/lifecycle/budget.rs);
+    // more than the budget held) is the unit tests' (src/engine/budget.rs);
     // here: it engages on a real worker, and every tweet is still a row.
     let setup = Setup::new("budget", 4);
     let puts = setup.produce(&["--count", "10000", "--seed", "41"]);

@@ -33,11 +33,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use stream_worker::engine::consumer::ConsumerConfig;
+use stream_worker::engine::coordinator::{InitialPosition, Worker, WorkerConfig};
 use stream_worker::health::Health;
-use stream_worker::leases::coordinator::{InitialPosition, Worker, WorkerConfig};
 use stream_worker::leases::memory::MemoryLeaseStore;
 use stream_worker::leases::StoreError;
-use stream_worker::lifecycle::consumer::ConsumerConfig;
 use stream_worker::model::{Checkpoint, Lease};
 use stream_worker::processor::sink::{BatchWriter, Item, MemoryTable, WriteError};
 use stream_worker::processor::Processor;

@@ -76,5 +76,5 @@ async fn init() -> anyhow::Result<Processor> {
         dead_letter_table = %args.processor.dead_letter_table,
         "cold start done"
     );
-    Ok(Processor::from_args(&args.processor, dynamodb))
+    Ok(args.processor.build(dynamodb))
 }

@@ -16,12 +16,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::leases::held::HeldLease;
+use super::{Durable, RecordProcessor};
+use crate::engine::budget::{ByteBudget, Reservation};
+use crate::engine::held::HeldLease;
+use crate::kpl::deaggregate_records;
 use crate::leases::Cas;
-use crate::lifecycle::budget::{ByteBudget, Reservation};
 use crate::metrics as m;
 use crate::model::Checkpoint;
-use crate::processor::{deaggregate, HashRange, Processor};
+use crate::model::HashRange;
 use crate::retrieval::{ClosedShards, Read, Retrieval, Shard, StartAt, StreamClient};
 use crate::retry::Backoff;
 
@@ -60,7 +62,7 @@ pub struct Consumer {
     pub stream: Arc<dyn StreamClient>,
     /// Shards ListShards reported closed (for fan-out's end check).
     pub closed: Arc<ClosedShards>,
-    pub processor: Arc<Processor>,
+    pub processor: Arc<dyn RecordProcessor>,
     pub config: ConsumerConfig,
 }
 
@@ -88,9 +90,23 @@ macro_rules! or_stopped {
 }
 
 impl Consumer {
+    /// Consumes the shard until it ends, the lease is lost or a stop is asked
+    /// for; tells the processor when the shard ends or the lease is lost.
     pub async fn run(self) -> Exit {
         let shard_id = self.held.key().to_owned();
+        let exit = self.consume(&shard_id).await;
+        match &exit {
+            Exit::ShardEnd { .. } => self.processor.shard_ended(&shard_id),
+            Exit::LeaseLost => self.processor.lease_lost(&shard_id),
+            Exit::Stopped => {}
+        }
+        exit
+    }
+
+    async fn consume(&self, shard_id: &str) -> Exit {
+        let shard_id = shard_id.to_owned();
         let start = self.held.snapshot().await.checkpoint;
+        self.processor.shard_started(&shard_id, &start);
         let position = match &start {
             Checkpoint::ShardEnd => return Exit::ShardEnd { children: Vec::new() },
             Checkpoint::TrimHorizon => StartAt::TrimHorizon,
@@ -138,7 +154,7 @@ impl Consumer {
                 }
                 metrics::counter!(m::RECORDS_READ).increment(records.len() as u64);
                 metrics::counter!(m::BYTES_READ).increment(bytes as u64);
-                deaggregate(&mut records, &shard_id, self.hash_range);
+                deaggregate_records(&mut records, &shard_id, self.hash_range);
                 if let Some((number, sub)) = skip_through.take() {
                     // Records come in order: only a prefix can be covered.
                     let covered = records
@@ -163,26 +179,47 @@ impl Consumer {
                 // slice, not for a whole batch at a slow write rate, and a crash
                 // replays at most one slice. A checkpoint may so fall inside a
                 // KPL aggregate.
-                let mut slices = records.chunks(self.processor.slice_len()).peekable();
+                let mut slices = records.chunks(self.processor.slice_len().max(1)).peekable();
                 while let Some(slice) = slices.next() {
-                    let summary = or_lost!(self.held, self.processor.process(&shard_id, slice));
-                    let last = slice.last().expect("chunks are not empty");
-                    match last.position() {
-                        Some((number, sub)) => {
-                            let checkpoint = Checkpoint::Sequence { number: number.clone(), sub };
-                            if !self.checkpoint(&shard_id, checkpoint.clone(), &[], summary.records as u64).await {
-                                return Exit::LeaseLost;
+                    let mut rest = slice;
+                    let mut attempt = 0;
+                    while !rest.is_empty() {
+                        let durable = match or_lost!(self.held, self.processor.process(&shard_id, rest, None)) {
+                            Durable::All => rest.len(),
+                            Durable::Before(i) => i.min(rest.len()),
+                        };
+                        if durable > 0 {
+                            let last = &rest[durable - 1];
+                            match last.position() {
+                                Some((number, sub)) => {
+                                    let checkpoint = Checkpoint::Sequence { number: number.clone(), sub };
+                                    if !self.checkpoint(&shard_id, checkpoint.clone(), &[], durable as u64).await {
+                                        return Exit::LeaseLost;
+                                    }
+                                    tracing::debug!(shard_id, records = durable, %checkpoint, "checkpointed");
+                                    // Should the reader start over, read again from here.
+                                    reader.processed(StartAt::AtSequence(number.to_string()));
+                                    skip_through = Some((number, sub));
+                                }
+                                // Kinesis never sends one; if it did, the slice is written, the
+                                // next checkpoint covers it, and reading goes on.
+                                None => {
+                                    tracing::error!(shard_id, sequence_number = %last.sequence_number, "unreadable sequence number; not checkpointing")
+                                }
                             }
-                            tracing::debug!(shard_id, records = summary.records, written = summary.tweets_written,
-                                dead_lettered = summary.dead_lettered, %checkpoint, "checkpointed");
-                            // Should the reader start over, read again from here.
-                            reader.processed(StartAt::AtSequence(number.to_string()));
-                            skip_through = Some((number, sub));
+                            rest = &rest[durable..];
+                            attempt = 0;
                         }
-                        // Kinesis never sends one; if it did, the slice is written, the
-                        // next checkpoint covers it, and reading goes on.
-                        None => {
-                            tracing::error!(shard_id, sequence_number = %last.sequence_number, "unreadable sequence number; not checkpointing")
+                        if !rest.is_empty() {
+                            // The processor kept the rest back: hand it again after a pause.
+                            tracing::debug!(
+                                shard_id,
+                                records = rest.len(),
+                                attempt,
+                                "not yet durable; handing the rest again"
+                            );
+                            or_lost!(self.held, BACKOFF.sleep(attempt));
+                            attempt += 1;
                         }
                     }
                     if slices.peek().is_some() && self.held.stop_token().is_cancelled() {
@@ -249,6 +286,7 @@ mod tests {
     use crate::leases::LeaseStore;
     use crate::model::{Lease, SequenceNumber};
     use crate::processor::sink::MemoryTable;
+    use crate::processor::Processor;
     use crate::retrieval::fan_out::FanOutConfig;
     use crate::retrieval::memory::{Fault, MemoryStream, MemorySubscriber};
     use crate::retrieval::polling::PollingConfig;

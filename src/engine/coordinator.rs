@@ -31,13 +31,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::held::HeldLease;
 use super::sync;
-use super::taker::{self, Observations, TakerConfig};
-use super::{Cas, LeaseStore, Segment, StoreError};
+use super::taker::{self, quick_take_interval, Observations, TakerConfig};
+use super::RecordProcessor;
+use crate::engine::consumer::{Consumer, ConsumerConfig, Exit};
 use crate::health::Health;
-use crate::lifecycle::consumer::{Consumer, ConsumerConfig, Exit};
+use crate::leases::{Cas, LeaseStore, Segment, StoreError};
 use crate::metrics as m;
+use crate::model::HashRange;
 use crate::model::{Checkpoint, Lease};
-use crate::processor::{HashRange, Processor};
 use crate::retrieval::{ClosedShards, Shard, StreamClient};
 
 /// Where a shard without a checkpoint starts.
@@ -77,17 +78,9 @@ pub struct WorkerConfig {
 /// The states of `stream_worker_shards`, all reported (zero included).
 const SHARD_STATES: &[&str] = &["owned", "pending-handoff", "expired", "unowned", "waiting-for-parents", "finished"];
 
-/// How often a requested handoff's lease is read, and the shortest take round.
-const QUICK_TAKE_INTERVAL: Duration = Duration::from_secs(1);
-
 /// How often the tables' own write limits are read again (DescribeTable): a
 /// provisioned table's capacity changes by hand or by auto scaling, in minutes.
 const WRITE_LIMITS_INTERVAL: Duration = Duration::from_secs(60);
-
-/// The quick interval for a failover time: handoff watches, the shortest round.
-pub fn quick_take_interval(failover: Duration) -> Duration {
-    QUICK_TAKE_INTERVAL.min(failover / 2)
-}
 
 pub struct Worker {
     pub config: WorkerConfig,
@@ -95,7 +88,7 @@ pub struct Worker {
     pub health: Arc<Health>,
     pub stream: Arc<dyn StreamClient>,
     pub store: Arc<dyn LeaseStore>,
-    pub processor: Arc<Processor>,
+    pub processor: Arc<dyn RecordProcessor>,
 }
 
 struct State {
@@ -193,9 +186,9 @@ impl Worker {
                     next_renew += renew_every;
                 }
                 _ = sleep_until(next_write_limits) => {
-                    let refresh = async { self.processor.refresh_write_limits().await; Ok::<_, anyhow::Error>(()) };
+                    let refresh = async { self.processor.upkeep().await; Ok::<_, anyhow::Error>(()) };
                     if self.bounded(refresh).await.is_err() {
-                        tracing::warn!("DescribeTable did not answer; keeping the last write limits");
+                        tracing::warn!("the processor's upkeep did not finish in time");
                     }
                     next_write_limits = Instant::now() + WRITE_LIMITS_INTERVAL;
                 }
@@ -390,9 +383,8 @@ impl Worker {
             let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
             let mut counts: HashMap<&str, usize> = SHARD_STATES.iter().map(|s| (*s, 0)).collect();
             for lease in &leases {
-                *counts
-                    .entry(crate::status::state_of(lease, &by_key, Some((&state.seen, now, cfg.failover))))
-                    .or_default() += 1;
+                *counts.entry(taker::state_of(lease, &by_key, Some((&state.seen, now, cfg.failover)))).or_default() +=
+                    1;
             }
             counts
         };
@@ -415,7 +407,7 @@ impl Worker {
         tracing::debug!(worker_id = %cfg.worker_id, workers = plan.workers, target = plan.target,
             take = plan.take.len(), steal = plan.steal.len(), next_expiry = ?state.next_expiry.map(|t| t - now), "take round");
         let live = taker::live_workers(&cfg.worker_id, &leases, &state.seen, now, cfg.failover);
-        self.processor.set_fleet_size(live.len());
+        self.processor.fleet_size_changed(live.len());
         let segment = taker::watch_segment(&cfg.worker_id, &live, cfg.failover);
         if segment != state.segment {
             tracing::debug!(worker_id = %cfg.worker_id, ?segment, workers = live.len(), "expiry watch segment");
@@ -691,6 +683,7 @@ mod tests {
     use super::*;
     use crate::leases::memory::MemoryLeaseStore;
     use crate::processor::sink::MemoryTable;
+    use crate::processor::Processor;
     use crate::retrieval::memory::MemoryStream;
     use crate::retrieval::polling::PollingConfig;
     use crate::retrieval::Retrieval;

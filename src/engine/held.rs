@@ -16,7 +16,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cas, LeaseStore, StoreError};
+use crate::leases::{Cas, LeaseStore, StoreError};
 use crate::model::{Checkpoint, Lease};
 
 pub struct HeldLease {
@@ -321,7 +321,7 @@ mod tests {
             self.gate().await;
             self.inner.list().await
         }
-        async fn snapshot(&self, segment: super::super::Segment) -> Result<Vec<Lease>, StoreError> {
+        async fn snapshot(&self, segment: crate::leases::Segment) -> Result<Vec<Lease>, StoreError> {
             self.gate().await;
             self.inner.snapshot(segment).await
         }

@@ -13,6 +13,14 @@ use tokio::time::Instant;
 
 use crate::model::Lease;
 
+/// How often a requested handoff's lease is read, and the shortest take round.
+const QUICK_TAKE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The quick interval for a failover time: handoff watches, the shortest round.
+pub fn quick_take_interval(failover: Duration) -> Duration {
+    QUICK_TAKE_INTERVAL.min(failover / 2)
+}
+
 /// When this worker last saw each lease's counter change.
 #[derive(Debug, Default)]
 pub struct Observations {
@@ -141,21 +149,25 @@ pub const WATCHERS_PER_SEGMENT: u32 = 5;
 /// failover time, while full take rounds (every [`round_interval`]: three
 /// failover times) only balance the fleet. The fleet's reads stay flat as it
 /// grows: the table once a second in segments, plus each worker's full round.
-pub fn watch_segment(me: &str, live: &std::collections::BTreeSet<&str>, failover: Duration) -> Option<super::Segment> {
+pub fn watch_segment(
+    me: &str,
+    live: &std::collections::BTreeSet<&str>,
+    failover: Duration,
+) -> Option<crate::leases::Segment> {
     let workers = live.len() as u32;
     if u128::from(workers) * 1000 <= failover.as_millis() {
         return None;
     }
     let total = (workers / WATCHERS_PER_SEGMENT).clamp(2, workers);
     let rank = live.iter().position(|w| *w == me)? as u32;
-    Some(super::Segment { index: rank * total / workers, total })
+    Some(crate::leases::Segment { index: rank * total / workers, total })
 }
 
 /// The delay before a worker's next read of its segment: [`WATCHERS_PER_SEGMENT`]
 /// seconds, so that a segment's watchers together read it about once a second,
 /// at most half a failover time; ±50 %, at least the quick interval.
 pub fn watch_interval(failover: Duration, rng: &mut impl Rng) -> Duration {
-    let shortest = super::coordinator::quick_take_interval(failover);
+    let shortest = quick_take_interval(failover);
     let base = (Duration::from_secs(1) * WATCHERS_PER_SEGMENT).min(failover / 2).max(shortest);
     base.mul_f64(rng.gen_range(0.5..=1.5)).max(shortest)
 }
@@ -281,7 +293,7 @@ pub fn max_takes(ready: usize) -> usize {
 /// [`watch_segment`]) takes rounds every three failover times on average: they
 /// only balance the fleet.
 pub fn round_interval(failover: Duration, workers: usize, watching: bool, rng: &mut impl Rng) -> Duration {
-    let shortest = super::coordinator::quick_take_interval(failover);
+    let shortest = quick_take_interval(failover);
     let base = if watching {
         failover * 3
     } else {
@@ -293,6 +305,31 @@ pub fn round_interval(failover: Duration, workers: usize, watching: bool, rng: &
 /// The shortest delay between take rounds that steal: `failover / 2`, ±20 % jitter.
 pub fn take_interval(failover: Duration, rng: &mut impl Rng) -> Duration {
     (failover / 2).mul_f64(rng.gen_range(0.8..=1.2))
+}
+
+/// The state of a lease. `expired` needs `seen` to have watched the table for at
+/// least `failover`; without it an owned lease is reported as `owned`.
+pub fn state_of(
+    lease: &Lease,
+    by_key: &HashMap<&str, &Lease>,
+    seen: Option<(&Observations, Instant, Duration)>,
+) -> &'static str {
+    if lease.checkpoint.is_shard_end() {
+        return "finished";
+    }
+    if lease.owner.is_none() {
+        return if is_ready(lease, by_key) { "unowned" } else { "waiting-for-parents" };
+    }
+    if let Some((seen, now, failover)) = seen {
+        if seen.is_expired(lease, now, failover) {
+            return "expired";
+        }
+    }
+    if lease.handoff_to.is_some() {
+        "pending-handoff"
+    } else {
+        "owned"
+    }
 }
 
 #[cfg(test)]
@@ -600,7 +637,7 @@ mod tests {
         assert_eq!(watch_segment("w000", &fleet(1), FAILOVER), None);
         for workers in [11, 12, 37, 100] {
             let live = fleet(workers);
-            let segments: Vec<super::super::Segment> =
+            let segments: Vec<crate::leases::Segment> =
                 live.iter().map(|w| watch_segment(w, &live, FAILOVER).unwrap()).collect();
             let total = segments[0].total;
             assert_eq!(total, (workers as u32 / WATCHERS_PER_SEGMENT).max(2), "{workers} workers");

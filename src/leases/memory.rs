@@ -45,7 +45,7 @@ fn segment_of(key: &str, total: u32) -> u32 {
 
 /// A lease row's size as DynamoDB counts it (names and values).
 fn row_bytes(lease: &Lease) -> usize {
-    crate::processor::sink::item_size(&super::dynamodb::to_item(lease))
+    crate::aws::item_size(&super::dynamodb::to_item(lease))
 }
 
 impl MemoryLeaseStore {

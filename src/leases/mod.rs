@@ -1,16 +1,11 @@
 //! Leases: who processes which shard, and how far it got.
 //!
 //! [`LeaseStore`] is the narrow edge over the lease table; [`dynamodb`] is the real
-//! one and [`memory`] its in-memory twin. The coordinator (renewals, take rounds,
-//! the zombie fence) lives in [`coordinator`]; what to take is decided by the pure
-//! functions of [`taker`].
+//! one and [`memory`] its in-memory twin. What uses them (renewals, take rounds,
+//! the zombie fence) is the [engine](crate::engine).
 
-pub mod coordinator;
 pub mod dynamodb;
-pub mod held;
 pub mod memory;
-pub mod sync;
-pub mod taker;
 
 use async_trait::async_trait;
 

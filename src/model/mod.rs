@@ -1,10 +1,12 @@
-//! Pure values of the domain: sequence numbers, checkpoints and leases.
+//! Pure values of the domain: records, sequence numbers, checkpoints and leases.
 //!
 //! Nothing here does I/O; the lease store and the stream client translate these
 //! to and from AWS shapes.
 
 mod checkpoint;
 mod lease;
+mod record;
 
 pub use checkpoint::{Checkpoint, CheckpointBackwards, SequenceNumber};
 pub use lease::Lease;
+pub use record::{iso8601, truncate, HashRange, Record};

@@ -19,100 +19,16 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_types::Blob;
 use base64::Engine as _;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
+use crate::aws::item_size;
+use crate::engine::{Durable, RecordProcessor};
 use crate::metrics as m;
+use crate::model::{iso8601, truncate, Record};
 use rate::AdaptiveRate;
-use sink::{item_size, write_all, BatchWriter, Item, NotWritten};
+use sink::{write_all, BatchWriter, Item, NotWritten};
 use tokio::time::Instant;
 use tweet::{decode, DecodeError, Tweet};
-
-/// One Kinesis record, as the worker's GetRecords or the Lambda's event gives
-/// it, or one user record of a KPL aggregate (see [`deaggregate`]).
-#[derive(Debug, Clone)]
-pub struct Record {
-    /// The Kinesis record's (an aggregate's user records share it).
-    pub sequence_number: String,
-    pub partition_key: String,
-    pub data: Vec<u8>,
-    pub arrival: DateTime<Utc>,
-    /// A user record's position in its aggregate; `None` for a plain record.
-    pub sub_sequence: Option<u64>,
-}
-
-impl Record {
-    /// Where this record stands in its shard: (sequence number, sub-sequence
-    /// number), a plain record's sub-sequence number being 0, as the KCL has it.
-    pub fn position(&self) -> Option<(crate::model::SequenceNumber, u64)> {
-        crate::model::SequenceNumber::parse(&self.sequence_number).map(|n| (n, self.sub_sequence.unwrap_or(0)))
-    }
-}
-
-/// An inclusive range of 128-bit hash keys: a shard's.
-pub type HashRange = (u128, u128);
-
-/// What [`deaggregate`] found.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Deaggregated {
-    /// Kinesis records that were KPL aggregates, replaced by their user records.
-    pub aggregates: usize,
-    /// Records with the KPL magic that did not read as an aggregate; kept as
-    /// plain records (the KCL does the same).
-    pub invalid: usize,
-    /// User records whose hash key is outside the shard's range (after a
-    /// reshard, a producer's stale prediction); processed all the same.
-    pub outside_range: usize,
-}
-
-/// Replaces each KPL aggregate among `records` by its user records, in order,
-/// each with its sub-sequence number and partition key. A record that claims
-/// to be an aggregate and is not readable stays a plain record, logged and
-/// counted. With the shard's hash key `range`, user records outside it are
-/// counted: the KCL drops them, but tweets are keyed by id, so writing one
-/// that another shard's consumer also writes changes nothing, and dropping it
-/// could lose it.
-pub fn deaggregate(records: &mut Vec<Record>, shard_id: &str, range: Option<HashRange>) -> Deaggregated {
-    let mut found = Deaggregated::default();
-    if !records.iter().any(|r| crate::kpl::is_aggregate(&r.data)) {
-        return found;
-    }
-    let mut out = Vec::with_capacity(records.len());
-    for record in records.drain(..) {
-        match crate::kpl::deaggregate(&record.data) {
-            None => out.push(record),
-            Some(Err(why)) => {
-                found.invalid += 1;
-                tracing::warn!(shard_id, sequence_number = %record.sequence_number, error = %why,
-                    "a record with the KPL magic is not a readable aggregate; processing it as a plain record");
-                out.push(record);
-            }
-            Some(Ok(users)) => {
-                found.aggregates += 1;
-                for (sub, user) in users.into_iter().enumerate() {
-                    if range.is_some_and(|(low, high)| !(low..=high).contains(&user.hash_key())) {
-                        found.outside_range += 1;
-                    }
-                    out.push(Record {
-                        sequence_number: record.sequence_number.clone(),
-                        partition_key: user.partition_key,
-                        data: user.data,
-                        arrival: record.arrival,
-                        sub_sequence: Some(sub as u64),
-                    });
-                }
-            }
-        }
-    }
-    *records = out;
-    metrics::counter!(m::AGGREGATES).increment(found.aggregates as u64);
-    metrics::counter!(m::INVALID_AGGREGATES).increment(found.invalid as u64);
-    metrics::counter!(m::RECORDS_OUTSIDE_SHARD).increment(found.outside_range as u64);
-    if found.outside_range > 0 {
-        tracing::info!(shard_id, records = found.outside_range,
-            "user records outside the shard's hash key range (a producer routed them before a reshard); processing them");
-    }
-    found
-}
 
 /// DynamoDB's item size limit, with room for attribute names and overhead.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024 - 4 * 1024;
@@ -143,6 +59,14 @@ impl Reason {
             Self::TooLarge => "too_large",
             Self::RejectedBySink => "rejected_by_sink",
         }
+    }
+}
+
+/// Registers the dead-letter counter of every reason at zero, so that a
+/// dashboard's rate has a series before the first dead letter.
+pub fn register_metrics() {
+    for reason in Reason::ALL {
+        metrics::counter!(m::DEAD_LETTERED, "reason" => reason.label()).absolute(0);
     }
 }
 
@@ -231,16 +155,6 @@ impl Processor {
         Self { tweets, dead_letters, tweets_rate, dead_letters_rate, ttl, writing: AtomicUsize::new(0) }
     }
 
-    /// The core on DynamoDB tables, as configured by flags or environment.
-    pub fn from_args(args: &crate::config::ProcessorArgs, dynamodb: aws_sdk_dynamodb::Client) -> Self {
-        Self::new(
-            Arc::new(sink::DynamoTable::new(dynamodb.clone(), &args.tweets_table)),
-            Arc::new(sink::DynamoTable::new(dynamodb, &args.dead_letter_table)),
-            args.max_write_rate(),
-            args.ttl(),
-        )
-    }
-
     /// Reads each table's own write limit again (DescribeTable) and shares it
     /// among the fleet (see [`rate`]). A table that cannot be described keeps
     /// the limit last read.
@@ -273,7 +187,7 @@ impl Processor {
 
     /// Writes a batch of one shard's records. Returns once each record is in the
     /// tweets table or the dead-letter table. The worker's entry: it never gives up.
-    pub async fn process(&self, shard_id: &str, records: &[Record]) -> BatchSummary {
+    pub async fn process_batch(&self, shard_id: &str, records: &[Record]) -> BatchSummary {
         self.process_until(shard_id, records, None).await.summary
     }
 
@@ -449,9 +363,31 @@ fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())
 }
 
-/// ISO 8601 with milliseconds and `Z`, as in the reference architecture.
-pub fn iso8601(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+/// The tweet pipeline as the engine sees it: a slice is durable once each
+/// record is a row or a dead letter; the write rate is shared by the fleet.
+#[async_trait::async_trait]
+impl RecordProcessor for Processor {
+    async fn process(&self, shard_id: &str, records: &[Record], deadline: Option<Instant>) -> Durable {
+        let outcome = self.process_until(shard_id, records, deadline).await;
+        let BatchSummary { records, tweets_written, dead_lettered } = outcome.summary;
+        tracing::debug!(shard_id, records, tweets_written, dead_lettered, "processed");
+        match outcome.first_unwritten {
+            None => Durable::All,
+            Some(index) => Durable::Before(index),
+        }
+    }
+
+    fn slice_len(&self) -> usize {
+        Processor::slice_len(self)
+    }
+
+    fn fleet_size_changed(&self, workers: usize) {
+        self.set_fleet_size(workers);
+    }
+
+    async fn upkeep(&self) {
+        self.refresh_write_limits().await;
+    }
 }
 
 /// What every item of a batch shares, formatted once for the batch: when it
@@ -531,15 +467,6 @@ pub fn dead_letter_item(shard_id: &str, record: &Record, reason: Reason, error: 
     item
 }
 
-/// `s` cut to at most `max` bytes, on a character boundary.
-pub fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::sink::MemoryTable;
@@ -574,7 +501,7 @@ mod tests {
         let writers: Vec<_> = (1..=2)
             .map(|shard| {
                 let (p, records) = (p.clone(), batch(shard));
-                tokio::spawn(async move { p.process(&format!("shardId-{shard}"), &records).await })
+                tokio::spawn(async move { p.process_batch(&format!("shardId-{shard}"), &records).await })
             })
             .collect();
         // Two batches of 600 at 300 units/s: still being written a second later.
@@ -601,7 +528,7 @@ mod tests {
             record(4, br#"{"data":{"id":"4","text":"v2, no date"}}"#),
             record(5, br#"{"limit":{"track":12}}"#),
         ];
-        let summary = p.process("shardId-000000000001", &records).await;
+        let summary = p.process_batch("shardId-000000000001", &records).await;
         assert_eq!(summary, BatchSummary { records: 5, tweets_written: 2, dead_lettered: 3 });
 
         let row = tweets.get(&["1"]).unwrap();
@@ -638,7 +565,7 @@ mod tests {
         let (p, tweets, _) = processor(1000);
         let records =
             vec![record(1, br#"{"id_str":"9","text":"first"}"#), record(2, br#"{"id_str":"9","text":"second"}"#)];
-        let summary = p.process("s", &records).await;
+        let summary = p.process_batch("s", &records).await;
         assert_eq!(summary.tweets_written, 1);
         assert_eq!(tweets.get(&["9"]).unwrap()["Message"].as_s().unwrap(), "second");
     }
@@ -649,7 +576,7 @@ mod tests {
         tweets.reject(|item| item["Id"].as_s().unwrap() == "13");
         let records: Vec<_> =
             (0..40).map(|i| record(i, format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes())).collect();
-        let summary = p.process("s", &records).await;
+        let summary = p.process_batch("s", &records).await;
         assert_eq!(summary, BatchSummary { records: 40, tweets_written: 39, dead_lettered: 1 });
         assert_eq!(tweets.len(), 39);
         let item = dead.get(&["s", &format!("{:056}", 13)]).unwrap();
@@ -663,7 +590,7 @@ mod tests {
         let records: Vec<_> =
             (0..200).map(|i| record(i, format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes())).collect();
         let start = tokio::time::Instant::now();
-        let summary = p.process("s", &records).await;
+        let summary = p.process_batch("s", &records).await;
         assert_eq!(summary.tweets_written, 200);
         assert_eq!(tweets.len(), 200);
         // 200 items at 50/s with a one-second burst: at least 3 s.
@@ -699,38 +626,5 @@ mod tests {
         // Without a deadline nothing is given up.
         let (p, _, _) = processor(1000);
         assert_eq!(p.process_until("s", &records, None).await.first_unwritten, None);
-    }
-
-    #[test]
-    fn deaggregation_counts_invalid_aggregates_and_user_records_outside_the_shard() {
-        let mut a = crate::kpl::Aggregator::default();
-        for key in ["a", "b", "c", "d"] {
-            a.add(key, key.as_bytes());
-        }
-        let mut bad = crate::kpl::MAGIC.to_vec();
-        bad.extend_from_slice(&[0; 30]);
-        let mut records = vec![record(1, b"plain"), record(2, &a.finish()), record(3, &bad)];
-        // A range holding the hash keys of "a" and "b" only.
-        let (ha, hb) = (crate::kpl::hash_key("a"), crate::kpl::hash_key("b"));
-        let found = deaggregate(&mut records, "s", Some((ha.min(hb), ha.max(hb))));
-        let outside =
-            ["c", "d"].iter().filter(|k| !(ha.min(hb)..=ha.max(hb)).contains(&crate::kpl::hash_key(k))).count();
-        assert_eq!(found, Deaggregated { aggregates: 1, invalid: 1, outside_range: outside });
-        let shown: Vec<(u64, Option<u64>, &[u8])> = records
-            .iter()
-            .map(|r| (r.sequence_number.parse().unwrap(), r.sub_sequence, &r.data[..r.data.len().min(5)]))
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                (1, None, &b"plain"[..]),
-                (2, Some(0), b"a"),
-                (2, Some(1), b"b"),
-                (2, Some(2), b"c"),
-                (2, Some(3), b"d"),
-                (3, None, &bad[..5]),
-            ]
-        );
-        assert_eq!(records[3].partition_key, "c");
     }
 }

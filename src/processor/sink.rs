@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::Client;
 use futures::StreamExt;
 
 use super::rate::AdaptiveRate;
-use crate::aws::{classify, describe, ErrorClass};
+use crate::aws::{classify, describe, write_units, ErrorClass};
 use crate::metrics as m;
 use crate::retry::Backoff;
 
@@ -145,26 +145,6 @@ impl BatchWriter for DynamoTable {
             }
         }
     }
-}
-
-/// DynamoDB's size of an item: attribute names plus values.
-pub fn item_size(item: &Item) -> usize {
-    item.iter()
-        .map(|(k, v)| {
-            k.len()
-                + match v {
-                    AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
-                    AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
-                    AttributeValue::B(b) => b.as_ref().len(),
-                    _ => 8,
-                }
-        })
-        .sum()
-}
-
-/// The write capacity units a put of `item` costs: its size in KB, rounded up.
-pub fn write_units(item: &Item) -> u32 {
-    (item_size(item).div_ceil(1024)).max(1) as u32
 }
 
 /// Builds again the item at an index of the items given to [`write_all`], for

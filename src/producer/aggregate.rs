@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use super::batch::{Aggregate, Keyed, Put};
 use crate::kpl::{hash_key, Aggregator};
-use crate::processor::HashRange;
+use crate::model::HashRange;
 use crate::retrieval::Shard;
 
 /// The KPL's own default is much larger (1 MiB less overhead); 50 KiB keeps an

@@ -280,6 +280,13 @@ impl Reconnect {
     }
 }
 
+/// Registers the reconnect counter of every reason at zero.
+pub fn register_metrics() {
+    for reason in Reconnect::ALL {
+        metrics::counter!(crate::metrics::PRODUCER_RECONNECTS, "reason" => reason.label()).absolute(0);
+    }
+}
+
 /// X's reconnect schedule. Attempts count up per kind until a connection
 /// delivers a line again.
 #[derive(Debug, Default, Clone)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::{RecordBatch, Shard, ShardEvent, StartAt, StreamClient, StreamError, Subscriber, Subscription};
 use crate::aws::{classify, classify_code, describe, ErrorClass};
-use crate::processor::{HashRange, Record};
+use crate::model::{HashRange, Record};
 
 #[derive(Debug, Clone)]
 pub struct KinesisStream {
@@ -304,7 +304,7 @@ mod tests {
     #[test]
     fn arrival_is_rounded_to_kinesis_milliseconds() {
         let shown = |secs: i64, nanos: u32| {
-            crate::processor::iso8601(to_chrono(Some(&AwsDateTime::from_secs_and_nanos(secs, nanos))))
+            crate::model::iso8601(to_chrono(Some(&AwsDateTime::from_secs_and_nanos(secs, nanos))))
         };
         assert_eq!(shown(1_767_323_045, 596_999_884), "2026-01-02T03:04:05.597Z");
         assert_eq!(shown(1_767_323_045, 597_000_000), "2026-01-02T03:04:05.597Z");

@@ -19,8 +19,8 @@ use chrono::Utc;
 
 use super::{RecordBatch, Shard, ShardEvent, StartAt, StreamClient, StreamError, Subscriber, Subscription};
 use crate::aws::ErrorClass;
+use crate::model::Record;
 use crate::model::SequenceNumber;
-use crate::processor::Record;
 
 /// A fault to answer a coming call with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::aws::ErrorClass;
-use crate::processor::{HashRange, Record};
+use crate::model::{HashRange, Record};
 
 /// A shard as ListShards describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
