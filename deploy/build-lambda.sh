@@ -6,7 +6,7 @@
 #
 # It is `cargo build --release --locked --bin stream-worker-lambda` (the release
 # profile is spelled out in Cargo.toml: unwinding panics, which the runtime
-# reports through /error) and a zip. Cargo builds for this machine's target, so
+# reports through /error), `strip --strip-debug` of a copy, and a zip. Cargo builds for this machine's target, so
 # the machine must be x86_64 Linux with glibc; the binary's highest GLIBC_
 # symbol version must be <= 2.34 (Amazon Linux 2023), which
 # tests/lambda_package.rs checks. For arm64 (Graviton), build on an arm64 Linux
@@ -24,9 +24,16 @@ case "$(uname -m)-$(uname -s)" in
   *) echo "build-lambda.sh: this builds for the machine's own target, and this is $(uname -m) $(uname -s); build on x86_64 Linux (see the comment at the top)" >&2; exit 1 ;;
 esac
 zip=${LAMBDA_ZIP:-$repo/target/lambda/stream-worker-lambda/bootstrap.zip}
+command -v strip >/dev/null || { echo "build-lambda.sh: strip not found; install binutils (Debian: apt-get install binutils)" >&2; exit 1; }
 cargo build --release --locked --bin stream-worker-lambda >&2
 mkdir -p "$(dirname "$zip")"
-python3 - "$repo/target/release/stream-worker-lambda" "$zip" <<'PY'
+# The zip's copy without its debug info (the release profile keeps line tables
+# for the worker's backtraces): 35 MB of zip become 8; symbols stay, so a
+# panic's backtrace still names its functions.
+stripped=$(mktemp)
+trap 'rm -f "$stripped"' EXIT
+strip --strip-debug -o "$stripped" "$repo/target/release/stream-worker-lambda"
+python3 - "$stripped" "$zip" <<'PY'
 import sys, zipfile
 binary, out = sys.argv[1], sys.argv[2]
 info = zipfile.ZipInfo("bootstrap", date_time=(1980, 1, 1, 0, 0, 0))

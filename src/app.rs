@@ -106,6 +106,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
                 retrieval: retrieval(&args, &kinesis, &config).await?,
                 initial_timestamp,
                 budget: (args.max_in_flight_bytes > 0).then(|| ByteBudget::new(args.max_in_flight_bytes)),
+                checkpoint_interval: args.checkpoint_interval,
             },
             rng_seed: None,
         },

@@ -431,6 +431,12 @@ pub struct RunArgs {
     #[arg(long, env = "STREAM_WORKER_FAILOVER_TIME", default_value = "10s", value_parser = parse_duration)]
     pub failover_time: Duration,
 
+    /// At most one checkpoint per shard this often (always at shutdown, handoff and a
+    /// shard's end): a crash reads again at most this long of each shard's records,
+    /// harmlessly (rows are keyed by tweet id). 0s: after every written slice
+    #[arg(long, env = "STREAM_WORKER_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+
     /// Most leases stolen from a more loaded replica per take round
     #[arg(long, env = "STREAM_WORKER_MAX_LEASES_TO_STEAL", default_value_t = 2)]
     pub max_leases_to_steal: usize,
@@ -833,6 +839,26 @@ mod tests {
         let deregister = parse(&["consumer", "deregister", "--stream", "s", "--dry-run", "--yes"]);
         let Command::Consumer(ConsumerCommand::Deregister(deregister)) = deregister else { panic!() };
         assert!(deregister.dry_run && deregister.yes);
+    }
+
+    #[test]
+    fn the_engine_defaults_are_run_s() {
+        use crate::engine::coordinator::{WorkerConfig, DEFAULT_IN_FLIGHT_BYTES};
+        let Command::Run(run) = parse(&["run", "--stream", "s"]) else { panic!() };
+        let engine = WorkerConfig::new("w");
+        assert_eq!(
+            (engine.failover, engine.max_leases_to_steal, engine.shard_sync_interval, engine.shutdown_timeout),
+            (run.failover_time, run.max_leases_to_steal, run.shard_sync_interval, run.shutdown_timeout)
+        );
+        assert_eq!(engine.initial_position, run.initial_position);
+        assert_eq!(engine.consumer.checkpoint_interval, run.checkpoint_interval);
+        assert_eq!((engine.max_leases, run.max_leases), (usize::MAX, None));
+        assert_eq!(DEFAULT_IN_FLIGHT_BYTES, run.max_in_flight_bytes);
+        let crate::retrieval::Retrieval::Polling(p) = engine.consumer.retrieval else { panic!() };
+        assert_eq!(
+            (p.max_records, p.poll_interval, p.idle_poll_interval),
+            (run.max_records, run.poll_interval, run.idle_poll_interval)
+        );
     }
 
     #[test]

@@ -160,17 +160,23 @@ pub async fn handle(processor: &Processor, event: KinesisEvent, deadline: System
 /// Reports a failed cold start to the Runtime API's `/init/error`, as Lambda
 /// expects, so that the invocation fails at once with the reason instead of
 /// timing out. `runtime_api` is `AWS_LAMBDA_RUNTIME_API` (`host:port`).
-pub fn report_init_error(runtime_api: &str, error_type: &str, message: &str) -> Result<(), String> {
+pub async fn report_init_error(runtime_api: &str, error_type: &str, message: &str) -> Result<(), String> {
     let url = format!("http://{runtime_api}/2018-06-01/runtime/init/error");
     let body = serde_json::json!({ "errorType": error_type, "errorMessage": message, "stackTrace": [] });
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
-    agent
-        .post(&url)
-        .header("Lambda-Runtime-Function-Error-Type", "Runtime.InitError")
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .map(|_| ())
-        .map_err(|e| format!("{url}: {e}"))
+    let headers = [("Lambda-Runtime-Function-Error-Type", "Runtime.InitError"), ("Content-Type", "application/json")];
+    let (status, answer) = crate::http::request(
+        hyper::Method::POST,
+        &url,
+        &headers,
+        body.to_string().into_bytes(),
+        Duration::from_secs(5),
+    )
+    .await?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {status}: {}", answer.trim()))
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //! | 4 applications | [`processor`], [`producer`] | the tweet pipeline (the engine's first [`engine::RecordProcessor`]); sources → PutRecords |
 //! | 3 engine | [`engine`] | worker loop, take / renew / supervise, per-shard consumer, memory budget; knows no tweet |
 //! | 2 edges | [`leases`], [`retrieval`], [`telemetry`] | the lease store and the stream client as narrow traits with memory twins; logs and the HTTP endpoints |
-//! | 1 plumbing | [`aws`], [`kpl`], [`retry`], [`metrics`], [`health`], [`shutdown`] | the SDK's config and errors, the KPL format, backoff, metric names |
+//! | 1 plumbing | [`aws`], [`kpl`], [`retry`], [`metrics`], [`health`], [`shutdown`], [`http`] | the SDK's config and errors, the KPL format, backoff, metric names, plain local HTTP |
 //! | 0 model | [`model`] | pure values: records, positions, checkpoints, leases |
 //!
 //! `src/main.rs` and `src/bin/lambda.rs` are the entry points above them all.
@@ -34,6 +34,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("metrics", 1),
     ("health", 1),
     ("shutdown", 1),
+    ("http", 1),
     ("leases", 2),
     ("retrieval", 2),
     ("telemetry", 2),
@@ -54,6 +55,7 @@ pub mod config;
 pub mod dead_letters;
 pub mod engine;
 pub mod health;
+pub mod http;
 pub mod kpl;
 pub mod lambda;
 pub mod leases;

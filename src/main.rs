@@ -51,16 +51,7 @@ async fn run(cli: Cli) {
                 }
             }
         }
-        Command::Healthcheck(args) => {
-            match tokio::task::spawn_blocking(move || telemetry::healthcheck(&args.url)).await {
-                Ok(Ok(body)) => {
-                    print!("{body}");
-                    Ok(())
-                }
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(anyhow::anyhow!(e)),
-            }
-        }
+        Command::Healthcheck(args) => telemetry::healthcheck(&args.url).await.map(|body| print!("{body}")),
         Command::DeadLetters(command) => app::dead_letters(command).await,
         Command::Checkpoints(CheckpointsCommand::Rewind(args)) => {
             telemetry::init_logs(args.log.log_format);

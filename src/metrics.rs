@@ -17,6 +17,8 @@ pub const ITERATOR_AGE_SECONDS: &str = "stream_worker_iterator_age_seconds";
 pub const CHECKPOINT_AGE_SECONDS: &str = "stream_worker_checkpoint_age_seconds";
 pub const SHARDS: &str = "stream_worker_shards";
 pub const CHECKPOINTS: &str = "stream_worker_checkpoints_total";
+/// Per shard: records durable since its last checkpoint (what a crash would read again).
+pub const RECORDS_SINCE_CHECKPOINT: &str = "stream_worker_records_since_checkpoint";
 pub const CHECKPOINT_FAILURES: &str = "stream_worker_checkpoint_failures_total";
 pub const LEASES_HELD: &str = "stream_worker_leases_held";
 pub const LEASES_TAKEN: &str = "stream_worker_leases_taken_total";
@@ -136,6 +138,10 @@ pub fn describe() {
     );
     describe_gauge!(ITERATOR_AGE_SECONDS, Unit::Seconds, "age of the newest record read, per shard");
     describe_gauge!(CHECKPOINT_AGE_SECONDS, Unit::Seconds, "time since the last checkpoint, per held shard");
+    describe_gauge!(
+        RECORDS_SINCE_CHECKPOINT,
+        "records durable since the shard's last checkpoint (read again after a crash)"
+    );
     describe_gauge!(SHARDS, Unit::Count, "shards of the lease table by state, as this worker sees them");
     describe_counter!(CHECKPOINTS, Unit::Count, "checkpoints written");
     describe_counter!(CHECKPOINT_FAILURES, Unit::Count, "checkpoints refused because the lease was lost");

@@ -129,17 +129,10 @@ async fn readyz(State(e): State<Endpoints>) -> (StatusCode, String) {
     }
 }
 
-/// `stream-worker healthcheck`: GET `url`; Ok if it answers 200.
-pub fn healthcheck(url: &str) -> anyhow::Result<String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent.get(url).call().map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-    let status = response.status();
-    let body = response.body_mut().read_to_string().unwrap_or_default();
-    if status.is_success() {
+/// `stream-worker healthcheck`: GET `url`; Ok (its body) if it answers 2xx.
+pub async fn healthcheck(url: &str) -> anyhow::Result<String> {
+    let (status, body) = crate::http::get(url, Duration::from_secs(5)).await.map_err(anyhow::Error::msg)?;
+    if (200..300).contains(&status) {
         Ok(body)
     } else {
         Err(anyhow::anyhow!("{url} answered {status}: {}", body.trim()))

@@ -64,6 +64,10 @@ fn glibc_versions(binary: &[u8]) -> Vec<Vec<u32>> {
 fn the_zip_holds_one_executable_bootstrap_for_amazon_linux_2023() {
     let (entries, bootstrap) = read_zip(&zip_path());
     assert_eq!(entries.len(), 1, "{entries:?}");
+    // The zip's copy is stripped of its debug info (35 MB before), its symbols kept.
+    let size = std::fs::metadata(zip_path()).unwrap().len();
+    assert!(size <= 10 << 20, "the zip is {size} bytes");
+    assert!(bootstrap.windows(13).any(|w| w == b"stream_worker"), "the symbols are kept");
     assert_eq!(entries[0].0, "bootstrap");
     assert_eq!(entries[0].1 & 0o170000, 0o100000, "a regular file");
     assert_eq!(entries[0].1 & 0o111, 0o111, "executable: mode {:o}", entries[0].1);

@@ -157,6 +157,7 @@ impl Sim {
                     retrieval: Retrieval::Polling(PollingConfig::default()),
                     initial_timestamp: None,
                     budget: None,
+                    checkpoint_interval: stream_worker::engine::coordinator::DEFAULT_CHECKPOINT_INTERVAL,
                 },
                 rng_seed: Some(self.seed * 10_000 + n as u64),
             },

@@ -34,6 +34,8 @@ eval "$(deploy/local/emulators.sh start)"
 # The release builds: the worker as the Dockerfile builds it, and the Lambda zip
 # (tests/lambda_package.rs checks it; the deploy suite deploys it to moto).
 cargo build --release --locked --bin stream-worker
+# The engine's example application (tests/example_archive.rs runs it).
+cargo build --release --locked --examples
 STREAM_WORKER_LAMBDA_ZIP=$(deploy/build-lambda.sh)
 export STREAM_WORKER_LAMBDA_ZIP
 

@@ -38,10 +38,7 @@ async fn main() -> Result<(), Error> {
             let message = format!("{e:#}");
             tracing::error!(error = %message, "cold start failed");
             if let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") {
-                let reported =
-                    tokio::task::spawn_blocking(move || lambda::report_init_error(&api, "Runtime.InitError", &message))
-                        .await?;
-                if let Err(why) = reported {
+                if let Err(why) = lambda::report_init_error(&api, "Runtime.InitError", &message).await {
                     tracing::error!(error = %why, "cannot report the init error to the Runtime API");
                 }
             }

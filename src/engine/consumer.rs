@@ -35,6 +35,38 @@ pub struct ConsumerConfig {
     pub initial_timestamp: Option<DateTime<Utc>>,
     /// The process's memory budget for records read and not yet written.
     pub budget: Option<Arc<ByteBudget>>,
+    /// At most one checkpoint per shard per this long, and always at a stop
+    /// (shutdown, handoff) and at the shard's end: what a crash reads again is
+    /// at most this long of the shard's records. Zero: after every slice.
+    pub checkpoint_interval: Duration,
+}
+
+/// What is durable but not yet checkpointed (checkpoints are coalesced).
+struct Pending {
+    checkpoint: Option<Checkpoint>,
+    /// Records the pending checkpoint covers.
+    records: u64,
+    /// When the last checkpoint was written (or the consumer started).
+    written_at: tokio::time::Instant,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Self { checkpoint: None, records: 0, written_at: tokio::time::Instant::now() }
+    }
+
+    /// When the pending checkpoint must be written, if there is one.
+    fn due(&self, interval: Duration) -> Option<tokio::time::Instant> {
+        self.checkpoint.as_ref().map(|_| self.written_at + interval)
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What a record is assumed to weigh before a shard has read any.
@@ -94,7 +126,12 @@ impl Consumer {
     /// for; tells the processor when the shard ends or the lease is lost.
     pub async fn run(self) -> Exit {
         let shard_id = self.held.key().to_owned();
-        let exit = self.consume(&shard_id).await;
+        let mut pending = Pending::new();
+        let exit = match self.consume(&shard_id, &mut pending).await {
+            // A stop (shutdown, handoff) writes what is pending first.
+            Exit::Stopped if !self.flush(&shard_id, &mut pending).await => Exit::LeaseLost,
+            exit => exit,
+        };
         match &exit {
             Exit::ShardEnd { .. } => self.processor.shard_ended(&shard_id),
             Exit::LeaseLost => self.processor.lease_lost(&shard_id),
@@ -103,7 +140,7 @@ impl Consumer {
         exit
     }
 
-    async fn consume(&self, shard_id: &str) -> Exit {
+    async fn consume(&self, shard_id: &str, pending: &mut Pending) -> Exit {
         let shard_id = shard_id.to_owned();
         let start = self.held.snapshot().await.checkpoint;
         self.processor.shard_started(&shard_id, &start);
@@ -134,7 +171,25 @@ impl Consumer {
                 Some(budget) => Some(or_stopped!(self.held, budget.reserve(records_per_read * record_bytes))),
                 None => None,
             };
-            let Read { mut records, millis_behind_latest, end } = or_stopped!(self.held, reader.read());
+            // The read is waited on, writing the pending checkpoint when it is due.
+            let read = {
+                let read = reader.read();
+                tokio::pin!(read);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = self.held.gone() => return Exit::LeaseLost,
+                        _ = self.held.stop_token().cancelled() => return Exit::Stopped,
+                        _ = sleep_until(pending.due(self.config.checkpoint_interval)) => {
+                            if !self.flush(&shard_id, pending).await {
+                                return Exit::LeaseLost;
+                            }
+                        }
+                        read = &mut read => break read,
+                    }
+                }
+            };
+            let Read { mut records, millis_behind_latest, end } = read;
             if let Some(ms) = millis_behind_latest {
                 metrics::gauge!(m::BEHIND_LATEST_SECONDS, "shard_id" => shard_id.clone()).set(ms as f64 / 1000.0);
             }
@@ -192,11 +247,16 @@ impl Consumer {
                             let last = &rest[durable - 1];
                             match last.position() {
                                 Some((number, sub)) => {
-                                    let checkpoint = Checkpoint::Sequence { number: number.clone(), sub };
-                                    if !self.checkpoint(&shard_id, checkpoint.clone(), &[], durable as u64).await {
+                                    pending.checkpoint = Some(Checkpoint::Sequence { number: number.clone(), sub });
+                                    pending.records += durable as u64;
+                                    metrics::gauge!(m::RECORDS_SINCE_CHECKPOINT, "shard_id" => shard_id.clone())
+                                        .set(pending.records as f64);
+                                    let due = pending.due(self.config.checkpoint_interval);
+                                    if due.is_some_and(|due| due <= tokio::time::Instant::now())
+                                        && !self.flush(&shard_id, pending).await
+                                    {
                                         return Exit::LeaseLost;
                                     }
-                                    tracing::debug!(shard_id, records = durable, %checkpoint, "checkpointed");
                                     // Should the reader start over, read again from here.
                                     reader.processed(StartAt::AtSequence(number.to_string()));
                                     skip_through = Some((number, sub));
@@ -230,18 +290,34 @@ impl Consumer {
                 metrics::counter!(m::BATCHES).increment(1);
             }
             if let Some(children) = end {
-                return self.finish(&shard_id, children).await;
+                return self.finish(&shard_id, children, pending).await;
             }
         }
     }
 
-    async fn finish(&self, shard_id: &str, children: Vec<Shard>) -> Exit {
+    async fn finish(&self, shard_id: &str, children: Vec<Shard>, pending: &mut Pending) -> Exit {
         let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
-        if !self.checkpoint(shard_id, Checkpoint::ShardEnd, &ids, 0).await {
+        // SHARD_END covers what is pending.
+        pending.checkpoint = None;
+        if !self.checkpoint(shard_id, Checkpoint::ShardEnd, &ids, std::mem::take(&mut pending.records)).await {
             return Exit::LeaseLost;
         }
+        metrics::gauge!(m::RECORDS_SINCE_CHECKPOINT, "shard_id" => shard_id.to_owned()).set(0.0);
         tracing::info!(shard_id, children = ?ids, "shard ended; checkpointed SHARD_END");
         Exit::ShardEnd { children }
+    }
+
+    /// Writes the pending checkpoint, if any. Returns whether the lease is still held.
+    async fn flush(&self, shard_id: &str, pending: &mut Pending) -> bool {
+        let Some(checkpoint) = pending.checkpoint.take() else { return true };
+        let records = std::mem::take(&mut pending.records);
+        if !self.checkpoint(shard_id, checkpoint.clone(), &[], records).await {
+            return false;
+        }
+        pending.written_at = tokio::time::Instant::now();
+        metrics::gauge!(m::RECORDS_SINCE_CHECKPOINT, "shard_id" => shard_id.to_owned()).set(0.0);
+        tracing::debug!(shard_id, records, %checkpoint, "checkpointed");
+        true
     }
 
     /// Writes a checkpoint, retrying store errors until it is written or the
@@ -284,6 +360,7 @@ mod tests {
     use super::*;
     use crate::leases::memory::MemoryLeaseStore;
     use crate::leases::LeaseStore;
+    use crate::model::Record;
     use crate::model::{Lease, SequenceNumber};
     use crate::processor::sink::MemoryTable;
     use crate::processor::Processor;
@@ -382,7 +459,13 @@ mod tests {
             let held = Arc::new(HeldLease::new(taken, Instant::now(), self.store.clone(), FAILOVER, self.stop.clone()));
             let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
             let processor = Arc::new(Processor::new(self.tweets.clone(), dead, None, Duration::from_secs(86_400)));
-            let config = ConsumerConfig { retrieval: self.retrieval.clone(), initial_timestamp: None, budget: None };
+            let config = ConsumerConfig {
+                retrieval: self.retrieval.clone(),
+                initial_timestamp: None,
+                budget: None,
+                // After every slice, as these rules are stated; coalescing has tests of its own.
+                checkpoint_interval: Duration::ZERO,
+            };
             // The twins end closed shards' subscriptions: the end check is the reader's test.
             let closed = Arc::new(ClosedShards::default());
             let consumer = Consumer {
@@ -509,6 +592,71 @@ mod tests {
         assert!(matches!(consumer.run().await, Exit::ShardEnd { .. }));
         assert_eq!(rig.tweets.len(), 30);
         assert_eq!(rig.lease().await.records_processed, 30, "each record checkpointed once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checkpoints_are_coalesced_to_one_per_interval_and_written_at_a_stop() {
+        let rig = Rig::new(100, Mode::Polling).await;
+        let (mut consumer, _) = rig.consumer().await;
+        consumer.config.checkpoint_interval = Duration::from_secs(5);
+        let taken = rig.lease().await.counter;
+        let started = Instant::now();
+        let end = at_the_end(&rig.stream);
+        let task = tokio::spawn(consumer.run());
+        rig.until(|_| rig.tweets.len() == 100).await;
+        // Written (ten reads of ten), not yet checkpointed: the interval has not passed.
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert_eq!(rig.lease().await.checkpoint, Checkpoint::TrimHorizon);
+        let lease = rig.until(|l| l.checkpoint == end).await;
+        assert!(started.elapsed() >= Duration::from_secs(5), "{:?}", started.elapsed());
+        assert_eq!((lease.counter - taken, lease.records_processed), (1, 100), "one checkpoint for ten slices");
+        // More: written at once, checkpointed at the stop without waiting for the interval.
+        rig.put(100..110);
+        rig.until(|_| rig.tweets.len() == 110).await;
+        let stopped_at = Instant::now();
+        rig.stop.cancel();
+        assert_eq!(task.await.unwrap(), Exit::Stopped);
+        assert!(stopped_at.elapsed() < Duration::from_secs(1), "{:?}", stopped_at.elapsed());
+        let lease = rig.lease().await;
+        assert_eq!(lease.checkpoint, at_the_end(&rig.stream));
+        assert_eq!((lease.counter - taken, lease.records_processed), (2, 110));
+    }
+
+    /// Writes the first half of what it is handed and says so; one record, all of it.
+    struct Halves {
+        inner: Arc<dyn RecordProcessor>,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl RecordProcessor for Halves {
+        async fn process(&self, shard_id: &str, records: &[Record], deadline: Option<Instant>) -> Durable {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let half = records.len().div_ceil(2);
+            assert_eq!(self.inner.process(shard_id, &records[..half], deadline).await, Durable::All);
+            if half == records.len() {
+                Durable::All
+            } else {
+                Durable::Before(half)
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_a_processor_keeps_back_is_handed_again_and_what_it_made_durable_is_checkpointed() {
+        let rig = Rig::new(40, Mode::Polling).await;
+        rig.stream.split(SHARD, None).unwrap();
+        let (mut consumer, _) = rig.consumer().await;
+        let halves = Arc::new(Halves { inner: consumer.processor.clone(), calls: Default::default() });
+        consumer.processor = halves.clone();
+        assert!(matches!(consumer.run().await, Exit::ShardEnd { .. }));
+        let mut ids: Vec<usize> = rig.tweets.rows.lock().unwrap().keys().map(|k| k[0].parse().unwrap()).collect();
+        ids.sort();
+        assert_eq!(ids, (0..40).collect::<Vec<_>>(), "each record written, none skipped");
+        let lease = rig.lease().await;
+        assert_eq!((lease.checkpoint, lease.records_processed), (Checkpoint::ShardEnd, 40), "each checkpointed once");
+        // Four reads of ten: 10 → 5 + 3 + 1 + 1 durable, four calls each.
+        assert_eq!(halves.calls.load(std::sync::atomic::Ordering::Relaxed), 16);
     }
 
     async fn a_stop_returns_with_what_was_written_checkpointed(mode: Mode) {

@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::budget::ByteBudget;
 use super::held::HeldLease;
 use super::sync;
 use super::taker::{self, quick_take_interval, Observations, TakerConfig};
@@ -39,7 +40,8 @@ use crate::leases::{Cas, LeaseStore, Segment, StoreError};
 use crate::metrics as m;
 use crate::model::HashRange;
 use crate::model::{Checkpoint, Lease};
-use crate::retrieval::{ClosedShards, Shard, StreamClient};
+use crate::retrieval::polling::PollingConfig;
+use crate::retrieval::{ClosedShards, Retrieval, Shard, StreamClient};
 
 /// Where a shard without a checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,37 @@ pub struct WorkerConfig {
     /// or steal), so that a simulation replays; `None`: from the OS.
     pub rng_seed: Option<u64>,
 }
+
+impl WorkerConfig {
+    /// `stream-worker run`'s defaults, for a worker named `worker_id` (unique
+    /// in the fleet: a process that restarts takes a new one).
+    pub fn new(worker_id: impl Into<String>) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            failover: Duration::from_secs(10),
+            max_leases: usize::MAX,
+            max_leases_to_steal: 2,
+            shard_sync_interval: Duration::from_secs(60),
+            initial_position: InitialPosition::TrimHorizon,
+            shutdown_timeout: Duration::from_secs(5),
+            consumer: ConsumerConfig {
+                retrieval: Retrieval::Polling(PollingConfig::default()),
+                initial_timestamp: None,
+                budget: Some(ByteBudget::new(DEFAULT_IN_FLIGHT_BYTES)),
+                checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            },
+            rng_seed: None,
+        }
+    }
+}
+
+/// `--checkpoint-interval`'s default: a crash reads again at most 5 s of each
+/// shard (as a Kafka consumer commits every 5 s), for at most one checkpoint
+/// write per shard per 5 s.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `--max-in-flight-bytes`' default: 128 MiB.
+pub const DEFAULT_IN_FLIGHT_BYTES: u64 = 128 << 20;
 
 /// The states of `stream_worker_shards`, all reported (zero included).
 const SHARD_STATES: &[&str] = &["owned", "pending-handoff", "expired", "unowned", "waiting-for-parents", "finished"];
@@ -135,6 +168,18 @@ struct Watch {
 }
 
 impl Worker {
+    /// A worker on `stream` and `store`, handing records to `processor`; its
+    /// readiness ([`Health`]) judged over one and a half failover times.
+    pub fn new(
+        config: WorkerConfig,
+        stream: Arc<dyn StreamClient>,
+        store: Arc<dyn LeaseStore>,
+        processor: Arc<dyn RecordProcessor>,
+    ) -> Self {
+        let health = Arc::new(Health::new((config.failover * 3 / 2).max(Duration::from_secs(3))));
+        Self { config, health, stream, store, processor }
+    }
+
     /// Runs until `shutdown` is cancelled, then stops gracefully within the
     /// shutdown timeout: consumers finish their batch and checkpoint, every lease
     /// is released.
@@ -737,6 +782,7 @@ mod tests {
                         retrieval: Retrieval::Polling(PollingConfig { max_records: 100, ..PollingConfig::default() }),
                         initial_timestamp: None,
                         budget: None,
+                        checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
                     },
                     rng_seed: None,
                 },

@@ -501,16 +501,16 @@ pub fn http_get(port: u16, path: &str) -> Result<String, String> {
     }
 }
 
-/// GET http://127.0.0.1:port/path; the status and body of any answer.
+/// GET http://127.0.0.1:port/path; the status and body of any answer. Blocking,
+/// from a test's thread or its runtime: the request runs on a thread of its own.
 pub fn http_status(port: u16, path: &str) -> Result<(u16, String), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent.get(format!("http://127.0.0.1:{port}{path}")).call().map_err(|e| e.to_string())?;
-    let body = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
-    Ok((response.status().as_u16(), body))
+    let url = format!("http://127.0.0.1:{port}{path}");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(stream_worker::http::get(&url, Duration::from_secs(5)))
+    })
+    .join()
+    .unwrap()
 }
 
 pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
