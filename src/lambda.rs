@@ -21,10 +21,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::engine::{Durable, RecordProcessor};
 use crate::kpl::deaggregate_records;
 use crate::metrics as m;
 use crate::model::Record;
-use crate::processor::Processor;
 
 /// Lambda's longest timeout: a deadline further away than this is not a real one.
 pub const MAX_FUNCTION_TIMEOUT: Duration = Duration::from_secs(900);
@@ -120,7 +120,11 @@ pub fn records_by_shard(event: KinesisEvent) -> Vec<(String, Vec<Record>)> {
 
 /// Processes one invocation's event until `deadline` (the Runtime API's) and
 /// says where the mapping must retry from.
-pub async fn handle(processor: &Processor, event: KinesisEvent, deadline: SystemTime) -> KinesisEventResponse {
+pub async fn handle(
+    processor: &dyn RecordProcessor,
+    event: KinesisEvent,
+    deadline: SystemTime,
+) -> KinesisEventResponse {
     let until = Instant::now() + budget(deadline, SystemTime::now());
     let mut response = KinesisEventResponse::default();
     for (shard_id, mut records) in records_by_shard(event) {
@@ -130,17 +134,10 @@ pub async fn handle(processor: &Processor, event: KinesisEvent, deadline: System
         // first unwritten one's makes the mapping retry the whole aggregate
         // (rows are keyed by tweet id, so what was written is written again).
         deaggregate_records(&mut records, &shard_id, None);
-        let outcome = processor.process_until(&shard_id, &records, Some(until)).await;
+        let durable = processor.process(&shard_id, &records, Some(until)).await;
         metrics::counter!(m::BATCHES).increment(1);
-        match outcome.first_unwritten {
-            None => tracing::info!(
-                shard_id,
-                records = records.len(),
-                tweets_written = outcome.summary.tweets_written,
-                dead_lettered = outcome.summary.dead_lettered,
-                "batch written"
-            ),
-            Some(index) => {
+        match durable {
+            Durable::Before(index) if index < records.len() => {
                 let record = &records[index];
                 tracing::warn!(
                     shard_id,
@@ -152,6 +149,7 @@ pub async fn handle(processor: &Processor, event: KinesisEvent, deadline: System
                 metrics::counter!(m::LAMBDA_RECORDS_RETRIED).increment((records.len() - index) as u64);
                 response.add_failure(record.sequence_number.clone());
             }
+            _ => tracing::info!(shard_id, records = records.len(), "batch written"),
         }
     }
     response
@@ -183,6 +181,7 @@ pub async fn report_init_error(runtime_api: &str, error_type: &str, message: &st
 mod tests {
     use super::*;
     use crate::processor::sink::MemoryTable;
+    use crate::processor::Processor;
     use std::num::NonZeroU32;
     use std::sync::Arc;
     use std::time::UNIX_EPOCH;

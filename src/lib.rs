@@ -6,6 +6,51 @@
 //! DynamoDB table through one shared processing core. Replicas share the shards
 //! through leases in a DynamoDB table with the Java KCL's schema.
 //!
+//! # The engine for your own application
+//!
+//! Implement [`engine::RecordProcessor`]; an [`engine::coordinator::Worker`]
+//! gives it leases, checkpoints, failover, resharding and fan-out. The engine
+//! checkpoints what the processor says is durable; the delivery contract is in
+//! the trait's docs. A fuller example: `examples/archive.rs`.
+//!
+//! ```no_run
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//!
+//! use stream_worker::engine::coordinator::{Worker, WorkerConfig};
+//! use stream_worker::engine::{Durable, RecordProcessor};
+//! use stream_worker::leases::{dynamodb::DynamoLeaseStore, LeaseStore as _};
+//! use stream_worker::model::Record;
+//! use stream_worker::retrieval::kinesis::KinesisStream;
+//!
+//! /// Counts the records it is handed.
+//! #[derive(Default)]
+//! struct Count(AtomicUsize);
+//!
+//! #[async_trait::async_trait]
+//! impl RecordProcessor for Count {
+//!     async fn process(&self, _shard: &str, records: &[Record], _deadline: Option<tokio::time::Instant>) -> Durable {
+//!         self.0.fetch_add(records.len(), Ordering::Relaxed);
+//!         Durable::All // the engine checkpoints the slice
+//!     }
+//! }
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+//! let store = DynamoLeaseStore::new(aws_sdk_dynamodb::Client::new(&aws), "my-app-leases");
+//! store.ensure_table().await?;
+//! let worker = Worker::new(
+//!     WorkerConfig::new("worker-1"), // `stream-worker run`'s defaults
+//!     Arc::new(KinesisStream::new(aws_sdk_kinesis::Client::new(&aws), "my-stream")),
+//!     Arc::new(store),
+//!     Arc::new(Count::default()),
+//! );
+//! // Cancel the token to stop: the slices in flight finish, are checkpointed, leases released.
+//! worker.run(tokio_util::sync::CancellationToken::new()).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //!
 //! Modules sit in layers; a module imports only from its own layer or those

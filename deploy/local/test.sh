@@ -44,5 +44,7 @@ export STREAM_WORKER_LAMBDA_ZIP
 # something only for an optimized build).
 cargo test --release --locked --all-targets "$@"
 if [ "$#" -eq 0 ]; then
+  # The crate documentation's example compiles (`--all-targets` leaves doctests out).
+  cargo test --release --locked --doc
   deploy/tests/run.sh -q
 fi

@@ -50,7 +50,7 @@ async fn main() -> Result<(), Error> {
         let processor = processor.clone();
         async move {
             let deadline = event.context.deadline();
-            let response = lambda::handle(&processor, event.payload, deadline).await;
+            let response = lambda::handle(processor.as_ref(), event.payload, deadline).await;
             metrics.set_property("requestId", event.context.request_id);
             if let Err(e) = metrics.flush(std::io::stdout().lock()) {
                 tracing::warn!(error = %e, "cannot write metrics");

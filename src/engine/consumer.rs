@@ -46,18 +46,21 @@ struct Pending {
     checkpoint: Option<Checkpoint>,
     /// Records the pending checkpoint covers.
     records: u64,
-    /// When the last checkpoint was written (or the consumer started).
-    written_at: tokio::time::Instant,
+    /// When this consumer last wrote a checkpoint; `None` before its first,
+    /// which is written at once: a lease's new owner shows progress (and
+    /// bounds what a crash reads again) from its first slice.
+    written_at: Option<tokio::time::Instant>,
 }
 
 impl Pending {
     fn new() -> Self {
-        Self { checkpoint: None, records: 0, written_at: tokio::time::Instant::now() }
+        Self { checkpoint: None, records: 0, written_at: None }
     }
 
     /// When the pending checkpoint must be written, if there is one.
     fn due(&self, interval: Duration) -> Option<tokio::time::Instant> {
-        self.checkpoint.as_ref().map(|_| self.written_at + interval)
+        let first = tokio::time::Instant::now();
+        self.checkpoint.as_ref().map(|_| self.written_at.map_or(first, |at| at + interval))
     }
 }
 
@@ -314,7 +317,7 @@ impl Consumer {
         if !self.checkpoint(shard_id, checkpoint.clone(), &[], records).await {
             return false;
         }
-        pending.written_at = tokio::time::Instant::now();
+        pending.written_at = Some(tokio::time::Instant::now());
         metrics::gauge!(m::RECORDS_SINCE_CHECKPOINT, "shard_id" => shard_id.to_owned()).set(0.0);
         tracing::debug!(shard_id, records, %checkpoint, "checkpointed");
         true
@@ -604,12 +607,14 @@ mod tests {
         let end = at_the_end(&rig.stream);
         let task = tokio::spawn(consumer.run());
         rig.until(|_| rig.tweets.len() == 100).await;
-        // Written (ten reads of ten), not yet checkpointed: the interval has not passed.
+        // Written (ten reads of ten); the first slice checkpointed at once, the
+        // rest not yet: the interval has not passed.
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-        assert_eq!(rig.lease().await.checkpoint, Checkpoint::TrimHorizon);
+        let first = rig.lease().await;
+        assert_eq!((first.counter - taken, first.records_processed), (1, 10), "{first:?}");
         let lease = rig.until(|l| l.checkpoint == end).await;
         assert!(started.elapsed() >= Duration::from_secs(5), "{:?}", started.elapsed());
-        assert_eq!((lease.counter - taken, lease.records_processed), (1, 100), "one checkpoint for ten slices");
+        assert_eq!((lease.counter - taken, lease.records_processed), (2, 100), "one checkpoint for nine slices");
         // More: written at once, checkpointed at the stop without waiting for the interval.
         rig.put(100..110);
         rig.until(|_| rig.tweets.len() == 110).await;
@@ -619,7 +624,7 @@ mod tests {
         assert!(stopped_at.elapsed() < Duration::from_secs(1), "{:?}", stopped_at.elapsed());
         let lease = rig.lease().await;
         assert_eq!(lease.checkpoint, at_the_end(&rig.stream));
-        assert_eq!((lease.counter - taken, lease.records_processed), (2, 110));
+        assert_eq!((lease.counter - taken, lease.records_processed), (3, 110));
     }
 
     /// Writes the first half of what it is handed and says so; one record, all of it.
