@@ -33,8 +33,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use stream_worker::engine::consumer::ConsumerConfig;
-use stream_worker::engine::coordinator::{InitialPosition, Worker, WorkerConfig};
+use stream_worker::engine::coordinator::{Worker, WorkerConfig};
 use stream_worker::health::Health;
 use stream_worker::leases::memory::MemoryLeaseStore;
 use stream_worker::leases::StoreError;
@@ -42,8 +41,7 @@ use stream_worker::model::{Checkpoint, Lease};
 use stream_worker::processor::sink::{BatchWriter, Item, MemoryTable, WriteError};
 use stream_worker::processor::Processor;
 use stream_worker::retrieval::memory::MemoryStream;
-use stream_worker::retrieval::polling::PollingConfig;
-use stream_worker::retrieval::{Retrieval, StreamClient};
+use stream_worker::retrieval::StreamClient;
 
 const FAILOVER: Duration = Duration::from_secs(10);
 
@@ -144,23 +142,14 @@ impl Sim {
             log: self.log.clone(),
         });
         let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
+        // `stream-worker run`'s defaults, but for the failover time, the memory
+        // budget (none) and a seed that replays.
+        let mut config = WorkerConfig::new(format!("w{n}"));
+        config.failover = FAILOVER;
+        config.consumer.budget = None;
+        config.rng_seed = Some(self.seed * 10_000 + n as u64);
         let worker = Worker {
-            config: WorkerConfig {
-                worker_id: format!("w{n}"),
-                failover: FAILOVER,
-                max_leases: usize::MAX,
-                max_leases_to_steal: 2,
-                shard_sync_interval: Duration::from_secs(60),
-                initial_position: InitialPosition::TrimHorizon,
-                shutdown_timeout: Duration::from_secs(5),
-                consumer: ConsumerConfig {
-                    retrieval: Retrieval::Polling(PollingConfig::default()),
-                    initial_timestamp: None,
-                    budget: None,
-                    checkpoint_interval: stream_worker::engine::coordinator::DEFAULT_CHECKPOINT_INTERVAL,
-                },
-                rng_seed: Some(self.seed * 10_000 + n as u64),
-            },
+            config,
             health: Arc::new(Health::new(Duration::from_secs(3))),
             stream: self.stream.clone(),
             store: self.store.clone(),

@@ -769,23 +769,13 @@ mod tests {
             failover: Duration,
         ) -> (tokio::task::JoinHandle<Result<(), StoreError>>, CancellationToken) {
             let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
+            let mut config = WorkerConfig::new(id);
+            config.failover = failover;
+            config.consumer.retrieval =
+                Retrieval::Polling(PollingConfig { max_records: 100, ..PollingConfig::default() });
+            config.consumer.budget = None;
             let worker = Worker {
-                config: WorkerConfig {
-                    worker_id: id.into(),
-                    failover,
-                    max_leases: usize::MAX,
-                    max_leases_to_steal: 2,
-                    shard_sync_interval: Duration::from_secs(60),
-                    initial_position: InitialPosition::TrimHorizon,
-                    shutdown_timeout: Duration::from_secs(5),
-                    consumer: ConsumerConfig {
-                        retrieval: Retrieval::Polling(PollingConfig { max_records: 100, ..PollingConfig::default() }),
-                        initial_timestamp: None,
-                        budget: None,
-                        checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
-                    },
-                    rng_seed: None,
-                },
+                config,
                 health: Arc::new(Health::new(Duration::from_secs(3))),
                 stream: self.stream.clone(),
                 store: self.store.clone(),
