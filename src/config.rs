@@ -417,7 +417,7 @@ pub struct RunArgs {
     #[arg(long, env = "STREAM_WORKER_FAN_OUT_SUBSCRIPTION_LIFETIME", value_parser = parse_duration)]
     pub fan_out_subscription_lifetime: Option<Duration>,
 
-    /// This replica's name in the lease table [default: <hostname>-<pid>-<random>]
+    /// This replica's name in the lease table [default: HOSTNAME-PID-RANDOM]
     #[arg(long, env = "STREAM_WORKER_WORKER_ID")]
     pub worker_id: Option<String>,
 

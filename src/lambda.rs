@@ -60,7 +60,7 @@ fn shard_of(event_id: Option<&str>) -> &str {
 /// Not `aws_lambda_events`' `KinesisEvent`: its `approximateArrivalTimestamp`
 /// reads the digits after the point as milliseconds (`…045.5` becomes 5 ms,
 /// `…045.98` 98 ms), and encoders drop trailing zeros. This reads the seconds
-/// as a number (see [`arrival`]).
+/// as a number (see `arrival`).
 #[derive(Debug, Deserialize)]
 pub struct KinesisEvent {
     #[serde(rename = "Records")]

@@ -56,7 +56,7 @@ impl Endpoint {
 }
 
 /// The X API over HTTP: the stream and the rules requests alike, each on a
-/// connection of its own (see [`Streaming`]).
+/// connection of its own (see `Streaming`).
 pub struct XApi {
     connector: HttpsConnector<Route>,
     stream_uri: Uri,
@@ -322,7 +322,7 @@ impl XApi {
     /// Makes X's rules the wanted ones (see [`plan_rules`]); returns what
     /// changed, or `None` when `stop` came first. Refusals and network errors
     /// are retried on X's schedule (a `429` waits for its reset), up to
-    /// [`RULES_ATTEMPTS`] attempts; a `401`, `403` or refused rule is final.
+    /// 4 attempts (`RULES_ATTEMPTS`); a `401`, `403` or refused rule is final.
     pub async fn sync_rules(
         &self,
         wanted: &[Rule],
