@@ -191,10 +191,6 @@ struct RulesResponse {
     data: Vec<ExistingRule>,
 }
 
-/// A request that could not be made or was refused, as the reconnect schedule
-/// sees it.
-type Refused = ConnectError;
-
 /// Rules requests: attempts before giving up (the waits between them follow
 /// X's schedule, as the stream's do: 5 s, 10 s, 20 s after HTTP errors).
 const RULES_ATTEMPTS: u32 = 4;
@@ -298,8 +294,8 @@ impl XApi {
         uri: &Uri,
         body: Option<Vec<u8>>,
         what: &str,
-    ) -> Result<Vec<u8>, Refused> {
-        let network = |detail: String| Refused::Retry {
+    ) -> Result<Vec<u8>, ConnectError> {
+        let network = |detail: String| ConnectError::Retry {
             reason: Reconnect::Network,
             detail: format!("{what}: {detail}"),
             reset_in: None,
@@ -333,8 +329,8 @@ impl XApi {
         for attempt in 1.. {
             let (reason, detail, reset_in) = match self.try_sync_rules(wanted, keep_others).await {
                 Ok(plan) => return Ok(Some(plan)),
-                Err(Refused::Fatal(detail)) => anyhow::bail!(detail),
-                Err(Refused::Retry { reason, detail, reset_in }) => (reason, detail, reset_in),
+                Err(ConnectError::Fatal(detail)) => anyhow::bail!(detail),
+                Err(ConnectError::Retry { reason, detail, reset_in }) => (reason, detail, reset_in),
             };
             if attempt >= RULES_ATTEMPTS {
                 anyhow::bail!("{detail} (gave up after {attempt} attempts)");
@@ -349,9 +345,9 @@ impl XApi {
         unreachable!("the attempts are counted until one returns")
     }
 
-    async fn try_sync_rules(&self, wanted: &[Rule], keep_others: bool) -> Result<RulesPlan, Refused> {
+    async fn try_sync_rules(&self, wanted: &[Rule], keep_others: bool) -> Result<RulesPlan, ConnectError> {
         let invalid = |what: &str, e: serde_json::Error| {
-            Refused::Fatal(format!("{what}: the X API's answer is not what it documents: {e}"))
+            ConnectError::Fatal(format!("{what}: the X API's answer is not what it documents: {e}"))
         };
         let listed = self.call(hyper::Method::GET, &self.rules_uri, None, "listing the stream rules").await?;
         let existing: RulesResponse =
@@ -368,7 +364,7 @@ impl XApi {
             // X answers 201 and lists refused rules under `errors` (e.g. an invalid rule).
             let parsed: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
             if let Some(errors) = parsed.get("errors").filter(|e| e.as_array().is_some_and(|a| !a.is_empty())) {
-                return Err(Refused::Fatal(format!("X refused stream rules: {errors}")));
+                return Err(ConnectError::Fatal(format!("X refused stream rules: {errors}")));
             }
         }
         Ok(plan)
@@ -393,7 +389,7 @@ fn query_string(pairs: &[(&str, &str)]) -> String {
 /// What a refusal means for the schedule, with X's detail in words: a `429`
 /// waits for `x-rate-limit-reset`, a `408`, `420` or `5xx` backs off
 /// exponentially, anything else is final. `what` names the request, for rules calls.
-fn refusal(status: u16, headers: &hyper::HeaderMap, body: &[u8], what: Option<&str>) -> Refused {
+fn refusal(status: u16, headers: &hyper::HeaderMap, body: &[u8], what: Option<&str>) -> ConnectError {
     let failure = http_failure(status, body);
     let detail = match what {
         Some(what) => format!("{what}: {failure}"),
@@ -403,10 +399,10 @@ fn refusal(status: u16, headers: &hyper::HeaderMap, body: &[u8], what: Option<&s
         429 => {
             let reset = headers.get("x-rate-limit-reset").and_then(|v| v.to_str().ok());
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            Refused::Retry { reason: Reconnect::RateLimited, detail, reset_in: reset_wait(reset, now.as_secs()) }
+            ConnectError::Retry { reason: Reconnect::RateLimited, detail, reset_in: reset_wait(reset, now.as_secs()) }
         }
-        408 | 420 | 500.. => Refused::Retry { reason: Reconnect::HttpError, detail, reset_in: None },
-        _ => Refused::Fatal(detail),
+        408 | 420 | 500.. => ConnectError::Retry { reason: Reconnect::HttpError, detail, reset_in: None },
+        _ => ConnectError::Fatal(detail),
     }
 }
 
