@@ -94,25 +94,33 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("app", 6),
 ];
 
+#[cfg(feature = "cli")]
 pub mod app;
 pub mod aws;
+#[cfg(feature = "cli")]
 pub mod config;
+#[cfg(feature = "cli")]
 pub mod dead_letters;
 pub mod engine;
 pub mod health;
 pub mod http;
 pub mod kpl;
+#[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod leases;
 pub mod metrics;
 pub mod model;
 pub mod processor;
+#[cfg(feature = "producer")]
 pub mod producer;
 pub mod retrieval;
 pub mod retry;
+#[cfg(feature = "cli")]
 pub mod rewind;
 pub mod shutdown;
+#[cfg(feature = "cli")]
 pub mod status;
+#[cfg(feature = "cli")]
 pub mod telemetry;
 
 #[cfg(test)]

@@ -51,6 +51,14 @@ def test_dockerfile_builds_with_the_ci_release_command():
     assert {"--release", "--locked"} <= set(image[0])
 
 
+def test_the_build_stage_uses_the_stated_msrv():
+    """`rust-version` in Cargo.toml is the toolchain the image builds with (cargo refuses an
+    older one, so CI's toolchain is at least it): one minimum supported version, stated once."""
+    msrv = tomllib.loads((REPO / "Cargo.toml").read_text())["package"]["rust-version"]
+    build = [args.split()[0] for ins, args in instructions() if ins == "FROM" and args.startswith("rust:")]
+    assert build == [f"rust:{msrv}-bookworm"], f"Dockerfile builds with {build}; Cargo.toml's rust-version is {msrv}"
+
+
 def test_multi_stage_small_non_root_runtime():
     ins = instructions()
     froms = [args for i, args in ins if i == "FROM"]

@@ -18,6 +18,7 @@ use stream_worker::lambda::{self, KinesisEvent};
 use stream_worker::processor::Processor;
 
 /// jemalloc, as in the worker: glibc's malloc was a fifth of the function's CPU.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -10,75 +10,29 @@ pub mod rate;
 pub mod sink;
 pub mod tweet;
 
+mod item;
+mod reason;
+
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use aws_smithy_types::Blob;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
-use crate::aws::item_size;
 use crate::engine::{Durable, RecordProcessor};
 use crate::metrics as m;
-use crate::model::{iso8601, truncate, Record};
+use crate::model::Record;
+use item::item_for;
 use rate::AdaptiveRate;
 use sink::{write_all, BatchWriter, Item, NotWritten};
 use tokio::time::Instant;
-use tweet::{decode, DecodeError, Tweet};
+use tweet::decode;
 
-/// DynamoDB's item size limit, with room for attribute names and overhead.
-pub const MAX_ITEM_BYTES: usize = 400 * 1024 - 4 * 1024;
-
-/// The raw payload kept in a dead letter is cut to this many bytes, so that
-/// any record, even a 1 MiB one, fits in a dead-letter item.
-pub const MAX_DEAD_LETTER_DATA_BYTES: usize = 256 * 1024;
-
-/// Why a record went to the dead-letter table; the label is the metric's `reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    NotJson,
-    NotATweet,
-    InvalidField,
-    TooLarge,
-    RejectedBySink,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 5] =
-        [Self::NotJson, Self::NotATweet, Self::InvalidField, Self::TooLarge, Self::RejectedBySink];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::NotJson => "not_json",
-            Self::NotATweet => "not_a_tweet",
-            Self::InvalidField => "invalid_field",
-            Self::TooLarge => "too_large",
-            Self::RejectedBySink => "rejected_by_sink",
-        }
-    }
-}
-
-/// Registers the dead-letter counter of every reason at zero, so that a
-/// dashboard's rate has a series before the first dead letter.
-pub fn register_metrics() {
-    for reason in Reason::ALL {
-        metrics::counter!(m::DEAD_LETTERED, "reason" => reason.label()).absolute(0);
-    }
-}
-
-impl From<&DecodeError> for Reason {
-    fn from(e: &DecodeError) -> Self {
-        match e {
-            DecodeError::NotJson(_) => Self::NotJson,
-            DecodeError::NotATweet(_) => Self::NotATweet,
-            DecodeError::InvalidField(_) => Self::InvalidField,
-        }
-    }
-}
+pub use item::{dead_letter_item, dead_letter_key, tweet_item, Stamp, MAX_DEAD_LETTER_DATA_BYTES, MAX_ITEM_BYTES};
+pub use reason::{register_metrics, Reason};
 
 /// What a batch came to.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -349,20 +303,6 @@ impl Processor {
     }
 }
 
-/// The tweets-table item for a record, or why it can never be one.
-fn item_for(shard_id: &str, record: &Record, stamp: &Stamp) -> Result<Item, (Reason, String)> {
-    let tweet = decode(&record.data).map_err(|e| (Reason::from(&e), e.to_string()))?;
-    let item = tweet_item(&tweet, shard_id, record, stamp);
-    if item_size(&item) > MAX_ITEM_BYTES {
-        return Err((Reason::TooLarge, format!("tweet {} is over DynamoDB's item size limit", tweet.id)));
-    }
-    Ok(item)
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
 /// The tweet pipeline as the engine sees it: a slice is durable once each
 /// record is a row or a dead letter; the write rate is shared by the fleet.
 #[async_trait::async_trait]
@@ -388,83 +328,6 @@ impl RecordProcessor for Processor {
     async fn upkeep(&self) {
         self.refresh_write_limits().await;
     }
-}
-
-/// What every item of a batch shares, formatted once for the batch: when it
-/// was processed (`ProcessedAt`) and when the table's TTL removes it
-/// (`ExpirationTime`, epoch seconds).
-pub struct Stamp {
-    processed_at: String,
-    expiration_time: String,
-}
-
-impl Stamp {
-    pub fn new(now: DateTime<Utc>, ttl: Duration) -> Self {
-        Self { processed_at: iso8601(now), expiration_time: (now + ttl).timestamp().to_string() }
-    }
-}
-
-/// The tweets-table item (docs/design.md, "Tables"): keyed by `Id`, so a replay overwrites.
-/// A tweet without `created_at` is stamped with the record's arrival time.
-/// `ProcessedAt` is when the batch was processed: it shows the pipeline's
-/// latency and the order in which shards were processed.
-pub fn tweet_item(tweet: &Tweet<'_>, shard_id: &str, record: &Record, stamp: &Stamp) -> Item {
-    let mut item = HashMap::with_capacity(10);
-    item.insert("Id".to_owned(), s(&tweet.id));
-    item.insert("Timestamp".to_owned(), s(&iso8601(tweet.created_at.unwrap_or(record.arrival))));
-    item.insert("Message".to_owned(), s(&tweet.message));
-    item.insert("ShardId".to_owned(), s(shard_id));
-    item.insert("SequenceNumber".to_owned(), s(&record.sequence_number));
-    if let Some(sub) = record.sub_sequence {
-        item.insert("SubSequenceNumber".to_owned(), AttributeValue::N(sub.to_string()));
-    }
-    item.insert("ExpirationTime".to_owned(), AttributeValue::N(stamp.expiration_time.clone()));
-    item.insert("ProcessedAt".to_owned(), s(&stamp.processed_at));
-    if let Some(v) = &tweet.username {
-        item.insert("Username".to_owned(), s(v));
-    }
-    if let Some(v) = &tweet.screen_name {
-        item.insert("ScreenName".to_owned(), s(v));
-    }
-    if let Some(v) = &tweet.lang {
-        item.insert("Lang".to_owned(), s(v));
-    }
-    if !tweet.hashtags.is_empty() {
-        item.insert("Hashtags".to_owned(), AttributeValue::Ss(tweet.hashtags.iter().map(|h| h.to_string()).collect()));
-    }
-    item
-}
-
-/// The dead-letter table's sort key for a record: its sequence number, and for
-/// a user record of an aggregate `:` and its sub-sequence number, so that two
-/// user records of one aggregate never share a dead letter.
-pub fn dead_letter_key(record: &Record) -> String {
-    match record.sub_sequence {
-        Some(sub) => format!("{}:{sub}", record.sequence_number),
-        None => record.sequence_number.clone(),
-    }
-}
-
-/// The dead-letter item: keyed by shard and [`dead_letter_key`], with the raw
-/// bytes (binary, cut to [`MAX_DEAD_LETTER_DATA_BYTES`]), the reason and the
-/// error.
-pub fn dead_letter_item(shard_id: &str, record: &Record, reason: Reason, error: &str, now: DateTime<Utc>) -> Item {
-    let kept = record.data.len().min(MAX_DEAD_LETTER_DATA_BYTES);
-    let mut item = HashMap::from([
-        ("ShardId".to_owned(), s(shard_id)),
-        ("SequenceNumber".to_owned(), s(&dead_letter_key(record))),
-        ("PartitionKey".to_owned(), s(&record.partition_key)),
-        ("Data".to_owned(), AttributeValue::B(Blob::new(&record.data[..kept]))),
-        ("DataBytes".to_owned(), AttributeValue::N(record.data.len().to_string())),
-        ("Reason".to_owned(), s(reason.label())),
-        ("Error".to_owned(), s(&truncate(error, 1024))),
-        ("ArrivalTime".to_owned(), s(&iso8601(record.arrival))),
-        ("DeadLetteredAt".to_owned(), s(&iso8601(now))),
-    ]);
-    if let Some(sub) = record.sub_sequence {
-        item.insert("SubSequenceNumber".to_owned(), AttributeValue::N(sub.to_string()));
-    }
-    item
 }
 
 #[cfg(test)]

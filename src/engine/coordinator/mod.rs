@@ -1,0 +1,442 @@
+//! The worker: keeps leases (renewals, take rounds, shard sync) and runs one
+//! consumer per held lease.
+//!
+//! One loop owns all lease state; consumers only checkpoint through their
+//! [`HeldLease`]. Timers: renew every `failover / 3`; a take round every
+//! [`taker::round_interval`] (half a second per worker seen, from 1 s up to the
+//! failover time: a small fleet together reads the table about twice a second,
+//! whatever its size), with steals at most every `failover / 2`; a larger fleet
+//! watches the table in segments ([`taker::watch_segment`]) and takes full
+//! rounds every three failover times; shard sync every `shard_sync_interval`
+//! and at each shard end. Take rounds and watches read eventually consistent
+//! snapshots of the table.
+//!
+//! Steals are graceful: the taker marks the lease (`handoffTo`), the owner sees
+//! the mark at its next renewal, finishes its batch, checkpoints and releases.
+//! The taker watches that one lease (a GetItem every second, not a scan) and
+//! takes it as soon as it is released. If the owner has not released after one
+//! failover time, the taker takes it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::held::HeldLease;
+use super::taker::{self, quick_take_interval, Observations};
+use super::RecordProcessor;
+use crate::engine::consumer::Exit;
+use crate::health::Health;
+use crate::leases::{LeaseStore, Segment, StoreError};
+use crate::metrics as m;
+use crate::model::HashRange;
+use crate::model::Lease;
+use crate::retrieval::{ClosedShards, StreamClient};
+
+mod config;
+mod renew;
+mod shard_sync;
+mod supervise;
+mod take;
+
+pub use config::{InitialPosition, WorkerConfig, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_IN_FLIGHT_BYTES};
+
+/// How often the tables' own write limits are read again (DescribeTable): a
+/// provisioned table's capacity changes by hand or by auto scaling, in minutes.
+const WRITE_LIMITS_INTERVAL: Duration = Duration::from_secs(60);
+
+pub struct Worker {
+    pub config: WorkerConfig,
+    /// Readiness: the worker reports when the lease table answers, and shutdown.
+    pub health: Arc<Health>,
+    pub stream: Arc<dyn StreamClient>,
+    pub store: Arc<dyn LeaseStore>,
+    pub processor: Arc<dyn RecordProcessor>,
+}
+
+struct State {
+    held: BTreeMap<String, Arc<HeldLease>>,
+    consumers: JoinSet<Exit>,
+    /// Which shard each consumer task runs, to know whose lease a panic leaves.
+    tasks: HashMap<tokio::task::Id, String>,
+    seen: Observations,
+    /// Handoffs this worker asked for, and when.
+    asked: BTreeMap<String, Instant>,
+    rng: StdRng,
+    /// Each shard's hash key range, as the last shard sync saw it.
+    ranges: HashMap<String, HashRange>,
+    /// The shards the last shard sync saw closed.
+    closed: Arc<ClosedShards>,
+    /// Workers seen at the last take round, this one included.
+    workers: usize,
+    /// When a lease seen standing still at the last take round would expire.
+    next_expiry: Option<Instant>,
+    /// Whether the last take round found leases to take or to ask for, or left
+    /// this worker more than a lease short of its share: the fleet is not
+    /// settled, so the next round comes after the quick interval.
+    unsettled: bool,
+    /// The segment of the table this worker watches for expiries between take
+    /// rounds (a large fleet: [`taker::watch_segment`]).
+    segment: Option<Segment>,
+    /// The rows the last take round read: shard sync scans the table only when
+    /// a shard has no lease among them.
+    known: Vec<Lease>,
+    /// Leases a segment watch found free or expired (and ready) and asked a take
+    /// round for: one round per lease while it stays so, not one per watch.
+    flagged: HashSet<String>,
+}
+
+/// What a segment watch found.
+#[derive(Debug, Default)]
+struct Watch {
+    /// A lease of the segment is free or expired, and ready: a take round is due
+    /// now (once per lease while it stays so).
+    take_now: bool,
+    /// When a lease seen standing still would expire: the moment to read the
+    /// segment again, for a live owner's renewal may simply not have come yet.
+    next_expiry: Option<Instant>,
+}
+
+impl Worker {
+    /// A worker on `stream` and `store`, handing records to `processor`; its
+    /// readiness ([`Health`]) judged over one and a half failover times.
+    pub fn new(
+        config: WorkerConfig,
+        stream: Arc<dyn StreamClient>,
+        store: Arc<dyn LeaseStore>,
+        processor: Arc<dyn RecordProcessor>,
+    ) -> Self {
+        let health = Arc::new(Health::new((config.failover * 3 / 2).max(Duration::from_secs(3))));
+        Self { config, health, stream, store, processor }
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops gracefully within the
+    /// shutdown timeout: consumers finish their batch and checkpoint, every lease
+    /// is released.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
+        let cfg = &self.config;
+        self.store.ensure_table().await?;
+        let renew_every = cfg.failover / 3;
+        let quick_take_every = quick_take_interval(cfg.failover);
+        let mut state = State {
+            held: BTreeMap::new(),
+            consumers: JoinSet::new(),
+            tasks: HashMap::new(),
+            seen: Observations::default(),
+            asked: BTreeMap::new(),
+            rng: match cfg.rng_seed {
+                Some(seed) => StdRng::seed_from_u64(seed),
+                None => StdRng::from_entropy(),
+            },
+            ranges: HashMap::new(),
+            closed: Arc::default(),
+            workers: 1,
+            next_expiry: None,
+            unsettled: false,
+            segment: None,
+            known: Vec::new(),
+            flagged: HashSet::new(),
+        };
+        let consumers_stop = CancellationToken::new();
+        // The gauge exists from the start, before a take round succeeds.
+        metrics::gauge!(m::LEASES_HELD).set(0.0);
+        tracing::info!(worker_id = %cfg.worker_id, failover = ?cfg.failover, "worker started");
+
+        let mut next_renew = Instant::now() + renew_every;
+        let mut next_take = Instant::now();
+        let mut next_steal = Instant::now();
+        let mut next_watch = Instant::now() + quick_take_every;
+        let mut next_segment_watch = Instant::now();
+        let mut next_sync = Instant::now();
+        let mut next_write_limits = Instant::now();
+        loop {
+            // In a fixed order, renewals first (keeping leases matters most): with
+            // several branches ready at once the choice must not be random, or a
+            // simulation under paused time could not replay.
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = sleep_until(next_renew) => {
+                    self.renew_all(&mut state).await;
+                    next_renew += renew_every;
+                }
+                _ = sleep_until(next_write_limits) => {
+                    let refresh = async { self.processor.upkeep().await; Ok::<_, anyhow::Error>(()) };
+                    if self.bounded(refresh).await.is_err() {
+                        tracing::warn!("the processor's upkeep did not finish in time");
+                    }
+                    next_write_limits = Instant::now() + WRITE_LIMITS_INTERVAL;
+                }
+                _ = sleep_until(next_sync) => {
+                    match self.bounded(self.sync_shards(&mut state.ranges, &state.closed, &state.known)).await {
+                        Err(e) => {
+                            tracing::warn!(error = %e, "shard sync failed; retrying at the next take round");
+                            next_sync = Instant::now() + cfg.failover / 2;
+                        }
+                        Ok(created) => {
+                            // ±20 %: replicas started together do not sync (and list
+                            // shards) together for ever.
+                            next_sync = Instant::now() + cfg.shard_sync_interval.mul_f64(state.rng.gen_range(0.8..=1.2));
+                            if created > 0 {
+                                next_take = Instant::now();
+                                next_steal = Instant::now();
+                            }
+                        }
+                    }
+                }
+                _ = sleep_until(next_take) => {
+                    let steal = Instant::now() >= next_steal;
+                    if steal {
+                        next_steal = Instant::now() + taker::take_interval(cfg.failover, &mut state.rng);
+                    }
+                    if let Err(e) = self.bounded(self.take_round(&mut state, &consumers_stop, steal)).await {
+                        tracing::warn!(error = %e, "take round failed");
+                    }
+                    next_take = Instant::now() + if state.unsettled {
+                        quick_take_every
+                    } else {
+                        taker::round_interval(cfg.failover, state.workers, state.segment.is_some(), &mut state.rng)
+                    };
+                    if let Some(expiry) = state.next_expiry {
+                        next_take = next_take.min(expiry);
+                    }
+                }
+                _ = sleep_until(next_segment_watch), if state.segment.is_some() => {
+                    next_segment_watch = Instant::now() + taker::watch_interval(cfg.failover, &mut state.rng);
+                    match self.bounded(self.watch_segment(&mut state)).await {
+                        Ok(watch) => {
+                            if watch.take_now {
+                                next_take = Instant::now();
+                            }
+                            if let Some(expiry) = watch.next_expiry {
+                                next_segment_watch = next_segment_watch.min(expiry);
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "reading the watched segment failed"),
+                    }
+                }
+                _ = sleep_until(next_watch), if !state.asked.is_empty() => {
+                    if let Err(e) = self.bounded(self.watch_handoffs(&mut state, &consumers_stop)).await {
+                        tracing::debug!(error = %e, "reading a requested handoff's lease failed");
+                    }
+                    next_watch = Instant::now() + quick_take_every;
+                }
+                Some(joined) = state.consumers.join_next_with_id() => {
+                    if self.on_consumer_exit(&mut state, joined).await {
+                        next_take = Instant::now();
+                        next_steal = Instant::now();
+                        next_sync = Instant::now();
+                    }
+                }
+            }
+        }
+
+        self.health.shutting_down();
+        tracing::info!(worker_id = %cfg.worker_id, leases = state.held.len(), "shutting down: finishing in-flight batches");
+        consumers_stop.cancel();
+        // Keep the last tenth of the budget for releasing the leases.
+        let deadline = Instant::now() + cfg.shutdown_timeout - cfg.shutdown_timeout / 10;
+        loop {
+            tokio::select! {
+                joined = state.consumers.join_next_with_id() => match joined {
+                    Some(joined) => { self.on_consumer_exit(&mut state, joined).await; }
+                    None => break,
+                },
+                _ = sleep_until(next_renew) => {
+                    self.renew_all(&mut state).await;
+                    next_renew += renew_every;
+                }
+                _ = sleep_until(deadline) => {
+                    tracing::warn!(remaining = state.consumers.len(), "shutdown timeout: abandoning unfinished batches (they will be re-read)");
+                    state.consumers.abort_all();
+                    break;
+                }
+            }
+        }
+        let this = &self;
+        join_all(std::mem::take(&mut state.held).into_values().map(|held| async move { this.release(&held).await }))
+            .await;
+        metrics::gauge!(m::LEASES_HELD).set(0.0);
+        tracing::info!(worker_id = %cfg.worker_id, "worker stopped");
+        Ok(())
+    }
+
+    /// Runs a step of the loop for at most a third of the failover time: a stalled
+    /// lease table must not keep the loop from renewing, or from noticing that
+    /// consumers stopped.
+    async fn bounded<T, E: Into<anyhow::Error>>(
+        &self,
+        step: impl std::future::Future<Output = Result<T, E>>,
+    ) -> anyhow::Result<T> {
+        match tokio::time::timeout(self.config.failover / 3, step).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(anyhow::anyhow!("no answer from the lease table within {:?}", self.config.failover / 3)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Take rounds, release on shutdown and failover, on the twins under paused time.
+
+    use super::*;
+    use crate::leases::memory::MemoryLeaseStore;
+    use crate::processor::sink::MemoryTable;
+    use crate::processor::Processor;
+    use crate::retrieval::memory::MemoryStream;
+    use crate::retrieval::polling::PollingConfig;
+    use crate::retrieval::Retrieval;
+
+    const FAILOVER: Duration = Duration::from_secs(10);
+
+    struct Fleet {
+        stream: Arc<MemoryStream>,
+        store: Arc<MemoryLeaseStore>,
+        tweets: Arc<MemoryTable>,
+        next_id: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Fleet {
+        fn new(shards: usize) -> Self {
+            Self {
+                stream: Arc::new(MemoryStream::new(shards)),
+                store: Arc::new(MemoryLeaseStore::new()),
+                tweets: Arc::new(MemoryTable::new("tweets", &["Id"])),
+                next_id: 0.into(),
+            }
+        }
+
+        fn put(&self, n: usize) {
+            for _ in 0..n {
+                let i = self.next_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.stream.put(&format!("k{i}"), format!(r#"{{"id_str":"{i}","text":"t"}}"#).as_bytes());
+            }
+        }
+
+        fn start(&self, id: &str) -> (tokio::task::JoinHandle<Result<(), StoreError>>, CancellationToken) {
+            self.start_with(id, FAILOVER)
+        }
+
+        fn start_with(
+            &self,
+            id: &str,
+            failover: Duration,
+        ) -> (tokio::task::JoinHandle<Result<(), StoreError>>, CancellationToken) {
+            let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
+            let mut config = WorkerConfig::new(id);
+            config.failover = failover;
+            config.consumer.retrieval =
+                Retrieval::Polling(PollingConfig { max_records: 100, ..PollingConfig::default() });
+            config.consumer.budget = None;
+            let worker = Worker {
+                config,
+                health: Arc::new(Health::new(Duration::from_secs(3))),
+                stream: self.stream.clone(),
+                store: self.store.clone(),
+                processor: Arc::new(Processor::new(self.tweets.clone(), dead, None, Duration::from_secs(86_400))),
+            };
+            let stop = CancellationToken::new();
+            (tokio::spawn(worker.run(stop.clone())), stop)
+        }
+
+        /// Leases held per owner (`-` for none).
+        async fn owners(&self) -> HashMap<String, usize> {
+            let mut owners = HashMap::new();
+            for lease in self.store.list().await.unwrap() {
+                *owners.entry(lease.owner.unwrap_or_else(|| "-".into())).or_default() += 1;
+            }
+            owners
+        }
+
+        /// Waits in paused time until `done`; returns how long it took.
+        async fn until(&self, what: &str, done: impl Fn(&HashMap<String, usize>, usize) -> bool) -> Duration {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(300) {
+                if done(&self.owners().await, self.tweets.len()) {
+                    return start.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{what}: not after 300 s; owners {:?}, {} rows", self.owners().await, self.tweets.len());
+        }
+    }
+
+    fn holds(owners: &HashMap<String, usize>, who: &str, n: usize) -> bool {
+        owners.get(who).copied().unwrap_or(0) == n
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_workers_share_the_shards_and_a_stopping_one_hands_them_over_at_once() {
+        let fleet = Fleet::new(4);
+        fleet.put(40);
+        let (a, stop_a) = fleet.start("a");
+        let (b, stop_b) = fleet.start("b");
+        let took = fleet.until("a fair share each", |o, rows| holds(o, "a", 2) && holds(o, "b", 2) && rows == 40).await;
+        assert!(took <= Duration::from_secs(30), "converged in {took:?}");
+
+        stop_b.cancel();
+        b.await.unwrap().unwrap();
+        let took = fleet.until("a holds every lease", |o, _| holds(o, "a", 4)).await;
+        assert!(
+            took <= Duration::from_secs(3),
+            "a released lease is taken within 3 s (the fleet reads the table about twice a second), not {took:?}"
+        );
+        fleet.put(20);
+        fleet.until("the new records written", |_, rows| rows == 60).await;
+
+        stop_a.cancel();
+        a.await.unwrap().unwrap();
+        assert!(holds(&fleet.owners().await, "-", 4), "every lease released: {:?}", fleet.owners().await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crashed_workers_leases_are_taken_after_the_failover_time_and_not_before() {
+        let fleet = Fleet::new(4);
+        fleet.put(40);
+        let (a, stop_a) = fleet.start("a");
+        let (b, _) = fleet.start("b");
+        fleet.until("a fair share each", |o, rows| holds(o, "a", 2) && holds(o, "b", 2) && rows == 40).await;
+
+        b.abort(); // a crash: nothing released
+        let took = fleet.until("a holds every lease", |o, _| holds(o, "a", 4)).await;
+        assert!(took >= FAILOVER - Duration::from_secs(1), "taken before the lease expired: {took:?}");
+        assert!(took <= FAILOVER + Duration::from_secs(5), "failover took {took:?}");
+        fleet.put(20);
+        fleet.until("the new records written", |_, rows| rows == 60).await;
+        stop_a.cancel();
+        a.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_watching_segments_takes_a_crashed_workers_leases_soon_after_the_failover_time() {
+        // Four workers at a 2 s failover time: more workers than seconds, so they
+        // watch two segments and take full rounds only every 6 s on average.
+        let failover = Duration::from_secs(2);
+        let fleet = Fleet::new(8);
+        fleet.put(80);
+        let workers: Vec<_> = ["a", "b", "c", "d"].iter().map(|id| fleet.start_with(id, failover)).collect();
+        fleet.until("two each", |o, rows| ["a", "b", "c", "d"].iter().all(|w| holds(o, w, 2)) && rows == 80).await;
+        tokio::time::sleep(failover * 5).await; // settled: past the quick rounds
+        let before = fleet.store.usage();
+        workers[1].0.abort(); // a crash: nothing released
+        let took = fleet.until("b's leases taken", |o, _| holds(o, "b", 0) && !o.contains_key("-")).await;
+        let after = fleet.store.usage();
+        assert!(took >= failover - Duration::from_millis(700), "taken before the lease expired: {took:?}");
+        assert!(took <= failover + Duration::from_secs(2), "seen expire {took:?} after the crash");
+        assert!(after.segment_scans > before.segment_scans, "no segment watched");
+        fleet.put(40);
+        fleet.until("the new records written", |_, rows| rows == 120).await;
+        for (i, (task, stop)) in workers.into_iter().enumerate() {
+            stop.cancel();
+            if i != 1 {
+                task.await.unwrap().unwrap();
+            }
+        }
+    }
+}
