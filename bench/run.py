@@ -72,9 +72,9 @@ def start_producer(names, *args):
     return p, log
 
 
-def worker(names, worker_id, *extra, env=None):
+def worker(names, worker_id, *extra, env=None, bin=None):
     port = next(_ports)
-    p = subprocess.Popen([BIN, "run", "--stream", names["stream"], "--worker-id", worker_id,
+    p = subprocess.Popen([bin or BIN, "run", "--stream", names["stream"], "--worker-id", worker_id,
                           "--tweets-table", names["tweets"], "--dead-letter-table", names["dead"],
                           "--lease-table", names["leases"], "--metrics-addr", f"127.0.0.1:{port}", *extra],
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, f"{names['stream']}-{worker_id}.log"), "w"),
@@ -117,14 +117,14 @@ def report(figure, value, target, ok, note=""):
     print(f"  {figure}: {value} (target {target}) {note}", flush=True)
 
 
-def drain(tag, shards, records, max_records, *produce_args, env=None):
+def drain(tag, shards, records, max_records, *produce_args, env=None, bin=None):
     names = resources(tag, shards)
     print(f"{tag}: loading {records} records on {shards} shards {' '.join(produce_args)}", flush=True)
     produce(names, "--count", str(records), "--seed", "7", *produce_args)
     emu = emulator_pids()
     emu_before = {k: cpu_seconds(v) for k, v in emu.items()}
     p, port = worker(names, "bench", "--max-records", str(max_records), *shlex.split(os.environ.get("BENCH_WORKER_ARGS", "")),
-                     env=env)
+                     env=env, bin=bin)
     # CPU per record in the steady drain: from the first batch processed, so
     # that start-up (SDK, tables, shard sync: ~0.2 s of CPU) is not spread over
     # the records.
@@ -215,6 +215,33 @@ def bench_cpu():
     report("  the same drain, its tweet writes answered at once by the front and written nowhere (moto's CPU "
            "out of the way)", f"{statistics.median(alone) * 1e6:.1f} µs", "(measured)", True,
            f"[runs: {', '.join(f'{r * 1e6:.1f}' for r in alone)} µs]")
+
+
+def bench_cpu_pairs():
+    """bench_cpu's drain, alternating this build's worker with another binary
+    (BENCH_BASELINE_BIN, e.g. main's last commit built elsewhere) in pairs,
+    each pair in the other order from the last, so that a drift of the
+    emulators' pace or the machine's load falls on both alike."""
+    baseline = os.environ.get("BENCH_BASELINE_BIN")
+    if not baseline:
+        sys.exit("bench: cpu-pairs compares with another build: set BENCH_BASELINE_BIN to its stream-worker binary")
+    n, pairs = 15_000, int(os.environ.get("BENCH_PAIRS", "5"))
+    new, old = [], []
+    for i in range(pairs):
+        order = [("new", BIN), ("old", baseline)] if i % 2 == 0 else [("old", baseline), ("new", BIN)]
+        got = {}
+        for which, bin in order:
+            cpu, _, took, _ = drain(f"pair{i}-{which}", 8, n, 1000, bin=bin)
+            got[which] = cpu / n
+        new.append(got["new"])
+        old.append(got["old"])
+        print(f"    pair {i + 1}: new {got['new'] * 1e6:.1f} µs, old {got['old'] * 1e6:.1f} µs", flush=True)
+    lower = sum(a < b for a, b in zip(new, old))
+    report(f"worker CPU per record, this build ({n:,} on 8 shards, median of {pairs} pairs)",
+           f"{statistics.median(new) * 1e6:.1f} µs", "(measured)", True, f"[{', '.join(f'{r * 1e6:.1f}' for r in new)}]")
+    report("  the same, BENCH_BASELINE_BIN", f"{statistics.median(old) * 1e6:.1f} µs", "(measured)", True,
+           f"[{', '.join(f'{r * 1e6:.1f}' for r in old)}]")
+    report("  pairs in which this build used less CPU", f"{lower} of {pairs}", "(measured)", True, "")
 
 
 def bench_memory():
@@ -498,12 +525,12 @@ def bench_aggregation():
                "(beside each other)", True, f"[runs: {', '.join(f'{r * 1e6:.1f}' for r in runs)} µs]")
 
 
-FIGURES = {"cpu": bench_cpu, "memory": bench_memory, "capacity": bench_capacity, "budget": bench_budget,
+FIGURES = {"cpu": bench_cpu, "cpu-pairs": bench_cpu_pairs, "memory": bench_memory, "capacity": bench_capacity, "budget": bench_budget,
            "latency": bench_latency, "fan-out": bench_fan_out, "lease-cost": bench_lease_cost, "fleet": bench_fleet,
            "producer": bench_producer, "aggregation": bench_aggregation}
 
 if __name__ == "__main__":
-    wanted = sys.argv[1:] or list(FIGURES)
+    wanted = sys.argv[1:] or [f for f in FIGURES if f != "cpu-pairs"]
     for name in wanted:
         FIGURES[name]()
     print()

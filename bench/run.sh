@@ -5,6 +5,8 @@
 #   bench/run.sh            # all figures (about 10 minutes)
 #   bench/run.sh cpu memory # some of: cpu memory capacity budget latency fan-out lease-cost fleet producer aggregation
 #   BENCH_WORKER_ARGS='--max-write-rate 1000' bench/run.sh cpu   # the drains' worker with a setting
+#   BENCH_BASELINE_BIN=/path/to/old/stream-worker bench/run.sh cpu-pairs  # cpu's drain, this
+#                           # build against another, alternating in pairs (BENCH_PAIRS, 5)
 #   bench/run.sh lambda [--json]  # the Lambda function: cold start, peak RSS, CPU per
 #                           # record, invocation latency (see bench/lambda.py; not in "all")
 #

@@ -14,7 +14,7 @@ use crate::config::{
 };
 use crate::engine::budget::ByteBudget;
 use crate::engine::consumer::ConsumerConfig;
-use crate::engine::coordinator::{InitialPosition, Worker, WorkerConfig};
+use crate::engine::coordinator::{Worker, WorkerConfig};
 use crate::health::Health;
 use crate::leases::dynamodb::DynamoLeaseStore;
 use crate::leases::LeaseStore;
@@ -89,10 +89,6 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
     crate::metrics::register_table_counters(&[&args.processor.tweets_table, &args.processor.dead_letter_table]);
     let processor = Arc::new(args.processor.build(dynamodb));
     let worker_id = args.worker_id();
-    let initial_timestamp = match args.initial_position {
-        InitialPosition::AtTimestamp(t) => Some(t),
-        _ => None,
-    };
     let worker = Worker {
         config: WorkerConfig {
             worker_id: worker_id.clone(),
@@ -104,7 +100,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
             shutdown_timeout: args.shutdown_timeout,
             consumer: ConsumerConfig {
                 retrieval: retrieval(&args, &kinesis, &config).await?,
-                initial_timestamp,
+                initial_timestamp: None,
                 budget: (args.max_in_flight_bytes > 0).then(|| ByteBudget::new(args.max_in_flight_bytes)),
                 checkpoint_interval: args.checkpoint_interval,
             },

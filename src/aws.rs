@@ -110,6 +110,10 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// Whether the same call may simply be retried later, with backoff: true for
+    /// [`Throttled`](Self::Throttled), [`Transient`](Self::Transient) and
+    /// [`Unreachable`](Self::Unreachable). The other classes need handling of
+    /// their own (a new iterator, a lost race, a busy resource) or cannot succeed.
     pub fn is_retryable(self) -> bool {
         matches!(self, Self::Throttled | Self::Transient | Self::Unreachable)
     }
@@ -211,12 +215,20 @@ pub fn root_cause(err: &(dyn StdError + 'static)) -> String {
 /// from the environment, or the regional AWS default.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The service's name in lower case, e.g. `kinesis` or `dynamodb`; it also
+    /// names the `AWS_ENDPOINT_URL_<SERVICE>` variable that [`Target::new`] reads.
     pub service: &'static str,
+    /// The configured region, or `<none>` when none is set.
     pub region: String,
+    /// The endpoint URL from `AWS_ENDPOINT_URL_<SERVICE>`, `AWS_ENDPOINT_URL` or the
+    /// SDK config, in that order; `None` means the regional AWS default.
     pub endpoint: Option<String>,
 }
 
 impl Target {
+    /// Describes where `service` (e.g. `"kinesis"`) is reached with `config`. Reads
+    /// `AWS_ENDPOINT_URL_<SERVICE>` first, then `AWS_ENDPOINT_URL`, then the config's
+    /// endpoint URL; empty values count as unset.
     pub fn new(service: &'static str, config: &SdkConfig) -> Self {
         let env_name = format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase());
         let endpoint = std::env::var(env_name)
@@ -241,9 +253,13 @@ impl fmt::Display for Target {
 #[derive(Debug, thiserror::Error)]
 #[error("{what} ({target}): {problem}\n  hint: {hint}")]
 pub struct StartupError {
+    /// What was being checked, e.g. `kinesis stream 'tweets'`.
     pub what: String,
+    /// Where the service was reached (region and endpoint).
     pub target: Target,
+    /// What went wrong, e.g. `not found` or the error's root cause.
     pub problem: String,
+    /// What the operator can do about it; printed after `hint:`.
     pub hint: String,
 }
 

@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The process's readiness, as `/readyz` answers it: ready once started, while
+/// the lease table (or another subject, see [`Health::with_subject`]) has
+/// answered within the window, nothing blocks it and it is not shutting down.
+/// Shared in an `Arc`: the worker or producer reports into it, the HTTP server
+/// reads [`Health::readiness`].
 #[derive(Debug)]
 pub struct Health {
     started: AtomicBool,
@@ -23,6 +28,9 @@ pub struct Health {
 }
 
 impl Health {
+    /// Not ready until [`Health::started`] is called; afterwards not ready once the
+    /// subject (by default the lease table) has not answered for longer than
+    /// `window`.
     pub fn new(window: Duration) -> Self {
         Self {
             started: false.into(),
@@ -51,6 +59,7 @@ impl Health {
         self.store_ok();
     }
 
+    /// The process is stopping: not ready from now on, whatever else holds.
     pub fn shutting_down(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
     }

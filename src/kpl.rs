@@ -15,6 +15,8 @@ use md5::{Digest, Md5};
 use crate::model::{HashRange, Record};
 use prost::Message;
 
+/// The four bytes an aggregated record's data starts with (`F3 89 9A C2`), as
+/// the KPL writes them.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 const DIGEST_BYTES: usize = 16;
 /// Kinesis' limit on a partition key, in bytes (256 Unicode characters of which
@@ -57,8 +59,12 @@ mod proto {
 /// One user record of an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
+    /// The user record's partition key, from the aggregate's partition key table.
     pub partition_key: String,
+    /// The explicit hash key, when the producer set one; it overrides the partition
+    /// key's MD5 for routing (see [`UserRecord::hash_key`]).
     pub explicit_hash_key: Option<u128>,
+    /// The user record's payload.
     pub data: Vec<u8>,
 }
 
@@ -79,18 +85,40 @@ pub fn hash_key(partition_key: &str) -> u128 {
 /// record is processed as a plain record (as the KCL does), and counted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
+    /// The data is shorter than the magic plus an MD5 (20 bytes); holds its length
+    /// in bytes.
     #[error("{0} bytes: too short for the magic and an MD5")]
     TooShort(usize),
+    /// The trailing MD5 is not the digest of the protobuf before it.
     #[error("the MD5 does not match the protobuf")]
     Digest,
+    /// The bytes between the magic and the MD5 are not an `AggregatedRecord`;
+    /// holds the decoder's message.
     #[error("the protobuf does not decode: {0}")]
     Protobuf(String),
+    /// The aggregate decodes but holds no user record.
     #[error("it holds no user record")]
     Empty,
+    /// A user record names a partition key or explicit hash key index past the
+    /// end of its table.
     #[error("user record {record} names {table} index {index}, past the table's {len} entries")]
-    Index { record: usize, table: &'static str, index: u64, len: usize },
+    Index {
+        /// The user record's position in the aggregate, from 0 (its sub-sequence
+        /// number).
+        record: usize,
+        /// Which table: `"partition key"` or `"explicit hash key"`.
+        table: &'static str,
+        /// The index the user record names.
+        index: u64,
+        /// The number of entries in that table.
+        len: usize,
+    },
+    /// The partition key table's entry at this index is empty or longer than
+    /// [`MAX_PARTITION_KEY_BYTES`].
     #[error("partition key {0} is empty or over {MAX_PARTITION_KEY_BYTES} bytes")]
     PartitionKey(usize),
+    /// An entry of the explicit hash key table is not a decimal number below
+    /// 2^128; holds the entry, cut to 64 characters.
     #[error("explicit hash key {0:?} is not a number below 2^128")]
     ExplicitHashKey(String),
 }
@@ -158,10 +186,12 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
+    /// Whether no user record has been added yet.
     pub fn is_empty(&self) -> bool {
         self.message.records.is_empty()
     }
 
+    /// The number of user records added so far.
     pub fn len(&self) -> usize {
         self.message.records.len()
     }

@@ -63,22 +63,32 @@ fn shard_of(event_id: Option<&str>) -> &str {
 /// as a number (see `arrival`).
 #[derive(Debug, Deserialize)]
 pub struct KinesisEvent {
+    /// `Records`: the batch's records, in the order the mapping sent them.
     #[serde(rename = "Records")]
     pub records: Vec<EventRecord>,
 }
 
+/// One record of the event (an element of `Records`).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventRecord {
+    /// `eventID`: `shardId-…:sequenceNumber`. The shard is read from it; a
+    /// missing or malformed one groups the record under shard `unknown`.
     #[serde(rename = "eventID")]
     pub event_id: Option<String>,
+    /// `kinesis`: the Kinesis record's partition key, sequence number, data and
+    /// arrival time.
     pub kinesis: KinesisData,
 }
 
+/// The `kinesis` object of an event record: the Kinesis record itself.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KinesisData {
+    /// The partition key the producer put the record with.
     pub partition_key: String,
+    /// The Kinesis record's sequence number; a failure is reported by it in
+    /// `batchItemFailures`.
     pub sequence_number: String,
     /// Base64, as Lambda sends it.
     pub data: String,

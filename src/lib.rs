@@ -68,6 +68,23 @@
 //! | 0 model | [`model`] | pure values: records, positions, checkpoints, leases |
 //!
 //! `src/main.rs` and `src/bin/lambda.rs` are the entry points above them all.
+//!
+//! # Features
+//!
+//! The default features build both binaries. A crate that only runs the engine
+//! depends on `stream-worker = { default-features = false }`: the engine, its
+//! edges and the tweet processor, without clap, axum, the producer, Secrets
+//! Manager, the Lambda runtime or jemalloc.
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `cli` | the `stream-worker` binary's modules: [`config`], [`app`], the operator commands, [`telemetry`] (logs, `/metrics`, `/readyz`) |
+//! | `producer` | [`producer`]: file, synthetic and X API sources → PutRecords |
+//! | `lambda` | [`lambda`], the Lambda adapter, and the `stream-worker-lambda` function |
+//! | `jemalloc` | jemalloc as the binaries' allocator |
+//!
+//! Every public item of the library's modules has a doc comment (`missing_docs`
+//! is a warning there, and CI denies warnings).
 
 /// Each module's layer (see the table above): an import may point to the
 /// same layer or a lower one, never up.
@@ -96,27 +113,40 @@ pub const LAYERS: &[(&str, u8)] = &[
 
 #[cfg(feature = "cli")]
 pub mod app;
+#[warn(missing_docs)]
 pub mod aws;
 #[cfg(feature = "cli")]
 pub mod config;
 #[cfg(feature = "cli")]
 pub mod dead_letters;
+#[warn(missing_docs)]
 pub mod engine;
+#[warn(missing_docs)]
 pub mod health;
+#[warn(missing_docs)]
 pub mod http;
+#[warn(missing_docs)]
 pub mod kpl;
 #[cfg(feature = "lambda")]
+#[warn(missing_docs)]
 pub mod lambda;
+#[warn(missing_docs)]
 pub mod leases;
+#[warn(missing_docs)]
 pub mod metrics;
+#[warn(missing_docs)]
 pub mod model;
+#[warn(missing_docs)]
 pub mod processor;
 #[cfg(feature = "producer")]
 pub mod producer;
+#[warn(missing_docs)]
 pub mod retrieval;
+#[warn(missing_docs)]
 pub mod retry;
 #[cfg(feature = "cli")]
 pub mod rewind;
+#[warn(missing_docs)]
 pub mod shutdown;
 #[cfg(feature = "cli")]
 pub mod status;

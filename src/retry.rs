@@ -8,13 +8,20 @@ use std::time::Duration;
 
 use rand::Rng;
 
+/// Exponential backoff with full jitter (see the module docs): the delay before
+/// retry `attempt` is uniform in `[0, min(cap, base * 2^attempt)]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
+    /// The delay ceiling of the first retry (attempt 0); it doubles with each
+    /// attempt.
     pub base: Duration,
+    /// The largest delay ceiling, whatever the attempt.
     pub cap: Duration,
 }
 
 impl Backoff {
+    /// A backoff that starts at `base` and doubles per attempt up to `cap`; a
+    /// `const fn`, so a caller can keep it in a `const`.
     pub const fn new(base: Duration, cap: Duration) -> Self {
         Self { base, cap }
     }
@@ -31,6 +38,8 @@ impl Backoff {
         Duration::from_nanos(rng.gen_range(0..=ceiling.as_nanos().min(u64::MAX as u128) as u64))
     }
 
+    /// Sleeps (on `tokio::time`) for a [`delay`](Self::delay) before retry
+    /// `attempt`, drawn with the thread's random number generator.
     pub async fn sleep(&self, attempt: u32) {
         let delay = self.delay(attempt, &mut rand::thread_rng());
         tokio::time::sleep(delay).await;

@@ -15,6 +15,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics as m;
 
+/// A worker's memory budget: the bytes of records read and not yet written, for
+/// all its shards together (`--max-in-flight-bytes`). A semaphore with one permit
+/// per byte.
+///
+/// Build it with [`ByteBudget::new`] and share the `Arc` between the shards'
+/// consumers (`ConsumerConfig::budget`); each takes a [`Reservation`] before
+/// each read of its shard. The bytes held are reported as the
+/// [`IN_FLIGHT_BYTES`](crate::metrics::IN_FLIGHT_BYTES) gauge.
 #[derive(Debug)]
 pub struct ByteBudget {
     semaphore: Arc<Semaphore>,
@@ -70,6 +78,7 @@ impl ByteBudget {
 }
 
 impl Reservation {
+    /// Bytes this reservation holds now: at least 1, at most the budget's total.
     pub fn bytes(&self) -> u64 {
         self.permit.as_ref().map_or(0, |p| p.num_permits() as u64)
     }

@@ -27,11 +27,16 @@ use crate::model::HashRange;
 use crate::retrieval::{ClosedShards, Read, Retrieval, Shard, StartAt, StreamClient};
 use crate::retry::Backoff;
 
+/// How each shard's [`Consumer`] reads and checkpoints. One value serves every
+/// shard of a worker (`WorkerConfig::consumer`);
+/// [`WorkerConfig::new`](crate::engine::coordinator::WorkerConfig::new) fills in
+/// `stream-worker run`'s defaults.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     /// Polling or enhanced fan-out.
     pub retrieval: Retrieval,
-    /// The timestamp an `AT_TIMESTAMP` checkpoint starts from.
+    /// The timestamp an `AT_TIMESTAMP` checkpoint starts from (a worker fills it
+    /// from `WorkerConfig::initial_position`); `None`: from the trim horizon.
     pub initial_timestamp: Option<DateTime<Utc>>,
     /// The process's memory budget for records read and not yet written.
     pub budget: Option<Arc<ByteBudget>>,
@@ -79,7 +84,12 @@ const FIRST_RECORD_BYTES_GUESS: u64 = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
     /// The shard is closed and fully processed; `SHARD_END` is checkpointed.
-    ShardEnd { children: Vec<Shard> },
+    ShardEnd {
+        /// The shards the stream named as this shard's children when it ended;
+        /// empty when it named none (or the lease already held `SHARD_END` at
+        /// the start). The worker creates their leases at once.
+        children: Vec<Shard>,
+    },
     /// The lease was lost or fenced; nothing more was checkpointed.
     LeaseLost,
     /// Asked to stop (worker shutdown or a handoff request); the last batch is
@@ -89,15 +99,26 @@ pub enum Exit {
 
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 
+/// One shard's consumer: reads the shard of a held lease, hands the records to
+/// the processor a slice at a time and checkpoints what the processor reports
+/// durable, until the shard ends, the lease is lost or a stop is asked for.
+///
+/// The worker builds one per held lease and spawns [`Consumer::run`]; the
+/// returned [`Exit`] says why it stopped.
 pub struct Consumer {
+    /// The lease the shard is consumed under: checkpoints go through it, and it
+    /// says when the lease is lost or fenced and when a graceful stop is asked for.
     pub held: Arc<HeldLease>,
     /// The shard's hash key range, when known: user records of aggregates
     /// outside it are counted.
     pub hash_range: Option<HashRange>,
+    /// The stream the shard is read from (Kinesis, or the in-memory twin in tests).
     pub stream: Arc<dyn StreamClient>,
     /// Shards ListShards reported closed (for fan-out's end check).
     pub closed: Arc<ClosedShards>,
+    /// The application's processor that the records are handed to.
     pub processor: Arc<dyn RecordProcessor>,
+    /// Retrieval mode, starting timestamp, memory budget and checkpoint interval.
     pub config: ConsumerConfig,
 }
 

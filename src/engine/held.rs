@@ -19,6 +19,13 @@ use tokio_util::sync::CancellationToken;
 use crate::leases::{Cas, LeaseStore, StoreError};
 use crate::model::{Checkpoint, Lease};
 
+/// A lease this worker holds, shared by the worker's renewer and the shard's
+/// [`Consumer`](crate::engine::consumer::Consumer).
+///
+/// Every write to the lease row (renewal, checkpoint, release) goes through it
+/// one at a time, so they never race on `leaseCounter`. It keeps the zombie
+/// fence (see the module docs): past [`HeldLease::fence`] the lease counts as
+/// lost and nothing more is written.
 pub struct HeldLease {
     key: String,
     state: AsyncMutex<Lease>,
@@ -58,6 +65,7 @@ impl HeldLease {
         }
     }
 
+    /// The lease key: the shard id, e.g. `shardId-000000000003`.
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -106,6 +114,8 @@ impl HeldLease {
         *self.fence.lock().unwrap() = fence_after(sent, self.failover);
     }
 
+    /// Whether the lease has been marked lost: taken over, found past its fence,
+    /// or released. Its consumer then stops without checkpointing.
     pub fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
     }
@@ -131,6 +141,8 @@ impl HeldLease {
         }
     }
 
+    /// A copy of the lease row as this worker knows it: what its take, or its
+    /// last renewal or checkpoint, returned (counter, checkpoint, owner, ...).
     pub async fn snapshot(&self) -> Lease {
         self.state.lock().await.clone()
     }

@@ -72,6 +72,9 @@ impl Observations {
             .min()
     }
 
+    /// Whether `lease` is expired at `now`: it has no owner, or this worker has seen
+    /// its counter stand still for at least `failover`. A lease not yet seen at its
+    /// current counter counts as alive.
     pub fn is_expired(&self, lease: &Lease, now: Instant, failover: Duration) -> bool {
         if lease.owner.is_none() {
             return true;
@@ -84,8 +87,12 @@ impl Observations {
     }
 }
 
+/// The limits of a take round: the failover time and how many leases to hold
+/// and to steal (the fields of the same names in
+/// [`WorkerConfig`](crate::engine::coordinator::WorkerConfig)).
 #[derive(Debug, Clone, Copy)]
 pub struct TakerConfig {
+    /// The failover time: a lease whose counter has stood still this long is expired.
     pub failover: Duration,
     /// No more than this many leases per worker.
     pub max_leases: usize,

@@ -16,14 +16,33 @@ use super::{apply, Cas, LeaseStore, Segment, StoreError};
 use crate::aws::{classify, describe, ErrorClass};
 use crate::model::{Checkpoint, Lease};
 
+/// Attribute `leaseKey`, the table's hash key: the shard id.
 pub const LEASE_KEY: &str = "leaseKey";
+/// Attribute `leaseOwner`: the worker id that holds the lease; absent once
+/// released.
 pub const LEASE_OWNER: &str = "leaseOwner";
+/// Attribute `leaseCounter`: the lease's version. Every update but a handoff
+/// request adds one, and other workers judge the owner alive by watching it
+/// move.
 pub const LEASE_COUNTER: &str = "leaseCounter";
+/// Attribute `checkpoint`: a sequence number (decimal string) or a sentinel
+/// such as `TRIM_HORIZON` or `SHARD_END`.
 pub const CHECKPOINT: &str = "checkpoint";
+/// Attribute `checkpointSubSequenceNumber`: the user record within a KPL
+/// aggregate the checkpoint points at; 0 for a plain record or a sentinel.
 pub const CHECKPOINT_SUB: &str = "checkpointSubSequenceNumber";
+/// Attribute `ownerSwitchesSinceCheckpoint`: how often the lease changed hands
+/// without a checkpoint; a take by a new owner adds one, a checkpoint resets it.
 pub const OWNER_SWITCHES: &str = "ownerSwitchesSinceCheckpoint";
+/// Attribute `parentShardId`: a string set of the shard's parents, which must
+/// reach `SHARD_END` before this shard is read; absent when none. A plain string
+/// is read as a set of one.
 pub const PARENT_SHARD_IDS: &str = "parentShardId";
+/// Attribute `childShardIds`: a string set of the shard's children, written
+/// with the `SHARD_END` checkpoint; absent when none.
 pub const CHILD_SHARD_IDS: &str = "childShardIds";
+/// Attribute `handoffTo`: the worker that asked for the lease in a graceful
+/// steal; absent when none. Removed by a take.
 pub const HANDOFF_TO: &str = "handoffTo";
 /// Not in the KCL schema (the KCL ignores it): records checkpointed on this
 /// shard, all owners together, for `status --watch`'s records/s.
@@ -31,6 +50,16 @@ pub const RECORDS_PROCESSED: &str = "recordsProcessed";
 
 type Item = HashMap<String, AttributeValue>;
 
+/// The [`LeaseStore`] on a DynamoDB table with the Java KCL 2.x lease schema:
+/// it writes the KCL's attributes (and a few of its own, such as
+/// `recordsProcessed`), and reads rows the KCL wrote.
+/// Every write is conditional: a create on the key being absent, the others on
+/// `leaseCounter` (and `leaseOwner` where the trait's contract says so).
+///
+/// [`LeaseStore::ensure_table`] creates a missing table with the string hash key
+/// `leaseKey` and on-demand billing. The calls made are `DescribeTable`,
+/// `CreateTable` (only for a missing table), `Scan`, `GetItem`, `PutItem`,
+/// `UpdateItem` and `DeleteItem`.
 #[derive(Debug, Clone)]
 pub struct DynamoLeaseStore {
     client: Client,
@@ -38,10 +67,13 @@ pub struct DynamoLeaseStore {
 }
 
 impl DynamoLeaseStore {
+    /// A store on the table `table`. Nothing is called yet; call
+    /// [`LeaseStore::ensure_table`] to create the table if it is missing.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
 
+    /// The lease table's name.
     pub fn table(&self) -> &str {
         &self.table
     }

@@ -10,6 +10,11 @@ use async_trait::async_trait;
 use super::{apply, Cas, LeaseStore, Segment, StoreError};
 use crate::model::{Checkpoint, Lease};
 
+/// An in-memory [`LeaseStore`] with the same conditional-write contract as
+/// [`DynamoLeaseStore`](super::dynamodb::DynamoLeaseStore), for tests and the
+/// fleet simulation. It counts what each call would cost on DynamoDB
+/// ([`MemoryLeaseStore::usage`]); [`MemoryLeaseStore::peek`] and
+/// [`MemoryLeaseStore::rows`] read the rows without a charge.
 #[derive(Debug, Default)]
 pub struct MemoryLeaseStore {
     rows: Mutex<BTreeMap<String, Lease>>,
@@ -23,7 +28,11 @@ pub struct MemoryLeaseStore {
 /// (at least one).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Usage {
+    /// Read capacity units: one per 4 KB of items read, half that when eventually
+    /// consistent.
     pub read_units: f64,
+    /// Write capacity units: one per KB of the larger of the item before and after
+    /// each write, at least one.
     pub write_units: f64,
     /// Scans, consistent or not, of the whole table or of a segment.
     pub scans: u64,
@@ -33,6 +42,8 @@ pub struct Usage {
     pub segment_scans: u64,
     /// GetItems.
     pub gets: u64,
+    /// Writes of every kind, applied or not (conditional writes whose condition
+    /// failed included).
     pub writes: u64,
 }
 
@@ -49,6 +60,7 @@ fn row_bytes(lease: &Lease) -> usize {
 }
 
 impl MemoryLeaseStore {
+    /// An empty store: no rows, no usage.
     pub fn new() -> Self {
         Self::default()
     }
@@ -63,6 +75,7 @@ impl MemoryLeaseStore {
         self.rows.lock().unwrap().values().cloned().collect()
     }
 
+    /// What the calls so far would have cost on DynamoDB.
     pub fn usage(&self) -> Usage {
         *self.usage.lock().unwrap()
     }

@@ -17,11 +17,16 @@ use crate::model::{Checkpoint, Lease};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub enum Cas<T> {
+    /// The write was applied; holds the row as now stored (or `()` for writes that
+    /// return none).
     Done(T),
+    /// The row no longer matched (another worker took it, or its counter moved on);
+    /// nothing was changed.
     Lost,
 }
 
 impl<T> Cas<T> {
+    /// The stored value if the write was applied; `None` if it was lost.
     pub fn done(self) -> Option<T> {
         match self {
             Cas::Done(t) => Some(t),
@@ -68,9 +73,14 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// One lease row (an eventually consistent GetItem), or `None`: how a worker
     /// watches the lease it asked to be handed, without scanning the table.
     async fn get(&self, key: &str) -> Result<Option<Lease>, StoreError>;
+    /// Inserts `lease` as a new row; [`Cas::Lost`] if a row with its key exists
+    /// (another worker created it first).
     async fn create(&self, lease: &Lease) -> Result<Cas<()>, StoreError>;
     /// Sets the owner to `owner`; counts an owner switch when it changes hands.
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Cas<Lease>, StoreError>;
+    /// Bumps the counter if the counter and owner still match: the owner's proof
+    /// to the other workers that it is alive. The worker renews every third of a
+    /// failover time.
     async fn renew(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError>;
     /// Clears the owner so that any worker may take the lease at once.
     async fn release(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError>;
@@ -89,6 +99,8 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// and bumps the counter, so that the owner finds the lease lost at its
     /// next renewal or checkpoint and any worker takes it from `checkpoint`.
     async fn rewind(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Cas<Lease>, StoreError>;
+    /// Deletes the row if its counter still matches (the owner is not checked).
+    /// Shard sync uses it to remove the leases of finished parent shards.
     async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError>;
     /// Marks the lease for handoff to `to`, if the counter and owner still match.
     /// The one mutation that does not bump the counter: the owner's next renewal
@@ -99,7 +111,9 @@ pub trait LeaseStore: Send + Sync + 'static {
 /// One segment of a parallel scan: `index` of `total` (`0 <= index < total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Segment {
+    /// Which segment, from 0 to `total - 1`.
     pub index: u32,
+    /// How many segments the table is split into; 1 is the whole table.
     pub total: u32,
 }
 

@@ -19,6 +19,7 @@ impl SequenceNumber {
         Some(Self(if trimmed.is_empty() { "0" } else { trimmed }.to_owned()))
     }
 
+    /// The number in decimal, without leading zeros.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -49,7 +50,11 @@ impl fmt::Display for SequenceNumber {
 /// yet, start there"; `ShardEnd` means the shard is closed and fully processed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Checkpoint {
+    /// `TRIM_HORIZON`: nothing processed yet; start at the oldest record the stream
+    /// retains.
     TrimHorizon,
+    /// `LATEST`: nothing processed yet; start at the tip of the shard, with only
+    /// the records put from then on.
     Latest,
     /// Start at the timestamp the worker is configured with (`--initial-position`).
     AtTimestamp,
@@ -59,9 +64,14 @@ pub enum Checkpoint {
     /// for a plain record). A restart reads the shard from `number` (not after
     /// it) and skips what is at or below this position.
     Sequence {
+        /// The Kinesis record's sequence number.
         number: SequenceNumber,
+        /// The user record within a KPL aggregate (its sub-sequence number); 0 for a
+        /// plain record.
         sub: u64,
     },
+    /// `SHARD_END`: the shard is closed and every record of it is processed; its
+    /// children may start.
     ShardEnd,
 }
 
@@ -69,14 +79,20 @@ pub enum Checkpoint {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("checkpoint {to} is behind {from}")]
 pub struct CheckpointBackwards {
+    /// The checkpoint the lease holds.
     pub from: Checkpoint,
+    /// The checkpoint that was refused.
     pub to: Checkpoint,
 }
 
 impl Checkpoint {
+    /// The stored form of [`Checkpoint::TrimHorizon`].
     pub const TRIM_HORIZON: &'static str = "TRIM_HORIZON";
+    /// The stored form of [`Checkpoint::Latest`].
     pub const LATEST: &'static str = "LATEST";
+    /// The stored form of [`Checkpoint::AtTimestamp`].
     pub const AT_TIMESTAMP: &'static str = "AT_TIMESTAMP";
+    /// The stored form of [`Checkpoint::ShardEnd`].
     pub const SHARD_END: &'static str = "SHARD_END";
 
     /// Reads the stored form: a KCL sentinel or a sequence number (with
@@ -121,6 +137,8 @@ impl Checkpoint {
         }
     }
 
+    /// Whether this is [`Checkpoint::ShardEnd`]: the shard is closed and fully
+    /// processed, and its lease is never taken again.
     pub fn is_shard_end(&self) -> bool {
         matches!(self, Self::ShardEnd)
     }

@@ -46,6 +46,7 @@ impl Lease {
         }
     }
 
+    /// Whether `worker_id` is the lease's owner (`leaseOwner`).
     pub fn is_owned_by(&self, worker_id: &str) -> bool {
         self.owner.as_deref() == Some(worker_id)
     }

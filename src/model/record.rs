@@ -10,8 +10,13 @@ use super::SequenceNumber;
 pub struct Record {
     /// The Kinesis record's (an aggregate's user records share it).
     pub sequence_number: String,
+    /// The partition key the producer gave; for a user record, its own key from
+    /// the aggregate.
     pub partition_key: String,
+    /// The record's payload; for a user record, its own data, not the aggregate's.
     pub data: Vec<u8>,
+    /// When the record reached the stream (Kinesis' `ApproximateArrivalTimestamp`,
+    /// to the millisecond); a user record carries its aggregate's.
     pub arrival: DateTime<Utc>,
     /// A user record's position in its aggregate; `None` for a plain record.
     pub sub_sequence: Option<u64>,

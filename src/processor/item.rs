@@ -44,6 +44,8 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// The stamp for a batch processed at `now`: `ProcessedAt` is `now` (ISO 8601)
+    /// and `ExpirationTime` is `now + ttl` in epoch seconds.
     pub fn new(now: DateTime<Utc>, ttl: Duration) -> Self {
         Self { processed_at: iso8601(now), expiration_time: (now + ttl).timestamp().to_string() }
     }

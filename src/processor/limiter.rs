@@ -34,6 +34,8 @@ impl Reference for TokioInstant {
     }
 }
 
+/// governor's clock on `tokio::time`: [`TokioInstant`]s of
+/// `tokio::time::Instant::now()`, so that paused test time drives the limiter.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokioClock;
 

@@ -37,8 +37,12 @@ pub use reason::{register_metrics, Reason};
 /// What a batch came to.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchSummary {
+    /// Records in the batch.
     pub records: usize,
+    /// Tweets written to the tweets table.
     pub tweets_written: usize,
+    /// Records that could not become rows and were sent to the dead-letter table
+    /// (counted whether the table took them or not).
     pub dead_lettered: usize,
 }
 
@@ -53,6 +57,7 @@ impl std::ops::AddAssign for BatchSummary {
 /// What a batch came to under a deadline.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
+    /// The batch's counts.
     pub summary: BatchSummary,
     /// The index of the first record not durably written; every record before
     /// it is in the tweets or the dead-letter table.
@@ -67,6 +72,14 @@ struct TweetsWritten {
     first_unwritten: Option<usize>,
 }
 
+/// The tweet pipeline's processing core, shared by the worker and the Lambda:
+/// decodes each record, writes tweets to the tweets table and dead-letters the
+/// rest with their [`Reason`]. Each table's writes go through its own
+/// [`AdaptiveRate`].
+///
+/// Build it with [`Processor::new`]; it implements
+/// [`RecordProcessor`], so a
+/// [`Worker`](crate::engine::coordinator::Worker) can run it.
 pub struct Processor {
     tweets: Arc<dyn BatchWriter>,
     dead_letters: Arc<dyn BatchWriter>,

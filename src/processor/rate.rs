@@ -48,6 +48,12 @@ pub fn ceiling(configured: Option<NonZeroU32>, capacity: Option<u32>, workers: u
     }
 }
 
+/// The adaptive write rate of one table, in write capacity units per second,
+/// shared by every shard of the process (see the module docs). A writer calls
+/// [`AdaptiveRate::acquire`] before each write and reports the outcome with
+/// [`AdaptiveRate::succeeded`] or [`AdaptiveRate::throttled`]. Its limit and
+/// ceiling are exported as the `WRITE_RATE_LIMIT` and `WRITE_RATE_CEILING`
+/// gauges, labelled with the table.
 pub struct AdaptiveRate {
     table: String,
     /// `--max-write-rate`.

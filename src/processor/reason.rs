@@ -7,17 +7,30 @@ use crate::metrics as m;
 /// Why a record went to the dead-letter table; the label is the metric's `reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
+    /// The data is not JSON
+    /// ([`DecodeError::NotJson`](crate::processor::tweet::DecodeError::NotJson)).
     NotJson,
+    /// JSON, but not a tweet
+    /// ([`DecodeError::NotATweet`](crate::processor::tweet::DecodeError::NotATweet)).
     NotATweet,
+    /// A field has a value it cannot take
+    /// ([`DecodeError::InvalidField`](crate::processor::tweet::DecodeError::InvalidField)).
     InvalidField,
+    /// The tweet's item is over DynamoDB's item size limit
+    /// ([`MAX_ITEM_BYTES`](crate::processor::MAX_ITEM_BYTES)).
     TooLarge,
+    /// The tweets table refused the tweet's item with an error that retrying
+    /// cannot fix.
     RejectedBySink,
 }
 
 impl Reason {
+    /// Every reason, for registering each label's counter at zero.
     pub const ALL: [Reason; 5] =
         [Self::NotJson, Self::NotATweet, Self::InvalidField, Self::TooLarge, Self::RejectedBySink];
 
+    /// The reason's label: the `reason` label of the `DEAD_LETTERED` metric and
+    /// the dead letter's `Reason` attribute, e.g. `not_json`.
     pub fn label(self) -> &'static str {
         match self {
             Self::NotJson => "not_json",

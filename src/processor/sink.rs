@@ -21,6 +21,7 @@ use crate::aws::{classify, describe, write_units, ErrorClass};
 use crate::metrics as m;
 use crate::retry::Backoff;
 
+/// A DynamoDB item: attribute names to values.
 pub type Item = HashMap<String, AttributeValue>;
 
 /// DynamoDB's BatchWriteItem limit.
@@ -31,11 +32,19 @@ const CHUNK_CONCURRENCY: usize = 4;
 
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(10));
 
+/// Why a [`BatchWriter`] call failed: retrying may help or not.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     /// Throttled, 5xx, timeout, unreachable: the same request may succeed later.
     #[error("{class:?}: {message}")]
-    Retryable { class: ErrorClass, message: String },
+    Retryable {
+        /// How the call failed: [`ErrorClass::Throttled`] also slows the table's
+        /// write rate.
+        class: ErrorClass,
+        /// The error's message, for the log (from DynamoDB, the whole error chain
+        /// on one line).
+        message: String,
+    },
     /// The table refuses the request as it is (validation, item too large, ...).
     #[error("{0}")]
     Rejected(String),
@@ -51,6 +60,9 @@ pub enum WriteError {
 /// sending a clone.
 #[async_trait]
 pub trait BatchWriter: Send + Sync + 'static {
+    /// Puts `items` (at most [`MAX_BATCH_ITEMS`], DynamoDB's limit) in one call;
+    /// returns those not written yet (DynamoDB's `UnprocessedItems`), empty when
+    /// all are.
     async fn write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError>;
     /// The table's name, for logs and metrics.
     fn table(&self) -> &str;
@@ -84,6 +96,8 @@ pub fn write_limit(table: &TableDescription) -> Option<u32> {
         .map(|u| u.min(i64::from(u32::MAX)) as u32)
 }
 
+/// The [`BatchWriter`] on a DynamoDB table: one `BatchWriteItem` of put
+/// requests per call, with `DescribeTable` for its write limit.
 #[derive(Debug, Clone)]
 pub struct DynamoTable {
     client: Client,
@@ -91,6 +105,7 @@ pub struct DynamoTable {
 }
 
 impl DynamoTable {
+    /// A writer to the table `table`; nothing is called until the first write.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
@@ -330,7 +345,9 @@ async fn write_retrying(
 pub struct MemoryTable {
     name: String,
     key: Vec<String>,
+    /// The rows written, by the values of their key attributes.
     pub rows: Mutex<HashMap<Vec<String>, Item>>,
+    /// The number of items of each `write` call, in call order.
     pub calls: Mutex<Vec<usize>>,
     faults: Mutex<Faults>,
 }
@@ -346,6 +363,8 @@ struct Faults {
 }
 
 impl MemoryTable {
+    /// An empty table named `name`, keyed by the string attributes `key` (e.g.
+    /// `&["Id"]`, or `&["ShardId", "SequenceNumber"]`), with no faults.
     pub fn new(name: &str, key: &[&str]) -> Self {
         Self { name: name.into(), key: key.iter().map(|k| k.to_string()).collect(), ..Default::default() }
     }
@@ -370,14 +389,18 @@ impl MemoryTable {
         self.faults.lock().unwrap().reject = Some(Arc::new(pred));
     }
 
+    /// The number of rows stored.
     pub fn len(&self) -> usize {
         self.rows.lock().unwrap().len()
     }
 
+    /// Whether no row is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The row with the key attributes' values `key`, in the order the key was
+    /// given to [`MemoryTable::new`]; `None` if there is none.
     pub fn get(&self, key: &[&str]) -> Option<Item> {
         let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
         self.rows.lock().unwrap().get(&key).cloned()

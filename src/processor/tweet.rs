@@ -11,26 +11,40 @@ use serde::Deserialize;
 /// A decoded tweet, the fields the tweets table keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tweet<'a> {
+    /// The tweet's id: `data.id` (v2), or `id_str`, else the number `id` (v1.1).
+    /// It is the tweets table's key, `Id`.
     pub id: Cow<'a, str>,
     /// The display name (v1.1 `user.name`, v2 `name`).
     pub username: Option<Cow<'a, str>>,
     /// The handle (v1.1 `user.screen_name`, v2 `username`).
     pub screen_name: Option<Cow<'a, str>>,
+    /// When the tweet was posted (`created_at`: RFC 3339 in v2,
+    /// `Wed Oct 10 20:19:24 +0000 2018` in v1.1); `None` when absent, and the
+    /// record's arrival time stands in.
     pub created_at: Option<DateTime<Utc>>,
     /// The full text: `extended_tweet.full_text` / `full_text` (v1.1) or
     /// `note_tweet.text` (v2) when present, else `text`.
     pub message: Cow<'a, str>,
+    /// The language X detected (`lang`), e.g. `en`; `None` when absent or empty.
     pub lang: Option<Cow<'a, str>>,
+    /// The hashtags without `#`, sorted, without duplicates or empty ones; from
+    /// the extended (v1.1) or note (v2) tweet's entities when present.
     pub hashtags: Vec<Cow<'a, str>>,
 }
 
 /// Why a payload is not a tweet. Each variant is a dead-letter reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// The payload is not JSON (a syntax error, or cut short). Holds serde_json's
+    /// message.
     #[error("not JSON: {0}")]
     NotJson(String),
+    /// JSON, but not a tweet: no id or no text, or a field of the wrong JSON type.
+    /// Holds the message.
     #[error("not a tweet: {0}")]
     NotATweet(String),
+    /// A field has a value it cannot take: so far, a `created_at` in neither RFC
+    /// 3339 nor the v1.1 format. Holds the message.
     #[error("invalid field: {0}")]
     InvalidField(String),
 }

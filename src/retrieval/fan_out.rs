@@ -21,6 +21,9 @@ use crate::aws::ErrorClass;
 use crate::metrics as m;
 use crate::retry::Backoff;
 
+/// When a fan-out reader replaces its subscription, and when it checks a closed
+/// shard's end. [`Default`]: a 30 s idle timeout, no lifetime of its own, a 5 s
+/// closed-shard check.
 #[derive(Debug, Clone)]
 pub struct FanOutConfig {
     /// A subscription that delivers no event for this long is replaced (AWS
@@ -47,6 +50,8 @@ impl Default for FanOutConfig {
 /// SubscribeToShard refused (another subscription is live, throttled) or failed.
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
 
+/// The enhanced fan-out [`ShardReader`]: one SubscribeToShard subscription at a
+/// time, replaced when it ends, idles or fails (see the module docs).
 pub struct FanOutReader {
     subscriber: Arc<dyn Subscriber>,
     stream: Arc<dyn StreamClient>,
@@ -65,6 +70,9 @@ pub struct FanOutReader {
 }
 
 impl FanOutReader {
+    /// A reader of `shard_id` from `start`, through `subscriber`. `stream` and
+    /// `closed` serve only the GetRecords check at the end of a closed shard whose
+    /// subscription never says so. Nothing is called until the first read.
     pub fn new(
         subscriber: Arc<dyn Subscriber>,
         stream: Arc<dyn StreamClient>,

@@ -15,6 +15,8 @@ use super::{RecordBatch, Shard, ShardEvent, StartAt, StreamClient, StreamError, 
 use crate::aws::{classify, classify_code, describe, ErrorClass};
 use crate::model::{HashRange, Record};
 
+/// The [`StreamClient`] on a Kinesis stream, by name: ListShards,
+/// GetShardIterator and GetRecords.
 #[derive(Debug, Clone)]
 pub struct KinesisStream {
     client: Client,
@@ -22,6 +24,7 @@ pub struct KinesisStream {
 }
 
 impl KinesisStream {
+    /// The stream named `stream`, read through `client`. Nothing is called yet.
     pub fn new(client: Client, stream: impl Into<String>) -> Self {
         Self { client, stream: stream.into() }
     }
@@ -137,6 +140,8 @@ pub struct KinesisSubscriber {
 }
 
 impl KinesisSubscriber {
+    /// Subscriptions for the registered stream consumer `consumer_arn` (as
+    /// [`ensure_consumer`] returns it; the consumer must be ACTIVE).
     pub fn new(client: Client, consumer_arn: impl Into<String>) -> Self {
         Self { client, consumer_arn: consumer_arn.into() }
     }

@@ -60,9 +60,14 @@ struct Inner {
 /// What the twin has served, for tests that check call counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Calls {
+    /// GetRecords calls so far, faulted ones included.
     pub get_records: u64,
 }
 
+/// The in-memory twin of a Kinesis stream, a [`StreamClient`] (see the module
+/// docs). Build it with [`MemoryStream::new`], put records with
+/// [`MemoryStream::put`], reshard with [`MemoryStream::split`] and
+/// [`MemoryStream::merge`], and inject faults with [`MemoryStream::inject`].
 #[derive(Debug, Default)]
 pub struct MemoryStream {
     inner: Mutex<Inner>,
@@ -233,6 +238,7 @@ impl MemoryStream {
         inner.shards.iter().flat_map(|s| s.records.iter().map(|r| (r.partition_key.clone(), r.data.clone()))).collect()
     }
 
+    /// What the twin has served so far.
     pub fn calls(&self) -> Calls {
         Calls { get_records: self.inner.lock().unwrap().get_records_calls }
     }
@@ -356,13 +362,19 @@ impl StreamClient for MemoryStream {
 #[derive(Debug)]
 pub struct MemorySubscriber {
     stream: Arc<MemoryStream>,
+    /// How often a subscription sends an event (default 1 s); the first comes at
+    /// once.
     pub cadence: Duration,
+    /// How long a subscription lasts before the twin ends it (default 300 s, as on
+    /// AWS).
     pub lifetime: Duration,
     live: Arc<Mutex<HashSet<String>>>,
     subscriptions: Mutex<u64>,
 }
 
 impl MemorySubscriber {
+    /// A subscriber on `stream` with AWS-like timings: an event every second, a
+    /// subscription ended after 300 s. Change `cadence` and `lifetime` to taste.
     pub fn new(stream: Arc<MemoryStream>) -> Self {
         Self {
             stream,

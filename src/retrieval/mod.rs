@@ -19,6 +19,7 @@ use crate::model::{HashRange, Record};
 /// A shard as ListShards describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shard {
+    /// The shard id, e.g. `shardId-000000000003`; also the key of its lease.
     pub id: String,
     /// `ParentShardId` and `AdjacentParentShardId`, when present.
     pub parents: Vec<String>,
@@ -31,9 +32,14 @@ pub struct Shard {
 /// Where to start reading a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartAt {
+    /// `TRIM_HORIZON`: the oldest record the stream retains.
     TrimHorizon,
+    /// `LATEST`: the tip of the shard: only records put from then on.
     Latest,
+    /// `AT_TIMESTAMP`: the first record that arrived at or after this time.
     AtTimestamp(DateTime<Utc>),
+    /// `AFTER_SEQUENCE_NUMBER`: just after the record with this sequence number
+    /// (where a fan-out subscription continues).
     AfterSequence(String),
     /// The record itself included: a checkpoint inside a KPL aggregate resumes
     /// there and skips the user records already processed.
@@ -43,18 +49,27 @@ pub enum StartAt {
 /// One GetRecords response.
 #[derive(Debug, Clone, Default)]
 pub struct RecordBatch {
+    /// The records in sequence order (possibly none), as Kinesis records:
+    /// aggregates are not yet split.
     pub records: Vec<Record>,
     /// `None` once the shard is closed and every record was returned.
     pub next_iterator: Option<String>,
+    /// `MillisBehindLatest`: how far the shard's tip is ahead of this response, in
+    /// milliseconds; `None` when the service does not say.
     pub millis_behind_latest: Option<i64>,
     /// Children announced at shard end (some implementations never send them).
     pub child_shards: Vec<Shard>,
 }
 
+/// A failed stream call (ListShards, GetShardIterator, GetRecords,
+/// SubscribeToShard), classed by what the caller should do about it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{class:?}: {message}")]
 pub struct StreamError {
+    /// How the call failed; it tells the caller whether to retry, slow down, get a
+    /// new iterator or give up.
     pub class: ErrorClass,
+    /// The error, for logs.
     pub message: String,
 }
 
@@ -67,7 +82,11 @@ pub struct StreamError {
 pub trait StreamClient: Send + Sync + 'static {
     /// Every shard of the stream (open and closed, within retention).
     async fn list_shards(&self) -> Result<Vec<Shard>, StreamError>;
+    /// A shard iterator (GetShardIterator) for `shard_id` at `start`.
+    /// [`ErrorClass::NotFound`] means the shard is gone or past retention.
     async fn shard_iterator(&self, shard_id: &str, start: &StartAt) -> Result<String, StreamError>;
+    /// One GetRecords call: at most `limit` records (1 to 10,000) from `iterator`,
+    /// with the next iterator.
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<RecordBatch, StreamError>;
 }
 
@@ -96,6 +115,8 @@ pub trait ShardReader: Send {
     /// fan-out: the next event, then held); the consumer reserves memory for
     /// the read after it, so that a shard waiting holds none.
     async fn ready(&mut self) {}
+    /// The next records of the shard, or its end. Failures are retried inside, so
+    /// it returns only records (possibly none) or the end.
     async fn read(&mut self) -> Read;
     /// Everything up to this position is processed: a reader that has to start
     /// over (an expired iterator) starts here.
@@ -105,10 +126,14 @@ pub trait ShardReader: Send {
 /// One SubscribeToShard event.
 #[derive(Debug, Clone, Default)]
 pub struct ShardEvent {
+    /// The event's records in sequence order (possibly none), as Kinesis records:
+    /// aggregates are not yet split.
     pub records: Vec<Record>,
     /// Where the next subscription continues (`AFTER_SEQUENCE_NUMBER`); `None`
     /// once the shard is closed and fully delivered.
     pub continuation: Option<String>,
+    /// `MillisBehindLatest`: how far the shard's tip is ahead of these records, in
+    /// milliseconds.
     pub millis_behind_latest: Option<i64>,
     /// The children, in the shard's last event.
     pub child_shards: Vec<Shard>,
@@ -118,6 +143,9 @@ pub struct ShardEvent {
 /// registered stream consumer.
 #[async_trait]
 pub trait Subscriber: Send + Sync + 'static {
+    /// Starts a SubscribeToShard subscription to `shard_id` from `start`. An
+    /// [`ErrorClass::InUse`] error means another subscription to the shard is still
+    /// live; [`ErrorClass::NotFound`] that the shard is gone.
     async fn subscribe(&self, shard_id: &str, start: &StartAt) -> Result<Box<dyn Subscription>, StreamError>;
 }
 
@@ -136,10 +164,13 @@ pub trait Subscription: Send {
 pub struct ClosedShards(RwLock<HashSet<String>>);
 
 impl ClosedShards {
+    /// Replaces the set with the closed shards among `shards` (a ListShards
+    /// result).
     pub fn set(&self, shards: &[Shard]) {
         *self.0.write().unwrap() = shards.iter().filter(|s| s.closed).map(|s| s.id.clone()).collect();
     }
 
+    /// Whether the last ListShards reported `shard_id` closed.
     pub fn contains(&self, shard_id: &str) -> bool {
         self.0.read().unwrap().contains(shard_id)
     }
@@ -151,7 +182,15 @@ pub enum Retrieval {
     /// GetRecords, shared with every other polling consumer of the stream.
     Polling(polling::PollingConfig),
     /// SubscribeToShard: a pipe of its own per shard for the registered consumer.
-    FanOut { subscriber: Arc<dyn Subscriber>, config: fan_out::FanOutConfig },
+    FanOut {
+        /// Opens the subscriptions:
+        /// [`KinesisSubscriber`](kinesis::KinesisSubscriber) for the registered
+        /// stream consumer.
+        subscriber: Arc<dyn Subscriber>,
+        /// When a subscription is replaced, and when a closed shard's end is
+        /// checked with GetRecords.
+        config: fan_out::FanOutConfig,
+    },
 }
 
 impl std::fmt::Debug for Retrieval {

@@ -12,6 +12,8 @@ use crate::aws::ErrorClass;
 use crate::metrics as m;
 use crate::retry::Backoff;
 
+/// How a polling reader calls GetRecords (`--max-records`, `--poll-interval`,
+/// `--idle-poll-interval`). [`Default`] is `stream-worker run`'s defaults.
 #[derive(Debug, Clone)]
 pub struct PollingConfig {
     /// Records per GetRecords call.
@@ -35,6 +37,9 @@ impl Default for PollingConfig {
 
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 
+/// The polling [`ShardReader`]: GetRecords on a shard iterator, at most one call
+/// per `poll_interval`. It gets a new iterator from the last processed position
+/// when the old one expires, and backs off on throttling and errors.
 pub struct PollingReader {
     stream: Arc<dyn StreamClient>,
     shard_id: String,
@@ -47,6 +52,8 @@ pub struct PollingReader {
 }
 
 impl PollingReader {
+    /// A reader of `shard_id` on `stream` from `start`. Nothing is called until the
+    /// first [`ShardReader::ready`] or [`ShardReader::read`].
     pub fn new(stream: Arc<dyn StreamClient>, shard_id: &str, start: StartAt, config: PollingConfig) -> Self {
         Self {
             stream,

@@ -14,12 +14,19 @@ use crate::retrieval::Retrieval;
 /// Where a shard without a checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InitialPosition {
+    /// `TRIM_HORIZON`: the oldest record the stream still retains.
     TrimHorizon,
+    /// `LATEST`: only records put after the consumer starts reading.
     Latest,
+    /// `AT_TIMESTAMP`: records that arrived at or after this time. The lease
+    /// stores the position's kind; the worker hands the time to its consumers
+    /// (`ConsumerConfig::initial_timestamp`, unless that is set already).
     AtTimestamp(DateTime<Utc>),
 }
 
 impl InitialPosition {
+    /// The checkpoint a new lease starts with: [`Checkpoint::TrimHorizon`],
+    /// [`Checkpoint::Latest`] or [`Checkpoint::AtTimestamp`] (without the time).
     pub fn checkpoint(self) -> Checkpoint {
         match self {
             Self::TrimHorizon => Checkpoint::TrimHorizon,
@@ -29,16 +36,35 @@ impl InitialPosition {
     }
 }
 
+/// A worker's settings. Start from [`WorkerConfig::new`] (`stream-worker run`'s
+/// defaults) and change only the fields you need.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
+    /// This worker's name in the lease table (`leaseOwner`). It must be unique in
+    /// the fleet; a restarted process should take a new one.
     pub worker_id: String,
+    /// The failover time (`--failover-time`, default 10 s): a lease whose counter
+    /// this worker has not seen move for this long is expired and may be taken. The
+    /// worker renews its leases every third of it, and stops touching a shard a
+    /// tenth of it before its lease may be seen expired (the fence).
     pub failover: Duration,
+    /// Most leases this worker holds (`--max-leases`); default `usize::MAX`, no
+    /// limit.
     pub max_leases: usize,
+    /// Most leases asked from a more loaded worker per take round
+    /// (`--max-leases-to-steal`, default 2). A steal is a graceful handoff.
     pub max_leases_to_steal: usize,
+    /// How often the shard list is read again to create leases for new shards
+    /// (`--shard-sync-interval`, default 60 s). A shard end also creates the
+    /// children's leases at once.
     pub shard_sync_interval: Duration,
+    /// Where a newly found shard without a checkpoint starts (default
+    /// [`InitialPosition::TrimHorizon`]). A shard whose parent is known starts at
+    /// the trim horizon regardless, after its parents.
     pub initial_position: InitialPosition,
     /// Time allowed for the graceful stop: finish batches, checkpoint, release.
     pub shutdown_timeout: Duration,
+    /// How each shard's consumer reads and checkpoints.
     pub consumer: ConsumerConfig,
     /// Seeds the worker's random choices (take-round jitter, which leases to take
     /// or steal), so that a simulation replays; `None`: from the OS.

@@ -51,12 +51,22 @@ pub use config::{InitialPosition, WorkerConfig, DEFAULT_CHECKPOINT_INTERVAL, DEF
 /// provisioned table's capacity changes by hand or by auto scaling, in minutes.
 const WRITE_LIMITS_INTERVAL: Duration = Duration::from_secs(60);
 
+/// A KCL-style worker: keeps leases in the lease store (renewals, take rounds,
+/// shard sync) and runs one consumer per held lease, handing records to
+/// `processor`. Build it with [`Worker::new`] and start it with [`Worker::run`];
+/// see the module docs for its timers.
 pub struct Worker {
+    /// The worker's settings.
     pub config: WorkerConfig,
     /// Readiness: the worker reports when the lease table answers, and shutdown.
     pub health: Arc<Health>,
+    /// The stream whose shards are consumed
+    /// ([`KinesisStream`](crate::retrieval::kinesis::KinesisStream) in production).
     pub stream: Arc<dyn StreamClient>,
+    /// The lease table shared by the fleet
+    /// ([`DynamoLeaseStore`](crate::leases::dynamodb::DynamoLeaseStore) in production).
     pub store: Arc<dyn LeaseStore>,
+    /// The application's processor; every shard's consumer hands it records.
     pub processor: Arc<dyn RecordProcessor>,
 }
 
@@ -328,9 +338,16 @@ mod tests {
             id: &str,
             failover: Duration,
         ) -> (tokio::task::JoinHandle<Result<(), StoreError>>, CancellationToken) {
-            let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
             let mut config = WorkerConfig::new(id);
             config.failover = failover;
+            self.start_config(config)
+        }
+
+        fn start_config(
+            &self,
+            mut config: WorkerConfig,
+        ) -> (tokio::task::JoinHandle<Result<(), StoreError>>, CancellationToken) {
+            let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
             config.consumer.retrieval =
                 Retrieval::Polling(PollingConfig { max_records: 100, ..PollingConfig::default() });
             config.consumer.budget = None;
@@ -393,6 +410,25 @@ mod tests {
         stop_a.cancel();
         a.await.unwrap().unwrap();
         assert!(holds(&fleet.owners().await, "-", 4), "every lease released: {:?}", fleet.owners().await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_at_timestamp_start_reads_from_that_time_with_no_other_setting() {
+        let fleet = Fleet::new(2);
+        fleet.put(10);
+        let at = chrono::Utc::now() + chrono::Duration::microseconds(1);
+        while chrono::Utc::now() <= at {}
+        fleet.put(6);
+        let mut config = WorkerConfig::new("a");
+        config.initial_position = InitialPosition::AtTimestamp(at);
+        let (a, stop) = fleet.start_config(config);
+        fleet.until("the records put after the timestamp", |o, rows| holds(o, "a", 2) && rows == 6).await;
+        fleet.put(4);
+        fleet.until("and the ones after them", |_, rows| rows == 10).await;
+        stop.cancel();
+        a.await.unwrap().unwrap();
+        let written: Vec<usize> = (0..20).filter(|i| fleet.tweets.get(&[&i.to_string()]).is_some()).collect();
+        assert_eq!(written, (10..20).collect::<Vec<_>>(), "none of the 10 put before the timestamp");
     }
 
     #[tokio::test(start_paused = true)]
