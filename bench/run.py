@@ -226,13 +226,14 @@ def bench_cpu_pairs():
     if not baseline:
         sys.exit("bench: cpu-pairs compares with another build: set BENCH_BASELINE_BIN to its stream-worker binary")
     n, pairs = 15_000, int(os.environ.get("BENCH_PAIRS", "5"))
-    new, old = [], []
+    new, old, rss = [], [], {"new": [], "old": []}
     for i in range(pairs):
         order = [("new", BIN), ("old", baseline)] if i % 2 == 0 else [("old", baseline), ("new", BIN)]
         got = {}
         for which, bin in order:
-            cpu, _, took, _ = drain(f"pair{i}-{which}", 8, n, 1000, bin=bin)
+            cpu, peak, took, _ = drain(f"pair{i}-{which}", 8, n, 1000, bin=bin)
             got[which] = cpu / n
+            rss[which].append(peak)
         new.append(got["new"])
         old.append(got["old"])
         print(f"    pair {i + 1}: new {got['new'] * 1e6:.1f} µs, old {got['old'] * 1e6:.1f} µs", flush=True)
@@ -242,6 +243,8 @@ def bench_cpu_pairs():
     report("  the same, BENCH_BASELINE_BIN", f"{statistics.median(old) * 1e6:.1f} µs", "(measured)", True,
            f"[{', '.join(f'{r * 1e6:.1f}' for r in old)}]")
     report("  pairs in which this build used less CPU", f"{lower} of {pairs}", "(measured)", True, "")
+    report("  peak RSS, this build / BENCH_BASELINE_BIN (medians)",
+           f"{statistics.median(rss['new']):.1f} / {statistics.median(rss['old']):.1f} MiB", "(measured)", True, "")
 
 
 def bench_memory():

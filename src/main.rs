@@ -11,7 +11,7 @@ use stream_worker::telemetry::Serves;
 use stream_worker::{app, shutdown, telemetry};
 
 /// jemalloc: the per-record path allocates (the SDK's types are owned maps and
-/// strings), and glibc's malloc spent a fifth of the worker's CPU on it.
+/// strings), and glibc's malloc spent a fifth of the CPU on it.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
