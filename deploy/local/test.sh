@@ -36,6 +36,15 @@ eval "$(deploy/local/emulators.sh start)"
 cargo build --release --locked --bin stream-worker
 # The engine's example application (tests/example_archive.rs runs it).
 cargo build --release --locked --examples
+# A crate that depends on the engine alone (default-features = false) compiles
+# none of the binaries' crates.
+engine_deps=$(cargo tree --locked --no-default-features -e normal --prefix none)
+for crate in clap axum lambda_runtime aws-sdk-secretsmanager tikv-jemallocator; do
+  if grep -q "^$crate v" <<<"$engine_deps"; then
+    echo "test.sh: the library without its default features depends on $crate (see [features] in Cargo.toml)" >&2
+    exit 1
+  fi
+done
 STREAM_WORKER_LAMBDA_ZIP=$(deploy/build-lambda.sh)
 export STREAM_WORKER_LAMBDA_ZIP
 
