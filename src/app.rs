@@ -82,7 +82,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
         target: Target::new("dynamodb", &config),
         problem: e.to_string(),
         hint: "the worker needs dynamodb:CreateTable (or a pre-created table with key leaseKey), \
-               plus Scan, PutItem, UpdateItem and DeleteItem on it"
+               plus DescribeTable, Scan, GetItem, PutItem, UpdateItem and DeleteItem on it"
             .into(),
     })?;
 

@@ -258,7 +258,7 @@ pub fn describe() {
     describe_counter!(CHECKPOINT_FAILURES, Unit::Count, "checkpoints refused because the lease was lost");
     describe_gauge!(LEASES_HELD, Unit::Count, "leases this worker holds");
     describe_counter!(LEASES_TAKEN, Unit::Count, "leases taken (expired or unowned)");
-    describe_counter!(LEASES_STOLEN, Unit::Count, "leases stolen from a more loaded worker");
+    describe_counter!(LEASES_STOLEN, Unit::Count, "leases taken by force from a more loaded worker that did not hand them over within a failover time of being asked");
     describe_counter!(LEASES_LOST, Unit::Count, "leases lost (taken by another worker or not renewed in time)");
     describe_counter!(LEASES_RELEASED, Unit::Count, "leases released (shutdown, shard end)");
     describe_counter!(
