@@ -100,7 +100,6 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
             shutdown_timeout: args.shutdown_timeout,
             consumer: ConsumerConfig {
                 retrieval: retrieval(&args, &kinesis, &config).await?,
-                initial_timestamp: None,
                 budget: (args.max_in_flight_bytes > 0).then(|| ByteBudget::new(args.max_in_flight_bytes)),
                 checkpoint_interval: args.checkpoint_interval,
             },

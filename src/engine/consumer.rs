@@ -35,9 +35,6 @@ use crate::retry::Backoff;
 pub struct ConsumerConfig {
     /// Polling or enhanced fan-out.
     pub retrieval: Retrieval,
-    /// The timestamp an `AT_TIMESTAMP` checkpoint starts from (a worker fills it
-    /// from `WorkerConfig::initial_position`); `None`: from the trim horizon.
-    pub initial_timestamp: Option<DateTime<Utc>>,
     /// The process's memory budget for records read and not yet written.
     pub budget: Option<Arc<ByteBudget>>,
     /// At most one checkpoint per shard per this long, and always at a stop
@@ -118,8 +115,11 @@ pub struct Consumer {
     pub closed: Arc<ClosedShards>,
     /// The application's processor that the records are handed to.
     pub processor: Arc<dyn RecordProcessor>,
-    /// Retrieval mode, starting timestamp, memory budget and checkpoint interval.
+    /// Retrieval mode, memory budget and checkpoint interval.
     pub config: ConsumerConfig,
+    /// The time an `AT_TIMESTAMP` checkpoint starts from (the worker's
+    /// `InitialPosition::AtTimestamp`); `None`: from the trim horizon.
+    pub initial_timestamp: Option<DateTime<Utc>>,
 }
 
 /// Runs `fut` unless the lease goes first.
@@ -172,7 +172,7 @@ impl Consumer {
             Checkpoint::ShardEnd => return Exit::ShardEnd { children: Vec::new() },
             Checkpoint::TrimHorizon => StartAt::TrimHorizon,
             Checkpoint::Latest => StartAt::Latest,
-            Checkpoint::AtTimestamp => match self.config.initial_timestamp {
+            Checkpoint::AtTimestamp => match self.initial_timestamp {
                 Some(t) => StartAt::AtTimestamp(t),
                 None => StartAt::TrimHorizon,
             },
@@ -485,7 +485,6 @@ mod tests {
             let processor = Arc::new(Processor::new(self.tweets.clone(), dead, None, Duration::from_secs(86_400)));
             let config = ConsumerConfig {
                 retrieval: self.retrieval.clone(),
-                initial_timestamp: None,
                 budget: None,
                 // After every slice, as these rules are stated; coalescing has tests of its own.
                 checkpoint_interval: Duration::ZERO,
@@ -499,6 +498,7 @@ mod tests {
                 closed,
                 processor,
                 config,
+                initial_timestamp: None,
             };
             (consumer, held)
         }

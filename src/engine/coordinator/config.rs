@@ -19,8 +19,7 @@ pub enum InitialPosition {
     /// `LATEST`: only records put after the consumer starts reading.
     Latest,
     /// `AT_TIMESTAMP`: records that arrived at or after this time. The lease
-    /// stores the position's kind; the worker hands the time to its consumers
-    /// (`ConsumerConfig::initial_timestamp`, unless that is set already).
+    /// stores the position's kind; the worker hands the time to its consumers.
     AtTimestamp(DateTime<Utc>),
 }
 
@@ -85,7 +84,6 @@ impl WorkerConfig {
             shutdown_timeout: Duration::from_secs(5),
             consumer: ConsumerConfig {
                 retrieval: Retrieval::Polling(PollingConfig::default()),
-                initial_timestamp: None,
                 budget: Some(ByteBudget::new(DEFAULT_IN_FLIGHT_BYTES)),
                 checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             },

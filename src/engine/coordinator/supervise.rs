@@ -12,17 +12,17 @@ impl Worker {
     pub(super) fn start_consumer(&self, state: &mut State, held: Arc<HeldLease>) {
         let key = held.key().to_owned();
         state.held.insert(key.clone(), held.clone());
-        let mut config = self.config.consumer.clone();
-        if let (None, InitialPosition::AtTimestamp(t)) = (config.initial_timestamp, self.config.initial_position) {
-            config.initial_timestamp = Some(t);
-        }
         let consumer = Consumer {
             hash_range: state.ranges.get(&key).copied(),
             held,
             stream: self.stream.clone(),
             closed: state.closed.clone(),
             processor: self.processor.clone(),
-            config,
+            config: self.config.consumer.clone(),
+            initial_timestamp: match self.config.initial_position {
+                InitialPosition::AtTimestamp(t) => Some(t),
+                _ => None,
+            },
         };
         let task = state.consumers.spawn(consumer.run());
         state.tasks.insert(task.id(), key);
