@@ -5,12 +5,25 @@
 # the deploy suite (template, scripts, image, manifests), stops the emulators.
 #
 #   deploy/local/test.sh                 # all tests
-#   deploy/local/test.sh --test worker   # extra arguments go to `cargo test` (the deploy suite is skipped)
+#   deploy/local/test.sh --test worker   # extra arguments go to `cargo nextest run` (the deploy suite is skipped)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
 
 command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
+
+# cargo-nextest runs the tests of every binary side by side (.config/nextest.toml
+# says which may not): the machine's own if it has one, else this pinned version,
+# built once into .local/.
+NEXTEST_VERSION=0.9.143
+local_dir=${STREAM_WORKER_LOCAL_DIR:-$repo/.local}
+if ! cargo nextest --version >/dev/null 2>&1; then
+  if [ ! -x "$local_dir/nextest/bin/cargo-nextest" ]; then
+    echo "test.sh: installing cargo-nextest $NEXTEST_VERSION into $local_dir/nextest (first run only)" >&2
+    cargo install --locked --quiet --root "$local_dir/nextest" "cargo-nextest@$NEXTEST_VERSION" >&2
+  fi
+  export PATH="$local_dir/nextest/bin:$PATH"
+fi
 
 # promtool and a Prometheus server for the observability tests: Debian's package,
 # pinned to upstream 2.42.0 (Debian revision 5, any rebuild).
@@ -51,9 +64,9 @@ export STREAM_WORKER_LAMBDA_ZIP
 # In the release profile: the tests share the dependencies just built, and the
 # end-to-end tests run the binaries users run (their rate and CPU figures mean
 # something only for an optimized build).
-cargo test --release --locked --all-targets "$@"
+cargo nextest run --release --locked --all-targets --no-fail-fast "$@"
 if [ "$#" -eq 0 ]; then
-  # The crate documentation's example compiles (`--all-targets` leaves doctests out).
+  # The crate documentation's example compiles (nextest runs no doctests).
   cargo test --release --locked --doc
   deploy/tests/run.sh -q
 fi
