@@ -78,12 +78,15 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
     let lease_table = &args.consumer.lease_table;
     let store = Arc::new(DynamoLeaseStore::new(dynamodb.clone(), lease_table));
     store.ensure_table().await.map_err(|e| StartupError {
-        what: format!("dynamodb lease table '{lease_table}'"),
+        what: format!("dynamodb lease table '{lease_table}' and heartbeat table '{}'", store.workers_table()),
         target: Target::new("dynamodb", &config),
         problem: e.to_string(),
-        hint: "the worker needs dynamodb:CreateTable (or a pre-created table with key leaseKey), \
-               plus DescribeTable, Scan, GetItem, PutItem, UpdateItem and DeleteItem on it"
-            .into(),
+        hint: format!(
+            "the worker needs dynamodb:CreateTable (or pre-created tables: '{lease_table}' with key leaseKey, \
+             '{}' with keys fleet and worker) and UpdateTimeToLive, plus DescribeTable, Scan, Query, GetItem, \
+             PutItem, UpdateItem and DeleteItem on both",
+            store.workers_table()
+        ),
     })?;
 
     crate::metrics::register_table_counters(&[&args.processor.tweets_table, &args.processor.dead_letter_table]);
@@ -245,8 +248,18 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         let workers = crate::status::live_workers(&rows);
         let limits: Vec<_> =
             limits.iter().map(|(table, limit)| crate::status::WriteLimit::new(table, *limit, workers)).collect();
+        // A fleet of releases without heartbeats has no heartbeat table.
+        let heartbeats = match store.heartbeats().await {
+            Ok(rows) => crate::status::heartbeats(&rows, chrono::Utc::now()),
+            Err(e) => {
+                tracing::debug!(error = %e, "no heartbeats");
+                Vec::new()
+            }
+        };
         let view = if args.json {
-            let out = serde_json::json!({ "shards": rows, "live_workers": workers, "write_limits": limits });
+            let out = serde_json::json!({
+                "shards": rows, "live_workers": workers, "workers": heartbeats, "write_limits": limits
+            });
             if args.watch.is_some() {
                 format!("{}\n", serde_json::to_string(&out)?)
             } else {
@@ -257,6 +270,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             if args.watch.is_some() {
                 text.push_str(&crate::status::render_workers(&rows));
             }
+            text.push_str(&crate::status::render_heartbeats(&heartbeats));
             text.push_str(&crate::status::render_write_limits(&limits, workers));
             text
         };

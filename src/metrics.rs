@@ -80,6 +80,12 @@ pub const LEASE_RENEWALS: &str = "stream_worker_lease_renewals_total";
 /// Counter: lease renewals that failed with a store error (a lost lease is
 /// counted by [`LEASES_LOST`] instead). No labels.
 pub const LEASE_RENEWAL_FAILURES: &str = "stream_worker_lease_renewal_failures_total";
+/// Counter: heartbeats this worker wrote to the heartbeat table. No labels.
+pub const HEARTBEATS: &str = "stream_worker_heartbeats_total";
+/// Counter: heartbeats that failed. Label `reason`: `error` (the table did not
+/// answer, or refused), `marked-dead` (another worker had marked this
+/// incarnation dead; the worker starts a new one).
+pub const HEARTBEAT_FAILURES: &str = "stream_worker_heartbeat_failures_total";
 /// Gauge: workers holding unexpired leases, this one included, as seen at the
 /// last take round. No labels.
 pub const WORKERS_SEEN: &str = "stream_worker_workers_seen";
@@ -193,6 +199,7 @@ pub fn register_counters() {
         LEASES_RELEASED,
         LEASE_RENEWALS,
         LEASE_RENEWAL_FAILURES,
+        HEARTBEATS,
         FAN_OUT_SUBSCRIPTIONS,
     ] {
         metrics::counter!(name).absolute(0);
@@ -205,6 +212,9 @@ pub fn register_counters() {
     }
     for side in ["requested", "released"] {
         metrics::counter!(LEASE_HANDOFFS, "side" => side).absolute(0);
+    }
+    for reason in ["error", "marked-dead"] {
+        metrics::counter!(HEARTBEAT_FAILURES, "reason" => reason).absolute(0);
     }
 }
 
@@ -268,6 +278,8 @@ pub fn describe() {
     );
     describe_counter!(LEASE_RENEWALS, Unit::Count, "lease renewals that succeeded");
     describe_counter!(LEASE_RENEWAL_FAILURES, Unit::Count, "lease renewals that failed (store errors)");
+    describe_counter!(HEARTBEATS, Unit::Count, "heartbeats written to the heartbeat table");
+    describe_counter!(HEARTBEAT_FAILURES, Unit::Count, "heartbeats that failed, by reason (error, marked-dead)");
     describe_gauge!(WORKERS_SEEN, Unit::Count, "workers holding unexpired leases, as seen by this worker");
     describe_counter!(
         LEASE_TABLE_SCANS,

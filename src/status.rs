@@ -1,5 +1,6 @@
 //! `stream-worker status`: one row per shard — owner, checkpoint, parents,
-//! state, and how far behind when it can be measured.
+//! state, and how far behind when it can be measured — and one per worker
+//! process, from the heartbeat table.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::engine::taker::{state_of, Observations};
-use crate::model::{Checkpoint, Lease};
+use crate::model::{Checkpoint, Heartbeat, Lease};
 use crate::retrieval::{StartAt, StreamClient};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -128,6 +129,69 @@ pub fn render_workers(rows: &[ShardStatus]) -> String {
         if list.is_empty() { "" } else { ": " },
         list.join(", ")
     )
+}
+
+/// One worker process, as its heartbeat row shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WorkerStatus {
+    pub worker_id: String,
+    pub incarnation: String,
+    /// Beats written so far.
+    pub beat: u64,
+    /// Leases held at the last beat.
+    pub leases: u32,
+    pub protocol: u32,
+    /// The last beat's time, by the worker's clock.
+    pub last_beat: String,
+    /// Milliseconds from the last beat to now, by this machine's clock (a guide:
+    /// the clocks of two machines differ).
+    pub last_beat_ago_ms: Option<i64>,
+    /// The worker that marked this incarnation dead, if any.
+    pub dead_by: Option<String>,
+}
+
+/// The heartbeat rows as `status` shows them, by worker id and incarnation.
+pub fn heartbeats(rows: &[Heartbeat], now: chrono::DateTime<chrono::Utc>) -> Vec<WorkerStatus> {
+    let mut out: Vec<WorkerStatus> = rows
+        .iter()
+        .map(|h| WorkerStatus {
+            worker_id: h.worker_id.clone(),
+            incarnation: h.incarnation.clone(),
+            beat: h.beat,
+            leases: h.leases,
+            protocol: h.protocol,
+            last_beat: h.sent_at.clone(),
+            last_beat_ago_ms: chrono::DateTime::parse_from_rfc3339(&h.sent_at)
+                .ok()
+                .map(|at| (now - at.with_timezone(&chrono::Utc)).num_milliseconds()),
+            dead_by: h.dead_by.clone(),
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.worker_id, &a.incarnation).cmp(&(&b.worker_id, &b.incarnation)));
+    out
+}
+
+/// The workers' table: one row per process that beats, or beat, in the fleet.
+pub fn render_heartbeats(workers: &[WorkerStatus]) -> String {
+    if workers.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{:<28} {:<17} {:>6} {:>8} {:>10}  {}\n",
+        "WORKER", "INCARNATION", "LEASES", "BEATS", "LAST BEAT", "STATE"
+    );
+    for w in workers {
+        let ago = w.last_beat_ago_ms.map(|ms| format!("{:.1}s ago", ms as f64 / 1000.0)).unwrap_or_else(|| "-".into());
+        let state = match &w.dead_by {
+            Some(by) => format!("marked dead by {by}"),
+            None => "beating".to_owned(),
+        };
+        out.push_str(&format!(
+            "{:<28} {:<17} {:>6} {:>8} {:>10}  {}\n",
+            w.worker_id, w.incarnation, w.leases, w.beat, ago, state
+        ));
+    }
+    out
 }
 
 /// One table's own write limit, as the fleet shares it.
@@ -289,6 +353,25 @@ mod tests {
         let text = render_write_limits(&limits, workers);
         assert!(text.contains("2 live worker") && text.contains("600 write units/s → ceiling 300/s"), "{text}");
         assert!(text.contains("Dead") && text.contains("on demand"), "{text}");
+    }
+
+    #[test]
+    fn workers_show_their_last_beat_and_who_marked_them_dead() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-06T13:00:10Z").unwrap().with_timezone(&chrono::Utc);
+        let alive = Heartbeat::new("w1", "00000000000000b2").next(3, "2026-12-06T13:00:08.500Z");
+        let mut dead = Heartbeat::new("w1", "00000000000000a1").next(2, "2026-12-06T12:59:00Z");
+        dead.dead_by = Some("w2".into());
+        let garbled = Heartbeat::new("w0", "0c").next(0, "yesterday");
+        let rows = heartbeats(&[alive, dead, garbled], now);
+        let ids: Vec<(&str, &str)> = rows.iter().map(|w| (w.worker_id.as_str(), w.incarnation.as_str())).collect();
+        assert_eq!(ids, [("w0", "0c"), ("w1", "00000000000000a1"), ("w1", "00000000000000b2")]);
+        assert_eq!(rows.iter().map(|w| w.last_beat_ago_ms).collect::<Vec<_>>(), [None, Some(70_000), Some(1_500)]);
+        let text = render_heartbeats(&rows);
+        assert!(
+            text.contains("WORKER") && text.contains("1.5s ago  beating") && text.contains("marked dead by w2"),
+            "{text}"
+        );
+        assert_eq!(render_heartbeats(&[]), "");
     }
 
     #[test]

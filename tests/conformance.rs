@@ -13,7 +13,7 @@ use std::sync::Arc;
 use stream_worker::leases::dynamodb::DynamoLeaseStore;
 use stream_worker::leases::memory::MemoryLeaseStore;
 use stream_worker::leases::{Cas, LeaseStore, Segment};
-use stream_worker::model::{Checkpoint, Lease, SequenceNumber};
+use stream_worker::model::{Checkpoint, Heartbeat, Lease, SequenceNumber};
 use stream_worker::retrieval::kinesis::KinesisStream;
 use stream_worker::retrieval::memory::MemoryStream;
 use stream_worker::retrieval::{RecordBatch, StartAt, StreamClient};
@@ -177,6 +177,43 @@ async fn lease_store_suite(store: Arc<dyn LeaseStore>) {
     });
     let results = futures::future::join_all(attempts).await;
     assert_eq!(results.iter().filter(|r| matches!(r, Cas::Done(_))).count(), 1, "{results:?}");
+
+    heartbeat_suite(store).await;
+}
+
+async fn heartbeat_suite(store: &dyn LeaseStore) {
+    assert!(store.heartbeats().await.unwrap().is_empty());
+    // The first beat creates the row; every beat adds one and stores what it says.
+    let w1 = Heartbeat::new("w1", "0001");
+    let first = store.beat(&w1, 3, "2026-12-06T13:00:00Z").await.unwrap().done().unwrap();
+    assert_eq!(first, w1.next(3, "2026-12-06T13:00:00Z"));
+    let second = store.beat(&first, 4, "2026-12-06T13:00:02Z").await.unwrap().done().unwrap();
+    assert_eq!((second.beat, second.leases, second.sent_at.as_str()), (2, 4, "2026-12-06T13:00:02Z"));
+    // The count is the row's, not the caller's: a retry of an applied beat counts again.
+    assert_eq!(store.beat(&first, 4, "2026-12-06T13:00:02Z").await.unwrap().done().unwrap().beat, 3);
+    let now = store.beat(&second, 4, "2026-12-06T13:00:04Z").await.unwrap().done().unwrap();
+    assert_eq!(now.beat, 4);
+
+    // A reused worker id is another incarnation: a row of its own.
+    let w1_again = store.beat(&Heartbeat::new("w1", "0002"), 0, "2026-12-06T13:00:05Z").await.unwrap().done().unwrap();
+    assert_eq!(w1_again.beat, 1);
+    let mut rows = store.heartbeats().await.unwrap();
+    rows.sort_by_key(|h| h.key());
+    assert_eq!(rows, vec![now.clone(), w1_again.clone()]);
+
+    // mark_dead: only on the beat the marker saw stand still.
+    assert_eq!(store.mark_dead(&second, "w2").await.unwrap(), Cas::Lost, "a beat it did not see keeps it alive");
+    assert_eq!(store.mark_dead(&now, "w2").await.unwrap(), Cas::Done(()));
+    assert_eq!(store.mark_dead(&now, "w3").await.unwrap(), Cas::Lost, "marked once");
+    // A marked incarnation takes no more beats, and stays marked.
+    assert_eq!(store.beat(&now, 4, "2026-12-06T13:00:06Z").await.unwrap(), Cas::Lost);
+    let marked = store.heartbeats().await.unwrap().into_iter().find(|h| h.key() == now.key()).unwrap();
+    assert_eq!((marked.beat, marked.dead_by.as_deref()), (4, Some("w2")));
+
+    // A graceful stop removes its row; the others stay.
+    store.remove_heartbeat(&w1_again).await.unwrap();
+    store.remove_heartbeat(&w1_again).await.unwrap(); // already gone: no error
+    assert_eq!(store.heartbeats().await.unwrap(), vec![marked]);
 }
 
 #[tokio::test]

@@ -219,10 +219,21 @@ async fn status_watch_redraws_on_a_terminal_and_prints_plain_blocks_otherwise() 
         (text.matches("--- stream").count() >= 3).then_some(text)
     })
     .await;
-    plain.kill().unwrap();
     assert!(!text.contains('\x1b'), "{text}");
     let third = text.split("--- stream").nth(3).unwrap();
     assert!(third.contains("RECORDS/S") && third.contains("workers seen: 1: a (2)"), "{third}");
+    // The worker's heartbeat: one process, beating; its lease count as of its
+    // last beat (one every third of the failover time) reaches the two it holds.
+    let beating = |view: &str| -> Vec<String> {
+        view.lines().filter(|l| l.starts_with("a ") && l.ends_with("beating")).map(str::to_owned).collect()
+    };
+    assert_eq!(beating(third).len(), 1, "{third}");
+    eventually(Duration::from_secs(30), "a heartbeat with both leases", || async {
+        let text = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+        let last = text.rsplit("--- stream").next().unwrap_or_default().to_owned();
+        beating(&last).first().is_some_and(|l| l.split_whitespace().nth(2) == Some("2")).then_some(())
+    })
+    .await;
     // From the second view on, each owned shard has a rate (idle: 0.0).
     let rates: Vec<f64> = third
         .lines()
@@ -230,6 +241,7 @@ async fn status_watch_redraws_on_a_terminal_and_prints_plain_blocks_otherwise() 
         .map(|l| l.split_whitespace().nth(5).unwrap().parse().unwrap_or_else(|_| panic!("{l}")))
         .collect();
     assert_eq!(rates.len(), 2, "{third}");
+    plain.kill().unwrap();
 
     // A terminal (script(1) gives the command a pseudo-terminal): redrawn in place.
     let command = args.iter().fold(BIN.to_owned(), |c, a| format!("{c} '{a}'"));
@@ -251,4 +263,9 @@ async fn status_watch_redraws_on_a_terminal_and_prints_plain_blocks_otherwise() 
     assert!(text.contains("workers seen: 1: a (2)"), "{text}");
     worker.signal("TERM");
     assert!(worker.wait_exit(Duration::from_secs(30)).0.success());
+    // A graceful stop removes the worker's heartbeat row.
+    let once = Command::new(BIN).args(&args[..1]).args(&args[3..]).arg("--json").output().unwrap();
+    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&once.stdout).unwrap();
+    assert_eq!(json["workers"], serde_json::json!([]), "{json}");
 }

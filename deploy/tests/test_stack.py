@@ -158,6 +158,11 @@ def test_tables(aws, lambda_stack):
     assert leases["KeySchema"] == [{"AttributeName": "leaseKey", "KeyType": "HASH"}]
     assert {a["AttributeName"]: a["AttributeType"] for a in leases["AttributeDefinitions"]} == {"leaseKey": "S"}
 
+    workers = ddb.describe_table(TableName=phys(lambda_stack, "WorkersTable"))["Table"]
+    assert workers["TableName"] == phys(lambda_stack, "LeaseTable") + "-workers"
+    assert workers["KeySchema"] == [{"AttributeName": "fleet", "KeyType": "HASH"},
+                                    {"AttributeName": "worker", "KeyType": "RANGE"}]
+
     dead = ddb.describe_table(TableName=phys(lambda_stack, "DeadLetterTable"))["Table"]
     assert dead["KeySchema"] == [{"AttributeName": "ShardId", "KeyType": "HASH"},
                                  {"AttributeName": "SequenceNumber", "KeyType": "RANGE"}]

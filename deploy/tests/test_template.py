@@ -47,7 +47,8 @@ def test_stream_on_demand():
 
 def test_table_ttl_pitr_sse():
     assert props("TweetsTable")["TimeToLiveSpecification"] == {"AttributeName": "ExpirationTime", "Enabled": True}
-    for table in ("TweetsTable", "LeaseTable", "DeadLetterTable"):
+    assert props("WorkersTable")["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
+    for table in ("TweetsTable", "LeaseTable", "WorkersTable", "DeadLetterTable"):
         p = props(table)
         assert p["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}, table
         assert p["SSESpecification"] == {"SSEEnabled": True}, table
@@ -235,6 +236,8 @@ def test_worker_retrieval_switches_fan_out_and_its_permissions():
     consumer = granted["Resource"][1]["Fn::Sub"]
     assert consumer.endswith("/consumer/${AWS::StackName}-leases:*")
     assert props("LeaseTable")["TableName"] == {"Fn::Sub": "${AWS::StackName}-leases"}
+    # The heartbeat table is named as the worker names it: <lease table>-workers.
+    assert props("WorkersTable")["TableName"] == {"Fn::Sub": "${AWS::StackName}-leases-workers"}
     assert props("Stream")["Name"] == {"Fn::Sub": "${AWS::StackName}-tweets"}
 
 

@@ -239,7 +239,7 @@ pub fn fence_after(sent: Instant, failover: Duration) -> Instant {
 mod tests {
     use super::*;
     use crate::leases::memory::MemoryLeaseStore;
-    use crate::model::SequenceNumber;
+    use crate::model::{Heartbeat, SequenceNumber};
 
     const FAILOVER: Duration = Duration::from_secs(10);
 
@@ -367,6 +367,20 @@ mod tests {
         }
         async fn request_handoff(&self, lease: &Lease, to: &str) -> Result<Cas<Lease>, StoreError> {
             self.inner.request_handoff(lease, to).await
+        }
+        async fn beat(&self, hb: &Heartbeat, leases: u32, sent_at: &str) -> Result<Cas<Heartbeat>, StoreError> {
+            self.gate().await;
+            self.inner.beat(hb, leases, sent_at).await
+        }
+        async fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
+            self.gate().await;
+            self.inner.heartbeats().await
+        }
+        async fn mark_dead(&self, hb: &Heartbeat, by: &str) -> Result<Cas<()>, StoreError> {
+            self.inner.mark_dead(hb, by).await
+        }
+        async fn remove_heartbeat(&self, hb: &Heartbeat) -> Result<(), StoreError> {
+            self.inner.remove_heartbeat(hb).await
         }
     }
 

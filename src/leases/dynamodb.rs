@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::{apply, Cas, LeaseStore, Segment, StoreError};
 use crate::aws::{classify, describe, ErrorClass};
-use crate::model::{Checkpoint, Lease};
+use crate::model::{Checkpoint, Heartbeat, Lease};
 
 /// Attribute `leaseKey`, the table's hash key: the shard id.
 pub const LEASE_KEY: &str = "leaseKey";
@@ -48,6 +48,8 @@ pub const HANDOFF_TO: &str = "handoffTo";
 /// shard, all owners together, for `status --watch`'s records/s.
 pub const RECORDS_PROCESSED: &str = "recordsProcessed";
 
+pub mod heartbeats;
+
 type Item = HashMap<String, AttributeValue>;
 
 /// The [`LeaseStore`] on a DynamoDB table with the Java KCL 2.x lease schema:
@@ -56,21 +58,36 @@ type Item = HashMap<String, AttributeValue>;
 /// Every write is conditional: a create on the key being absent, the others on
 /// `leaseCounter` (and `leaseOwner` where the trait's contract says so).
 ///
-/// [`LeaseStore::ensure_table`] creates a missing table with the string hash key
-/// `leaseKey` and on-demand billing. The calls made are `DescribeTable`,
-/// `CreateTable` (only for a missing table), `Scan`, `GetItem`, `PutItem`,
-/// `UpdateItem` and `DeleteItem`.
+/// The heartbeats live in a table of their own, [`workers_table`] (`<lease
+/// table>-workers`; see [`heartbeats`]), so that neither older releases nor the
+/// Java KCL ever read one as a lease.
+///
+/// [`LeaseStore::ensure_table`] creates a missing lease table with the string
+/// hash key `leaseKey`, and a missing heartbeat table with the string keys
+/// `fleet` (hash) and `worker` (range), both with on-demand billing. The calls
+/// made are `DescribeTable`, `CreateTable` and `UpdateTimeToLive` (only for a
+/// missing table), `Scan`, `Query`, `GetItem`, `PutItem`, `UpdateItem` and
+/// `DeleteItem`.
 #[derive(Debug, Clone)]
 pub struct DynamoLeaseStore {
     client: Client,
     table: String,
+    /// The heartbeat table: [`workers_table`] of `table`.
+    workers: String,
+}
+
+/// The fleet's heartbeat table beside the lease table `lease_table`:
+/// `<lease table>-workers`.
+pub fn workers_table(lease_table: &str) -> String {
+    format!("{lease_table}-workers")
 }
 
 impl DynamoLeaseStore {
     /// A store on the table `table`. Nothing is called yet; call
     /// [`LeaseStore::ensure_table`] to create the table if it is missing.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        let table = table.into();
+        Self { client, workers: workers_table(&table), table }
     }
 
     /// The lease table's name.
@@ -114,6 +131,63 @@ impl DynamoLeaseStore {
                 _ => return Ok(leases),
             }
         }
+    }
+
+    /// Creates `table` with string `keys` and on-demand billing if it does not
+    /// exist, and waits until it is ACTIVE; whether this call created it.
+    async fn ensure(&self, table: &str, keys: &[(&str, KeyType)]) -> Result<bool, StoreError> {
+        let kind = if table == self.table { "lease table" } else { "heartbeat table" };
+        let error = |op: &str, err: String| StoreError(format!("{kind} '{table}': {op}: {err}"));
+        let mut created = false;
+        match self.client.describe_table().table_name(table).send().await {
+            Ok(_) => {}
+            Err(err) if classify(&err) == ErrorClass::NotFound => {
+                let mut create = self.client.create_table().table_name(table).billing_mode(BillingMode::PayPerRequest);
+                for (name, key_type) in keys {
+                    create = create
+                        .attribute_definitions(
+                            AttributeDefinition::builder()
+                                .attribute_name(*name)
+                                .attribute_type(ScalarAttributeType::S)
+                                .build()
+                                .expect("complete attribute definition"),
+                        )
+                        .key_schema(
+                            KeySchemaElement::builder()
+                                .attribute_name(*name)
+                                .key_type(key_type.clone())
+                                .build()
+                                .expect("complete key schema"),
+                        );
+                }
+                match create.send().await {
+                    Ok(_) => {
+                        created = true;
+                        tracing::info!(table, "created table");
+                    }
+                    // Another worker created it first.
+                    Err(err)
+                        if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&err)
+                            == Some("ResourceInUseException") => {}
+                    Err(err) => return Err(error("create table", describe(&err))),
+                }
+            }
+            Err(err) => return Err(error("describe table", describe(&err))),
+        }
+        for _ in 0..600 {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(|e| error("describe table", describe(&e)))?;
+            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(created);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(StoreError(format!("{kind} '{table}' did not become ACTIVE within 120 s")))
     }
 
     /// Runs a conditional update and returns the stored row, or `Lost` when the
@@ -168,55 +242,14 @@ impl DynamoLeaseStore {
 #[async_trait]
 impl LeaseStore for DynamoLeaseStore {
     async fn ensure_table(&self) -> Result<(), StoreError> {
-        match self.client.describe_table().table_name(&self.table).send().await {
-            Ok(_) => {}
-            Err(err) if classify(&err) == ErrorClass::NotFound => {
-                let created = self
-                    .client
-                    .create_table()
-                    .table_name(&self.table)
-                    .billing_mode(BillingMode::PayPerRequest)
-                    .attribute_definitions(
-                        AttributeDefinition::builder()
-                            .attribute_name(LEASE_KEY)
-                            .attribute_type(ScalarAttributeType::S)
-                            .build()
-                            .expect("complete attribute definition"),
-                    )
-                    .key_schema(
-                        KeySchemaElement::builder()
-                            .attribute_name(LEASE_KEY)
-                            .key_type(KeyType::Hash)
-                            .build()
-                            .expect("complete key schema"),
-                    )
-                    .send()
-                    .await;
-                match created {
-                    Ok(_) => tracing::info!(table = %self.table, "created lease table"),
-                    // Another worker created it first.
-                    Err(err)
-                        if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&err)
-                            == Some("ResourceInUseException") => {}
-                    Err(err) => return Err(self.error("create table", err)),
-                }
-            }
-            Err(err) => return Err(self.error("describe table", err)),
+        self.ensure(&self.table, &[(LEASE_KEY, KeyType::Hash)]).await?;
+        if self
+            .ensure(&self.workers, &[(heartbeats::FLEET, KeyType::Hash), (heartbeats::WORKER, KeyType::Range)])
+            .await?
+        {
+            self.expire_heartbeats().await;
         }
-        for _ in 0..600 {
-            let out = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| self.error("describe table", e))?;
-            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Err(StoreError(format!("lease table '{}' did not become ACTIVE within 120 s", self.table)))
+        Ok(())
     }
 
     async fn list(&self) -> Result<Vec<Lease>, StoreError> {
@@ -320,6 +353,22 @@ impl LeaseStore for DynamoLeaseStore {
         let update = format!("SET {HANDOFF_TO} = :to");
         let expected = apply::request_handoff(lease, to);
         self.update("request handoff", lease, true, &update, values, expected).await
+    }
+
+    async fn beat(&self, heartbeat: &Heartbeat, leases: u32, sent_at: &str) -> Result<Cas<Heartbeat>, StoreError> {
+        self.beat_row(heartbeat, leases, sent_at).await
+    }
+
+    async fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
+        self.query_heartbeats().await
+    }
+
+    async fn mark_dead(&self, heartbeat: &Heartbeat, by: &str) -> Result<Cas<()>, StoreError> {
+        self.mark_row_dead(heartbeat, by).await
+    }
+
+    async fn remove_heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), StoreError> {
+        self.delete_heartbeat_row(heartbeat).await
     }
 
     async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{apply, Cas, LeaseStore, Segment, StoreError};
-use crate::model::{Checkpoint, Lease};
+use crate::model::{Checkpoint, Heartbeat, Lease};
 
 /// An in-memory [`LeaseStore`] with the same conditional-write contract as
 /// [`DynamoLeaseStore`](super::dynamodb::DynamoLeaseStore), for tests and the
@@ -18,6 +18,8 @@ use crate::model::{Checkpoint, Lease};
 #[derive(Debug, Default)]
 pub struct MemoryLeaseStore {
     rows: Mutex<BTreeMap<String, Lease>>,
+    /// The heartbeat table's rows, by [`Heartbeat::key`].
+    heartbeats: Mutex<BTreeMap<String, Heartbeat>>,
     usage: Mutex<Usage>,
 }
 
@@ -42,6 +44,8 @@ pub struct Usage {
     pub segment_scans: u64,
     /// GetItems.
     pub gets: u64,
+    /// Queries of the heartbeat table.
+    pub queries: u64,
     /// Writes of every kind, applied or not (conditional writes whose condition
     /// failed included).
     pub writes: u64,
@@ -57,6 +61,12 @@ fn segment_of(key: &str, total: u32) -> u32 {
 /// A lease row's size as DynamoDB counts it (names and values).
 fn row_bytes(lease: &Lease) -> usize {
     crate::aws::item_size(&super::dynamodb::to_item(lease))
+}
+
+/// A heartbeat row's size as DynamoDB counts it, in a fleet named like a lease
+/// table of 16 characters.
+fn heartbeat_bytes(heartbeat: &Heartbeat) -> usize {
+    crate::aws::item_size(&super::dynamodb::heartbeats::to_item("tweets-ab-leases", heartbeat, 0))
 }
 
 impl MemoryLeaseStore {
@@ -179,6 +189,55 @@ impl LeaseStore for MemoryLeaseStore {
 
     async fn request_handoff(&self, lease: &Lease, to: &str) -> Result<Cas<Lease>, StoreError> {
         Ok(self.cas(lease, true, |row| apply::request_handoff(row, to)))
+    }
+
+    async fn beat(&self, heartbeat: &Heartbeat, leases: u32, sent_at: &str) -> Result<Cas<Heartbeat>, StoreError> {
+        let mut rows = self.heartbeats.lock().unwrap();
+        let key = heartbeat.key();
+        let before = rows.get(&key).map_or(0, heartbeat_bytes);
+        let result = match rows.get(&key) {
+            Some(row) if row.dead_by.is_some() => Cas::Lost,
+            stored => {
+                let beat = stored.map_or(0, |row| row.beat);
+                let next = Heartbeat { beat, dead_by: None, ..heartbeat.clone() }.next(leases, sent_at);
+                rows.insert(key.clone(), next.clone());
+                Cas::Done(next)
+            }
+        };
+        let after = rows.get(&key).map_or(0, heartbeat_bytes);
+        drop(rows);
+        self.charge_write(before.max(after));
+        Ok(result)
+    }
+
+    async fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
+        let rows: Vec<Heartbeat> = self.heartbeats.lock().unwrap().values().cloned().collect();
+        let bytes: usize = rows.iter().map(heartbeat_bytes).sum();
+        let mut usage = self.usage.lock().unwrap();
+        usage.queries += 1;
+        usage.read_units += 0.5 * bytes.div_ceil(4096).max(1) as f64;
+        Ok(rows)
+    }
+
+    async fn mark_dead(&self, heartbeat: &Heartbeat, by: &str) -> Result<Cas<()>, StoreError> {
+        let mut rows = self.heartbeats.lock().unwrap();
+        let (before, result) = match rows.get_mut(&heartbeat.key()) {
+            Some(row) if row.beat == heartbeat.beat && row.dead_by.is_none() => {
+                let before = heartbeat_bytes(row);
+                row.dead_by = Some(by.to_owned());
+                (before.max(heartbeat_bytes(row)), Cas::Done(()))
+            }
+            row => (row.map_or(0, |row| heartbeat_bytes(row)), Cas::Lost),
+        };
+        drop(rows);
+        self.charge_write(before);
+        Ok(result)
+    }
+
+    async fn remove_heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), StoreError> {
+        let removed = self.heartbeats.lock().unwrap().remove(&heartbeat.key());
+        self.charge_write(removed.as_ref().map_or(0, heartbeat_bytes));
+        Ok(())
     }
 
     async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {

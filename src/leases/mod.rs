@@ -1,7 +1,8 @@
 //! Leases: who processes which shard, and how far it got.
 //!
-//! [`LeaseStore`] is the narrow edge over the lease table; [`dynamodb`] is the real
-//! one and [`memory`] its in-memory twin. What uses them (renewals, take rounds,
+//! [`LeaseStore`] is the narrow edge over the lease table and, beside it, the
+//! fleet's heartbeat table; [`dynamodb`] is the real one and [`memory`] its
+//! in-memory twin. What uses them (renewals, take rounds,
 //! the zombie fence) is the [engine](crate::engine).
 
 pub mod dynamodb;
@@ -9,7 +10,7 @@ pub mod memory;
 
 use async_trait::async_trait;
 
-use crate::model::{Checkpoint, Lease};
+use crate::model::{Checkpoint, Heartbeat, Lease};
 
 /// The result of a conditional write: done, with the lease as now stored, or lost
 /// because the row changed underneath (another worker took it, or it moved on).
@@ -41,7 +42,7 @@ impl<T> Cas<T> {
 #[error("{0}")]
 pub struct StoreError(pub String);
 
-/// The lease table.
+/// The lease table, and the fleet's heartbeat table beside it.
 ///
 /// Contract, for every implementation (checked by the conformance suite in
 /// `tests/conformance.rs` against both):
@@ -57,9 +58,15 @@ pub struct StoreError(pub String);
 /// - Every applied mutation but `delete` and `request_handoff` stores
 ///   `counter + 1` and returns the row. `take` clears `handoff_to`; `release`
 ///   keeps it, so the worker that asked gets the lease first.
+/// - Heartbeats: `beat` applies unless the incarnation's row is marked dead
+///   (then [`Cas::Lost`], and it stays marked); the first beat creates the row,
+///   every beat adds one to `beat`. `mark_dead` applies only while the stored
+///   `beat` equals the given one and the row is not marked: a beat the marker
+///   has not seen (a stale read) makes it [`Cas::Lost`].
 #[async_trait]
 pub trait LeaseStore: Send + Sync + 'static {
-    /// Creates the table if it does not exist and waits until it is usable.
+    /// Creates the lease table and the heartbeat table if they do not exist and
+    /// waits until they are usable.
     async fn ensure_table(&self) -> Result<(), StoreError>;
     /// Every lease row: a strongly consistent scan.
     async fn list(&self) -> Result<Vec<Lease>, StoreError>;
@@ -106,6 +113,20 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// The one mutation that does not bump the counter: the owner's next renewal
     /// must succeed, and tell it to hand over.
     async fn request_handoff(&self, lease: &Lease, to: &str) -> Result<Cas<Lease>, StoreError>;
+    /// Writes one more beat of `heartbeat`'s incarnation, with `leases` held, sent
+    /// at `sent_at` (the writer's wall clock, RFC 3339): the row as now stored, or
+    /// [`Cas::Lost`] if another worker marked the incarnation dead.
+    async fn beat(&self, heartbeat: &Heartbeat, leases: u32, sent_at: &str) -> Result<Cas<Heartbeat>, StoreError>;
+    /// Every heartbeat row of the fleet, as one eventually consistent read sees
+    /// them.
+    async fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError>;
+    /// Marks `heartbeat`'s incarnation dead (by the worker `by`) if its stored
+    /// beat is still `heartbeat.beat`: what a worker that watched the beat stand
+    /// still for the failover time writes before it takes that worker's leases.
+    async fn mark_dead(&self, heartbeat: &Heartbeat, by: &str) -> Result<Cas<()>, StoreError>;
+    /// Deletes the incarnation's row: a graceful stop's last write, after every
+    /// lease is released.
+    async fn remove_heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), StoreError>;
 }
 
 /// One segment of a parallel scan: `index` of `total` (`0 <= index < total`).

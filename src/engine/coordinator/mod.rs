@@ -36,10 +36,11 @@ use crate::health::Health;
 use crate::leases::{LeaseStore, Segment, StoreError};
 use crate::metrics as m;
 use crate::model::HashRange;
-use crate::model::Lease;
+use crate::model::{Heartbeat, Lease};
 use crate::retrieval::{ClosedShards, StreamClient};
 
 mod config;
+mod heartbeat;
 mod renew;
 mod shard_sync;
 mod supervise;
@@ -72,6 +73,8 @@ pub struct Worker {
 
 struct State {
     held: BTreeMap<String, Arc<HeldLease>>,
+    /// This process's heartbeat row, as last stored.
+    heartbeat: Heartbeat,
     consumers: JoinSet<Exit>,
     /// Which shard each consumer task runs, to know whose lease a panic leaves.
     tasks: HashMap<tokio::task::Id, String>,
@@ -134,16 +137,18 @@ impl Worker {
         self.store.ensure_table().await?;
         let renew_every = cfg.failover / 3;
         let quick_take_every = quick_take_interval(cfg.failover);
+        let mut rng = match cfg.rng_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_entropy(),
+        };
         let mut state = State {
             held: BTreeMap::new(),
+            heartbeat: Heartbeat::new(cfg.worker_id.clone(), heartbeat::incarnation(&mut rng)),
             consumers: JoinSet::new(),
             tasks: HashMap::new(),
             seen: Observations::default(),
             asked: BTreeMap::new(),
-            rng: match cfg.rng_seed {
-                Some(seed) => StdRng::seed_from_u64(seed),
-                None => StdRng::from_entropy(),
-            },
+            rng,
             ranges: HashMap::new(),
             closed: Arc::default(),
             workers: 1,
@@ -156,9 +161,15 @@ impl Worker {
         let consumers_stop = CancellationToken::new();
         // The gauge exists from the start, before a take round succeeds.
         metrics::gauge!(m::LEASES_HELD).set(0.0);
-        tracing::info!(worker_id = %cfg.worker_id, failover = ?cfg.failover, "worker started");
+        tracing::info!(
+            worker_id = %cfg.worker_id,
+            incarnation = %state.heartbeat.incarnation,
+            failover = ?cfg.failover,
+            "worker started"
+        );
 
         let mut next_renew = Instant::now() + renew_every;
+        let mut next_beat = Instant::now();
         let mut next_take = Instant::now();
         let mut next_steal = Instant::now();
         let mut next_watch = Instant::now() + quick_take_every;
@@ -175,6 +186,10 @@ impl Worker {
                 _ = sleep_until(next_renew) => {
                     self.renew_all(&mut state).await;
                     next_renew += renew_every;
+                }
+                _ = sleep_until(next_beat) => {
+                    self.beat(&mut state).await;
+                    next_beat += renew_every;
                 }
                 _ = sleep_until(next_write_limits) => {
                     let refresh = async { self.processor.upkeep().await; Ok::<_, anyhow::Error>(()) };
@@ -273,6 +288,7 @@ impl Worker {
         join_all(std::mem::take(&mut state.held).into_values().map(|held| async move { this.release(&held).await }))
             .await;
         metrics::gauge!(m::LEASES_HELD).set(0.0);
+        self.remove_heartbeat(&state).await;
         tracing::info!(worker_id = %cfg.worker_id, "worker stopped");
         Ok(())
     }
@@ -297,6 +313,7 @@ mod tests {
 
     use super::*;
     use crate::leases::memory::MemoryLeaseStore;
+    use crate::leases::Cas;
     use crate::processor::sink::MemoryTable;
     use crate::processor::Processor;
     use crate::retrieval::memory::MemoryStream;
@@ -410,6 +427,44 @@ mod tests {
         stop_a.cancel();
         a.await.unwrap().unwrap();
         assert!(holds(&fleet.owners().await, "-", 4), "every lease released: {:?}", fleet.owners().await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_process_beats_as_a_new_incarnation_and_removes_its_row_when_it_stops() {
+        let fleet = Fleet::new(2);
+        let (a, stop_a) = fleet.start("a");
+        fleet.until("a holds both leases", |o, _| holds(o, "a", 2)).await;
+        let first = fleet.store.heartbeats().await.unwrap();
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!((first[0].worker_id.as_str(), first[0].protocol), ("a", Heartbeat::PROTOCOL));
+        // One beat every third of the failover time, with the leases held.
+        tokio::time::sleep(FAILOVER).await;
+        let later = fleet.store.heartbeats().await.unwrap();
+        assert_eq!((later[0].incarnation.as_str(), later[0].leases), (first[0].incarnation.as_str(), 2));
+        assert!((3..=4).contains(&(later[0].beat - first[0].beat)), "{first:?} then {later:?}");
+
+        // Marked dead (as a taker would): the next beat is refused, and the
+        // worker goes on as a new incarnation.
+        assert_eq!(fleet.store.mark_dead(&later[0], "b").await.unwrap(), Cas::Done(()));
+        tokio::time::sleep(FAILOVER / 3 + Duration::from_millis(1)).await;
+        let rows = fleet.store.heartbeats().await.unwrap();
+        let fresh: Vec<_> = rows.iter().filter(|h| h.dead_by.is_none()).collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(fresh.len(), 1, "{rows:?}");
+        assert_ne!(fresh[0].incarnation, first[0].incarnation);
+
+        // A restart with the same worker id is another incarnation too.
+        stop_a.cancel();
+        a.await.unwrap().unwrap();
+        assert!(fleet.store.heartbeats().await.unwrap().iter().all(|h| h.dead_by.is_some()), "its row removed");
+        let (a, stop_a) = fleet.start("a");
+        fleet.until("a holds both leases again", |o, _| holds(o, "a", 2)).await;
+        let rows = fleet.store.heartbeats().await.unwrap();
+        let incarnations: HashSet<&str> = rows.iter().map(|h| h.incarnation.as_str()).collect();
+        assert_eq!(incarnations.len(), 2, "{rows:?}");
+        assert!(!incarnations.contains(fresh[0].incarnation.as_str()));
+        stop_a.cancel();
+        a.await.unwrap().unwrap();
     }
 
     #[tokio::test(start_paused = true)]
