@@ -2,8 +2,9 @@
 """Create (or delete) the stream and tables of a local stream-worker deployment.
 
 The table keys are the contract of docs/design.md ("Tables") and deploy/ (tweets: Id, GSI ByUser,
-TTL ExpirationTime; dead letters: ShardId + SequenceNumber). The lease table is not
-created here: the worker creates it. Endpoints and region come from the standard
+TTL ExpirationTime; dead letters: ShardId + SequenceNumber). The lease table and the
+heartbeat table beside it (<lease table>-workers) are not created here: the worker
+creates them. Endpoints and region come from the standard
 AWS variables that `deploy/local/emulators.sh start` prints.
 
     resources.py create --stream tweets --shards 4 [--tweets-table tweets]
@@ -112,7 +113,7 @@ def delete(args):
                 raise
     ignore_missing(client("kinesis").delete_stream, StreamName=args.stream, EnforceConsumerDeletion=True)
     dynamodb = client("dynamodb")
-    for table in (args.tweets_table, args.dead_letter_table, args.lease_table):
+    for table in (args.tweets_table, args.dead_letter_table, args.lease_table, args.lease_table + "-workers"):
         ignore_missing(dynamodb.delete_table, TableName=table)
 
 
