@@ -2,7 +2,9 @@
 //! core) on the in-memory twins of the stream, the lease table and the tables,
 //! in one process under paused time, with a schedule of faults drawn from a
 //! seed: workers crash (task dropped, nothing released), leave gracefully and
-//! join; shards split under load. Invariants are checked as the run goes, and a
+//! join; shards split under load; the lease table's eventually consistent reads
+//! lag up to a second behind its writes throughout, and now and then see a
+//! replica that stopped for two failover times. Invariants are checked as the run goes, and a
 //! failure names the seed, which replays the same run: the schedule, the load
 //! and the workers' own random choices (take-round jitter, which lease to take
 //! or steal) are drawn from it, and paused time on one thread orders the rest
@@ -35,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use stream_worker::engine::coordinator::{Worker, WorkerConfig};
 use stream_worker::health::Health;
-use stream_worker::leases::memory::MemoryLeaseStore;
+use stream_worker::leases::memory::{MemoryLeaseStore, ReadLag};
 use stream_worker::leases::StoreError;
 use stream_worker::model::{Checkpoint, Lease};
 use stream_worker::processor::sink::{BatchWriter, Item, MemoryTable, WriteError};
@@ -58,6 +60,9 @@ fn bounds() -> (Duration, Duration) {
 }
 /// How long the settled fleet is watched for the steady state's cost.
 const STEADY: Duration = Duration::from_secs(60);
+/// How far behind the lease table's writes its eventually consistent reads may
+/// be, drawn per read: DynamoDB's replicas are typically within a second.
+const READ_LAG: Duration = Duration::from_secs(1);
 /// How often the checker looks at the lease table.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -126,6 +131,7 @@ impl Sim {
             next_worker: 0,
             next_id: 0,
         };
+        sim.store.set_read_lag(Some(ReadLag::UpTo(READ_LAG)), seed);
         for _ in 0..workers {
             sim.start_worker();
         }
@@ -173,6 +179,11 @@ impl Sim {
         (format!("k{i}"), format!(r#"{{"id_str":"{i}","text":"t"}}"#))
     }
 
+    /// The ids of the workers running now.
+    fn live(&self) -> HashSet<String> {
+        self.workers.keys().map(|n| format!("w{n}")).collect()
+    }
+
     fn fail(&self, what: String) -> ! {
         panic!("seed {}: {what}", self.seed)
     }
@@ -192,8 +203,9 @@ struct Checker {
 }
 
 impl Checker {
-    /// Checks the invariants on the table as it is now; returns a violation.
-    fn look(&mut self, leases: &[Lease], now: Instant) -> Option<String> {
+    /// Checks the invariants on the table as it is now, with `live` the workers
+    /// running then; returns a violation.
+    fn look(&mut self, leases: &[Lease], now: Instant, live: &HashSet<String>) -> Option<String> {
         let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
         for lease in leases {
             self.parents.entry(lease.key.clone()).or_insert_with(|| lease.parents.clone());
@@ -210,6 +222,14 @@ impl Checker {
                 }
                 if before.counter != lease.counter {
                     self.moved.insert(lease.key.clone(), now);
+                }
+                // A running worker loses a lease only by letting it go, or to the
+                // worker it was asked to hand it to: never to a taker misled by a
+                // stale read.
+                if let (Some(was), Some(is)) = (&before.owner, &lease.owner) {
+                    if was != is && live.contains(was) && before.handoff_to.as_ref() != Some(is) {
+                        return Some(format!("{}: taken from {was}, running, by {is}: {before:?}", lease.key));
+                    }
                 }
             } else {
                 self.moved.insert(lease.key.clone(), now);
@@ -245,7 +265,7 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
     let start = Instant::now();
     // Faults at random moments between 30 s and 150 s; load until 170 s.
     let mut faults: Vec<(Duration, u8)> = (0..workers.max(4))
-        .map(|_| (Duration::from_millis(rng.gen_range(30_000..150_000)), rng.gen_range(0..4)))
+        .map(|_| (Duration::from_millis(rng.gen_range(30_000..150_000)), rng.gen_range(0..5)))
         .collect();
     faults.sort();
     let mut faults = faults.into_iter().peekable();
@@ -253,9 +273,14 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
     let load_until = Duration::from_secs(170);
     let per_tick = shards / 10 + 1;
     let mut splits = 0;
+    let mut frozen_until: Option<Duration> = None;
     while start.elapsed() < load_until {
         tokio::time::sleep(TICK).await;
         sim.put(per_tick);
+        if frozen_until.is_some_and(|until| start.elapsed() >= until) {
+            frozen_until = None;
+            sim.store.set_read_lag(Some(ReadLag::UpTo(READ_LAG)), seed);
+        }
         while let Some((at, kind)) = faults.next_if(|(at, _)| *at <= start.elapsed()) {
             let _ = at;
             let mut live: Vec<usize> = sim.workers.keys().copied().collect();
@@ -279,6 +304,15 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
                     sim.workers.remove(&leaving).unwrap().1.cancel();
                 }
                 2 => sim.start_worker(),
+                3 if frozen_until.is_none() => {
+                    // Reads come from a replica that stopped: every worker sees
+                    // every counter stand still, and its takes lose.
+                    if std::env::var("SIM_TRACE").is_ok() {
+                        println!("  reads frozen for {:?}", FAILOVER * 2);
+                    }
+                    sim.store.set_read_lag(Some(ReadLag::FrozenAt(Instant::now())), seed);
+                    frozen_until = Some(start.elapsed() + FAILOVER * 2);
+                }
                 _ => {
                     let open = sim.stream.open_shards();
                     if !open.is_empty() {
@@ -288,7 +322,7 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
                 }
             }
         }
-        if let Some(violation) = checker.look(&sim.store.rows(), Instant::now()) {
+        if let Some(violation) = checker.look(&sim.store.rows(), Instant::now(), &sim.live()) {
             let mut live: Vec<usize> = sim.workers.keys().copied().collect();
             live.sort();
             sim.fail(format!("at {:?}: {violation}; live workers {live:?}", start.elapsed()));
@@ -302,7 +336,7 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
             sim.fail(format!("{} of {put} records written a minute after the load ended", sim.tweets.len()));
         }
         tokio::time::sleep(TICK).await;
-        if let Some(violation) = checker.look(&sim.store.rows(), Instant::now()) {
+        if let Some(violation) = checker.look(&sim.store.rows(), Instant::now(), &sim.live()) {
             let mut live: Vec<usize> = sim.workers.keys().copied().collect();
             live.sort();
             sim.fail(format!("at {:?}: {violation}; live workers {live:?}", start.elapsed()));

@@ -1,9 +1,15 @@
 //! In-memory [`LeaseStore`], for unit tests of the coordinator and the taker,
 //! and the fleet simulation: it prices every call as DynamoDB would (see
-//! [`Usage`]).
+//! [`Usage`]), and its eventually consistent reads can lag behind its writes as
+//! DynamoDB's may (see [`ReadLag`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 
@@ -20,6 +26,11 @@ pub struct MemoryLeaseStore {
     rows: Mutex<BTreeMap<String, Lease>>,
     /// The heartbeat table's rows, by [`Heartbeat::key`].
     heartbeats: Mutex<BTreeMap<String, Heartbeat>>,
+    /// How eventually consistent reads lag, and the draws of [`ReadLag::UpTo`].
+    lag: Mutex<Option<(ReadLag, StdRng)>>,
+    /// While reads lag: each row's versions, oldest first, with when each was
+    /// written (`None`: deleted).
+    history: Mutex<HashMap<String, Vec<(Instant, Option<Lease>)>>>,
     usage: Mutex<Usage>,
 }
 
@@ -49,6 +60,22 @@ pub struct Usage {
     /// Writes of every kind, applied or not (conditional writes whose condition
     /// failed included).
     pub writes: u64,
+    /// Of those, conditional writes whose condition failed (a lost race, or a
+    /// write made on a stale read).
+    pub lost_writes: u64,
+}
+
+/// How the store's eventually consistent reads ([`LeaseStore::snapshot`],
+/// [`LeaseStore::get`]) lag behind its writes. Strongly consistent reads
+/// ([`LeaseStore::list`]) and conditional writes always see the latest rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLag {
+    /// Each read sees the table as it was a random time between zero and this
+    /// long ago (drawn per read): views that lag, and may go back and forth.
+    UpTo(Duration),
+    /// Every read sees the table as it was at this instant: a replica that
+    /// stopped taking writes.
+    FrozenAt(Instant),
 }
 
 /// The segment of `total` a key's row is in: a stable hash of the key (FNV-1a),
@@ -75,6 +102,57 @@ impl MemoryLeaseStore {
         Self::default()
     }
 
+    /// Makes eventually consistent reads lag as `lag` says from now on (`None`:
+    /// they see the latest rows again); `seed` draws [`ReadLag::UpTo`]'s lags.
+    /// Rows as they stand now are the oldest version a lagging read can see.
+    pub fn set_read_lag(&self, lag: Option<ReadLag>, seed: u64) {
+        let mut history = self.history.lock().unwrap();
+        history.clear();
+        if lag.is_some() {
+            let now = Instant::now();
+            for (key, row) in self.rows.lock().unwrap().iter() {
+                history.insert(key.clone(), vec![(now, Some(row.clone()))]);
+            }
+        }
+        *self.lag.lock().unwrap() = lag.map(|lag| (lag, StdRng::seed_from_u64(seed)));
+    }
+
+    /// Records a row's new version (`None`: deleted) for lagging reads.
+    fn record(&self, key: &str, row: Option<Lease>) {
+        let Some(lag) = self.lag.lock().unwrap().as_ref().map(|(lag, _)| *lag) else { return };
+        let now = Instant::now();
+        let mut history = self.history.lock().unwrap();
+        let versions = history.entry(key.to_owned()).or_default();
+        versions.push((now, row));
+        // Keep the newest version a read can still pick, and the ones after it.
+        let oldest_view = match lag {
+            ReadLag::UpTo(max) => now.checked_sub(max).unwrap_or(now),
+            ReadLag::FrozenAt(at) => at,
+        };
+        let visible = versions.iter().rposition(|(at, _)| *at <= oldest_view).unwrap_or(0);
+        versions.drain(..visible);
+    }
+
+    /// The rows an eventually consistent read sees now: the latest, or, while
+    /// reads lag, each row as it was at the view's instant.
+    fn visible_rows(&self) -> Vec<Lease> {
+        let view = match self.lag.lock().unwrap().as_mut() {
+            None => return self.rows(),
+            Some((ReadLag::UpTo(max), rng)) => {
+                let lag = rng.gen_range(Duration::ZERO..=*max);
+                Instant::now().checked_sub(lag).unwrap_or_else(Instant::now)
+            }
+            Some((ReadLag::FrozenAt(at), _)) => *at,
+        };
+        let history = self.history.lock().unwrap();
+        let mut rows: Vec<Lease> = history
+            .values()
+            .filter_map(|versions| versions.iter().rev().find(|(at, _)| *at <= view).and_then(|(_, row)| row.clone()))
+            .collect();
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        rows
+    }
+
     /// One row, read without a charge (for tests that watch the table).
     pub fn peek(&self, key: &str) -> Option<Lease> {
         self.rows.lock().unwrap().get(key).cloned()
@@ -92,7 +170,7 @@ impl MemoryLeaseStore {
 
     /// The rows of `segment`, charged as a Scan at `unit` read units per 4 KB.
     fn scan(&self, unit: f64, segment: Segment) -> Vec<Lease> {
-        let mut rows = self.rows();
+        let mut rows = if unit < 1.0 { self.visible_rows() } else { self.rows() };
         rows.retain(|l| segment_of(&l.key, segment.total) == segment.index);
         let bytes: usize = rows.iter().map(row_bytes).sum();
         let mut usage = self.usage.lock().unwrap();
@@ -123,7 +201,13 @@ impl MemoryLeaseStore {
             _ => Cas::Lost,
         };
         let after = rows.get(&lease.key).map_or(0, row_bytes);
+        let stored = rows.get(&lease.key).cloned();
         drop(rows);
+        if matches!(result, Cas::Done(_)) {
+            self.record(&lease.key, stored);
+        } else {
+            self.usage.lock().unwrap().lost_writes += 1;
+        }
         self.charge_write(before.max(after));
         result
     }
@@ -144,7 +228,11 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Lease>, StoreError> {
-        let row = self.rows.lock().unwrap().get(key).cloned();
+        let row = if self.lag.lock().unwrap().is_some() {
+            self.visible_rows().into_iter().find(|l| l.key == key)
+        } else {
+            self.rows.lock().unwrap().get(key).cloned()
+        };
         let mut usage = self.usage.lock().unwrap();
         usage.gets += 1;
         usage.read_units += 0.5 * row.as_ref().map_or(0, row_bytes).div_ceil(4096).max(1) as f64;
@@ -158,6 +246,8 @@ impl LeaseStore for MemoryLeaseStore {
             return Ok(Cas::Lost);
         }
         rows.insert(lease.key.clone(), lease.clone());
+        drop(rows);
+        self.record(&lease.key, Some(lease.clone()));
         Ok(Cas::Done(()))
     }
 
@@ -246,9 +336,50 @@ impl LeaseStore for MemoryLeaseStore {
         match rows.get(&lease.key) {
             Some(row) if row.counter == lease.counter => {
                 rows.remove(&lease.key);
+                drop(rows);
+                self.record(&lease.key, None);
                 Ok(Cas::Done(()))
             }
             _ => Ok(Cas::Lost),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn lagging_reads_see_older_rows_and_strong_reads_and_writes_the_latest() {
+        let store = MemoryLeaseStore::new();
+        let lease = Lease::new("s", Checkpoint::TrimHorizon, vec![]);
+        store.create(&lease).await.unwrap().done().unwrap();
+        let before = store.list().await.unwrap().remove(0);
+        store.set_read_lag(Some(ReadLag::FrozenAt(Instant::now())), 1);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let taken = store.take(&before, "w").await.unwrap().done().unwrap();
+        store.create(&Lease::new("t", Checkpoint::TrimHorizon, vec![])).await.unwrap().done().unwrap();
+        // Frozen: the old row, and no row created since.
+        assert_eq!(store.snapshot(Segment::WHOLE).await.unwrap(), vec![before.clone()]);
+        assert_eq!(store.get("s").await.unwrap(), Some(before.clone()));
+        assert_eq!(store.get("t").await.unwrap(), None);
+        // Strong reads and conditional writes see the latest.
+        assert_eq!(store.list().await.unwrap()[0], taken);
+        assert_eq!(store.take(&before, "v").await.unwrap(), Cas::Lost, "a take on a stale read loses");
+
+        // Up to 4 s behind: a row written each second is seen between 4 s old and new.
+        store.set_read_lag(Some(ReadLag::UpTo(Duration::from_secs(4))), 7);
+        let mut row = store.list().await.unwrap().remove(0);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            row = store.renew(&row).await.unwrap().done().unwrap();
+            let counter = store.get("s").await.unwrap().unwrap().counter;
+            assert!(counter + 4 >= row.counter && counter <= row.counter, "{counter} vs {}", row.counter);
+            seen.insert(row.counter - counter);
+        }
+        assert!(seen.len() >= 4, "lags drawn: {seen:?}");
+        store.set_read_lag(None, 0);
+        assert_eq!(store.get("s").await.unwrap(), Some(row));
     }
 }

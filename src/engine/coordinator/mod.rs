@@ -468,6 +468,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn reads_frozen_for_three_failover_times_take_no_lease_from_a_live_worker() {
+        use crate::leases::memory::ReadLag;
+        let fleet = Fleet::new(4);
+        fleet.put(40);
+        let (a, stop_a) = fleet.start("a");
+        let (b, stop_b) = fleet.start("b");
+        fleet.until("a fair share each", |o, rows| holds(o, "a", 2) && holds(o, "b", 2) && rows == 40).await;
+        let owners = |rows: Vec<Lease>| rows.into_iter().map(|l| (l.key, l.owner)).collect::<Vec<_>>();
+        let settled = owners(fleet.store.list().await.unwrap());
+        let before = fleet.store.usage();
+
+        // Every take round and watch now reads a replica that stopped: each
+        // worker sees the other's counters stand still, judges its leases
+        // expired, and tries to take them on counters long gone.
+        fleet.store.set_read_lag(Some(ReadLag::FrozenAt(Instant::now())), 3);
+        let start = Instant::now();
+        while start.elapsed() < FAILOVER * 3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(owners(fleet.store.list().await.unwrap()), settled, "a lease moved at {:?}", start.elapsed());
+        }
+        let during = fleet.store.usage();
+        assert!(during.lost_writes >= before.lost_writes + 4, "the workers tried to take on stale counters: {during:?}");
+        fleet.put(20);
+        fleet.store.set_read_lag(None, 0);
+        fleet.until("the new records written by the same owners", |_, rows| rows == 60).await;
+        assert_eq!(owners(fleet.store.list().await.unwrap()), settled);
+        stop_a.cancel();
+        stop_b.cancel();
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_at_timestamp_start_reads_from_that_time_with_no_other_setting() {
         let fleet = Fleet::new(2);
         fleet.put(10);
