@@ -70,7 +70,8 @@ pub fn readiness_window(args: &RunArgs) -> Duration {
 pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>) -> anyhow::Result<()> {
     let config = crate::aws::load_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);
-    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    // Writes made for a lease are checked against its fence, SDK retries included.
+    let dynamodb = crate::aws::dynamodb_client(&config);
     check_stream(&kinesis, &config, &args.stream).await?;
     check_table(&dynamodb, &config, &args.processor.tweets_table).await?;
     check_table(&dynamodb, &config, &args.processor.dead_letter_table).await?;

@@ -46,6 +46,40 @@ pub async fn load_config() -> SdkConfig {
     loader.load().await
 }
 
+/// A DynamoDB client for the worker: the SDK's, with every attempt made
+/// [`within`](crate::fence::within) a fence checked before it is sent (see
+/// [`crate::fence`]).
+pub fn dynamodb_client(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(config).interceptor(FenceCheck).build())
+}
+
+/// Fails an attempt that would start past the fence of the task that makes it.
+#[derive(Debug)]
+struct FenceCheck;
+
+/// The error of an attempt refused by [`FenceCheck`]: the SDK does not retry it.
+#[derive(Debug, thiserror::Error)]
+#[error("not sent: the lease's fence passed {0:?} ago (another worker may hold it now)")]
+pub struct PastFence(pub Duration);
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for FenceCheck {
+    fn name(&self) -> &'static str {
+        "FenceCheck"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        match crate::fence::passed() {
+            Some(at) => Err(Box::new(PastFence(tokio::time::Instant::now().saturating_duration_since(at)))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Connecting gives up after [`ATTEMPT_TIMEOUT`], an attempt after `attempt`.
 pub fn timeouts(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
     aws_config::timeout::TimeoutConfig::builder()
@@ -324,6 +358,87 @@ pub fn write_units(item: &std::collections::HashMap<String, aws_sdk_dynamodb::ty
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A DynamoDB stand-in that answers every request with a retryable 500 and
+    /// records when each arrived.
+    fn failing_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>) {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = arrivals.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then the body their Content-Length announces.
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                seen.lock().unwrap().push(std::time::Instant::now());
+                let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"down"}"#;
+                let answer = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/x-amz-json-1.0\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        (url, arrivals)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn no_attempt_is_sent_past_the_fence_of_the_write_that_makes_it() {
+        let (url, arrivals) = failing_endpoint();
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "test"))
+            .endpoint_url(&url)
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(30)
+                    .with_initial_backoff(Duration::from_millis(20))
+                    .with_max_backoff(Duration::from_millis(100)),
+            )
+            .load()
+            .await;
+        let client = dynamodb_client(&config);
+        let put =
+            || client.put_item().table_name("t").item("Id", aws_sdk_dynamodb::types::AttributeValue::S("1".into()));
+
+        // Outside a fence every attempt is made: 30 of them.
+        assert!(put().send().await.is_err());
+        assert_eq!(arrivals.lock().unwrap().len(), 30);
+        arrivals.lock().unwrap().clear();
+
+        // Within a fence 300 ms away, the SDK retries until the fence, and the
+        // attempt its backoff releases after it is never sent.
+        let fence = crate::fence::Fence::new(tokio::time::Instant::now() + Duration::from_millis(300));
+        let deadline = std::time::Instant::now() + Duration::from_millis(300);
+        let err = crate::fence::within(&fence, put().send()).await.unwrap_err();
+        let returned = std::time::Instant::now();
+        let message = format!("{}", DisplayErrorContext(&err));
+        assert!(message.contains("the lease's fence passed"), "{message}");
+        // The call ended on the refused attempt, not on the 30th answer.
+        let attempts = arrivals.lock().unwrap().len();
+        assert!((2..30).contains(&attempts), "{attempts} attempts");
+        assert!(returned >= deadline, "refused {:?} before the fence", deadline - returned);
+    }
 
     #[test]
     fn codes_map_to_classes() {

@@ -64,7 +64,7 @@
 //! | 4 applications | [`processor`], [`producer`] | the tweet pipeline (the engine's first [`engine::RecordProcessor`]); sources → PutRecords |
 //! | 3 engine | [`engine`] | worker loop, take / renew / supervise, per-shard consumer, memory budget; knows no tweet |
 //! | 2 edges | [`leases`], [`retrieval`], [`telemetry`] | the lease store and the stream client as narrow traits with memory twins; logs and the HTTP endpoints |
-//! | 1 plumbing | [`aws`], [`kpl`], [`retry`], [`metrics`], [`health`], [`shutdown`], [`http`] | the SDK's config and errors, the KPL format, backoff, metric names, plain local HTTP |
+//! | 1 plumbing | [`aws`], [`fence`], [`kpl`], [`retry`], [`metrics`], [`health`], [`shutdown`], [`http`] | the SDK's config and errors, the write fence, the KPL format, backoff, metric names, plain local HTTP |
 //! | 0 model | [`model`] | pure values: records, positions, checkpoints, leases |
 //!
 //! `src/main.rs` and `src/bin/lambda.rs` are the entry points above them all.
@@ -91,6 +91,7 @@
 pub const LAYERS: &[(&str, u8)] = &[
     ("model", 0),
     ("aws", 1),
+    ("fence", 1),
     ("kpl", 1),
     ("retry", 1),
     ("metrics", 1),
@@ -121,6 +122,8 @@ pub mod config;
 pub mod dead_letters;
 #[warn(missing_docs)]
 pub mod engine;
+#[warn(missing_docs)]
+pub mod fence;
 #[warn(missing_docs)]
 pub mod health;
 #[warn(missing_docs)]

@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use super::{Durable, RecordProcessor};
 use crate::engine::budget::{ByteBudget, Reservation};
 use crate::engine::held::HeldLease;
+use crate::fence::within;
 use crate::kpl::deaggregate_records;
 use crate::leases::Cas;
 use crate::metrics as m;
@@ -263,7 +264,10 @@ impl Consumer {
                     let mut rest = slice;
                     let mut attempt = 0;
                     while !rest.is_empty() {
-                        let durable = match or_lost!(self.held, self.processor.process(&shard_id, rest, None)) {
+                        let durable = match or_lost!(
+                            self.held,
+                            within(self.held.write_fence(), self.processor.process(&shard_id, rest, None))
+                        ) {
                             Durable::All => rest.len(),
                             Durable::Before(i) => i.min(rest.len()),
                         };
@@ -658,6 +662,9 @@ mod tests {
     impl RecordProcessor for Halves {
         async fn process(&self, shard_id: &str, records: &[Record], deadline: Option<Instant>) -> Durable {
             self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // The sink's writes run within the lease's fence (crate::fence).
+            let fence = crate::fence::current().expect("processing runs within the lease's fence");
+            assert!(fence > Instant::now(), "handed records past the fence");
             let half = records.len().div_ceil(2);
             assert_eq!(self.inner.process(shard_id, &records[..half], deadline).await, Durable::All);
             if half == records.len() {

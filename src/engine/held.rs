@@ -6,7 +6,9 @@
 //! The zombie fence: a renewal or checkpoint sent at `t` proves the lease ours
 //! until, at the earliest, `t + failover_time` on any other worker's clock (they
 //! judge expiry from when they *saw* the counter move, which is after `t`). The
-//! fence is set a margin before that; past it, the holder stops and never writes.
+//! fence is set a margin before that; past it, the holder stops and never writes:
+//! the lease's writes and its consumer's run [`within`] the fence, so that not
+//! even an SDK retry is sent past it ([`crate::fence`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::fence::{within, Fence};
 use crate::leases::{Cas, LeaseStore, StoreError};
 use crate::model::{Checkpoint, Lease};
 
@@ -29,7 +32,7 @@ use crate::model::{Checkpoint, Lease};
 pub struct HeldLease {
     key: String,
     state: AsyncMutex<Lease>,
-    fence: Mutex<Instant>,
+    fence: Fence,
     /// Cancelled once the lease is lost, fenced or released: the consumer's stop.
     lost: CancellationToken,
     /// Cancelled for a graceful stop (finish the batch, checkpoint): the worker
@@ -58,7 +61,7 @@ impl HeldLease {
             checkpointed_at: Mutex::new(sent),
             key: lease.key.clone(),
             state: AsyncMutex::new(lease),
-            fence: Mutex::new(fence_after(sent, failover)),
+            fence: Fence::new(fence_after(sent, failover)),
             lost: CancellationToken::new(),
             store,
             failover,
@@ -72,7 +75,12 @@ impl HeldLease {
 
     /// When this worker must stop touching the shard unless renewed before.
     pub fn fence(&self) -> Instant {
-        *self.fence.lock().unwrap()
+        self.fence.at()
+    }
+
+    /// The fence as the writes made for this lease run [`within`] it.
+    pub fn write_fence(&self) -> &Fence {
+        &self.fence
     }
 
     /// The graceful stop: worker shutdown or a handoff request.
@@ -96,7 +104,7 @@ impl HeldLease {
         &self,
         write: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.failover / 3, write).await {
+        match tokio::time::timeout(self.failover / 3, within(&self.fence, write)).await {
             Ok(result) => result,
             Err(_) => Err(StoreError(format!("lease '{}': no answer within {:?}", self.key, self.failover / 3))),
         }
@@ -111,7 +119,7 @@ impl HeldLease {
             self.stop.cancel();
         }
         *lease = next;
-        *self.fence.lock().unwrap() = fence_after(sent, self.failover);
+        self.fence.set(fence_after(sent, self.failover));
     }
 
     /// Whether the lease has been marked lost: taken over, found past its fence,

@@ -30,7 +30,7 @@ pub struct MemoryLeaseStore {
     lag: Mutex<Option<(ReadLag, StdRng)>>,
     /// While reads lag: each row's versions, oldest first, with when each was
     /// written (`None`: deleted).
-    history: Mutex<HashMap<String, Vec<(Instant, Option<Lease>)>>>,
+    history: Mutex<HashMap<String, Versions>>,
     usage: Mutex<Usage>,
 }
 
@@ -64,6 +64,10 @@ pub struct Usage {
     /// write made on a stale read).
     pub lost_writes: u64,
 }
+
+/// A row's versions, oldest first, each with when it was written (`None`:
+/// deleted).
+type Versions = Vec<(Instant, Option<Lease>)>;
 
 /// How the store's eventually consistent reads ([`LeaseStore::snapshot`],
 /// [`LeaseStore::get`]) lag behind its writes. Strongly consistent reads

@@ -489,7 +489,10 @@ mod tests {
             assert_eq!(owners(fleet.store.list().await.unwrap()), settled, "a lease moved at {:?}", start.elapsed());
         }
         let during = fleet.store.usage();
-        assert!(during.lost_writes >= before.lost_writes + 4, "the workers tried to take on stale counters: {during:?}");
+        assert!(
+            during.lost_writes >= before.lost_writes + 4,
+            "the workers tried to take on stale counters: {during:?}"
+        );
         fleet.put(20);
         fleet.store.set_read_lag(None, 0);
         fleet.until("the new records written by the same owners", |_, rows| rows == 60).await;

@@ -1,0 +1,84 @@
+//! The write fence: a moment after which a task must issue no write.
+//!
+//! A worker holds a lease on the other workers' trust that it stops before they
+//! may judge it dead. Its own futures stop at the fence (the consumer drops a
+//! batch in flight), but an SDK call is several attempts, and a retry that a
+//! backoff timer releases just after the fence would still be sent. So the
+//! writes made for a lease run [`within`] its fence, and the DynamoDB client
+//! the worker builds ([`crate::aws::dynamodb_client`]) fails every attempt that
+//! would start past it, before anything is sent. Calls made outside a fence
+//! (the Lambda path, operator commands) are not checked.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+
+tokio::task_local! {
+    static FENCE: Fence;
+}
+
+/// A moment that may move (each renewal moves a lease's fence on), shared by
+/// its owner and the writes made within it.
+#[derive(Debug, Clone)]
+pub struct Fence(Arc<Mutex<Instant>>);
+
+impl Fence {
+    /// A fence at `at`.
+    pub fn new(at: Instant) -> Self {
+        Self(Arc::new(Mutex::new(at)))
+    }
+
+    /// The moment past which no write may start.
+    pub fn at(&self) -> Instant {
+        *self.0.lock().unwrap()
+    }
+
+    /// Moves the fence to `at`.
+    pub fn set(&self, at: Instant) {
+        *self.0.lock().unwrap() = at;
+    }
+
+    /// Whether the fence has passed.
+    pub fn passed(&self) -> bool {
+        Instant::now() >= self.at()
+    }
+}
+
+/// Runs `write` within `fence`: every DynamoDB attempt it starts checks it.
+pub async fn within<F: std::future::Future>(fence: &Fence, write: F) -> F::Output {
+    FENCE.scope(fence.clone(), write).await
+}
+
+/// The fence of the running task's writes, if it runs within one.
+pub fn current() -> Option<Instant> {
+    FENCE.try_with(Fence::at).ok()
+}
+
+/// The fence of the running task's writes, if it runs within one and the fence
+/// has passed: the moment it passed.
+pub fn passed() -> Option<Instant> {
+    current().filter(|at| Instant::now() >= *at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_sees_the_fence_it_runs_within_as_it_moves() {
+        assert_eq!((current(), passed()), (None, None), "outside a fence");
+        let fence = Fence::new(Instant::now() + Duration::from_secs(1));
+        within(&fence, async {
+            assert_eq!((current(), passed()), (Some(fence.at()), None));
+            tokio::time::sleep(Duration::from_millis(999)).await;
+            assert_eq!(passed(), None);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert_eq!(passed(), Some(fence.at()));
+            fence.set(Instant::now() + Duration::from_secs(1));
+            assert_eq!(passed(), None, "moved on by a renewal");
+        })
+        .await;
+        assert_eq!(passed(), None, "outside again");
+    }
+}
