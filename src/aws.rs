@@ -74,7 +74,10 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for FenceCheck {
         _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
         match crate::fence::passed() {
-            Some(at) => Err(Box::new(PastFence(tokio::time::Instant::now().saturating_duration_since(at)))),
+            Some(at) => {
+                metrics::counter!(crate::metrics::FENCE_TRIPS, "what" => "attempt").increment(1);
+                Err(Box::new(PastFence(tokio::time::Instant::now().saturating_duration_since(at))))
+            }
             None => Ok(()),
         }
     }

@@ -80,6 +80,11 @@ pub const LEASE_RENEWALS: &str = "stream_worker_lease_renewals_total";
 /// Counter: lease renewals that failed with a store error (a lost lease is
 /// counted by [`LEASES_LOST`] instead). No labels.
 pub const LEASE_RENEWAL_FAILURES: &str = "stream_worker_lease_renewal_failures_total";
+/// Counter: the zombie fence at work. Label `what`: `lease` when a held
+/// lease's fence passed before a renewal was answered (the worker stopped its
+/// consumer), `attempt` when a DynamoDB attempt was refused unsent because the
+/// fence of the lease it wrote for had passed.
+pub const FENCE_TRIPS: &str = "stream_worker_fence_trips_total";
 /// Counter: heartbeats this worker wrote to the heartbeat table. No labels.
 pub const HEARTBEATS: &str = "stream_worker_heartbeats_total";
 /// Counter: heartbeats that failed. Label `reason`: `error` (the table did not
@@ -213,6 +218,9 @@ pub fn register_counters() {
     for side in ["requested", "released"] {
         metrics::counter!(LEASE_HANDOFFS, "side" => side).absolute(0);
     }
+    for what in ["lease", "attempt"] {
+        metrics::counter!(FENCE_TRIPS, "what" => what).absolute(0);
+    }
     for reason in ["error", "marked-dead"] {
         metrics::counter!(HEARTBEAT_FAILURES, "reason" => reason).absolute(0);
     }
@@ -278,6 +286,11 @@ pub fn describe() {
     );
     describe_counter!(LEASE_RENEWALS, Unit::Count, "lease renewals that succeeded");
     describe_counter!(LEASE_RENEWAL_FAILURES, Unit::Count, "lease renewals that failed (store errors)");
+    describe_counter!(
+        FENCE_TRIPS,
+        Unit::Count,
+        "lease fences passed before a renewal, and write attempts refused past one"
+    );
     describe_counter!(HEARTBEATS, Unit::Count, "heartbeats written to the heartbeat table");
     describe_counter!(HEARTBEAT_FAILURES, Unit::Count, "heartbeats that failed, by reason (error, marked-dead)");
     describe_gauge!(WORKERS_SEEN, Unit::Count, "workers holding unexpired leases, as seen by this worker");

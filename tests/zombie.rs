@@ -82,6 +82,9 @@ async fn a_cut_off_worker_stops_in_time_and_never_overwrites_its_successor() {
         "the zombie wrote a checkpoint after it stopped"
     );
     assert!(zombie.metric("stream_worker_leases_lost_total").unwrap() >= 2.0);
+    // Each held lease's fence tripped once (the metric an alert watches).
+    let trips = zombie.metric_with("stream_worker_fence_trips_total", r#"what="lease""#).unwrap();
+    assert_eq!(trips, 2.0, "fence trips");
 
     setup.rows_of(&producer.finish()).await;
 }

@@ -128,9 +128,10 @@ impl HeldLease {
         self.lost.is_cancelled()
     }
 
-    /// Marks the lease lost: its consumer stops without checkpointing.
-    pub fn mark_lost(&self) {
-        self.lost.cancel();
+    /// Marks the lease lost because its fence passed (counted as a fence trip
+    /// unless it was lost already): its consumer stops without checkpointing.
+    pub fn fenced(&self) {
+        self.trip();
     }
 
     /// Resolves once the lease is lost or its fence has passed.
@@ -141,7 +142,7 @@ impl HeldLease {
                 _ = self.lost.cancelled() => return,
                 _ = tokio::time::sleep_until(fence) => {
                     if Instant::now() >= self.fence() {
-                        self.lost.cancel();
+                        self.trip();
                         return;
                     }
                 }
@@ -157,9 +158,19 @@ impl HeldLease {
 
     fn usable(&self) -> bool {
         if Instant::now() >= self.fence() {
-            self.lost.cancel();
+            self.trip();
         }
         !self.lost.is_cancelled()
+    }
+
+    /// The fence passed with the lease still held: it counts as lost, and the
+    /// trip is counted once.
+    fn trip(&self) {
+        if !self.lost.is_cancelled() {
+            self.lost.cancel();
+            metrics::counter!(crate::metrics::FENCE_TRIPS, "what" => "lease").increment(1);
+            tracing::warn!(shard_id = %self.key, "the lease's fence passed before a renewal was answered; stopped");
+        }
     }
 
     /// Renews the lease. `Ok(false)`: it is lost (taken over, or fenced).

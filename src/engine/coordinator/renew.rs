@@ -30,7 +30,7 @@ impl Worker {
                     tracing::warn!(shard_id = held.key(), error = %e, "lease renewal failed");
                     if held.is_lost() || Instant::now() >= held.fence() {
                         // The zombie fence: stop before anyone else may take it.
-                        held.mark_lost();
+                        held.fenced();
                         metrics::counter!(m::LEASES_LOST).increment(1);
                         tracing::warn!(shard_id = held.key(), "lease not renewed in time; stopped processing");
                         state.held.remove(held.key());
