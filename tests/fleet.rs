@@ -167,7 +167,15 @@ async fn rolling_restart(from: Retrieval, to: Retrieval) {
             theirs.len(),
             old.name
         );
-        assert!(took <= Duration::from_secs(3), "took {took:?}");
+        // A survivor takes a released lease at its next take round (within
+        // 2.25 s in a fleet of three); a fan-out reader then waits for its
+        // subscription's first event, which the emulator sends on a 1 s tick
+        // (3.0 and 3.97 s seen beside other tests).
+        let bound = match to {
+            Retrieval::Polling => Duration::from_secs(3),
+            Retrieval::FanOut => Duration::from_secs(4),
+        };
+        assert!(took <= bound, "took {took:?}");
         workers.push(restarted.worker(&format!("{}-{round}", old.name), &[]));
     }
     let puts = producer.finish();
