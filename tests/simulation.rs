@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use stream_worker::engine::coordinator::{Worker, WorkerConfig};
 use stream_worker::health::Health;
-use stream_worker::leases::memory::{MemoryLeaseStore, ReadLag};
+use stream_worker::leases::memory::{MemoryLeaseStore, ReadLag, Takeover};
 use stream_worker::leases::StoreError;
 use stream_worker::model::{Checkpoint, Lease};
 use stream_worker::processor::sink::{BatchWriter, Item, MemoryTable, WriteError};
@@ -205,7 +205,21 @@ struct Checker {
 impl Checker {
     /// Checks the invariants on the table as it is now, with `live` the workers
     /// running then; returns a violation.
-    fn look(&mut self, leases: &[Lease], now: Instant, live: &HashSet<String>) -> Option<String> {
+    fn look(
+        &mut self,
+        leases: &[Lease],
+        takeovers: &[Takeover],
+        now: Instant,
+        live: &HashSet<String>,
+    ) -> Option<String> {
+        // A running worker loses a lease only by letting it go, or to the worker
+        // it was asked to hand it to: never to a taker misled by a stale read.
+        for t in takeovers {
+            let was = t.before.owner.as_deref().unwrap_or_default();
+            if live.contains(was) && t.before.handoff_to.as_deref() != Some(t.by.as_str()) {
+                return Some(format!("{}: taken from {was}, running, by {}: {:?}", t.before.key, t.by, t.before));
+            }
+        }
         let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
         for lease in leases {
             self.parents.entry(lease.key.clone()).or_insert_with(|| lease.parents.clone());
@@ -222,14 +236,6 @@ impl Checker {
                 }
                 if before.counter != lease.counter {
                     self.moved.insert(lease.key.clone(), now);
-                }
-                // A running worker loses a lease only by letting it go, or to the
-                // worker it was asked to hand it to: never to a taker misled by a
-                // stale read.
-                if let (Some(was), Some(is)) = (&before.owner, &lease.owner) {
-                    if was != is && live.contains(was) && before.handoff_to.as_ref() != Some(is) {
-                        return Some(format!("{}: taken from {was}, running, by {is}: {before:?}", lease.key));
-                    }
                 }
             } else {
                 self.moved.insert(lease.key.clone(), now);
@@ -322,7 +328,9 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
                 }
             }
         }
-        if let Some(violation) = checker.look(&sim.store.rows(), Instant::now(), &sim.live()) {
+        if let Some(violation) =
+            checker.look(&sim.store.rows(), &sim.store.drain_takeovers(), Instant::now(), &sim.live())
+        {
             let mut live: Vec<usize> = sim.workers.keys().copied().collect();
             live.sort();
             sim.fail(format!("at {:?}: {violation}; live workers {live:?}", start.elapsed()));
@@ -336,7 +344,9 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
             sim.fail(format!("{} of {put} records written a minute after the load ended", sim.tweets.len()));
         }
         tokio::time::sleep(TICK).await;
-        if let Some(violation) = checker.look(&sim.store.rows(), Instant::now(), &sim.live()) {
+        if let Some(violation) =
+            checker.look(&sim.store.rows(), &sim.store.drain_takeovers(), Instant::now(), &sim.live())
+        {
             let mut live: Vec<usize> = sim.workers.keys().copied().collect();
             live.sort();
             sim.fail(format!("at {:?}: {violation}; live workers {live:?}", start.elapsed()));

@@ -28,6 +28,8 @@ pub struct MemoryLeaseStore {
     heartbeats: Mutex<BTreeMap<String, Heartbeat>>,
     /// How eventually consistent reads lag, and the draws of [`ReadLag::UpTo`].
     lag: Mutex<Option<(ReadLag, StdRng)>>,
+    /// Every take of a lease that another worker owned, in order: for checkers.
+    takeovers: Mutex<Vec<Takeover>>,
     /// While reads lag: each row's versions, oldest first, with when each was
     /// written (`None`: deleted).
     history: Mutex<HashMap<String, Versions>>,
@@ -63,6 +65,16 @@ pub struct Usage {
     /// Of those, conditional writes whose condition failed (a lost race, or a
     /// write made on a stale read).
     pub lost_writes: u64,
+}
+
+/// A take of a lease that another worker owned: the row as it stood before,
+/// and the taker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Takeover {
+    /// The lease row just before the take.
+    pub before: Lease,
+    /// The worker that took it.
+    pub by: String,
 }
 
 /// A row's versions, oldest first, each with when it was written (`None`:
@@ -167,6 +179,11 @@ impl MemoryLeaseStore {
         self.rows.lock().unwrap().values().cloned().collect()
     }
 
+    /// The takes of leases another worker owned since the last call, in order.
+    pub fn drain_takeovers(&self) -> Vec<Takeover> {
+        std::mem::take(&mut *self.takeovers.lock().unwrap())
+    }
+
     /// What the calls so far would have cost on DynamoDB.
     pub fn usage(&self) -> Usage {
         *self.usage.lock().unwrap()
@@ -256,7 +273,14 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn take(&self, lease: &Lease, owner: &str) -> Result<Cas<Lease>, StoreError> {
-        Ok(self.cas(lease, false, |row| apply::take(row, owner)))
+        let before = self.peek(&lease.key);
+        let result = self.cas(lease, false, |row| apply::take(row, owner));
+        if let (Cas::Done(_), Some(before)) = (&result, before) {
+            if before.owner.as_deref().is_some_and(|o| o != owner) {
+                self.takeovers.lock().unwrap().push(Takeover { before, by: owner.to_owned() });
+            }
+        }
+        Ok(result)
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError> {
