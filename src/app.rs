@@ -97,6 +97,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken, health: Arc<Health>
         config: WorkerConfig {
             worker_id: worker_id.clone(),
             failover: args.failover_time,
+            renewal_failover: args.renewal_failover_time,
             max_leases: args.max_leases.unwrap_or(usize::MAX),
             max_leases_to_steal: args.max_leases_to_steal,
             shard_sync_interval: args.shard_sync_interval,
@@ -223,22 +224,32 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let mut seen = crate::engine::taker::Observations::default();
+    let mut seen = crate::engine::taker::Observations::watching(args.failover_time);
     let watched_since = Instant::now();
+    // A fleet of releases without heartbeats has no heartbeat table.
+    let fleet = || async {
+        store.fleet().await.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "no heartbeats");
+            crate::model::Fleet::default()
+        })
+    };
     if !args.observe.is_zero() && args.watch.is_none() {
         seen.observe(&store.list().await?, Instant::now());
+        seen.observe_fleet(&fleet().await, Instant::now(), args.observe * 2);
         tokio::time::sleep(args.observe).await;
     }
     let terminal = std::io::stdout().is_terminal();
     let mut previous: Option<(std::collections::HashMap<String, u64>, Instant)> = None;
     loop {
         let leases = store.list().await?;
+        let fleet = fleet().await;
         let now = Instant::now();
         seen.observe(&leases, now);
+        seen.observe_fleet(&fleet, now, args.renewal_failover_time);
         // Expiry can be judged once the table was watched for a failover time.
         let watched = !args.observe.is_zero() || now.duration_since(watched_since) >= args.failover_time;
-        let observed =
-            (watched && (args.watch.is_some() || !args.observe.is_zero())).then_some((&seen, now, args.failover_time));
+        let observed = (watched && (args.watch.is_some() || !args.observe.is_zero()))
+            .then_some((&seen, now, args.renewal_failover_time));
         let shards = stream.list_shards().await.map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
         let ids: Vec<String> = shards.into_iter().map(|s| s.id).collect();
         let mut rows = crate::status::report(&leases, &ids, observed, &stream).await;
@@ -249,17 +260,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         let workers = crate::status::live_workers(&rows);
         let limits: Vec<_> =
             limits.iter().map(|(table, limit)| crate::status::WriteLimit::new(table, *limit, workers)).collect();
-        // A fleet of releases without heartbeats has no heartbeat table.
-        let heartbeats = match store.heartbeats().await {
-            Ok(rows) => crate::status::heartbeats(&rows, chrono::Utc::now()),
-            Err(e) => {
-                tracing::debug!(error = %e, "no heartbeats");
-                Vec::new()
-            }
-        };
+        let heartbeats = crate::status::heartbeats(&fleet.workers, chrono::Utc::now());
+        let protocol = fleet.protocol.unwrap_or(crate::model::Heartbeat::RENEWALS);
         let view = if args.json {
             let out = serde_json::json!({
-                "shards": rows, "live_workers": workers, "workers": heartbeats, "write_limits": limits
+                "protocol": protocol, "shards": rows, "live_workers": workers, "workers": heartbeats,
+                "write_limits": limits
             });
             if args.watch.is_some() {
                 format!("{}\n", serde_json::to_string(&out)?)
@@ -272,6 +278,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 text.push_str(&crate::status::render_workers(&rows));
             }
             text.push_str(&crate::status::render_heartbeats(&heartbeats));
+            text.push_str(&format!("\nfleet protocol: {protocol}\n"));
             text.push_str(&crate::status::render_write_limits(&limits, workers));
             text
         };
@@ -357,6 +364,36 @@ pub async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
 }
 
 /// `stream-worker checkpoints rewind`.
+/// `stream-worker fleet upgrade|rollback`: set the fleet's protocol and wait
+/// until every worker follows.
+pub async fn fleet(command: crate::config::FleetCommand) -> anyhow::Result<()> {
+    use crate::config::FleetCommand;
+    use crate::model::Heartbeat;
+    let (args, to) = match command {
+        FleetCommand::Upgrade(args) => (args, Heartbeat::HEARTBEATS),
+        FleetCommand::Rollback(args) => (args, Heartbeat::RENEWALS),
+    };
+    crate::telemetry::init_logs(args.log.log_format);
+    let config = crate::aws::load_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    check_table(&dynamodb, &config, &args.lease_table).await?;
+    let store = DynamoLeaseStore::new(dynamodb, &args.lease_table);
+    let behind = crate::protocol::switch(&store, to, args.wait).await?;
+    if !behind.is_empty() {
+        anyhow::bail!(
+            "the fleet's protocol is {to}, but after {} these workers still report the other: {}\n\
+             hint: they may be stuck or unable to read the heartbeat table; see their logs",
+            humantime::format_duration(args.wait),
+            behind.join(", ")
+        );
+    }
+    println!("the fleet runs protocol {to}: every live worker reports it");
+    if to == Heartbeat::RENEWALS {
+        println!("older releases may now join or replace the workers");
+    }
+    Ok(())
+}
+
 pub async fn rewind(args: RewindArgs) -> anyhow::Result<()> {
     let config = crate::aws::load_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&config);

@@ -17,25 +17,39 @@ tokio::task_local! {
     static FENCE: Fence;
 }
 
-/// A moment that may move (each renewal moves a lease's fence on), shared by
-/// its owner and the writes made within it.
+/// A moment that may move (each renewal moves a lease's fence on, each
+/// heartbeat the worker's), shared by its owner and the writes made within it.
+/// A fence may be bounded by another ([`Fence::under`]): a lease's fence by its
+/// worker's heartbeat fence, whichever passes first.
 #[derive(Debug, Clone)]
-pub struct Fence(Arc<Mutex<Instant>>);
+pub struct Fence {
+    own: Arc<Mutex<Instant>>,
+    bound: Option<Arc<Mutex<Instant>>>,
+}
 
 impl Fence {
     /// A fence at `at`.
     pub fn new(at: Instant) -> Self {
-        Self(Arc::new(Mutex::new(at)))
+        Self { own: Arc::new(Mutex::new(at)), bound: None }
+    }
+
+    /// A fence at `at`, that also passes when `bound` (as it moves) passes.
+    pub fn under(bound: &Fence, at: Instant) -> Self {
+        Self { own: Arc::new(Mutex::new(at)), bound: Some(bound.own.clone()) }
     }
 
     /// The moment past which no write may start.
     pub fn at(&self) -> Instant {
-        *self.0.lock().unwrap()
+        let own = *self.own.lock().unwrap();
+        match &self.bound {
+            Some(bound) => own.min(*bound.lock().unwrap()),
+            None => own,
+        }
     }
 
-    /// Moves the fence to `at`.
+    /// Moves the fence's own moment to `at` (a bound stays as it is).
     pub fn set(&self, at: Instant) {
-        *self.0.lock().unwrap() = at;
+        *self.own.lock().unwrap() = at;
     }
 
     /// Whether the fence has passed.
@@ -80,5 +94,17 @@ mod tests {
         })
         .await;
         assert_eq!(passed(), None, "outside again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bounded_fence_passes_with_its_bound() {
+        let start = Instant::now();
+        let worker = Fence::new(start + Duration::from_secs(3));
+        let lease = Fence::under(&worker, start + Duration::from_secs(9));
+        assert_eq!(lease.at(), start + Duration::from_secs(3));
+        worker.set(start + Duration::from_secs(20));
+        assert_eq!(lease.at(), start + Duration::from_secs(9), "the earlier of the two");
+        lease.set(start + Duration::from_secs(30));
+        assert_eq!(lease.at(), start + Duration::from_secs(20));
     }
 }

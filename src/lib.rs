@@ -60,7 +60,7 @@
 //! | layer | modules | what |
 //! |---|---|---|
 //! | 6 CLI | [`config`], [`app`] | flags and their env twins; per-command handlers that wire the layers below |
-//! | 5 operations | [`status`], [`dead_letters`], [`rewind`], [`lambda`] | operator commands; the Lambda adapter |
+//! | 5 operations | [`status`], [`dead_letters`], [`rewind`], [`protocol`], [`lambda`] | operator commands; the Lambda adapter |
 //! | 4 applications | [`processor`], [`producer`] | the tweet pipeline (the engine's first [`engine::RecordProcessor`]); sources → PutRecords |
 //! | 3 engine | [`engine`] | worker loop, take / renew / supervise, per-shard consumer, memory budget; knows no tweet |
 //! | 2 edges | [`leases`], [`retrieval`], [`telemetry`] | the lease store and the stream client as narrow traits with memory twins; logs and the HTTP endpoints |
@@ -107,6 +107,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("status", 5),
     ("dead_letters", 5),
     ("rewind", 5),
+    ("protocol", 5),
     ("lambda", 5),
     ("config", 6),
     ("app", 6),
@@ -149,6 +150,8 @@ pub mod retrieval;
 pub mod retry;
 #[cfg(feature = "cli")]
 pub mod rewind;
+#[cfg(feature = "cli")]
+pub mod protocol;
 #[warn(missing_docs)]
 pub mod shutdown;
 #[cfg(feature = "cli")]

@@ -62,6 +62,7 @@ async fn run(cli: Cli) {
             telemetry::init_logs(args.log.log_format);
             app::deregister_consumer(args).await
         }
+        Command::Fleet(command) => app::fleet(command).await,
         Command::Completions(args) => {
             use clap::CommandFactory as _;
             clap_complete::generate(args.shell, &mut Cli::command(), "stream-worker", &mut std::io::stdout());

@@ -85,6 +85,9 @@ pub const LEASE_RENEWAL_FAILURES: &str = "stream_worker_lease_renewal_failures_t
 /// consumer), `attempt` when a DynamoDB attempt was refused unsent because the
 /// fence of the lease it wrote for had passed.
 pub const FENCE_TRIPS: &str = "stream_worker_fence_trips_total";
+/// Gauge: the coordination protocol the worker runs (1: leases renewed one by
+/// one; 2: leases kept by the worker's heartbeat), as the fleet's protocol row says.
+pub const PROTOCOL: &str = "stream_worker_protocol";
 /// Counter: heartbeats this worker wrote to the heartbeat table. No labels.
 pub const HEARTBEATS: &str = "stream_worker_heartbeats_total";
 /// Counter: heartbeats that failed. Label `reason`: `error` (the table did not
@@ -292,6 +295,7 @@ pub fn describe() {
         "lease fences passed before a renewal, and write attempts refused past one"
     );
     describe_counter!(HEARTBEATS, Unit::Count, "heartbeats written to the heartbeat table");
+    describe_gauge!(PROTOCOL, "coordination protocol run: 1 renewals, 2 heartbeats");
     describe_counter!(HEARTBEAT_FAILURES, Unit::Count, "heartbeats that failed, by reason (error, marked-dead)");
     describe_gauge!(WORKERS_SEEN, Unit::Count, "workers holding unexpired leases, as seen by this worker");
     describe_counter!(

@@ -245,7 +245,15 @@ pub async fn apply(store: &dyn LeaseStore, moves: &[Move]) -> anyhow::Result<usi
                 anyhow::bail!("shard {}: the lease kept changing under 20 rewrites; try again", m.shard_id);
             }
             let done = match current.get(&m.shard_id) {
-                Some(lease) => matches!(store.rewind(lease, &m.target).await?, Cas::Done(_)),
+                Some(lease) => {
+                    let done = matches!(store.rewind(lease, &m.target).await?, Cas::Done(_));
+                    if let (true, Some(owner), Some(incarnation)) = (done, &lease.owner, &lease.owner_incarnation) {
+                        // A protocol 2 owner renews nothing: it hears of the rewind
+                        // in its next beat's answer and stops at once.
+                        store.ask(owner, incarnation, &m.shard_id).await?;
+                    }
+                    done
+                }
                 None => {
                     let lease = Lease::new(m.shard_id.clone(), m.target.clone(), m.parents.clone());
                     matches!(store.create(&lease).await?, Cas::Done(()))

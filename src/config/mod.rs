@@ -16,12 +16,14 @@ use crate::telemetry::LogFormat;
 mod checkpoints;
 mod consumer;
 mod dead_letters;
+mod fleet;
 mod produce;
 mod run;
 mod status;
 
 pub use checkpoints::{CheckpointsCommand, RewindArgs};
 pub use consumer::{ConsumerArgs, ConsumerCommand, ConsumerNameArgs};
+pub use fleet::{FleetArgs, FleetCommand};
 pub use dead_letters::{
     DeadLetterFilterArgs, DeadLettersCommand, DeadLettersList, DeadLettersPurge, DeadLettersReplay,
 };
@@ -79,6 +81,9 @@ pub enum Command {
     /// Manage the registered stream consumer that `run --retrieval fan-out` reads through
     #[command(subcommand)]
     Consumer(ConsumerCommand),
+    /// Switch a running fleet's coordination protocol: upgrade to heartbeats, or roll back
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Print a shell completion script, e.g. `stream-worker completions bash > /etc/bash_completion.d/stream-worker`
     Completions(CompletionsArgs),
 }
@@ -261,7 +266,8 @@ mod tests {
         assert_eq!(run.consumer.lease_table, "stream-worker-leases");
         assert_eq!(run.processor.dead_letter_table, "stream-worker-dead-letters");
         assert_eq!(run.initial_position, InitialPosition::TrimHorizon);
-        assert_eq!(run.failover_time, Duration::from_secs(10));
+        assert_eq!(run.failover_time, Duration::from_millis(3500));
+        assert_eq!(run.renewal_failover_time, Duration::from_secs(10));
         assert_eq!(run.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(run.processor.max_write_rate(), None, "no ceiling: the rate adapts to throttling");
         assert_eq!(run.processor.ttl_days, 7);
@@ -363,6 +369,7 @@ mod tests {
             (run.failover_time, run.max_leases_to_steal, run.shard_sync_interval, run.shutdown_timeout)
         );
         assert_eq!(engine.initial_position, run.initial_position);
+        assert_eq!(engine.renewal_failover, run.renewal_failover_time);
         assert_eq!(engine.consumer.checkpoint_interval, run.checkpoint_interval);
         assert_eq!((engine.max_leases, run.max_leases), (usize::MAX, None));
         assert_eq!(DEFAULT_IN_FLIGHT_BYTES, run.max_in_flight_bytes);

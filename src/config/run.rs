@@ -53,14 +53,22 @@ pub struct RunArgs {
     #[arg(long, env = "STREAM_WORKER_INITIAL_POSITION", default_value = "trim-horizon", value_parser = parse_initial_position)]
     pub initial_position: InitialPosition,
 
-    /// A lease not renewed for this long is taken over by another replica
-    #[arg(long, env = "STREAM_WORKER_FAILOVER_TIME", default_value = "10s", value_parser = parse_duration)]
+    /// A replica whose heartbeat stands still this long is dead, and others take
+    /// its shards (protocol 2). It beats every 3/7 of this time and stops
+    /// writing before others may judge it dead
+    #[arg(long, env = "STREAM_WORKER_FAILOVER_TIME", default_value = "3500ms", value_parser = parse_duration)]
     pub failover_time: Duration,
+
+    /// Under protocol 1 (a fleet with releases before protocol 2, or rolled
+    /// back): a lease not renewed for this long is taken over. Keep it equal to
+    /// the older replicas' --failover-time
+    #[arg(long, env = "STREAM_WORKER_RENEWAL_FAILOVER_TIME", default_value = "10s", value_parser = parse_duration)]
+    pub renewal_failover_time: Duration,
 
     /// At most one checkpoint per shard this often (always at shutdown, handoff and a
     /// shard's end): a crash reads again at most this long of each shard's records,
     /// harmlessly (rows are keyed by tweet id). 0s: after every written slice
-    #[arg(long, env = "STREAM_WORKER_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "STREAM_WORKER_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
 
     /// Most leases stolen from a more loaded replica per take round
@@ -118,6 +126,9 @@ impl RunArgs {
         }
         if self.failover_time < Duration::from_millis(300) {
             return Err("--failover-time must be at least 300ms".into());
+        }
+        if self.renewal_failover_time < Duration::from_millis(300) {
+            return Err("--renewal-failover-time must be at least 300ms".into());
         }
         if self.shutdown_timeout < Duration::from_millis(100) {
             return Err("--shutdown-timeout must be at least 100ms".into());

@@ -49,9 +49,15 @@ pub struct StatusArgs {
     #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s", value_parser = parse_duration)]
     pub watch: Option<Duration>,
 
-    /// The fleet's failover time, to judge expiry with --observe or --watch
-    #[arg(long, env = "STREAM_WORKER_FAILOVER_TIME", default_value = "10s", value_parser = parse_duration)]
+    /// The fleet's failover time, to judge expiry with --observe or --watch:
+    /// a worker whose heartbeat stood still this long is dead (protocol 2)
+    #[arg(long, env = "STREAM_WORKER_FAILOVER_TIME", default_value = "3500ms", value_parser = parse_duration)]
     pub failover_time: Duration,
+
+    /// The fleet's protocol 1 failover time: a lease judged by its counter
+    /// (protocol 1, older releases) that stood still this long is expired
+    #[arg(long, env = "STREAM_WORKER_RENEWAL_FAILOVER_TIME", default_value = "10s", value_parser = parse_duration)]
+    pub renewal_failover_time: Duration,
 
     #[command(flatten)]
     pub log: LogArgs,

@@ -43,6 +43,14 @@ pub struct HeldLease {
     checkpointed_at: Mutex<Instant>,
     store: Arc<dyn LeaseStore>,
     failover: Duration,
+    /// Protocol 1: the lease's own writes (renewals, checkpoints) move its fence.
+    /// Under protocol 2 only the worker's heartbeat does (the bound).
+    renewed: AtomicBool,
+}
+
+/// A moment far enough ahead to stand for "never" (a fence kept by its bound).
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 impl HeldLease {
@@ -65,7 +73,37 @@ impl HeldLease {
             lost: CancellationToken::new(),
             store,
             failover,
+            renewed: AtomicBool::new(true),
         }
+    }
+
+    /// A lease of a worker that beats: its fence is also `worker_fence` (the
+    /// heartbeat's), and, with `renewed` (protocol 1), the lease's own writes
+    /// move a fence of its own, a `failover` after each; without (protocol 2),
+    /// the heartbeat alone keeps it.
+    pub fn kept(
+        lease: Lease,
+        sent: Instant,
+        store: Arc<dyn LeaseStore>,
+        failover: Duration,
+        stop: CancellationToken,
+        worker_fence: &Fence,
+        renewed: bool,
+    ) -> Self {
+        let own = if renewed { fence_after(sent, failover) } else { far() };
+        Self {
+            fence: Fence::under(worker_fence, own),
+            renewed: AtomicBool::new(renewed),
+            ..Self::new(lease, sent, store, failover, stop)
+        }
+    }
+
+    /// Switches between protocol 1 (`renewed`: renewals and checkpoints move the
+    /// lease's own fence; call [`renew`](Self::renew) at once) and protocol 2
+    /// (the worker's heartbeat fence alone).
+    pub fn set_renewed(&self, renewed: bool) {
+        self.renewed.store(renewed, Ordering::Relaxed);
+        self.fence.set(far());
     }
 
     /// The lease key: the shard id, e.g. `shardId-000000000003`.
@@ -119,7 +157,18 @@ impl HeldLease {
             self.stop.cancel();
         }
         *lease = next;
-        self.fence.set(fence_after(sent, self.failover));
+        if self.renewed.load(Ordering::Relaxed) {
+            self.fence.set(fence_after(sent, self.failover));
+        }
+    }
+
+    /// Another worker asked for the lease (or an operator rewound it): finish the
+    /// batch, checkpoint and release, as for a `handoffTo` seen in the row.
+    pub fn hand_off(&self) {
+        if !self.handoff_requested.swap(true, Ordering::Relaxed) {
+            tracing::info!(shard_id = %self.key, "asked to let the lease go; finishing the batch");
+        }
+        self.stop.cancel();
     }
 
     /// Whether the lease has been marked lost: taken over, found past its fence,
@@ -363,8 +412,8 @@ mod tests {
         async fn create(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {
             self.inner.create(lease).await
         }
-        async fn take(&self, lease: &Lease, owner: &str) -> Result<Cas<Lease>, StoreError> {
-            self.inner.take(lease, owner).await
+        async fn take_as(&self, lease: &Lease, owner: &str, inc: Option<&str>) -> Result<Cas<Lease>, StoreError> {
+            self.inner.take_as(lease, owner, inc).await
         }
         async fn renew(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError> {
             self.gate().await;
@@ -391,9 +440,15 @@ mod tests {
             self.gate().await;
             self.inner.beat(hb, leases, sent_at).await
         }
-        async fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
+        async fn fleet(&self) -> Result<crate::model::Fleet, StoreError> {
             self.gate().await;
-            self.inner.heartbeats().await
+            self.inner.fleet().await
+        }
+        async fn ask(&self, worker_id: &str, incarnation: &str, key: &str) -> Result<(), StoreError> {
+            self.inner.ask(worker_id, incarnation, key).await
+        }
+        async fn set_protocol(&self, from: Option<u32>, to: u32) -> Result<Cas<()>, StoreError> {
+            self.inner.set_protocol(from, to).await
         }
         async fn mark_dead(&self, hb: &Heartbeat, by: &str) -> Result<Cas<()>, StoreError> {
             self.inner.mark_dead(hb, by).await

@@ -1,8 +1,13 @@
 //! What to take in a take round: pure decisions over a snapshot of the table.
 //!
-//! Expiry is judged on this worker's own monotonic clock: a lease is expired when
-//! it has no owner, or its counter has not moved for `failover` since this worker
-//! first saw its current value. No clocks of other machines are ever compared.
+//! Expiry is judged on this worker's own monotonic clock, never by comparing
+//! clocks of other machines. A lease is expired when it has no owner, or:
+//! - (protocol 2) its owner's heartbeat row (`owner#ownerIncarnation`) is marked
+//!   dead, or its beat has not moved for the heartbeat failover time since this
+//!   worker first saw its current value;
+//! - (protocol 1: owners that renew, older releases, the Java KCL, rows without
+//!   `ownerIncarnation`) its counter has not moved for the counter failover time
+//!   since this worker first saw its current value.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -11,7 +16,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::model::Lease;
+use crate::model::{Fleet, Heartbeat, Lease};
 
 /// How often a requested handoff's lease is read, and the shortest take round.
 const QUICK_TAKE_INTERVAL: Duration = Duration::from_secs(1);
@@ -21,13 +26,155 @@ pub fn quick_take_interval(failover: Duration) -> Duration {
     QUICK_TAKE_INTERVAL.min(failover / 2)
 }
 
-/// When this worker last saw each lease's counter change.
+/// When this worker last saw each lease's counter change, and each worker's
+/// beat.
 #[derive(Debug, Default)]
 pub struct Observations {
     seen: HashMap<String, (u64, Instant)>,
+    /// Heartbeat rows by key (`worker#incarnation`), as last read.
+    beats: HashMap<String, BeatSeen>,
+    /// How long a beat stands still before its leases expire (protocol 2's
+    /// failover time).
+    beat_failover: Duration,
+    /// Until when the heartbeat rows read last may judge a lease by its counter
+    /// when its owner's row is not among them: a worker whose heartbeat reads
+    /// fail takes no lease of a worker that may beat.
+    fresh_until: Option<Instant>,
+    /// This worker's id and incarnation: its own leases are never expired to it.
+    me: Option<(String, String)>,
+}
+
+/// A heartbeat row as this worker saw it, and since when its beat stands still.
+#[derive(Debug, Clone)]
+struct BeatSeen {
+    beat: u64,
+    since: Instant,
+    dead: bool,
+    protocol: u32,
+}
+
+/// What changed in the fleet between two heartbeat reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FleetChange {
+    /// A row was removed (a graceful stop: its leases were released) or newly
+    /// marked dead: there are leases to take.
+    pub left: bool,
+    /// A row appeared: a worker joined.
+    pub joined: bool,
 }
 
 impl Observations {
+    /// Observations of a worker `worker_id` in `incarnation`, that judges
+    /// protocol 2 owners dead after `beat_failover` of standstill.
+    pub fn new(worker_id: &str, incarnation: &str, beat_failover: Duration) -> Self {
+        Self { beat_failover, me: Some((worker_id.to_owned(), incarnation.to_owned())), ..Self::default() }
+    }
+
+    /// Observations of an onlooker (`status`), that judges protocol 2 owners dead
+    /// after `beat_failover` of standstill.
+    pub fn watching(beat_failover: Duration) -> Self {
+        Self { beat_failover, ..Self::default() }
+    }
+
+    /// This worker beats as a new incarnation from now on.
+    pub fn set_incarnation(&mut self, incarnation: &str) {
+        if let Some((_, inc)) = &mut self.me {
+            *inc = incarnation.to_owned();
+        }
+    }
+
+    /// Records the heartbeat rows read at `now` (an answer that is good until
+    /// `fresh_for` later); says what changed since the last read.
+    pub fn observe_fleet(&mut self, fleet: &Fleet, now: Instant, fresh_for: Duration) -> FleetChange {
+        let mut change = FleetChange::default();
+        let keys: HashSet<String> = fleet.workers.iter().map(Heartbeat::key).collect();
+        let before = self.beats.len();
+        self.beats.retain(|k, _| keys.contains(k));
+        change.left |= self.beats.len() < before;
+        for row in &fleet.workers {
+            let dead = row.dead_by.is_some();
+            match self.beats.get_mut(&row.key()) {
+                Some(seen) => {
+                    change.left |= dead && !seen.dead;
+                    if seen.beat != row.beat {
+                        seen.beat = row.beat;
+                        seen.since = now;
+                    }
+                    seen.dead |= dead;
+                    seen.protocol = row.protocol;
+                }
+                None => {
+                    change.joined |= !dead;
+                    self.beats
+                        .insert(row.key(), BeatSeen { beat: row.beat, since: now, dead, protocol: row.protocol });
+                }
+            }
+        }
+        self.fresh_until = Some(now + fresh_for);
+        change
+    }
+
+    /// Records that this worker marked `key`'s incarnation dead (or found it so).
+    pub fn mark_dead(&mut self, key: &str) {
+        if let Some(seen) = self.beats.get_mut(key) {
+            seen.dead = true;
+        }
+    }
+
+    /// The heartbeat row keeping `lease`, if its owner is judged by one: the row
+    /// `owner#ownerIncarnation`, when this worker saw it written by protocol 2.
+    fn keeper(&self, lease: &Lease) -> Option<&BeatSeen> {
+        let key = format!("{}#{}", lease.owner.as_deref()?, lease.owner_incarnation.as_deref()?);
+        self.beats.get(&key).filter(|b| b.dead || b.protocol >= Heartbeat::HEARTBEATS)
+    }
+
+    /// Whether `lease` is this worker's own (this incarnation's).
+    pub fn is_mine(&self, lease: &Lease) -> bool {
+        matches!(&self.me, Some((id, inc))
+            if lease.owner.as_deref() == Some(id.as_str()) && lease.owner_incarnation.as_deref() == Some(inc.as_str()))
+    }
+
+    /// Whether `lease` is judged by its counter (no protocol 2 heartbeat row keeps it).
+    fn by_counter(&self, lease: &Lease) -> bool {
+        self.keeper(lease).is_none()
+    }
+
+    /// The heartbeat to mark dead before taking `lease` (as this worker last saw
+    /// it: the marking applies only if the beat has not moved since), or `None`
+    /// when its take needs none: an unowned lease, a lease judged by its counter
+    /// whose owner does not beat, an incarnation already dead. A lease naming an
+    /// incarnation whose row this worker never saw gets a dead marker (beat 0),
+    /// which applies only where no row exists.
+    pub fn to_mark(&self, lease: &Lease) -> Option<Heartbeat> {
+        if self.is_mine(lease) {
+            return None;
+        }
+        let owner = lease.owner.as_deref()?;
+        let incarnation = lease.owner_incarnation.as_deref()?;
+        let key = format!("{owner}#{incarnation}");
+        let mut heartbeat = Heartbeat::new(owner, incarnation);
+        match self.beats.get(&key) {
+            Some(seen) if seen.dead || seen.protocol < Heartbeat::HEARTBEATS => None,
+            Some(seen) => {
+                heartbeat.beat = seen.beat;
+                Some(heartbeat)
+            }
+            None => Some(heartbeat),
+        }
+    }
+
+    /// When the first beat of another live protocol 2 worker that stands still
+    /// will have stood still for the heartbeat failover time.
+    pub fn next_beat_expiry(&self, now: Instant) -> Option<Instant> {
+        let me = self.me.as_ref().map(|(id, inc)| format!("{id}#{inc}"));
+        self.beats
+            .iter()
+            .filter(|(k, b)| !b.dead && b.protocol >= Heartbeat::HEARTBEATS && Some(*k) != me.as_ref())
+            .map(|(_, b)| b.since + self.beat_failover)
+            .filter(|at| *at > now)
+            .min()
+    }
+
     /// Records a snapshot taken at `now`; forgets leases no longer in the table.
     pub fn observe(&mut self, leases: &[Lease], now: Instant) {
         let keys: HashSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
@@ -63,6 +210,7 @@ impl Observations {
         leases
             .iter()
             .filter(|l| l.owner.as_deref().is_some_and(|o| o != me) && !l.checkpoint.is_shard_end())
+            .filter(|l| self.by_counter(l))
             .filter_map(|l| match self.seen.get(&l.key) {
                 Some((counter, since)) if *counter == l.counter && *since < now && *since + failover > now => {
                     Some(*since + failover)
@@ -72,12 +220,25 @@ impl Observations {
             .min()
     }
 
-    /// Whether `lease` is expired at `now`: it has no owner, or this worker has seen
-    /// its counter stand still for at least `failover`. A lease not yet seen at its
-    /// current counter counts as alive.
+    /// Whether `lease` is expired at `now`: it has no owner; or its owner's
+    /// protocol 2 heartbeat row is dead or has stood still for the heartbeat
+    /// failover time; or, judged by its counter, this worker has seen the
+    /// counter stand still for at least `failover`. A lease not yet seen at its
+    /// current counter counts as alive, and so does a lease naming an
+    /// incarnation while this worker's heartbeat reads are stale, and this
+    /// worker's own.
     pub fn is_expired(&self, lease: &Lease, now: Instant, failover: Duration) -> bool {
         if lease.owner.is_none() {
             return true;
+        }
+        if self.is_mine(lease) {
+            return false;
+        }
+        if let Some(keeper) = self.keeper(lease) {
+            return keeper.dead || now.duration_since(keeper.since) >= self.beat_failover;
+        }
+        if lease.owner_incarnation.is_some() && self.fresh_until.is_some_and(|until| now > until) {
+            return false;
         }
         match self.seen.get(&lease.key) {
             Some((counter, since)) if *counter == lease.counter => now.duration_since(*since) >= failover,
@@ -220,8 +381,9 @@ pub fn plan(
     // share, so that the first survivors to see them expire take them all, and
     // balancing spreads them later. Free leases (a fleet starting, a release)
     // only up to its share, which keeps a starting fleet from converging by steals.
-    let orphans =
-        ready.iter().any(|l| l.owner.is_some() && !held.contains(&l.key) && seen.is_expired(l, now, config.failover));
+    let orphans = ready.iter().any(|l| {
+        l.owner.is_some() && !held.contains(&l.key) && (seen.is_expired(l, now, config.failover) || seen.is_mine(l))
+    });
     let room = if orphans { (2 * target).min(config.max_leases) } else { target };
     if mine >= room {
         return plan;
@@ -237,7 +399,9 @@ pub fn plan(
     let mut expired: Vec<&Lease> = ready
         .iter()
         .copied()
-        .filter(|l| !held.contains(&l.key) && seen.is_expired(l, now, config.failover) && claimable(l))
+        .filter(|l| {
+            !held.contains(&l.key) && (seen.is_expired(l, now, config.failover) || seen.is_mine(l)) && claimable(l)
+        })
         .collect();
     if !expired.is_empty() {
         // Shuffled, so that workers starting together spread out instead of all

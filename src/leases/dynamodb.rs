@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::{apply, Cas, LeaseStore, Segment, StoreError};
 use crate::aws::{classify, describe, ErrorClass};
-use crate::model::{Checkpoint, Heartbeat, Lease};
+use crate::model::{Checkpoint, Fleet, Heartbeat, Lease};
 
 /// Attribute `leaseKey`, the table's hash key: the shard id.
 pub const LEASE_KEY: &str = "leaseKey";
@@ -44,6 +44,10 @@ pub const CHILD_SHARD_IDS: &str = "childShardIds";
 /// Attribute `handoffTo`: the worker that asked for the lease in a graceful
 /// steal; absent when none. Removed by a take.
 pub const HANDOFF_TO: &str = "handoffTo";
+/// Not in the KCL schema (the KCL ignores it): the owner's incarnation, whose
+/// heartbeat row keeps the lease under protocol 2. Written by a take, removed by
+/// a release or rewind.
+pub const OWNER_INCARNATION: &str = "ownerIncarnation";
 /// Not in the KCL schema (the KCL ignores it): records checkpointed on this
 /// shard, all owners together, for `status --watch`'s records/s.
 pub const RECORDS_PROCESSED: &str = "recordsProcessed";
@@ -288,16 +292,28 @@ impl LeaseStore for DynamoLeaseStore {
         }
     }
 
-    async fn take(&self, lease: &Lease, owner: &str) -> Result<Cas<Lease>, StoreError> {
+    async fn take_as(
+        &self,
+        lease: &Lease,
+        owner: &str,
+        incarnation: Option<&str>,
+    ) -> Result<Cas<Lease>, StoreError> {
         let mut values = counter_values(lease);
         values.insert(":owner".into(), AttributeValue::S(owner.to_owned()));
         values.insert(":zero".into(), n(0));
         values.insert(":switch".into(), n(u64::from(!lease.is_owned_by(owner))));
-        let update = format!(
+        let mut update = format!(
             "SET {LEASE_OWNER} = :owner, {LEASE_COUNTER} = :next_counter, \
-             {OWNER_SWITCHES} = if_not_exists({OWNER_SWITCHES}, :zero) + :switch REMOVE {HANDOFF_TO}"
+             {OWNER_SWITCHES} = if_not_exists({OWNER_SWITCHES}, :zero) + :switch"
         );
-        self.update("take", lease, false, &update, values, apply::take(lease, owner)).await
+        match incarnation {
+            Some(incarnation) => {
+                update.push_str(&format!(", {OWNER_INCARNATION} = :incarnation REMOVE {HANDOFF_TO}"));
+                values.insert(":incarnation".into(), AttributeValue::S(incarnation.to_owned()));
+            }
+            None => update.push_str(&format!(" REMOVE {HANDOFF_TO}, {OWNER_INCARNATION}")),
+        }
+        self.update("take", lease, false, &update, values, apply::take(lease, owner, incarnation)).await
     }
 
     async fn renew(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError> {
@@ -306,7 +322,7 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError> {
-        let update = format!("SET {LEASE_COUNTER} = :next_counter REMOVE {LEASE_OWNER}");
+        let update = format!("SET {LEASE_COUNTER} = :next_counter REMOVE {LEASE_OWNER}, {OWNER_INCARNATION}");
         self.update("release", lease, true, &update, counter_values(lease), apply::release(lease)).await
     }
 
@@ -342,7 +358,7 @@ impl LeaseStore for DynamoLeaseStore {
         values.insert(":zero".into(), n(0));
         let update = format!(
             "SET {LEASE_COUNTER} = :next_counter, {CHECKPOINT} = :checkpoint, {CHECKPOINT_SUB} = :sub, \
-             {OWNER_SWITCHES} = :zero REMOVE {LEASE_OWNER}, {HANDOFF_TO}"
+             {OWNER_SWITCHES} = :zero REMOVE {LEASE_OWNER}, {HANDOFF_TO}, {OWNER_INCARNATION}"
         );
         let expected = apply::rewind(lease, checkpoint);
         self.update("rewind", lease, false, &update, values, expected).await
@@ -359,8 +375,16 @@ impl LeaseStore for DynamoLeaseStore {
         self.beat_row(heartbeat, leases, sent_at).await
     }
 
-    async fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
-        self.query_heartbeats().await
+    async fn fleet(&self) -> Result<Fleet, StoreError> {
+        self.query_fleet().await
+    }
+
+    async fn ask(&self, worker_id: &str, incarnation: &str, key: &str) -> Result<(), StoreError> {
+        self.ask_row(worker_id, incarnation, key).await
+    }
+
+    async fn set_protocol(&self, from: Option<u32>, to: u32) -> Result<Cas<()>, StoreError> {
+        self.set_protocol_row(from, to).await
     }
 
     async fn mark_dead(&self, heartbeat: &Heartbeat, by: &str) -> Result<Cas<()>, StoreError> {
@@ -412,6 +436,9 @@ pub fn to_item(lease: &Lease) -> Item {
     if let Some(owner) = &lease.owner {
         item.insert(LEASE_OWNER.to_owned(), AttributeValue::S(owner.clone()));
     }
+    if let Some(incarnation) = &lease.owner_incarnation {
+        item.insert(OWNER_INCARNATION.to_owned(), AttributeValue::S(incarnation.clone()));
+    }
     // DynamoDB refuses empty sets: absent means none.
     if !lease.parents.is_empty() {
         item.insert(PARENT_SHARD_IDS.to_owned(), AttributeValue::Ss(lease.parents.clone()));
@@ -438,6 +465,7 @@ pub fn from_item(item: &Item) -> Option<Lease> {
     Some(Lease {
         key: s(LEASE_KEY)?,
         owner: s(LEASE_OWNER).filter(|o| !o.is_empty()),
+        owner_incarnation: s(OWNER_INCARNATION).filter(|o| !o.is_empty()),
         counter: num(LEASE_COUNTER)?,
         checkpoint: Checkpoint::parse(&s(CHECKPOINT).unwrap_or_else(|| Checkpoint::TRIM_HORIZON.to_owned()))?
             .with_sub(num(CHECKPOINT_SUB).unwrap_or(0)),
@@ -462,12 +490,14 @@ mod tests {
             vec!["shardId-000000000000".into(), "shardId-000000000001".into()],
         );
         lease.owner = Some("worker-a".into());
+        lease.owner_incarnation = Some("5e1f00aa5e1f00aa".into());
         lease.counter = 42;
         lease.owner_switches = 3;
         lease.handoff_to = Some("worker-b".into());
         lease.records_processed = 1234;
         assert_eq!(from_item(&to_item(&lease)), Some(lease.clone()));
         lease.owner = None;
+        lease.owner_incarnation = None;
         lease.parents.clear();
         let item = to_item(&lease);
         assert!(!item.contains_key(LEASE_OWNER) && !item.contains_key(PARENT_SHARD_IDS));

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use async_trait::async_trait;
 
 use super::{apply, Cas, LeaseStore, Segment, StoreError};
-use crate::model::{Checkpoint, Heartbeat, Lease};
+use crate::model::{Checkpoint, Fleet, Heartbeat, Lease};
 
 /// An in-memory [`LeaseStore`] with the same conditional-write contract as
 /// [`DynamoLeaseStore`](super::dynamodb::DynamoLeaseStore), for tests and the
@@ -26,6 +26,10 @@ pub struct MemoryLeaseStore {
     rows: Mutex<BTreeMap<String, Lease>>,
     /// The heartbeat table's rows, by [`Heartbeat::key`].
     heartbeats: Mutex<BTreeMap<String, Heartbeat>>,
+    /// The fleet's protocol row.
+    protocol: Mutex<Option<u32>>,
+    /// While reads lag: the heartbeat table after each write, oldest first.
+    beats_history: Mutex<Vec<(Instant, BTreeMap<String, Heartbeat>)>>,
     /// How eventually consistent reads lag, and the draws of [`ReadLag::UpTo`].
     lag: Mutex<Option<(ReadLag, StdRng)>>,
     /// Every take of a lease that another worker owned, in order: for checkers.
@@ -82,7 +86,7 @@ pub struct Takeover {
 type Versions = Vec<(Instant, Option<Lease>)>;
 
 /// How the store's eventually consistent reads ([`LeaseStore::snapshot`],
-/// [`LeaseStore::get`]) lag behind its writes. Strongly consistent reads
+/// [`LeaseStore::get`], [`LeaseStore::fleet`]) lag behind its writes. Strongly consistent reads
 /// ([`LeaseStore::list`]) and conditional writes always see the latest rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadLag {
@@ -130,7 +134,39 @@ impl MemoryLeaseStore {
                 history.insert(key.clone(), vec![(now, Some(row.clone()))]);
             }
         }
+        let mut beats = self.beats_history.lock().unwrap();
+        beats.clear();
+        if lag.is_some() {
+            beats.push((Instant::now(), self.heartbeats.lock().unwrap().clone()));
+        }
         *self.lag.lock().unwrap() = lag.map(|lag| (lag, StdRng::seed_from_u64(seed)));
+    }
+
+    /// Records the heartbeat table as it now stands, for lagging reads.
+    fn record_beats(&self) {
+        let Some(lag) = self.lag.lock().unwrap().as_ref().map(|(lag, _)| *lag) else { return };
+        let now = Instant::now();
+        let rows = self.heartbeats.lock().unwrap().clone();
+        let mut history = self.beats_history.lock().unwrap();
+        history.push((now, rows));
+        let oldest_view = match lag {
+            ReadLag::UpTo(max) => now.checked_sub(max).unwrap_or(now),
+            ReadLag::FrozenAt(at) => at,
+        };
+        let visible = history.iter().rposition(|(at, _)| *at <= oldest_view).unwrap_or(0);
+        history.drain(..visible);
+    }
+
+    /// The instant an eventually consistent read made now sees, while reads lag.
+    fn view(&self) -> Option<Instant> {
+        match self.lag.lock().unwrap().as_mut() {
+            None => None,
+            Some((ReadLag::UpTo(max), rng)) => {
+                let lag = rng.gen_range(Duration::ZERO..=*max);
+                Some(Instant::now().checked_sub(lag).unwrap_or_else(Instant::now))
+            }
+            Some((ReadLag::FrozenAt(at), _)) => Some(*at),
+        }
     }
 
     /// Records a row's new version (`None`: deleted) for lagging reads.
@@ -152,14 +188,7 @@ impl MemoryLeaseStore {
     /// The rows an eventually consistent read sees now: the latest, or, while
     /// reads lag, each row as it was at the view's instant.
     fn visible_rows(&self) -> Vec<Lease> {
-        let view = match self.lag.lock().unwrap().as_mut() {
-            None => return self.rows(),
-            Some((ReadLag::UpTo(max), rng)) => {
-                let lag = rng.gen_range(Duration::ZERO..=*max);
-                Instant::now().checked_sub(lag).unwrap_or_else(Instant::now)
-            }
-            Some((ReadLag::FrozenAt(at), _)) => *at,
-        };
+        let Some(view) = self.view() else { return self.rows() };
         let history = self.history.lock().unwrap();
         let mut rows: Vec<Lease> = history
             .values()
@@ -272,9 +301,14 @@ impl LeaseStore for MemoryLeaseStore {
         Ok(Cas::Done(()))
     }
 
-    async fn take(&self, lease: &Lease, owner: &str) -> Result<Cas<Lease>, StoreError> {
+    async fn take_as(
+        &self,
+        lease: &Lease,
+        owner: &str,
+        incarnation: Option<&str>,
+    ) -> Result<Cas<Lease>, StoreError> {
         let before = self.peek(&lease.key);
-        let result = self.cas(lease, false, |row| apply::take(row, owner));
+        let result = self.cas(lease, false, |row| apply::take(row, owner, incarnation));
         if let (Cas::Done(_), Some(before)) = (&result, before) {
             if before.owner.as_deref().is_some_and(|o| o != owner) {
                 self.takeovers.lock().unwrap().push(Takeover { before, by: owner.to_owned() });
@@ -317,43 +351,95 @@ impl LeaseStore for MemoryLeaseStore {
             Some(row) if row.dead_by.is_some() => Cas::Lost,
             stored => {
                 let beat = stored.map_or(0, |row| row.beat);
-                let next = Heartbeat { beat, dead_by: None, ..heartbeat.clone() }.next(leases, sent_at);
+                let mut asks = stored.map(|row| row.asks.clone()).unwrap_or_default();
+                asks.retain(|k| !heartbeat.asks.contains(k));
+                let next = Heartbeat { beat, dead_by: None, asks, ..heartbeat.clone() }.next(leases, sent_at);
                 rows.insert(key.clone(), next.clone());
                 Cas::Done(next)
             }
         };
         let after = rows.get(&key).map_or(0, heartbeat_bytes);
         drop(rows);
+        self.record_beats();
         self.charge_write(before.max(after));
         Ok(result)
     }
 
-    async fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
-        let rows: Vec<Heartbeat> = self.heartbeats.lock().unwrap().values().cloned().collect();
-        let bytes: usize = rows.iter().map(heartbeat_bytes).sum();
+    async fn fleet(&self) -> Result<Fleet, StoreError> {
+        let workers: Vec<Heartbeat> = match self.view() {
+            None => self.heartbeats.lock().unwrap().values().cloned().collect(),
+            Some(view) => {
+                let history = self.beats_history.lock().unwrap();
+                let seen = history.iter().rev().find(|(at, _)| *at <= view).or(history.first());
+                seen.map(|(_, rows)| rows.values().cloned().collect()).unwrap_or_default()
+            }
+        };
+        let bytes: usize = workers.iter().map(heartbeat_bytes).sum::<usize>() + 64;
         let mut usage = self.usage.lock().unwrap();
         usage.queries += 1;
         usage.read_units += 0.5 * bytes.div_ceil(4096).max(1) as f64;
-        Ok(rows)
+        Ok(Fleet { protocol: *self.protocol.lock().unwrap(), workers })
     }
 
     async fn mark_dead(&self, heartbeat: &Heartbeat, by: &str) -> Result<Cas<()>, StoreError> {
         let mut rows = self.heartbeats.lock().unwrap();
-        let (before, result) = match rows.get_mut(&heartbeat.key()) {
-            Some(row) if row.beat == heartbeat.beat && row.dead_by.is_none() => {
+        let key = heartbeat.key();
+        let (before, result) = match rows.get_mut(&key) {
+            Some(row) if row.dead_by.is_some() => (heartbeat_bytes(row), Cas::Done(())),
+            Some(row) if row.beat == heartbeat.beat => {
                 let before = heartbeat_bytes(row);
                 row.dead_by = Some(by.to_owned());
                 (before.max(heartbeat_bytes(row)), Cas::Done(()))
             }
-            row => (row.map_or(0, |row| heartbeat_bytes(row)), Cas::Lost),
+            Some(row) => (heartbeat_bytes(row), Cas::Lost),
+            None if heartbeat.beat == 0 => {
+                let marker = Heartbeat { dead_by: Some(by.to_owned()), asks: Vec::new(), ..heartbeat.clone() };
+                let bytes = heartbeat_bytes(&marker);
+                rows.insert(key, marker);
+                (bytes, Cas::Done(()))
+            }
+            None => (0, Cas::Lost),
         };
         drop(rows);
+        self.record_beats();
         self.charge_write(before);
+        if result == Cas::Lost {
+            self.usage.lock().unwrap().lost_writes += 1;
+        }
         Ok(result)
+    }
+
+    async fn ask(&self, worker_id: &str, incarnation: &str, key: &str) -> Result<(), StoreError> {
+        let mut rows = self.heartbeats.lock().unwrap();
+        let bytes = match rows.get_mut(&format!("{worker_id}#{incarnation}")) {
+            Some(row) if row.dead_by.is_none() => {
+                if !row.asks.iter().any(|k| k == key) {
+                    row.asks.push(key.to_owned());
+                }
+                heartbeat_bytes(row)
+            }
+            row => row.map_or(0, |row| heartbeat_bytes(row)),
+        };
+        drop(rows);
+        self.record_beats();
+        self.charge_write(bytes);
+        Ok(())
+    }
+
+    async fn set_protocol(&self, from: Option<u32>, to: u32) -> Result<Cas<()>, StoreError> {
+        self.charge_write(64);
+        let mut protocol = self.protocol.lock().unwrap();
+        if *protocol == from {
+            *protocol = Some(to);
+            Ok(Cas::Done(()))
+        } else {
+            Ok(Cas::Lost)
+        }
     }
 
     async fn remove_heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), StoreError> {
         let removed = self.heartbeats.lock().unwrap().remove(&heartbeat.key());
+        self.record_beats();
         self.charge_write(removed.as_ref().map_or(0, heartbeat_bytes));
         Ok(())
     }

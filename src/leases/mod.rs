@@ -10,7 +10,7 @@ pub mod memory;
 
 use async_trait::async_trait;
 
-use crate::model::{Checkpoint, Heartbeat, Lease};
+use crate::model::{Checkpoint, Fleet, Heartbeat, Lease};
 
 /// The result of a conditional write: done, with the lease as now stored, or lost
 /// because the row changed underneath (another worker took it, or it moved on).
@@ -58,11 +58,18 @@ pub struct StoreError(pub String);
 /// - Every applied mutation but `delete` and `request_handoff` stores
 ///   `counter + 1` and returns the row. `take` clears `handoff_to`; `release`
 ///   keeps it, so the worker that asked gets the lease first.
+/// - `take` stores the taker's incarnation (`ownerIncarnation`) when given and
+///   removes it otherwise; `release` and `rewind` remove it.
 /// - Heartbeats: `beat` applies unless the incarnation's row is marked dead
 ///   (then [`Cas::Lost`], and it stays marked); the first beat creates the row,
-///   every beat adds one to `beat`. `mark_dead` applies only while the stored
-///   `beat` equals the given one and the row is not marked: a beat the marker
-///   has not seen (a stale read) makes it [`Cas::Lost`].
+///   every beat adds one to `beat`, and removes the asks the given heartbeat
+///   lists (handled). `mark_dead` applies only while the stored `beat` equals
+///   the given one, or, for beat 0, while no row exists (a dead marker is put):
+///   a beat the marker has not seen (a stale read) makes it [`Cas::Lost`]. A
+///   row already marked dead is [`Cas::Done`]: the incarnation is dead either way.
+///   `ask` adds a lease key to a live row's asks and does nothing to a missing
+///   or dead row. `set_protocol` applies only if the stored protocol is `from`
+///   (`None`: no protocol row yet).
 #[async_trait]
 pub trait LeaseStore: Send + Sync + 'static {
     /// Creates the lease table and the heartbeat table if they do not exist and
@@ -83,8 +90,15 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Inserts `lease` as a new row; [`Cas::Lost`] if a row with its key exists
     /// (another worker created it first).
     async fn create(&self, lease: &Lease) -> Result<Cas<()>, StoreError>;
-    /// Sets the owner to `owner`; counts an owner switch when it changes hands.
-    async fn take(&self, lease: &Lease, owner: &str) -> Result<Cas<Lease>, StoreError>;
+    /// Sets the owner to `owner` with no incarnation; counts an owner switch when
+    /// it changes hands.
+    async fn take(&self, lease: &Lease, owner: &str) -> Result<Cas<Lease>, StoreError> {
+        self.take_as(lease, owner, None).await
+    }
+    /// Sets the owner to `owner`, in `incarnation` when given
+    /// (`ownerIncarnation`); counts an owner switch when it changes hands.
+    async fn take_as(&self, lease: &Lease, owner: &str, incarnation: Option<&str>)
+        -> Result<Cas<Lease>, StoreError>;
     /// Bumps the counter if the counter and owner still match: the owner's proof
     /// to the other workers that it is alive. The worker renews every third of a
     /// failover time.
@@ -113,17 +127,30 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// The one mutation that does not bump the counter: the owner's next renewal
     /// must succeed, and tell it to hand over.
     async fn request_handoff(&self, lease: &Lease, to: &str) -> Result<Cas<Lease>, StoreError>;
-    /// Writes one more beat of `heartbeat`'s incarnation, with `leases` held, sent
-    /// at `sent_at` (the writer's wall clock, RFC 3339): the row as now stored, or
-    /// [`Cas::Lost`] if another worker marked the incarnation dead.
+    /// Writes one more beat of `heartbeat`'s incarnation (its `protocol` and
+    /// `speaks`), with `leases` held, sent at `sent_at` (the writer's wall clock,
+    /// RFC 3339), and removes `heartbeat.asks` (handled since the last beat): the
+    /// row as now stored, with the asks still open, or [`Cas::Lost`] if another
+    /// worker marked the incarnation dead.
     async fn beat(&self, heartbeat: &Heartbeat, leases: u32, sent_at: &str) -> Result<Cas<Heartbeat>, StoreError>;
+    /// The fleet: the protocol row and every heartbeat row, as one eventually
+    /// consistent read (a Query) sees them.
+    async fn fleet(&self) -> Result<Fleet, StoreError>;
     /// Every heartbeat row of the fleet, as one eventually consistent read sees
     /// them.
-    async fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError>;
+    async fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
+        Ok(self.fleet().await?.workers)
+    }
     /// Marks `heartbeat`'s incarnation dead (by the worker `by`) if its stored
-    /// beat is still `heartbeat.beat`: what a worker that watched the beat stand
-    /// still for the failover time writes before it takes that worker's leases.
+    /// beat is still `heartbeat.beat` (for beat 0: if it has no row): what a
+    /// worker that watched the beat stand still for the failover time writes
+    /// before it takes that worker's leases.
     async fn mark_dead(&self, heartbeat: &Heartbeat, by: &str) -> Result<Cas<()>, StoreError>;
+    /// Asks the incarnation `worker_id#incarnation` to let go of the lease `key`
+    /// (a handoff request, a rewind); it learns of it in its next beat's answer.
+    async fn ask(&self, worker_id: &str, incarnation: &str, key: &str) -> Result<(), StoreError>;
+    /// Sets the fleet's protocol to `to` if it is `from` now (`None`: unset).
+    async fn set_protocol(&self, from: Option<u32>, to: u32) -> Result<Cas<()>, StoreError>;
     /// Deletes the incarnation's row: a graceful stop's last write, after every
     /// lease is released.
     async fn remove_heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), StoreError>;
@@ -148,12 +175,13 @@ impl Segment {
 pub(crate) mod apply {
     use super::*;
 
-    pub fn take(lease: &Lease, owner: &str) -> Lease {
+    pub fn take(lease: &Lease, owner: &str, incarnation: Option<&str>) -> Lease {
         let mut next = lease.clone();
         if !lease.is_owned_by(owner) {
             next.owner_switches += 1;
         }
         next.owner = Some(owner.to_owned());
+        next.owner_incarnation = incarnation.map(str::to_owned);
         next.counter += 1;
         next.handoff_to = None;
         next
@@ -168,7 +196,7 @@ pub(crate) mod apply {
     }
 
     pub fn release(lease: &Lease) -> Lease {
-        Lease { owner: None, counter: lease.counter + 1, ..lease.clone() }
+        Lease { owner: None, owner_incarnation: None, counter: lease.counter + 1, ..lease.clone() }
     }
 
     pub fn checkpoint(lease: &Lease, checkpoint: &Checkpoint, children: &[String], records: u64) -> Lease {
@@ -186,6 +214,7 @@ pub(crate) mod apply {
     pub fn rewind(lease: &Lease, checkpoint: &Checkpoint) -> Lease {
         Lease {
             owner: None,
+            owner_incarnation: None,
             handoff_to: None,
             counter: lease.counter + 1,
             checkpoint: checkpoint.clone(),

@@ -10,6 +10,12 @@ pub struct Lease {
     pub key: String,
     /// `leaseOwner`: the worker id holding it; `None` once released.
     pub owner: Option<String>,
+    /// `ownerIncarnation` (not in the KCL schema): the owner's incarnation when
+    /// this worker took it, so that the owner's heartbeat row (`owner#incarnation`)
+    /// keeps it under protocol 2. Removed by release and rewind; a take by an
+    /// older release leaves it as it was, so it counts only where the row it
+    /// names belongs to the owner.
+    pub owner_incarnation: Option<String>,
     /// `leaseCounter`.
     pub counter: u64,
     /// `checkpoint` and `checkpointSubSequenceNumber`.
@@ -36,6 +42,7 @@ impl Lease {
         Self {
             key: key.into(),
             owner: None,
+            owner_incarnation: None,
             counter: 0,
             checkpoint,
             owner_switches: 0,

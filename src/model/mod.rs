@@ -10,6 +10,6 @@ mod lease;
 mod record;
 
 pub use checkpoint::{Checkpoint, CheckpointBackwards, SequenceNumber};
-pub use heartbeat::Heartbeat;
+pub use heartbeat::{Fleet, Heartbeat};
 pub use lease::Lease;
 pub use record::{iso8601, truncate, HashRange, Record};

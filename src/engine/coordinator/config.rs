@@ -42,11 +42,19 @@ pub struct WorkerConfig {
     /// This worker's name in the lease table (`leaseOwner`). It must be unique in
     /// the fleet; a restarted process should take a new one.
     pub worker_id: String,
-    /// The failover time (`--failover-time`, default 10 s): a lease whose counter
-    /// this worker has not seen move for this long is expired and may be taken. The
-    /// worker renews its leases every third of it, and stops touching a shard a
-    /// tenth of it before its lease may be seen expired (the fence).
+    /// The failover time (`--failover-time`, default 3.5 s): under protocol 2, a
+    /// worker whose heartbeat this worker has not seen move for this long is
+    /// dead, and its leases may be taken. The worker beats every
+    /// [`beat_interval`](Self::beat_interval) and stops touching its shards a
+    /// tenth of it after its last answered beat's send plus this time, before
+    /// anyone may judge it dead (the fence).
     pub failover: Duration,
+    /// The failover time of protocol 1 (`--renewal-failover-time`, default 10 s,
+    /// as in earlier releases and the Java KCL): a lease judged by its counter
+    /// (an owner that renews) is expired once this worker has not seen the
+    /// counter move for this long. Under protocol 1 the worker renews every
+    /// third of it. Set it to the older fleet's failover time while one runs.
+    pub renewal_failover: Duration,
     /// Most leases this worker holds (`--max-leases`); default `usize::MAX`, no
     /// limit.
     pub max_leases: usize,
@@ -76,7 +84,8 @@ impl WorkerConfig {
     pub fn new(worker_id: impl Into<String>) -> Self {
         Self {
             worker_id: worker_id.into(),
-            failover: Duration::from_secs(10),
+            failover: DEFAULT_FAILOVER,
+            renewal_failover: Duration::from_secs(10),
             max_leases: usize::MAX,
             max_leases_to_steal: 2,
             shard_sync_interval: Duration::from_secs(60),
@@ -92,10 +101,30 @@ impl WorkerConfig {
     }
 }
 
-/// `--checkpoint-interval`'s default: a crash reads again at most 5 s of each
-/// shard (as a Kafka consumer commits every 5 s), for at most one checkpoint
-/// write per shard per 5 s.
-pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+impl WorkerConfig {
+    /// How often the worker beats: three sevenths of the failover time (1.5 s at
+    /// the default 3.5 s), so that one lost beat, answered again within the
+    /// tenth of the failover time kept as the fence's margin, does not stop it.
+    pub fn beat_interval(&self) -> Duration {
+        self.failover * 3 / 7
+    }
+
+    /// How often the worker reads the fleet's heartbeats: a third of the failover
+    /// time, so that a dead worker's shards are taken within four thirds of it
+    /// (4.7 s at the default) of its last beat.
+    pub fn fleet_read_interval(&self) -> Duration {
+        self.failover / 3
+    }
+}
+
+/// `--failover-time`'s default: a killed worker's shards are processed again
+/// within about 4.7 s (see [`WorkerConfig::fleet_read_interval`]).
+pub const DEFAULT_FAILOVER: Duration = Duration::from_millis(3500);
+
+/// `--checkpoint-interval`'s default: a crash reads again at most 10 s of each
+/// shard, for at most one checkpoint write per shard per 10 s (at 5 records/s a
+/// shard, 20 write units per 1,000 records).
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// `--max-in-flight-bytes`' default: 128 MiB.
 pub const DEFAULT_IN_FLIGHT_BYTES: u64 = 128 << 20;

@@ -1,8 +1,21 @@
-//! The worker: keeps leases (renewals, take rounds, shard sync) and runs one
-//! consumer per held lease.
+//! The worker: keeps leases (heartbeats, take rounds, shard sync; renewals
+//! under protocol 1) and runs one consumer per held lease.
 //!
 //! One loop owns all lease state; consumers only checkpoint through their
-//! [`HeldLease`]. Timers: renew every `failover / 3`; a take round every
+//! [`HeldLease`].
+//!
+//! **Protocol 2** (a new fleet's, or after `fleet upgrade`): the worker beats
+//! every [`WorkerConfig::beat_interval`]; each answered beat moves the fence of
+//! every lease it holds, and the answer carries the leases others asked for
+//! (handoffs, rewinds). It reads the fleet's heartbeats every
+//! [`WorkerConfig::fleet_read_interval`]: a worker whose beat stood still for
+//! the failover time is marked dead (conditional on that very beat) and its
+//! leases taken at once; a worker that left starts a take round. Lease rows are
+//! written only at takes, checkpoints and releases; take rounds come when the
+//! fleet changes, while unsettled, and otherwise every ten failover times.
+//!
+//! **Protocol 1** (a fleet with older releases, or rolled back): as well,
+//! renew every `renewal_failover / 3`; a take round every
 //! [`taker::round_interval`] (half a second per worker seen, from 1 s up to the
 //! failover time: a small fleet together reads the table about twice a second,
 //! whatever its size), with steals at most every `failover / 2`; a larger fleet
@@ -35,6 +48,7 @@ use crate::engine::consumer::Exit;
 use crate::health::Health;
 use crate::leases::{LeaseStore, Segment, StoreError};
 use crate::metrics as m;
+use crate::fence::Fence;
 use crate::model::HashRange;
 use crate::model::{Heartbeat, Lease};
 use crate::retrieval::{ClosedShards, StreamClient};
@@ -73,8 +87,14 @@ pub struct Worker {
 
 struct State {
     held: BTreeMap<String, Arc<HeldLease>>,
-    /// This process's heartbeat row, as last stored.
+    /// This process's heartbeat row, as last stored; its `asks` are the ones
+    /// being handled, removed from the row by the next beat.
     heartbeat: Heartbeat,
+    /// The protocol the worker runs: [`Heartbeat::RENEWALS`] or [`Heartbeat::HEARTBEATS`].
+    protocol: u32,
+    /// This incarnation's heartbeat fence: its last answered beat's send plus
+    /// the failover time, less a tenth. Every held lease's fence is bounded by it.
+    beat_fence: Fence,
     consumers: JoinSet<Exit>,
     /// Which shard each consumer task runs, to know whose lease a panic leaves.
     tasks: HashMap<tokio::task::Id, String>,
@@ -135,18 +155,22 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
         let cfg = &self.config;
         self.store.ensure_table().await?;
-        let renew_every = cfg.failover / 3;
+        let protocol = self.fleet_protocol().await?;
+        let renew_every = cfg.renewal_failover / 3;
         let quick_take_every = quick_take_interval(cfg.failover);
         let mut rng = match cfg.rng_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_entropy(),
         };
+        let incarnation = heartbeat::incarnation(&mut rng);
         let mut state = State {
             held: BTreeMap::new(),
-            heartbeat: Heartbeat::new(cfg.worker_id.clone(), heartbeat::incarnation(&mut rng)),
+            heartbeat: Heartbeat { protocol, ..Heartbeat::new(cfg.worker_id.clone(), incarnation.clone()) },
+            protocol,
+            beat_fence: Fence::new(Instant::now()),
             consumers: JoinSet::new(),
             tasks: HashMap::new(),
-            seen: Observations::default(),
+            seen: Observations::new(&cfg.worker_id, &incarnation, cfg.failover),
             asked: BTreeMap::new(),
             rng,
             ranges: HashMap::new(),
@@ -164,9 +188,11 @@ impl Worker {
         tracing::info!(
             worker_id = %cfg.worker_id,
             incarnation = %state.heartbeat.incarnation,
+            protocol,
             failover = ?cfg.failover,
             "worker started"
         );
+        metrics::gauge!(m::PROTOCOL).set(f64::from(protocol));
 
         let mut next_renew = Instant::now() + renew_every;
         let mut next_beat = Instant::now();
@@ -176,6 +202,7 @@ impl Worker {
         let mut next_segment_watch = Instant::now();
         let mut next_sync = Instant::now();
         let mut next_write_limits = Instant::now();
+        let mut next_fleet_read = Instant::now();
         loop {
             // In a fixed order, renewals first (keeping leases matters most): with
             // several branches ready at once the choice must not be random, or a
@@ -183,13 +210,40 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = sleep_until(next_renew) => {
-                    self.renew_all(&mut state).await;
-                    next_renew += renew_every;
-                }
                 _ = sleep_until(next_beat) => {
                     self.beat(&mut state).await;
-                    next_beat += renew_every;
+                    next_beat = Instant::now() + cfg.beat_interval();
+                }
+                _ = sleep_until(next_renew), if state.protocol == Heartbeat::RENEWALS => {
+                    self.renew_all(&mut state).await;
+                    next_renew = Instant::now() + renew_every;
+                }
+                _ = sleep_until(next_fleet_read) => {
+                    next_fleet_read = Instant::now() + cfg.fleet_read_interval();
+                    match self.bounded(self.store.fleet()).await {
+                        Ok(fleet) => {
+                            self.health.store_ok();
+                            let now = Instant::now();
+                            let change = state.seen.observe_fleet(&fleet, now, cfg.renewal_failover / 2);
+                            let wanted = fleet.protocol.unwrap_or(Heartbeat::RENEWALS);
+                            if wanted != state.protocol && wanted <= Heartbeat::SPEAKS {
+                                self.switch_protocol(&mut state, wanted).await;
+                                next_beat = Instant::now();
+                                next_renew = Instant::now() + renew_every;
+                            }
+                            // A worker left (its row removed, or marked dead), or fewer
+                            // beat than the last take round saw hold leases: there
+                            // are leases to take.
+                            let beating = fleet.workers.iter().filter(|w| w.dead_by.is_none()).count();
+                            if change.left || beating < state.workers {
+                                next_take = now;
+                            }
+                            if let Some(expiry) = state.seen.next_beat_expiry(now) {
+                                next_take = next_take.min(expiry);
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "reading the fleet's heartbeats failed"),
+                    }
                 }
                 _ = sleep_until(next_write_limits) => {
                     let refresh = async { self.processor.upkeep().await; Ok::<_, anyhow::Error>(()) };
@@ -225,14 +279,18 @@ impl Worker {
                     }
                     next_take = Instant::now() + if state.unsettled {
                         quick_take_every
+                    } else if state.protocol >= Heartbeat::HEARTBEATS {
+                        // The heartbeats tell of deaths and departures; rounds
+                        // only find new shards and balance.
+                        (cfg.failover * 10).mul_f64(state.rng.gen_range(0.5..=1.5))
                     } else {
-                        taker::round_interval(cfg.failover, state.workers, state.segment.is_some(), &mut state.rng)
+                        taker::round_interval(cfg.renewal_failover, state.workers, state.segment.is_some(), &mut state.rng)
                     };
                     if let Some(expiry) = state.next_expiry {
                         next_take = next_take.min(expiry);
                     }
                 }
-                _ = sleep_until(next_segment_watch), if state.segment.is_some() => {
+                _ = sleep_until(next_segment_watch), if state.segment.is_some() && state.protocol == Heartbeat::RENEWALS => {
                     next_segment_watch = Instant::now() + taker::watch_interval(cfg.failover, &mut state.rng);
                     match self.bounded(self.watch_segment(&mut state)).await {
                         Ok(watch) => {
@@ -273,9 +331,13 @@ impl Worker {
                     Some(joined) => { self.on_consumer_exit(&mut state, joined).await; }
                     None => break,
                 },
-                _ = sleep_until(next_renew) => {
+                _ = sleep_until(next_renew), if state.protocol == Heartbeat::RENEWALS => {
                     self.renew_all(&mut state).await;
                     next_renew += renew_every;
+                }
+                _ = sleep_until(next_beat) => {
+                    self.beat(&mut state).await;
+                    next_beat = Instant::now() + cfg.beat_interval();
                 }
                 _ = sleep_until(deadline) => {
                     tracing::warn!(remaining = state.consumers.len(), "shutdown timeout: abandoning unfinished batches (they will be re-read)");
@@ -357,6 +419,7 @@ mod tests {
         ) -> (tokio::task::JoinHandle<Result<(), StoreError>>, CancellationToken) {
             let mut config = WorkerConfig::new(id);
             config.failover = failover;
+            config.renewal_failover = failover;
             self.start_config(config)
         }
 
@@ -436,22 +499,31 @@ mod tests {
         fleet.until("a holds both leases", |o, _| holds(o, "a", 2)).await;
         let first = fleet.store.heartbeats().await.unwrap();
         assert_eq!(first.len(), 1, "{first:?}");
-        assert_eq!((first[0].worker_id.as_str(), first[0].protocol), ("a", Heartbeat::PROTOCOL));
-        // One beat every third of the failover time, with the leases held.
+        assert_eq!((first[0].worker_id.as_str(), first[0].protocol), ("a", Heartbeat::HEARTBEATS));
+        assert!(fleet.store.list().await.unwrap().iter().all(|l| l.owner_incarnation == Some(first[0].incarnation.clone())));
+        // One beat every three sevenths of the failover time, with the leases held.
         tokio::time::sleep(FAILOVER).await;
         let later = fleet.store.heartbeats().await.unwrap();
         assert_eq!((later[0].incarnation.as_str(), later[0].leases), (first[0].incarnation.as_str(), 2));
-        assert!((3..=4).contains(&(later[0].beat - first[0].beat)), "{first:?} then {later:?}");
+        assert!((2..=3).contains(&(later[0].beat - first[0].beat)), "{first:?} then {later:?}");
+        let renewals = fleet.store.usage().writes;
 
         // Marked dead (as a taker would): the next beat is refused, and the
-        // worker goes on as a new incarnation.
+        // worker lets its leases go and goes on as a new incarnation, which
+        // takes them again.
         assert_eq!(fleet.store.mark_dead(&later[0], "b").await.unwrap(), Cas::Done(()));
-        tokio::time::sleep(FAILOVER / 3 + Duration::from_millis(1)).await;
+        tokio::time::sleep(FAILOVER * 3 / 7 + Duration::from_millis(1)).await;
         let rows = fleet.store.heartbeats().await.unwrap();
         let fresh: Vec<_> = rows.iter().filter(|h| h.dead_by.is_none()).collect();
         assert_eq!(rows.len(), 2, "{rows:?}");
         assert_eq!(fresh.len(), 1, "{rows:?}");
         assert_ne!(fresh[0].incarnation, first[0].incarnation);
+        fleet
+            .until("the new incarnation holds both leases", |_, _| {
+                fleet.store.rows().iter().all(|l| l.owner_incarnation.as_deref() == Some(&fresh[0].incarnation))
+            })
+            .await;
+        assert!(renewals > 0);
 
         // A restart with the same worker id is another incarnation too.
         stop_a.cancel();
@@ -469,8 +541,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn reads_frozen_for_three_failover_times_take_no_lease_from_a_live_worker() {
+        frozen_reads_move_no_lease(Heartbeat::RENEWALS).await;
+        frozen_reads_move_no_lease(Heartbeat::HEARTBEATS).await;
+    }
+
+    async fn frozen_reads_move_no_lease(protocol: u32) {
         use crate::leases::memory::ReadLag;
         let fleet = Fleet::new(4);
+        fleet.store.set_protocol(None, protocol).await.unwrap().done().unwrap();
         fleet.put(40);
         let (a, stop_a) = fleet.start("a");
         let (b, stop_b) = fleet.start("b");
@@ -479,9 +557,10 @@ mod tests {
         let settled = owners(fleet.store.list().await.unwrap());
         let before = fleet.store.usage();
 
-        // Every take round and watch now reads a replica that stopped: each
-        // worker sees the other's counters stand still, judges its leases
-        // expired, and tries to take them on counters long gone.
+        // Every take round, watch and heartbeat read now reads a replica that
+        // stopped: each worker sees the other's counters (protocol 1) or beat
+        // (protocol 2) stand still, judges its leases expired, and tries to take
+        // them on counters long gone, or to mark it dead on a beat long gone.
         fleet.store.set_read_lag(Some(ReadLag::FrozenAt(Instant::now())), 3);
         let start = Instant::now();
         while start.elapsed() < FAILOVER * 3 {
@@ -491,7 +570,7 @@ mod tests {
         let during = fleet.store.usage();
         assert!(
             during.lost_writes >= before.lost_writes + 4,
-            "the workers tried to take on stale counters: {during:?}"
+            "protocol {protocol}: the workers tried to take on stale counters or mark on stale beats: {during:?}"
         );
         fleet.put(20);
         fleet.store.set_read_lag(None, 0);
@@ -546,6 +625,7 @@ mod tests {
         // watch two segments and take full rounds only every 6 s on average.
         let failover = Duration::from_secs(2);
         let fleet = Fleet::new(8);
+        fleet.store.set_protocol(None, Heartbeat::RENEWALS).await.unwrap().done().unwrap();
         fleet.put(80);
         let workers: Vec<_> = ["a", "b", "c", "d"].iter().map(|id| fleet.start_with(id, failover)).collect();
         fleet.until("two each", |o, rows| ["a", "b", "c", "d"].iter().all(|w| holds(o, w, 2)) && rows == 80).await;

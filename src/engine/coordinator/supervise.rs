@@ -70,7 +70,8 @@ impl Worker {
                 true
             }
             Exit::LeaseLost => {
-                if state.held.remove(&key).is_some() {
+                // Only the lease this consumer ran: the worker may hold it again.
+                if state.held.get(&key).is_some_and(|held| held.is_lost()) && state.held.remove(&key).is_some() {
                     metrics::counter!(m::LEASES_LOST).increment(1);
                     tracing::warn!(shard_id = %key, worker_id = %self.config.worker_id, "lease lost; consumer stopped");
                 }

@@ -12,7 +12,7 @@ use crate::engine::held::HeldLease;
 use crate::engine::taker::{self, TakerConfig};
 use crate::leases::{Cas, Segment, StoreError};
 use crate::metrics as m;
-use crate::model::Lease;
+use crate::model::{Heartbeat, Lease};
 
 /// The states of `stream_worker_shards`, all reported (zero included).
 const SHARD_STATES: &[&str] = &["owned", "pending-handoff", "expired", "unowned", "waiting-for-parents", "finished"];
@@ -27,17 +27,23 @@ impl Worker {
         steal: bool,
     ) -> Result<(), StoreError> {
         let cfg = &self.config;
+        if state.beat_fence.passed() {
+            // No answered beat (yet, or lately): taking would be holding a lease
+            // nobody can see kept.
+            state.unsettled = true;
+            return Ok(());
+        }
         let leases = self.store.snapshot(Segment::WHOLE).await?;
         metrics::counter!(m::LEASE_TABLE_SCANS, "kind" => "round").increment(1);
         self.health.store_ok();
         let now = Instant::now();
         state.seen.observe(&leases, now);
-        state.next_expiry = state.seen.next_expiry(&leases, &cfg.worker_id, now, cfg.failover);
+        state.next_expiry = state.seen.next_expiry(&leases, &cfg.worker_id, now, cfg.renewal_failover);
         let by_state = {
             let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
             let mut counts: HashMap<&str, usize> = SHARD_STATES.iter().map(|s| (*s, 0)).collect();
             for lease in &leases {
-                *counts.entry(taker::state_of(lease, &by_key, Some((&state.seen, now, cfg.failover)))).or_default() +=
+                *counts.entry(taker::state_of(lease, &by_key, Some((&state.seen, now, cfg.renewal_failover)))).or_default() +=
                     1;
             }
             counts
@@ -47,7 +53,7 @@ impl Worker {
         }
         let held: HashSet<String> = state.held.keys().cloned().collect();
         let taker_cfg = TakerConfig {
-            failover: cfg.failover,
+            failover: cfg.renewal_failover,
             max_leases: cfg.max_leases,
             max_leases_to_steal: cfg.max_leases_to_steal,
         };
@@ -60,9 +66,9 @@ impl Worker {
             !plan.take.is_empty() || !plan.steal.is_empty() || state.held.len() + state.asked.len() + 1 < plan.target;
         tracing::debug!(worker_id = %cfg.worker_id, workers = plan.workers, target = plan.target,
             take = plan.take.len(), steal = plan.steal.len(), next_expiry = ?state.next_expiry.map(|t| t - now), "take round");
-        let live = taker::live_workers(&cfg.worker_id, &leases, &state.seen, now, cfg.failover);
+        let live = taker::live_workers(&cfg.worker_id, &leases, &state.seen, now, cfg.renewal_failover);
         self.processor.fleet_size_changed(live.len());
-        let segment = taker::watch_segment(&cfg.worker_id, &live, cfg.failover);
+        let segment = taker::watch_segment(&cfg.worker_id, &live, cfg.renewal_failover);
         if segment != state.segment {
             tracing::debug!(worker_id = %cfg.worker_id, ?segment, workers = live.len(), "expiry watch segment");
             state.segment = segment;
@@ -81,7 +87,7 @@ impl Worker {
         let mut released = Vec::new();
         state.asked.retain(|key, asked_at| match by_key.get(key.as_str()) {
             Some(l) if l.handoff_to.as_deref() == Some(me) && l.owner.as_deref().is_some_and(|o| o != me) => {
-                if now.duration_since(*asked_at) >= cfg.failover {
+                if now.duration_since(*asked_at) >= cfg.renewal_failover {
                     overdue.push(key.clone());
                     false
                 } else {
@@ -106,6 +112,11 @@ impl Worker {
             for key in &plan.steal {
                 let lease = by_key[key.as_str()];
                 if let Cas::Done(_) = self.store.request_handoff(lease, me).await? {
+                    if let (Some(owner), Some(incarnation)) = (&lease.owner, &lease.owner_incarnation) {
+                        // Protocol 2 owners renew nothing: they hear of it in their
+                        // next beat's answer.
+                        self.store.ask(owner, incarnation, key).await?;
+                    }
                     metrics::counter!(m::LEASE_HANDOFFS, "side" => "requested").increment(1);
                     tracing::info!(shard_id = %key, worker_id = %me, owner = lease.owner.as_deref().unwrap_or("-"),
                         "asked for a handoff");
@@ -130,7 +141,7 @@ impl Worker {
         self.health.store_ok();
         let now = Instant::now();
         state.seen.observe_part(&part, now);
-        let next_expiry = state.seen.next_expiry(&part, &cfg.worker_id, now, cfg.failover);
+        let next_expiry = state.seen.next_expiry(&part, &cfg.worker_id, now, cfg.renewal_failover);
         // Parents as last seen: in this segment now, or at the last take round.
         let mut by_key: HashMap<&str, &Lease> = state.known.iter().map(|l| (l.key.as_str(), l)).collect();
         by_key.extend(part.iter().map(|l| (l.key.as_str(), l)));
@@ -140,7 +151,7 @@ impl Worker {
             .filter(|l| {
                 !state.held.contains_key(&l.key)
                     && l.handoff_to.as_deref().is_none_or(|to| to == me)
-                    && state.seen.is_expired(l, now, cfg.failover)
+                    && state.seen.is_expired(l, now, cfg.renewal_failover)
                     && taker::is_ready(l, &by_key)
             })
             .map(|l| l.key.as_str())
@@ -195,8 +206,26 @@ impl Worker {
                 tracing::warn!(shard_id = %key, owner = lease.owner.as_deref().unwrap_or("-"),
                     "handoff not done within the failover time; taking the lease over");
             }
+            if let Some(heartbeat) = state.seen.to_mark(lease) {
+                // The owner may still beat: take only once its incarnation is
+                // marked dead, on the very beat this worker watched stand still.
+                match self.store.mark_dead(&heartbeat, &cfg.worker_id).await? {
+                    Cas::Done(()) => {
+                        state.seen.mark_dead(&heartbeat.key());
+                        if heartbeat.beat > 0 {
+                            tracing::warn!(worker_id = %cfg.worker_id, dead = %heartbeat.key(), beat = heartbeat.beat,
+                                "marked a worker dead: its heartbeat stood still for the failover time");
+                        }
+                    }
+                    Cas::Lost => {
+                        tracing::debug!(shard_id = %key, owner = %heartbeat.key(), "the owner beats; not taking");
+                        continue;
+                    }
+                }
+            }
             let sent = Instant::now();
-            match self.store.take(lease, &cfg.worker_id).await? {
+            let incarnation = state.heartbeat.incarnation.as_str();
+            match self.store.take_as(lease, &cfg.worker_id, Some(incarnation)).await? {
                 Cas::Done(taken) => {
                     let previous = lease.owner.as_deref().unwrap_or("<none>");
                     if stolen {
@@ -208,7 +237,15 @@ impl Worker {
                         lease_counter = taken.counter, checkpoint = %taken.checkpoint, stolen, "lease taken");
                     metrics::gauge!(m::CHECKPOINT_AGE_SECONDS, "shard_id" => key.clone()).set(0.0);
                     let stop = consumers_stop.child_token();
-                    let held = Arc::new(HeldLease::new(taken, sent, self.store.clone(), cfg.failover, stop));
+                    let held = Arc::new(HeldLease::kept(
+                        taken,
+                        sent,
+                        self.store.clone(),
+                        cfg.renewal_failover,
+                        stop,
+                        &state.beat_fence,
+                        state.protocol == Heartbeat::RENEWALS,
+                    ));
                     self.start_consumer(state, held);
                 }
                 Cas::Lost => {
