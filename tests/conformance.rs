@@ -178,6 +178,25 @@ async fn lease_store_suite(store: Arc<dyn LeaseStore>) {
     let results = futures::future::join_all(attempts).await;
     assert_eq!(results.iter().filter(|r| matches!(r, Cas::Done(_))).count(), 1, "{results:?}");
 
+    // ownerIncarnation: written by a take that gives one, removed by one that
+    // does not, by a release and by a rewind; a checkpoint keeps it.
+    let row = store.list().await.unwrap().into_iter().find(|l| l.key == "shard-000").unwrap();
+    let kept = store.take_as(&row, "w1", Some("00ab")).await.unwrap().done().unwrap();
+    assert_eq!(kept.owner_incarnation.as_deref(), Some("00ab"));
+    assert_eq!(get(store, "shard-000").await.unwrap(), kept);
+    let kept = store.checkpoint(&kept, &seq("700"), &[], 1).await.unwrap().done().unwrap();
+    assert_eq!(get(store, "shard-000").await.unwrap().owner_incarnation.as_deref(), Some("00ab"));
+    let released = store.release(&kept).await.unwrap().done().unwrap();
+    assert_eq!((released.owner.as_deref(), released.owner_incarnation.as_deref()), (None, None));
+    assert_eq!(get(store, "shard-000").await.unwrap(), released);
+    let kept = store.take_as(&released, "w2", Some("00cd")).await.unwrap().done().unwrap();
+    let plain = store.take(&kept, "w3").await.unwrap().done().unwrap();
+    assert_eq!(plain.owner_incarnation, None);
+    let kept = store.take_as(&plain, "w2", Some("00ef")).await.unwrap().done().unwrap();
+    let rewound = store.rewind(&kept, &seq("1")).await.unwrap().done().unwrap();
+    assert_eq!(get(store, "shard-000").await.unwrap(), rewound);
+    assert_eq!(rewound.owner_incarnation, None);
+
     heartbeat_suite(store).await;
 }
 
@@ -201,19 +220,62 @@ async fn heartbeat_suite(store: &dyn LeaseStore) {
     rows.sort_by_key(|h| h.key());
     assert_eq!(rows, vec![now.clone(), w1_again.clone()]);
 
+    // speaks and protocol are stored as beaten.
+    assert_eq!((now.protocol, now.speaks), (Heartbeat::RENEWALS, Heartbeat::SPEAKS));
+
+    // ask: the owner's next beat answers with the asks; the beat after, which
+    // lists them as handled, removes them and keeps any newer one.
+    store.ask("w1", "0001", "shard-7").await.unwrap();
+    store.ask("w1", "0001", "shard-7").await.unwrap(); // once in the set
+    store.ask("w1", "0001", "shard-8").await.unwrap();
+    let answered = store.beat(&now, 4, "2026-12-06T13:00:04Z").await.unwrap().done().unwrap();
+    let mut asks = answered.asks.clone();
+    asks.sort();
+    assert_eq!(asks, vec!["shard-7", "shard-8"]);
+    let handled = Heartbeat { asks: vec!["shard-7".into()], ..answered.clone() };
+    store.ask("w1", "0001", "shard-9").await.unwrap();
+    let mut after = store.beat(&handled, 4, "2026-12-06T13:00:05Z").await.unwrap().done().unwrap();
+    after.asks.sort();
+    assert_eq!(after.asks, vec!["shard-8", "shard-9"]);
+    let now = store.beat(&after, 4, "2026-12-06T13:00:06Z").await.unwrap().done().unwrap();
+    assert!(now.asks.is_empty(), "{now:?}");
+    // An ask to a row that does not exist creates none.
+    store.ask("w9", "0009", "shard-7").await.unwrap();
+    assert!(store.heartbeats().await.unwrap().iter().all(|h| h.worker_id != "w9"));
+
     // mark_dead: only on the beat the marker saw stand still.
     assert_eq!(store.mark_dead(&second, "w2").await.unwrap(), Cas::Lost, "a beat it did not see keeps it alive");
     assert_eq!(store.mark_dead(&now, "w2").await.unwrap(), Cas::Done(()));
-    assert_eq!(store.mark_dead(&now, "w3").await.unwrap(), Cas::Lost, "marked once");
-    // A marked incarnation takes no more beats, and stays marked.
+    assert_eq!(store.mark_dead(&now, "w3").await.unwrap(), Cas::Done(()), "dead either way");
+    // A marked incarnation takes no more beats, no asks, and stays marked.
     assert_eq!(store.beat(&now, 4, "2026-12-06T13:00:06Z").await.unwrap(), Cas::Lost);
+    store.ask("w1", "0001", "shard-7").await.unwrap();
     let marked = store.heartbeats().await.unwrap().into_iter().find(|h| h.key() == now.key()).unwrap();
-    assert_eq!((marked.beat, marked.dead_by.as_deref()), (4, Some("w2")));
+    assert_eq!((marked.beat, marked.dead_by.as_deref(), marked.asks.len()), (now.beat, Some("w2"), 0));
+
+    // An incarnation never seen (beat 0): a dead marker where no row exists,
+    // which refuses its first beat; never over a row that exists.
+    let unseen = Heartbeat::new("w4", "0004");
+    assert_eq!(store.mark_dead(&Heartbeat::new("w1", "0002"), "w2").await.unwrap(), Cas::Lost, "it beats");
+    assert_eq!(store.mark_dead(&unseen, "w2").await.unwrap(), Cas::Done(()));
+    assert_eq!(store.beat(&unseen, 0, "2026-12-06T13:00:07Z").await.unwrap(), Cas::Lost);
+    let marker = store.heartbeats().await.unwrap().into_iter().find(|h| h.key() == unseen.key()).unwrap();
+    assert_eq!((marker.beat, marker.dead_by.as_deref()), (0, Some("w2")));
 
     // A graceful stop removes its row; the others stay.
     store.remove_heartbeat(&w1_again).await.unwrap();
     store.remove_heartbeat(&w1_again).await.unwrap(); // already gone: no error
+    store.remove_heartbeat(&unseen).await.unwrap();
     assert_eq!(store.heartbeats().await.unwrap(), vec![marked]);
+
+    // The fleet's protocol: unset, then set only from what it is.
+    assert_eq!(store.fleet().await.unwrap().protocol, None);
+    assert_eq!(store.set_protocol(Some(1), 2).await.unwrap(), Cas::Lost);
+    assert_eq!(store.set_protocol(None, 1).await.unwrap(), Cas::Done(()));
+    assert_eq!(store.set_protocol(None, 2).await.unwrap(), Cas::Lost, "set already");
+    assert_eq!(store.set_protocol(Some(1), 2).await.unwrap(), Cas::Done(()));
+    let fleet = store.fleet().await.unwrap();
+    assert_eq!((fleet.protocol, fleet.workers.len()), (Some(2), 1), "the protocol row is no worker");
 }
 
 #[tokio::test]
