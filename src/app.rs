@@ -248,8 +248,11 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         seen.observe_fleet(&fleet, now, args.renewal_failover_time);
         // Expiry can be judged once the table was watched for a failover time.
         let watched = !args.observe.is_zero() || now.duration_since(watched_since) >= args.failover_time;
-        let observed = (watched && (args.watch.is_some() || !args.observe.is_zero()))
-            .then_some((&seen, now, args.renewal_failover_time));
+        let observed = (watched && (args.watch.is_some() || !args.observe.is_zero())).then_some((
+            &seen,
+            now,
+            args.renewal_failover_time,
+        ));
         let shards = stream.list_shards().await.map_err(|e| anyhow::anyhow!("ListShards: {}", e.message))?;
         let ids: Vec<String> = shards.into_iter().map(|s| s.id).collect();
         let mut rows = crate::status::report(&leases, &ids, observed, &stream).await;

@@ -144,14 +144,14 @@ pub mod model;
 pub mod processor;
 #[cfg(feature = "producer")]
 pub mod producer;
+#[cfg(feature = "cli")]
+pub mod protocol;
 #[warn(missing_docs)]
 pub mod retrieval;
 #[warn(missing_docs)]
 pub mod retry;
 #[cfg(feature = "cli")]
 pub mod rewind;
-#[cfg(feature = "cli")]
-pub mod protocol;
 #[warn(missing_docs)]
 pub mod shutdown;
 #[cfg(feature = "cli")]

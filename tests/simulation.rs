@@ -45,7 +45,8 @@ use stream_worker::processor::Processor;
 use stream_worker::retrieval::memory::MemoryStream;
 use stream_worker::retrieval::StreamClient;
 
-const FAILOVER: Duration = Duration::from_secs(10);
+/// The failover time: `stream-worker run`'s default.
+const FAILOVER: Duration = stream_worker::engine::coordinator::DEFAULT_FAILOVER;
 
 /// Liveness bounds. Strict (`SIM_STRICT=1`): issue #10's targets, a lease still
 /// for no more than two failover times and convergence within a minute. By
@@ -148,10 +149,9 @@ impl Sim {
             log: self.log.clone(),
         });
         let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
-        // `stream-worker run`'s defaults, but for the failover time, the memory
-        // budget (none) and a seed that replays.
+        // `stream-worker run`'s defaults, but for the memory budget (none) and
+        // a seed that replays.
         let mut config = WorkerConfig::new(format!("w{n}"));
-        config.failover = FAILOVER;
         config.consumer.budget = None;
         config.rng_seed = Some(self.seed * 10_000 + n as u64);
         let worker = Worker {

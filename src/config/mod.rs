@@ -23,10 +23,10 @@ mod status;
 
 pub use checkpoints::{CheckpointsCommand, RewindArgs};
 pub use consumer::{ConsumerArgs, ConsumerCommand, ConsumerNameArgs};
-pub use fleet::{FleetArgs, FleetCommand};
 pub use dead_letters::{
     DeadLetterFilterArgs, DeadLettersCommand, DeadLettersList, DeadLettersPurge, DeadLettersReplay,
 };
+pub use fleet::{FleetArgs, FleetCommand};
 pub use produce::{ProduceArgs, Source};
 pub use run::{RetrievalMode, RunArgs};
 pub use status::{HealthcheckArgs, StatusArgs};

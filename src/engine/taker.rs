@@ -105,8 +105,7 @@ impl Observations {
                 }
                 None => {
                     change.joined |= !dead;
-                    self.beats
-                        .insert(row.key(), BeatSeen { beat: row.beat, since: now, dead, protocol: row.protocol });
+                    self.beats.insert(row.key(), BeatSeen { beat: row.beat, since: now, dead, protocol: row.protocol });
                 }
             }
         }
@@ -163,16 +162,27 @@ impl Observations {
         }
     }
 
-    /// When the first beat of another live protocol 2 worker that stands still
-    /// will have stood still for the heartbeat failover time.
-    pub fn next_beat_expiry(&self, now: Instant) -> Option<Instant> {
+    /// The live protocol 2 rows of other workers, with when each will have
+    /// stood still for the heartbeat failover time.
+    fn beat_expiries(&self) -> impl Iterator<Item = (&String, &BeatSeen, Instant)> {
         let me = self.me.as_ref().map(|(id, inc)| format!("{id}#{inc}"));
         self.beats
             .iter()
-            .filter(|(k, b)| !b.dead && b.protocol >= Heartbeat::HEARTBEATS && Some(*k) != me.as_ref())
-            .map(|(_, b)| b.since + self.beat_failover)
-            .filter(|at| *at > now)
-            .min()
+            .filter(move |(k, b)| !b.dead && b.protocol >= Heartbeat::HEARTBEATS && Some(*k) != me.as_ref())
+            .map(|(k, b)| (k, b, b.since + self.beat_failover))
+    }
+
+    /// When the next beat of another live protocol 2 worker will have stood
+    /// still for the heartbeat failover time, unless it moves before.
+    pub fn next_beat_expiry(&self, now: Instant) -> Option<Instant> {
+        self.beat_expiries().map(|(_, _, at)| at).filter(|at| *at > now).min()
+    }
+
+    /// The incarnations (`worker#incarnation` and the beat that stood still)
+    /// whose beat has stood still for the heartbeat failover time at `now`,
+    /// not yet marked dead.
+    pub fn expired_beats(&self, now: Instant) -> Vec<(String, u64)> {
+        self.beat_expiries().filter(|(_, _, at)| *at <= now).map(|(k, b, _)| (k.clone(), b.beat)).collect()
     }
 
     /// Records a snapshot taken at `now`; forgets leases no longer in the table.
@@ -273,6 +283,10 @@ pub struct Plan {
     pub workers: usize,
     /// The share this worker aims at.
     pub target: usize,
+    /// There are ready leases, each kept by a live worker, and the workers'
+    /// shares are within one lease of each other: nothing to do until the
+    /// fleet or the shards change.
+    pub balanced: bool,
 }
 
 /// Whether a lease may be processed now: not finished, and every parent finished
@@ -376,7 +390,27 @@ pub fn plan(
     let workers = load.len() + 1;
     let target = ready.len().div_ceil(workers).min(config.max_leases);
     let mine = ready.iter().filter(|l| held.contains(&l.key)).count() + incoming;
-    let mut plan = Plan { workers, target, ..Plan::default() };
+    // Balanced: every ready lease kept by a live worker, and every worker's
+    // share (leases coming to it included) within one of every other's.
+    let mut shares: std::collections::BTreeMap<&str, usize> = load.keys().map(|w| (*w, 0)).collect();
+    shares.insert(me, mine);
+    let mut kept = 0;
+    for lease in &ready {
+        let Some(owner) = lease.owner.as_deref() else { continue };
+        if seen.is_expired(lease, now, config.failover) {
+            continue;
+        }
+        kept += 1;
+        let goes_to = lease.handoff_to.as_deref().unwrap_or(owner);
+        if goes_to != me {
+            *shares.entry(goes_to).or_default() += 1;
+        }
+    }
+    let (least, most) = (shares.values().min().copied(), shares.values().max().copied());
+    // No ready lease yet (a table another worker is filling) is not settled.
+    let balanced =
+        !ready.is_empty() && kept == ready.len() && most.zip(least).is_none_or(|(most, least)| most - least <= 1);
+    let mut plan = Plan { workers, target, balanced, ..Plan::default() };
     // A dead worker's leases wait for no one: a worker takes them up to twice its
     // share, so that the first survivors to see them expire take them all, and
     // balancing spreads them later. Free leases (a fleet starting, a release)

@@ -292,12 +292,7 @@ impl LeaseStore for DynamoLeaseStore {
         }
     }
 
-    async fn take_as(
-        &self,
-        lease: &Lease,
-        owner: &str,
-        incarnation: Option<&str>,
-    ) -> Result<Cas<Lease>, StoreError> {
+    async fn take_as(&self, lease: &Lease, owner: &str, incarnation: Option<&str>) -> Result<Cas<Lease>, StoreError> {
         let mut values = counter_values(lease);
         values.insert(":owner".into(), AttributeValue::S(owner.to_owned()));
         values.insert(":zero".into(), n(0));

@@ -301,12 +301,7 @@ impl LeaseStore for MemoryLeaseStore {
         Ok(Cas::Done(()))
     }
 
-    async fn take_as(
-        &self,
-        lease: &Lease,
-        owner: &str,
-        incarnation: Option<&str>,
-    ) -> Result<Cas<Lease>, StoreError> {
+    async fn take_as(&self, lease: &Lease, owner: &str, incarnation: Option<&str>) -> Result<Cas<Lease>, StoreError> {
         let before = self.peek(&lease.key);
         let result = self.cas(lease, false, |row| apply::take(row, owner, incarnation));
         if let (Cas::Done(_), Some(before)) = (&result, before) {

@@ -97,8 +97,7 @@ pub trait LeaseStore: Send + Sync + 'static {
     }
     /// Sets the owner to `owner`, in `incarnation` when given
     /// (`ownerIncarnation`); counts an owner switch when it changes hands.
-    async fn take_as(&self, lease: &Lease, owner: &str, incarnation: Option<&str>)
-        -> Result<Cas<Lease>, StoreError>;
+    async fn take_as(&self, lease: &Lease, owner: &str, incarnation: Option<&str>) -> Result<Cas<Lease>, StoreError>;
     /// Bumps the counter if the counter and owner still match: the owner's proof
     /// to the other workers that it is alive. The worker renews every third of a
     /// failover time.

@@ -45,10 +45,10 @@ use super::held::HeldLease;
 use super::taker::{self, quick_take_interval, Observations};
 use super::RecordProcessor;
 use crate::engine::consumer::Exit;
+use crate::fence::Fence;
 use crate::health::Health;
 use crate::leases::{LeaseStore, Segment, StoreError};
 use crate::metrics as m;
-use crate::fence::Fence;
 use crate::model::HashRange;
 use crate::model::{Heartbeat, Lease};
 use crate::retrieval::{ClosedShards, StreamClient};
@@ -60,7 +60,9 @@ mod shard_sync;
 mod supervise;
 mod take;
 
-pub use config::{InitialPosition, WorkerConfig, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_IN_FLIGHT_BYTES};
+pub use config::{
+    InitialPosition, WorkerConfig, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_FAILOVER, DEFAULT_IN_FLIGHT_BYTES,
+};
 
 /// How often the tables' own write limits are read again (DescribeTable): a
 /// provisioned table's capacity changes by hand or by auto scaling, in minutes.
@@ -120,6 +122,10 @@ struct State {
     /// The rows the last take round read: shard sync scans the table only when
     /// a shard has no lease among them.
     known: Vec<Lease>,
+    /// Whether the last take round found the fleet balanced ([`taker::Plan::balanced`]).
+    balanced: bool,
+    /// Beats seen stand still for the failover time at the last look.
+    deaths: HashSet<(String, u64)>,
     /// Leases a segment watch found free or expired (and ready) and asked a take
     /// round for: one round per lease while it stays so, not one per watch.
     flagged: HashSet<String>,
@@ -181,6 +187,8 @@ impl Worker {
             segment: None,
             known: Vec::new(),
             flagged: HashSet::new(),
+            deaths: HashSet::new(),
+            balanced: false,
         };
         let consumers_stop = CancellationToken::new();
         // The gauge exists from the start, before a take round succeeds.
@@ -203,6 +211,7 @@ impl Worker {
         let mut next_sync = Instant::now();
         let mut next_write_limits = Instant::now();
         let mut next_fleet_read = Instant::now();
+        let mut next_expiry_check = Instant::now() + cfg.failover;
         loop {
             // In a fixed order, renewals first (keeping leases matters most): with
             // several branches ready at once the choice must not be random, or a
@@ -238,8 +247,9 @@ impl Worker {
                             if change.left || beating < state.workers {
                                 next_take = now;
                             }
-                            if let Some(expiry) = state.seen.next_beat_expiry(now) {
-                                next_take = next_take.min(expiry);
+                            next_expiry_check = state.seen.next_beat_expiry(now).unwrap_or(now + cfg.failover);
+                            if self.new_deaths(&mut state, now) {
+                                next_take = now;
                             }
                         }
                         Err(e) => tracing::debug!(error = %e, "reading the fleet's heartbeats failed"),
@@ -269,6 +279,15 @@ impl Worker {
                         }
                     }
                 }
+                _ = sleep_until(next_expiry_check) => {
+                    // A beat seen standing still would have expired by now: its
+                    // leases are due, unless the next read sees it move first.
+                    let now = Instant::now();
+                    if self.new_deaths(&mut state, now) {
+                        next_take = now;
+                    }
+                    next_expiry_check = state.seen.next_beat_expiry(now).unwrap_or(now + cfg.failover);
+                }
                 _ = sleep_until(next_take) => {
                     let steal = Instant::now() >= next_steal;
                     if steal {
@@ -279,10 +298,14 @@ impl Worker {
                     }
                     next_take = Instant::now() + if state.unsettled {
                         quick_take_every
-                    } else if state.protocol >= Heartbeat::HEARTBEATS {
+                    } else if state.protocol >= Heartbeat::HEARTBEATS && state.balanced {
                         // The heartbeats tell of deaths and departures; rounds
-                        // only find new shards and balance.
-                        (cfg.failover * 10).mul_f64(state.rng.gen_range(0.5..=1.5))
+                        // only find new shards and balance: every ten failover
+                        // times, or a second per worker in a larger fleet.
+                        let base = (cfg.failover * 10).max(Duration::from_secs(1) * state.workers.min(3600) as u32);
+                        base.mul_f64(state.rng.gen_range(0.5..=1.5))
+                    } else if state.protocol >= Heartbeat::HEARTBEATS {
+                        taker::round_interval(cfg.failover, state.workers, false, &mut state.rng)
                     } else {
                         taker::round_interval(cfg.renewal_failover, state.workers, state.segment.is_some(), &mut state.rng)
                     };
@@ -353,6 +376,16 @@ impl Worker {
         self.remove_heartbeat(&state).await;
         tracing::info!(worker_id = %cfg.worker_id, "worker stopped");
         Ok(())
+    }
+
+    /// Whether a worker's beat has stood still for the failover time that had
+    /// not by the last look: once per beat, so that a mark that loses (the
+    /// beat had moved, unseen) does not bring a round at every look.
+    fn new_deaths(&self, state: &mut State, now: Instant) -> bool {
+        let expired = state.seen.expired_beats(now);
+        let fresh = expired.iter().any(|beat| !state.deaths.contains(beat));
+        state.deaths = expired.into_iter().collect();
+        fresh
     }
 
     /// Runs a step of the loop for at most a third of the failover time: a stalled
@@ -500,7 +533,13 @@ mod tests {
         let first = fleet.store.heartbeats().await.unwrap();
         assert_eq!(first.len(), 1, "{first:?}");
         assert_eq!((first[0].worker_id.as_str(), first[0].protocol), ("a", Heartbeat::HEARTBEATS));
-        assert!(fleet.store.list().await.unwrap().iter().all(|l| l.owner_incarnation == Some(first[0].incarnation.clone())));
+        assert!(fleet
+            .store
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.owner_incarnation == Some(first[0].incarnation.clone())));
         // One beat every three sevenths of the failover time, with the leases held.
         tokio::time::sleep(FAILOVER).await;
         let later = fleet.store.heartbeats().await.unwrap();

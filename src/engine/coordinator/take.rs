@@ -43,8 +43,9 @@ impl Worker {
             let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
             let mut counts: HashMap<&str, usize> = SHARD_STATES.iter().map(|s| (*s, 0)).collect();
             for lease in &leases {
-                *counts.entry(taker::state_of(lease, &by_key, Some((&state.seen, now, cfg.renewal_failover)))).or_default() +=
-                    1;
+                *counts
+                    .entry(taker::state_of(lease, &by_key, Some((&state.seen, now, cfg.renewal_failover))))
+                    .or_default() += 1;
             }
             counts
         };
@@ -60,6 +61,7 @@ impl Worker {
         let plan = taker::plan(&cfg.worker_id, &held, &leases, &state.seen, now, &taker_cfg, &mut state.rng);
         metrics::gauge!(m::WORKERS_SEEN).set(plan.workers as f64);
         state.workers = plan.workers;
+        state.balanced = plan.balanced;
         // Taking, asking, or more than a lease short of its share (waiting to
         // steal): not settled, back after the quick interval.
         state.unsettled =

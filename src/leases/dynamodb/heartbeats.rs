@@ -213,10 +213,7 @@ impl DynamoLeaseStore {
                 .map_err(|e| self.heartbeat_error("query", describe(&e)))?;
             for item in out.items() {
                 if item.get(WORKER).and_then(|w| w.as_s().ok()).is_some_and(|w| w == PROTOCOL_ROW) {
-                    fleet.protocol = item
-                        .get(PROTOCOL)
-                        .and_then(|v| v.as_n().ok())
-                        .and_then(|v| v.parse().ok());
+                    fleet.protocol = item.get(PROTOCOL).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
                 } else if let Some(row) = from_item(item) {
                     fleet.workers.push(row);
                 }
