@@ -79,55 +79,104 @@ impl Worker {
         }
     }
 
-    /// Writes one beat, with the number of leases held and the asks handled
-    /// since the last; moves the fence; hands over the leases others asked for.
-    /// If another worker marked this incarnation dead, lets every lease go and
-    /// writes the first beat of a new incarnation at once.
-    pub(super) async fn beat(&self, state: &mut State) {
+    /// Sends one beat, with the number of leases held and the asks handled
+    /// since the last, without waiting for its answer ([`on_beat`](Self::on_beat)
+    /// takes it): beats go out every beat interval even while the table is slow
+    /// to answer, and each answer moves the fence from the moment its beat was
+    /// sent. A beat still unanswered when the fence passes is given up.
+    pub(super) fn send_beat(&self, state: &mut State) {
+        if state.beats.len() >= 3 {
+            return; // three unanswered already: the table is cut off or stalled
+        }
         let leases = u32::try_from(state.held.len()).unwrap_or(u32::MAX);
-        for _ in 0..2 {
-            let sent_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let heartbeat = Heartbeat { protocol: state.protocol, ..state.heartbeat.clone() };
+        let heartbeat = Heartbeat { protocol: state.protocol, ..state.heartbeat.clone() };
+        let store = self.store.clone();
+        let give_up = (Instant::now() + self.config.failover).max(state.beat_fence.at());
+        state.beats.spawn(async move {
             let sent = Instant::now();
-            match self.bounded(self.store.beat(&heartbeat, leases, &sent_at)).await {
-                Ok(Cas::Done(stored)) => {
-                    self.health.store_ok();
-                    metrics::counter!(m::HEARTBEATS).increment(1);
-                    state.beat_fence.set(fence_after(sent, self.config.failover));
-                    for key in &stored.asks {
-                        if let Some(held) = state.held.get(key) {
-                            held.hand_off();
-                        }
+            let sent_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let result = match tokio::time::timeout_at(give_up, store.beat(&heartbeat, leases, &sent_at)).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError("no answer before the fence".into())),
+            };
+            (sent, heartbeat, result)
+        });
+    }
+
+    /// Takes a beat's answer: moves the fence and hands over the leases others
+    /// asked for; if another worker marked this incarnation dead, lets every
+    /// lease go and sends the first beat of a new incarnation at once. Answers
+    /// for an incarnation already left behind are ignored. Whether the beat
+    /// failed (the next is due soon).
+    pub(super) fn on_beat(
+        &self,
+        state: &mut State,
+        (sent, heartbeat, result): (Instant, Heartbeat, Result<Cas<Heartbeat>, StoreError>),
+    ) -> bool {
+        if heartbeat.incarnation != state.heartbeat.incarnation {
+            return false;
+        }
+        match result {
+            Ok(Cas::Done(stored)) => {
+                self.health.store_ok();
+                metrics::counter!(m::HEARTBEATS).increment(1);
+                let fence = fence_after(sent, self.config.failover);
+                if fence > state.beat_fence.at() {
+                    state.beat_fence.set(fence);
+                }
+                for key in &stored.asks {
+                    if let Some(held) = state.held.get(key) {
+                        held.hand_off();
                     }
+                }
+                if stored.beat >= state.heartbeat.beat {
                     state.heartbeat = stored;
-                    return;
                 }
-                Ok(Cas::Lost) => {
-                    metrics::counter!(m::HEARTBEAT_FAILURES, "reason" => "marked-dead").increment(1);
-                    let next = incarnation(&mut state.rng);
-                    tracing::warn!(
-                        worker_id = %self.config.worker_id,
-                        incarnation = %state.heartbeat.incarnation,
-                        next_incarnation = %next,
-                        leases = state.held.len(),
-                        "another worker marked this incarnation dead; letting its leases go and beating as a new one"
-                    );
-                    for (_, held) in std::mem::take(&mut state.held) {
-                        held.fenced();
-                    }
-                    metrics::gauge!(m::LEASES_HELD).set(0.0);
-                    // The old fence stays passed for whatever still holds it.
-                    state.beat_fence = Fence::new(Instant::now());
-                    state.heartbeat = Heartbeat::new(self.config.worker_id.clone(), next.clone());
-                    state.seen.set_incarnation(&next);
+                false
+            }
+            Ok(Cas::Lost) => {
+                metrics::counter!(m::HEARTBEAT_FAILURES, "reason" => "marked-dead").increment(1);
+                let next = incarnation(&mut state.rng);
+                tracing::warn!(
+                    worker_id = %self.config.worker_id,
+                    incarnation = %state.heartbeat.incarnation,
+                    next_incarnation = %next,
+                    leases = state.held.len(),
+                    "another worker marked this incarnation dead; letting its leases go and beating as a new one"
+                );
+                for (_, held) in std::mem::take(&mut state.held) {
+                    held.fenced();
                 }
-                Err(e) => {
-                    metrics::counter!(m::HEARTBEAT_FAILURES, "reason" => "error").increment(1);
-                    tracing::warn!(worker_id = %self.config.worker_id, error = %e, "heartbeat failed");
-                    return;
-                }
+                metrics::gauge!(m::LEASES_HELD).set(0.0);
+                // The old fence stays passed for whatever still holds it.
+                state.beat_fence = Fence::new(Instant::now());
+                state.heartbeat = Heartbeat::new(self.config.worker_id.clone(), next.clone());
+                state.seen.set_incarnation(&next);
+                self.send_beat(state);
+                false
+            }
+            Err(e) => {
+                metrics::counter!(m::HEARTBEAT_FAILURES, "reason" => "error").increment(1);
+                tracing::warn!(worker_id = %self.config.worker_id, error = %e, "heartbeat failed");
+                true
             }
         }
+    }
+
+    /// The fence passed with leases held (no beat answered in time): every
+    /// lease is let go at once, whatever its consumer is doing. The worker
+    /// takes them back, as the same incarnation, once a beat is answered again
+    /// and nobody marked it dead meanwhile.
+    pub(super) fn fenced(&self, state: &mut State) {
+        if state.held.is_empty() || !state.beat_fence.passed() {
+            return;
+        }
+        tracing::warn!(worker_id = %self.config.worker_id, leases = state.held.len(),
+            "no heartbeat answered in time: the fence passed; letting every lease go");
+        for (_, held) in std::mem::take(&mut state.held) {
+            held.fenced();
+        }
+        metrics::gauge!(m::LEASES_HELD).set(0.0);
     }
 
     /// A graceful stop's last write, after every lease is released: the row goes,

@@ -97,6 +97,8 @@ struct State {
     /// This incarnation's heartbeat fence: its last answered beat's send plus
     /// the failover time, less a tenth. Every held lease's fence is bounded by it.
     beat_fence: Fence,
+    /// Beats sent and not yet answered: when each was sent, as what, and its answer.
+    beats: JoinSet<(Instant, Heartbeat, Result<crate::leases::Cas<Heartbeat>, StoreError>)>,
     consumers: JoinSet<Exit>,
     /// Which shard each consumer task runs, to know whose lease a panic leaves.
     tasks: HashMap<tokio::task::Id, String>,
@@ -174,6 +176,7 @@ impl Worker {
             heartbeat: Heartbeat { protocol, ..Heartbeat::new(cfg.worker_id.clone(), incarnation.clone()) },
             protocol,
             beat_fence: Fence::new(Instant::now()),
+            beats: JoinSet::new(),
             consumers: JoinSet::new(),
             tasks: HashMap::new(),
             seen: Observations::new(&cfg.worker_id, &incarnation, cfg.failover),
@@ -203,7 +206,12 @@ impl Worker {
         metrics::gauge!(m::PROTOCOL).set(f64::from(protocol));
 
         let mut next_renew = Instant::now() + renew_every;
-        let mut next_beat = Instant::now();
+        // The first beat before anything else: no lease is taken before one is answered.
+        self.send_beat(&mut state);
+        if let Some(Ok(answer)) = state.beats.join_next().await {
+            self.on_beat(&mut state, answer);
+        }
+        let mut next_beat = Instant::now() + cfg.beat_interval();
         let mut next_take = Instant::now();
         let mut next_steal = Instant::now();
         let mut next_watch = Instant::now() + quick_take_every;
@@ -220,8 +228,18 @@ impl Worker {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = sleep_until(next_beat) => {
-                    self.beat(&mut state).await;
+                    self.send_beat(&mut state);
                     next_beat = Instant::now() + cfg.beat_interval();
+                }
+                Some(Ok(answer)) = state.beats.join_next() => {
+                    if self.on_beat(&mut state, answer) {
+                        // Failed: try again soon, while the fence still stands.
+                        next_beat = next_beat.min(Instant::now() + cfg.beat_interval() / 4);
+                    }
+                }
+                _ = sleep_until(state.beat_fence.at()), if !state.held.is_empty() => {
+                    self.fenced(&mut state);
+                    next_take = Instant::now();
                 }
                 _ = sleep_until(next_renew), if state.protocol == Heartbeat::RENEWALS => {
                     self.renew_all(&mut state).await;
@@ -359,8 +377,11 @@ impl Worker {
                     next_renew += renew_every;
                 }
                 _ = sleep_until(next_beat) => {
-                    self.beat(&mut state).await;
+                    self.send_beat(&mut state);
                     next_beat = Instant::now() + cfg.beat_interval();
+                }
+                Some(Ok(answer)) = state.beats.join_next() => {
+                    self.on_beat(&mut state, answer);
                 }
                 _ = sleep_until(deadline) => {
                     tracing::warn!(remaining = state.consumers.len(), "shutdown timeout: abandoning unfinished batches (they will be re-read)");

@@ -76,7 +76,8 @@ impl Worker {
                     tracing::warn!(shard_id = %key, worker_id = %self.config.worker_id, "lease lost; consumer stopped");
                 }
                 metrics::gauge!(m::LEASES_HELD).set(state.held.len() as f64);
-                false
+                // A fenced lease of this worker's is taken back once it beats again.
+                true
             }
             Exit::Stopped => {
                 // Worker shutdown or a handoff: the batch is checkpointed; release now
