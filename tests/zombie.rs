@@ -88,3 +88,82 @@ async fn a_cut_off_worker_stops_in_time_and_never_overwrites_its_successor() {
 
     setup.rows_of(&producer.finish()).await;
 }
+
+/// A worker paused (SIGSTOP) for three failover times under load, then
+/// resumed: its shards are taken meanwhile, it writes no tweet after they
+/// were (its fence passed while it slept), it learns it was marked dead,
+/// and it rejoins as a new incarnation. Nothing is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_worker_writes_nothing_after_its_shards_are_taken_and_rejoins() {
+    emulators();
+    let setup = Setup::new("paused", 2);
+    let producer = setup.start_producer(&["--rate", "100", "--count", "4000", "--seed", "52"]);
+    let paused = setup.worker("paused", &[]);
+    let other = setup.worker("other", &[]);
+    let incarnation_of = |item: &Item| item.get("ownerIncarnation").and_then(|v| v.as_s().ok()).cloned();
+    let (shard, old_incarnation) = eventually(Duration::from_secs(30), "one lease each, written", || async {
+        let leases = setup.leases().await;
+        let owners: Vec<Option<&str>> =
+            leases.values().map(|l| l.get("leaseOwner").and_then(|o| o.as_s().ok()).map(String::as_str)).collect();
+        let written = paused.metric("stream_worker_records_written_total").unwrap_or(0.0) > 0.0;
+        let mine = leases.iter().find(|(_, l)| l.get("leaseOwner").and_then(|o| o.as_s().ok()).map(String::as_str) == Some("paused"));
+        match (owners.contains(&Some("other")), mine, written) {
+            (true, Some((k, l)), true) => Some((k.clone(), incarnation_of(l).expect("ownerIncarnation"))),
+            _ => None,
+        }
+    })
+    .await;
+    let written_before = paused.metric("stream_worker_records_written_total").unwrap();
+    paused.signal("STOP");
+    let stopped = Instant::now();
+    eventually(Duration::from_secs(20), "the paused worker's lease taken", || async {
+        let leases = setup.leases().await;
+        (leases[&shard].get("leaseOwner").and_then(|o| o.as_s().ok()).map(String::as_str) == Some("other"))
+            .then_some(())
+    })
+    .await;
+    let taken = stopped.elapsed();
+    eprintln!("taken {taken:?} after SIGSTOP");
+    tokio::time::sleep(Duration::from_millis(10_500).saturating_sub(stopped.elapsed())).await;
+    paused.signal("CONT");
+    let resumed = Instant::now();
+    // It learns at its first beat that it was marked dead, and starts anew.
+    eventually(Duration::from_secs(10), "the resumed worker to learn it was marked dead", || async {
+        (paused.metric_with("stream_worker_heartbeat_failures_total", r#"reason="marked-dead""#)? >= 1.0).then_some(())
+    })
+    .await;
+    let trips = paused.metric_with("stream_worker_fence_trips_total", r#"what="lease""#).unwrap();
+    assert!(trips >= 1.0, "the held lease's fence tripped: {trips}");
+    // No tweet written by it once it knows, until it holds a lease again (a
+    // write sent before the pause may still have been answered after it).
+    let takes = || paused.metric("stream_worker_leases_taken_total").unwrap();
+    let written = || paused.metric("stream_worker_records_written_total").unwrap();
+    let (takes_at_resume, written_at) = (takes(), written());
+    eprintln!("{} records written before the pause, {written_at} at resume", written_before);
+    while takes() == takes_at_resume && resumed.elapsed() < Duration::from_secs(10) {
+        let now = written();
+        if takes() == takes_at_resume {
+            assert_eq!(now, written_at, "written after its lease was taken, before it rejoined");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // It rejoins: a lease of its own again, as a new incarnation.
+    eventually(Duration::from_secs(30), "the resumed worker to rejoin", || async {
+        let leases = setup.leases().await;
+        leases
+            .values()
+            .any(|l| {
+                l.get("leaseOwner").and_then(|o| o.as_s().ok()).map(String::as_str) == Some("paused")
+                    && incarnation_of(l).is_some_and(|i| i != old_incarnation)
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(
+        setup.leases().await.values().all(|l| incarnation_of(l).as_deref() != Some(old_incarnation.as_str())),
+        "no row kept by the old incarnation"
+    );
+    eprintln!("rejoined {:?} after SIGCONT", resumed.elapsed());
+    setup.rows_of(&producer.finish()).await;
+    drop(other);
+}

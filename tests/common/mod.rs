@@ -206,6 +206,24 @@ impl Setup {
             .collect()
     }
 
+    /// Sets the fleet's coordination protocol before any worker starts (the
+    /// tables are created if missing), as `stream-worker fleet` would.
+    pub async fn set_protocol(&self, protocol: u32) {
+        use stream_worker::leases::LeaseStore;
+        let store = stream_worker::leases::dynamodb::DynamoLeaseStore::new(dynamodb().await, &self.lease_table);
+        store.ensure_table().await.unwrap();
+        let current = store.fleet().await.unwrap().protocol;
+        store.set_protocol(current, protocol).await.unwrap().done().unwrap();
+    }
+
+    /// The fleet's heartbeat table as one read sees it: the protocol row and
+    /// every worker's row.
+    pub async fn fleet(&self) -> stream_worker::model::Fleet {
+        use stream_worker::leases::LeaseStore;
+        let store = stream_worker::leases::dynamodb::DynamoLeaseStore::new(dynamodb().await, &self.lease_table);
+        store.fleet().await.unwrap_or_default()
+    }
+
     pub fn worker(&self, name: &str, extra: &[&str]) -> Worker {
         Worker::start(self, name, extra, &[], None)
     }
@@ -394,6 +412,18 @@ pub struct Worker {
 
 impl Worker {
     fn start(setup: &Setup, name: &str, extra: &[&str], env: &[(&str, &str)], metrics_addr: Option<&str>) -> Self {
+        Self::start_bin(BIN, setup, name, extra, env, metrics_addr)
+    }
+
+    /// A worker run by the binary at `bin` (another build, for upgrades).
+    pub fn start_bin(
+        bin: &str,
+        setup: &Setup,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        metrics_addr: Option<&str>,
+    ) -> Self {
         let (metrics_port, metrics_addr) = match metrics_addr {
             Some(addr) => (0, addr.to_owned()),
             None => {
@@ -402,7 +432,7 @@ impl Worker {
             }
         };
         let log = setup.dir.join(format!("{name}.log"));
-        let child = Command::new(BIN)
+        let child = Command::new(bin)
             .args(["run", "--stream", &setup.stream, "--worker-id", name])
             .args(["--tweets-table", &setup.tweets_table, "--dead-letter-table", &setup.dead_letter_table])
             .args(["--lease-table", &setup.lease_table])
