@@ -106,7 +106,9 @@ async fn a_paused_worker_writes_nothing_after_its_shards_are_taken_and_rejoins()
         let owners: Vec<Option<&str>> =
             leases.values().map(|l| l.get("leaseOwner").and_then(|o| o.as_s().ok()).map(String::as_str)).collect();
         let written = paused.metric("stream_worker_records_written_total").unwrap_or(0.0) > 0.0;
-        let mine = leases.iter().find(|(_, l)| l.get("leaseOwner").and_then(|o| o.as_s().ok()).map(String::as_str) == Some("paused"));
+        let mine = leases
+            .iter()
+            .find(|(_, l)| l.get("leaseOwner").and_then(|o| o.as_s().ok()).map(String::as_str) == Some("paused"));
         match (owners.contains(&Some("other")), mine, written) {
             (true, Some((k, l)), true) => Some((k.clone(), incarnation_of(l).expect("ownerIncarnation"))),
             _ => None,

@@ -144,10 +144,7 @@ impl Worker {
                     leases = state.held.len(),
                     "another worker marked this incarnation dead; letting its leases go and beating as a new one"
                 );
-                for (_, held) in std::mem::take(&mut state.held) {
-                    held.fenced();
-                }
-                metrics::gauge!(m::LEASES_HELD).set(0.0);
+                self.let_go(state);
                 // The old fence stays passed for whatever still holds it.
                 state.beat_fence = Fence::new(Instant::now());
                 state.heartbeat = Heartbeat::new(self.config.worker_id.clone(), next.clone());
@@ -173,7 +170,15 @@ impl Worker {
         }
         tracing::warn!(worker_id = %self.config.worker_id, leases = state.held.len(),
             "no heartbeat answered in time: the fence passed; letting every lease go");
-        for (_, held) in std::mem::take(&mut state.held) {
+        self.let_go(state);
+    }
+
+    /// Lets every held lease go unreleased (the fence passed, or another worker
+    /// marked this incarnation dead): consumers stop, nothing more is written.
+    fn let_go(&self, state: &mut State) {
+        let held = std::mem::take(&mut state.held);
+        metrics::counter!(m::LEASES_LOST).increment(held.len() as u64);
+        for held in held.into_values() {
             held.fenced();
         }
         metrics::gauge!(m::LEASES_HELD).set(0.0);
