@@ -399,7 +399,8 @@ COORDINATION_WRITES = ["stream_worker_lease_renewals_total", "stream_worker_leas
                        "stream_worker_leases_taken_total", "stream_worker_leases_stolen_total",
                        "stream_worker_leases_released_total", "stream_worker_checkpoints_total",
                        "stream_worker_checkpoint_failures_total", "stream_worker_heartbeats_total",
-                       "stream_worker_heartbeat_failures_total"]
+                       "stream_worker_heartbeat_failures_total",
+                       "stream_worker_workers_marked_dead_total"]
 
 
 def coordination(workers, names):
@@ -410,9 +411,12 @@ def coordination(workers, names):
     for _, port in workers:
         writes += sum(metric(port, n) or 0 for n in COORDINATION_WRITES)
         writes += metric_with(port, "stream_worker_lease_handoffs_total", 'side="requested"')
+        writes += metric_with(port, "stream_worker_lease_handoffs_total", 'side="asked"')
         eventual = metric_with(port, "stream_worker_lease_table_scans_total", 'kind="round"') + \
             metric_with(port, "stream_worker_lease_table_scans_total", 'kind="watch"')
         reads += 0.5 * eventual + metric_with(port, "stream_worker_lease_table_scans_total", 'kind="sync"')
+        # A Query of a small fleet's heartbeats: under 4 KB, half a read unit.
+        reads += 0.5 * (metric(port, "stream_worker_heartbeat_reads_total") or 0)
         tweets += metric_with(port, "stream_worker_sink_items_written_total", f'table="{names["tweets"]}"')
         dead += metric_with(port, "stream_worker_sink_items_written_total", f'table="{names["dead"]}"')
     return writes, reads, tweets, dead

@@ -72,8 +72,9 @@ pub const LEASES_LOST: &str = "stream_worker_leases_lost_total";
 /// labels.
 pub const LEASES_RELEASED: &str = "stream_worker_leases_released_total";
 /// Counter: graceful handoffs. Label `side`: `requested` when this worker asks
-/// an owner for a lease, `released` when this worker releases a lease that was
-/// asked for.
+/// an owner for a lease (`handoffTo`), `asked` when it also tells a protocol 2
+/// owner through its heartbeat row, `released` when this worker releases a
+/// lease that was asked for.
 pub const LEASE_HANDOFFS: &str = "stream_worker_lease_handoffs_total";
 /// Counter: lease renewals that succeeded. No labels.
 pub const LEASE_RENEWALS: &str = "stream_worker_lease_renewals_total";
@@ -90,6 +91,13 @@ pub const FENCE_TRIPS: &str = "stream_worker_fence_trips_total";
 pub const PROTOCOL: &str = "stream_worker_protocol";
 /// Counter: heartbeats this worker wrote to the heartbeat table. No labels.
 pub const HEARTBEATS: &str = "stream_worker_heartbeats_total";
+/// Counter: reads of the fleet's heartbeats (one eventually consistent Query of
+/// the heartbeat table each). No labels.
+pub const HEARTBEAT_READS: &str = "stream_worker_heartbeat_reads_total";
+/// Counter: workers this worker marked dead (their beat stood still for the
+/// failover time; or a dead marker for an incarnation never seen) before
+/// taking their leases. No labels.
+pub const WORKERS_MARKED_DEAD: &str = "stream_worker_workers_marked_dead_total";
 /// Counter: heartbeats that failed. Label `reason`: `error` (the table did not
 /// answer, or refused), `marked-dead` (another worker had marked this
 /// incarnation dead; the worker starts a new one).
@@ -208,6 +216,8 @@ pub fn register_counters() {
         LEASE_RENEWALS,
         LEASE_RENEWAL_FAILURES,
         HEARTBEATS,
+        HEARTBEAT_READS,
+        WORKERS_MARKED_DEAD,
         FAN_OUT_SUBSCRIPTIONS,
     ] {
         metrics::counter!(name).absolute(0);
@@ -218,7 +228,7 @@ pub fn register_counters() {
     for reason in ["in-use", "throttled", "error"] {
         metrics::counter!(FAN_OUT_SUBSCRIBE_FAILURES, "reason" => reason).absolute(0);
     }
-    for side in ["requested", "released"] {
+    for side in ["requested", "asked", "released"] {
         metrics::counter!(LEASE_HANDOFFS, "side" => side).absolute(0);
     }
     for what in ["lease", "attempt"] {
@@ -296,6 +306,8 @@ pub fn describe() {
     );
     describe_counter!(HEARTBEATS, Unit::Count, "heartbeats written to the heartbeat table");
     describe_gauge!(PROTOCOL, "coordination protocol run: 1 renewals, 2 heartbeats");
+    describe_counter!(HEARTBEAT_READS, Unit::Count, "reads (Queries) of the fleet's heartbeats");
+    describe_counter!(WORKERS_MARKED_DEAD, Unit::Count, "workers marked dead before their leases were taken");
     describe_counter!(HEARTBEAT_FAILURES, Unit::Count, "heartbeats that failed, by reason (error, marked-dead)");
     describe_gauge!(WORKERS_SEEN, Unit::Count, "workers holding unexpired leases, as seen by this worker");
     describe_counter!(

@@ -247,6 +247,7 @@ impl Worker {
                 }
                 _ = sleep_until(next_fleet_read) => {
                     next_fleet_read = Instant::now() + cfg.fleet_read_interval();
+                    metrics::counter!(m::HEARTBEAT_READS).increment(1);
                     match self.bounded(self.store.fleet()).await {
                         Ok(fleet) => {
                             self.health.store_ok();

@@ -118,6 +118,7 @@ impl Worker {
                         // Protocol 2 owners renew nothing: they hear of it in their
                         // next beat's answer.
                         self.store.ask(owner, incarnation, key).await?;
+                        metrics::counter!(m::LEASE_HANDOFFS, "side" => "asked").increment(1);
                     }
                     metrics::counter!(m::LEASE_HANDOFFS, "side" => "requested").increment(1);
                     tracing::info!(shard_id = %key, worker_id = %me, owner = lease.owner.as_deref().unwrap_or("-"),
@@ -211,6 +212,7 @@ impl Worker {
             if let Some(heartbeat) = state.seen.to_mark(lease) {
                 // The owner may still beat: take only once its incarnation is
                 // marked dead, on the very beat this worker watched stand still.
+                metrics::counter!(m::WORKERS_MARKED_DEAD).increment(1);
                 match self.store.mark_dead(&heartbeat, &cfg.worker_id).await? {
                     Cas::Done(()) => {
                         state.seen.mark_dead(&heartbeat.key());
