@@ -266,6 +266,9 @@ async fn heartbeat_suite(store: &dyn LeaseStore) {
     store.remove_heartbeat(&w1_again).await.unwrap();
     store.remove_heartbeat(&w1_again).await.unwrap(); // already gone: no error
     store.remove_heartbeat(&unseen).await.unwrap();
+    assert_eq!(store.heartbeats().await.unwrap(), vec![marked.clone()]);
+    // A beat still on its way after the removal does not bring the row back.
+    assert_eq!(store.beat(&w1_again, 0, "2026-12-06T13:00:08Z").await.unwrap(), Cas::Lost);
     assert_eq!(store.heartbeats().await.unwrap(), vec![marked]);
 
     // The fleet's protocol: unset, then set only from what it is.

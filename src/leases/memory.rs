@@ -344,6 +344,7 @@ impl LeaseStore for MemoryLeaseStore {
         let before = rows.get(&key).map_or(0, heartbeat_bytes);
         let result = match rows.get(&key) {
             Some(row) if row.dead_by.is_some() => Cas::Lost,
+            None if heartbeat.beat > 0 => Cas::Lost,
             stored => {
                 let beat = stored.map_or(0, |row| row.beat);
                 let mut asks = stored.map(|row| row.asks.clone()).unwrap_or_default();

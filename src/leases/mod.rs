@@ -61,7 +61,9 @@ pub struct StoreError(pub String);
 /// - `take` stores the taker's incarnation (`ownerIncarnation`) when given and
 ///   removes it otherwise; `release` and `rewind` remove it.
 /// - Heartbeats: `beat` applies unless the incarnation's row is marked dead
-///   (then [`Cas::Lost`], and it stays marked); the first beat creates the row,
+///   (then [`Cas::Lost`], and it stays marked), or, for a heartbeat past its
+///   first beat, the row is gone (removed at a graceful stop: a beat still on
+///   its way must not bring it back); the first beat creates the row,
 ///   every beat adds one to `beat`, and removes the asks the given heartbeat
 ///   lists (handled). `mark_dead` applies only while the stored `beat` equals
 ///   the given one, or, for beat 0, while no row exists (a dead marker is put):

@@ -395,6 +395,9 @@ impl Worker {
         join_all(std::mem::take(&mut state.held).into_values().map(|held| async move { this.release(&held).await }))
             .await;
         metrics::gauge!(m::LEASES_HELD).set(0.0);
+        // No beat of this process may land after its row is removed.
+        state.beats.abort_all();
+        while state.beats.join_next().await.is_some() {}
         self.remove_heartbeat(&state).await;
         tracing::info!(worker_id = %cfg.worker_id, "worker stopped");
         Ok(())

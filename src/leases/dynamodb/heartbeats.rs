@@ -182,7 +182,13 @@ impl DynamoLeaseStore {
             .table_name(&self.workers)
             .set_key(Some(self.heartbeat_key(heartbeat)))
             .update_expression(update)
-            .condition_expression(format!("attribute_not_exists({DEAD_BY})"))
+            .condition_expression(if heartbeat.beat == 0 {
+                format!("attribute_not_exists({DEAD_BY})")
+            } else {
+                // A row removed at a graceful stop is not brought back by a
+                // beat that was still on its way.
+                format!("attribute_not_exists({DEAD_BY}) AND attribute_exists({BEAT})")
+            })
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)
             .send()
