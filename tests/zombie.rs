@@ -101,7 +101,8 @@ async fn a_paused_worker_writes_nothing_after_its_shards_are_taken_and_rejoins()
     let paused = setup.worker("paused", &[]);
     let other = setup.worker("other", &[]);
     let incarnation_of = |item: &Item| item.get("ownerIncarnation").and_then(|v| v.as_s().ok()).cloned();
-    let (shard, old_incarnation) = eventually(Duration::from_secs(30), "one lease each, written", || async {
+    // (60 s: a loaded emulator can trip a fence at start, and a trip delays the split.)
+    let (shard, old_incarnation) = eventually(Duration::from_secs(60), "one lease each, written", || async {
         let leases = setup.leases().await;
         let owners: Vec<Option<&str>> =
             leases.values().map(|l| l.get("leaseOwner").and_then(|o| o.as_s().ok()).map(String::as_str)).collect();
