@@ -413,16 +413,19 @@ impl Worker {
         fresh
     }
 
-    /// Runs a step of the loop for at most a third of the failover time: a stalled
-    /// lease table must not keep the loop from renewing, or from noticing that
-    /// consumers stopped.
+    /// Runs a step of the loop for at most a third of the (renewal) failover
+    /// time: a stalled lease table must not keep the loop from renewing, or from
+    /// noticing that consumers stopped.
     async fn bounded<T, E: Into<anyhow::Error>>(
         &self,
         step: impl std::future::Future<Output = Result<T, E>>,
     ) -> anyhow::Result<T> {
-        match tokio::time::timeout(self.config.failover / 3, step).await {
+        // Beats do not wait on the loop (they are sent as tasks), so a slow
+        // table may take a third of the renewal failover time here.
+        let bound = self.config.renewal_failover.max(self.config.failover) / 3;
+        match tokio::time::timeout(bound, step).await {
             Ok(result) => result.map_err(Into::into),
-            Err(_) => Err(anyhow::anyhow!("no answer from the lease table within {:?}", self.config.failover / 3)),
+            Err(_) => Err(anyhow::anyhow!("no answer from the lease table within {bound:?}")),
         }
     }
 }
