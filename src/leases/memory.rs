@@ -98,6 +98,16 @@ pub enum ReadLag {
     FrozenAt(Instant),
 }
 
+impl ReadLag {
+    /// The oldest instant a read made at `now` may see.
+    fn oldest_view(self, now: Instant) -> Instant {
+        match self {
+            ReadLag::UpTo(max) => now.checked_sub(max).unwrap_or(now),
+            ReadLag::FrozenAt(at) => at,
+        }
+    }
+}
+
 /// The segment of `total` a key's row is in: a stable hash of the key (FNV-1a),
 /// as DynamoDB places a row by a hash of its partition key.
 fn segment_of(key: &str, total: u32) -> u32 {
@@ -149,10 +159,7 @@ impl MemoryLeaseStore {
         let rows = self.heartbeats.lock().unwrap().clone();
         let mut history = self.beats_history.lock().unwrap();
         history.push((now, rows));
-        let oldest_view = match lag {
-            ReadLag::UpTo(max) => now.checked_sub(max).unwrap_or(now),
-            ReadLag::FrozenAt(at) => at,
-        };
+        let oldest_view = lag.oldest_view(now);
         let visible = history.iter().rposition(|(at, _)| *at <= oldest_view).unwrap_or(0);
         history.drain(..visible);
     }
@@ -177,10 +184,7 @@ impl MemoryLeaseStore {
         let versions = history.entry(key.to_owned()).or_default();
         versions.push((now, row));
         // Keep the newest version a read can still pick, and the ones after it.
-        let oldest_view = match lag {
-            ReadLag::UpTo(max) => now.checked_sub(max).unwrap_or(now),
-            ReadLag::FrozenAt(at) => at,
-        };
+        let oldest_view = lag.oldest_view(now);
         let visible = versions.iter().rposition(|(at, _)| *at <= oldest_view).unwrap_or(0);
         versions.drain(..visible);
     }
