@@ -37,11 +37,11 @@ async fn a_cut_off_worker_stops_in_time_and_never_overwrites_its_successor() {
     })
     .await;
     eprintln!("zombie stopped {stopped:?} after the cut (failover time 3 s)");
-    // The consumers stop at the fence: 2.7 s after the last renewal sent, so at
-    // most 2.7 s after the cut. The renewal pass then under way gives up at the
-    // fence too, and sets the gauge; a take round stalled by the cut may hold the
-    // coordinator up to its 1 s bound before that pass runs.
-    assert!(stopped <= Duration::from_secs(4), "stopped after {stopped:?}");
+    // Every lease is let go at the worker's fence: 2.7 s after the last beat
+    // answered was sent, so at most 2.7 s after the cut, whatever step of the
+    // loop the cut stalled (each gives up at the fence). Most of a second more
+    // for a loaded machine and the scrape that sees it.
+    assert!(stopped <= Duration::from_millis(3500), "stopped after {stopped:?}");
     // From here on the zombie must write nothing, whatever reaches DynamoDB late.
     let checkpoints_at_stop = zombie.metric("stream_worker_checkpoints_total").unwrap();
 

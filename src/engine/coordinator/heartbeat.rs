@@ -187,7 +187,7 @@ impl Worker {
     /// A graceful stop's last write, after every lease is released: the row goes,
     /// so that nobody watches a process that is gone.
     pub(super) async fn remove_heartbeat(&self, state: &State) {
-        if let Err(e) = self.bounded(self.store.remove_heartbeat(&state.heartbeat)).await {
+        if let Err(e) = self.bounded(None, self.store.remove_heartbeat(&state.heartbeat)).await {
             tracing::warn!(worker_id = %self.config.worker_id, error = %e, "could not remove the heartbeat; it stops beating");
         }
     }

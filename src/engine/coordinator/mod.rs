@@ -133,6 +133,14 @@ struct State {
     flagged: HashSet<String>,
 }
 
+impl State {
+    /// The moment the loop must be free to let its leases go: the worker's
+    /// fence while it holds any.
+    fn fence(&self) -> Option<Instant> {
+        (!self.held.is_empty()).then(|| self.beat_fence.at())
+    }
+}
+
 /// What a segment watch found.
 #[derive(Debug, Default)]
 struct Watch {
@@ -248,7 +256,7 @@ impl Worker {
                 _ = sleep_until(next_fleet_read) => {
                     next_fleet_read = Instant::now() + cfg.fleet_read_interval();
                     metrics::counter!(m::HEARTBEAT_READS).increment(1);
-                    match self.bounded(self.store.fleet()).await {
+                    match self.bounded(state.fence(), self.store.fleet()).await {
                         Ok(fleet) => {
                             self.health.store_ok();
                             let now = Instant::now();
@@ -276,13 +284,13 @@ impl Worker {
                 }
                 _ = sleep_until(next_write_limits) => {
                     let refresh = async { self.processor.upkeep().await; Ok::<_, anyhow::Error>(()) };
-                    if self.bounded(refresh).await.is_err() {
+                    if self.bounded(state.fence(), refresh).await.is_err() {
                         tracing::warn!("the processor's upkeep did not finish in time");
                     }
                     next_write_limits = Instant::now() + WRITE_LIMITS_INTERVAL;
                 }
                 _ = sleep_until(next_sync) => {
-                    match self.bounded(self.sync_shards(&mut state.ranges, &state.closed, &state.known)).await {
+                    match self.bounded(state.fence(), self.sync_shards(&mut state.ranges, &state.closed, &state.known)).await {
                         Err(e) => {
                             tracing::warn!(error = %e, "shard sync failed; retrying at the next take round");
                             next_sync = Instant::now() + cfg.failover / 2;
@@ -312,7 +320,7 @@ impl Worker {
                     if steal {
                         next_steal = Instant::now() + taker::take_interval(cfg.failover, &mut state.rng);
                     }
-                    if let Err(e) = self.bounded(self.take_round(&mut state, &consumers_stop, steal)).await {
+                    if let Err(e) = self.bounded(state.fence(), self.take_round(&mut state, &consumers_stop, steal)).await {
                         tracing::warn!(error = %e, "take round failed");
                     }
                     next_take = Instant::now() + if state.unsettled {
@@ -334,7 +342,7 @@ impl Worker {
                 }
                 _ = sleep_until(next_segment_watch), if state.segment.is_some() && state.protocol == Heartbeat::RENEWALS => {
                     next_segment_watch = Instant::now() + taker::watch_interval(cfg.failover, &mut state.rng);
-                    match self.bounded(self.watch_segment(&mut state)).await {
+                    match self.bounded(state.fence(), self.watch_segment(&mut state)).await {
                         Ok(watch) => {
                             if watch.take_now {
                                 next_take = Instant::now();
@@ -347,7 +355,7 @@ impl Worker {
                     }
                 }
                 _ = sleep_until(next_watch), if !state.asked.is_empty() => {
-                    if let Err(e) = self.bounded(self.watch_handoffs(&mut state, &consumers_stop)).await {
+                    if let Err(e) = self.bounded(state.fence(), self.watch_handoffs(&mut state, &consumers_stop)).await {
                         tracing::debug!(error = %e, "reading a requested handoff's lease failed");
                     }
                     next_watch = Instant::now() + quick_take_every;
@@ -414,18 +422,22 @@ impl Worker {
     }
 
     /// Runs a step of the loop for at most a third of the (renewal) failover
-    /// time: a stalled lease table must not keep the loop from renewing, or from
-    /// noticing that consumers stopped.
+    /// time, and never past `fence` (the worker's, while it holds leases): a
+    /// stalled lease table must not keep the loop from renewing, from letting
+    /// its leases go when the fence passes, or from noticing that consumers
+    /// stopped.
     async fn bounded<T, E: Into<anyhow::Error>>(
         &self,
+        fence: Option<Instant>,
         step: impl std::future::Future<Output = Result<T, E>>,
     ) -> anyhow::Result<T> {
         // Beats do not wait on the loop (they are sent as tasks), so a slow
         // table may take a third of the renewal failover time here.
         let bound = self.config.renewal_failover.max(self.config.failover) / 3;
-        match tokio::time::timeout(bound, step).await {
+        let until = fence.map_or(Instant::now() + bound, |fence| fence.min(Instant::now() + bound));
+        match tokio::time::timeout_at(until, step).await {
             Ok(result) => result.map_err(Into::into),
-            Err(_) => Err(anyhow::anyhow!("no answer from the lease table within {bound:?}")),
+            Err(_) => Err(anyhow::anyhow!("no answer from the lease table within {bound:?} or before the fence")),
         }
     }
 }
