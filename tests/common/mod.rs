@@ -520,6 +520,13 @@ impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // A failed test shows what each worker last said (CI keeps no files).
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" DEBUG ")).collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("--- the last {} lines of {} ({}):\n{}", tail.len(), self.name, self.log.display(), tail.join("\n"));
+        }
     }
 }
 
