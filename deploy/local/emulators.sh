@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Local AWS-API emulators for tests and the demo: kinesis-local (Kinesis) and moto (DynamoDB).
+# Local AWS-API emulators for tests and the demo: kinesis-local (Kinesis) and moto (DynamoDB,
+# through moto_atomic.py, which makes its conditional writes atomic as DynamoDB's are).
 #
 #   deploy/local/emulators.sh install          install the pinned emulators into .local/ (idempotent)
 #   eval "$(deploy/local/emulators.sh start)"  install if needed, start both on free 127.0.0.1 ports,
@@ -101,7 +102,7 @@ start() {
     setsid bash -c 'echo $$ >"$1"; exec node "$2"' _ "$run/kinesis.pid" "$emu/node_modules/kinesis-local/main.js") \
     >"$run/kinesis.log" 2>&1 </dev/null &
   (cd "$run" && exec setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$run/dynamodb.pid" \
-    "$emu/venv/bin/moto_server" -H 127.0.0.1 -p "$dport") >"$run/dynamodb.log" 2>&1 </dev/null &
+    "$emu/venv/bin/python" "$repo/deploy/local/moto_atomic.py" -H 127.0.0.1 -p "$dport") >"$run/dynamodb.log" 2>&1 </dev/null &
   for _ in $(seq 1 100); do [ -s "$run/kinesis.pid" ] && [ -s "$run/dynamodb.pid" ] && break; sleep 0.05; done
   echo "$kport" >"$run/kinesis.port"; echo "$tport" >"$run/kinesis.tls.port"; echo "$dport" >"$run/dynamodb.port"
   wait_http kinesis "http://127.0.0.1:$kport/" "$(cat "$run/kinesis.pid")"

@@ -172,6 +172,20 @@ impl Observations {
             .map(|(k, b)| (k, b, b.since + self.beat_failover))
     }
 
+    /// The other workers whose heartbeat row is live at `now` (not marked dead,
+    /// and its beat moved within the heartbeat failover time), whatever their
+    /// protocol and whether they hold leases: a worker that just started counts
+    /// in the fleet's shares before it owns anything.
+    pub fn beating(&self, now: Instant) -> HashSet<&str> {
+        let me = self.me.as_ref().map(|(id, _)| id.as_str());
+        self.beats
+            .iter()
+            .filter(|(_, b)| !b.dead && now.duration_since(b.since) < self.beat_failover)
+            .filter_map(|(k, _)| k.rsplit_once('#').map(|(id, _)| id))
+            .filter(|id| Some(*id) != me)
+            .collect()
+    }
+
     /// When the next beat of another live protocol 2 worker will have stood
     /// still for the heartbeat failover time, unless it moves before.
     pub fn next_beat_expiry(&self, now: Instant) -> Option<Instant> {
@@ -279,7 +293,7 @@ pub struct Plan {
     /// Leases to ask the most loaded worker to hand over (a steal is graceful:
     /// the owner finishes its batch, checkpoints and releases).
     pub steal: Vec<String>,
-    /// Workers holding unexpired leases, this one included.
+    /// Workers holding unexpired leases or beating, this one included.
     pub workers: usize,
     /// The share this worker aims at.
     pub target: usize,
@@ -387,6 +401,13 @@ pub fn plan(
             }
         }
     }
+    // Workers that beat count too, leases or not: a fleet starting together
+    // shares the table out in its first rounds instead of by steals.
+    for worker in seen.beating(now) {
+        if worker != me {
+            load.entry(worker).or_default();
+        }
+    }
     let workers = load.len() + 1;
     let target = ready.len().div_ceil(workers).min(config.max_leases);
     let mine = ready.iter().filter(|l| held.contains(&l.key)).count() + incoming;
@@ -438,9 +459,13 @@ pub fn plan(
         })
         .collect();
     if !expired.is_empty() {
-        // Shuffled, so that workers starting together spread out instead of all
-        // racing for the same rows.
-        expired.shuffle(rng);
+        // Workers that see the same fleet and the same free leases take disjoint
+        // parts of them: in key order, each from its rank's part on (the workers
+        // sorted by id). Views that differ overlap a little, not at random.
+        expired.sort_by(|a, b| a.key.cmp(&b.key));
+        let rank = load.keys().filter(|w| **w < me).count();
+        let from = rank * expired.len() / workers;
+        expired.rotate_left(from);
         plan.take = expired.into_iter().take(needed.min(max_takes(ready.len()))).map(|l| l.key.clone()).collect();
         return plan;
     }
@@ -475,11 +500,12 @@ pub fn plan(
 }
 
 /// The most free or expired leases one take round takes: a tenth of the ready
-/// leases, at least 10. A worker of a fleet that starts together sees no other
-/// worker until they own leases; without a cap its first round would take every
-/// lease, and the fleet would converge only by steals, `--max-leases-to-steal` a
-/// round. With it, rounds a second apart (a worker that took comes back after the
-/// quick interval) let every worker see the others before the table is shared out.
+/// leases, at least 10. A worker of a fleet that starts together may not yet see
+/// the others (their first beats, or their leases with an older release); without
+/// a cap its first round would take every lease, and the fleet would converge
+/// only by steals, `--max-leases-to-steal` a round. With it, rounds a second
+/// apart (a worker that took comes back after the quick interval) let every
+/// worker see the others before the table is shared out.
 pub fn max_takes(ready: usize) -> usize {
     ready.div_ceil(10).max(10)
 }
@@ -675,6 +701,33 @@ mod tests {
             let p = plan(me, &held_by(&leases, me), &leases, &seen, now, &CONFIG, &mut rng());
             assert!(p.take.is_empty() && p.steal.is_empty(), "{me}: {p:?}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn workers_that_beat_count_in_the_shares_before_they_own_a_lease() {
+        // A fleet starting together on 8 free leases: a, b and c beat, nobody
+        // owns anything yet. Each takes its share, not everything.
+        let leases = table(&[None; 8]);
+        let beat = |id: &str, protocol| Heartbeat { protocol, beat: 1, ..Heartbeat::new(id, format!("{id}-1")) };
+        let fleet = |rows: Vec<Heartbeat>| Fleet { protocol: Some(Heartbeat::HEARTBEATS), workers: rows };
+        let t0 = Instant::now();
+        let mut seen = Observations::new("a", "a-1", Duration::from_secs(3));
+        seen.observe(&leases, t0);
+        seen.observe_fleet(&fleet(vec![beat("a", 2), beat("b", 2), beat("c", 1)]), t0, FAILOVER);
+        let p = plan("a", &HashSet::new(), &leases, &seen, t0, &CONFIG, &mut rng());
+        assert_eq!((p.workers, p.target, p.take.len()), (3, 3, 3), "{p:?}");
+        assert!(!p.balanced);
+
+        // A row marked dead, or whose beat stood still for the heartbeat
+        // failover time, is no longer a worker to share with.
+        let mut dead = beat("c", 1);
+        dead.dead_by = Some("b".into());
+        seen.observe_fleet(&fleet(vec![beat("a", 2), beat("b", 2), dead]), t0, FAILOVER);
+        let p = plan("a", &HashSet::new(), &leases, &seen, t0, &CONFIG, &mut rng());
+        assert_eq!((p.workers, p.target), (2, 4), "{p:?}");
+        let later = t0 + Duration::from_secs(3);
+        let p = plan("a", &HashSet::new(), &leases, &seen, later, &CONFIG, &mut rng());
+        assert_eq!((p.workers, p.target), (1, 8), "b stood still: {p:?}");
     }
 
     #[tokio::test(start_paused = true)]

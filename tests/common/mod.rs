@@ -525,7 +525,13 @@ impl Drop for Worker {
             let text = self.log_text();
             let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" DEBUG ")).collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!("--- the last {} lines of {} ({}):\n{}", tail.len(), self.name, self.log.display(), tail.join("\n"));
+            eprintln!(
+                "--- the last {} lines of {} ({}):\n{}",
+                tail.len(),
+                self.name,
+                self.log.display(),
+                tail.join("\n")
+            );
         }
     }
 }
