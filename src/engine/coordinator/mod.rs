@@ -220,10 +220,11 @@ impl Worker {
             self.on_beat(&mut state, answer);
         }
         let mut next_beat = Instant::now() + cfg.beat_interval();
-        // The first take round a beat interval after the first beat, just after a
-        // fleet read: workers started together see each other's beats and each
-        // takes its share, instead of the first taking everything.
-        let gathered = Instant::now() + cfg.beat_interval();
+        // The first take round a fleet read interval after the first beat, just
+        // after a fleet read: workers started within about a second see each
+        // other's beats and each takes its share, instead of the first taking
+        // everything.
+        let gathered = Instant::now() + cfg.fleet_read_interval();
         let mut next_take = gathered;
         let mut next_steal = Instant::now();
         let mut next_watch = Instant::now() + quick_take_every;
