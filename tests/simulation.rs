@@ -2,7 +2,9 @@
 //! core) on the in-memory twins of the stream, the lease table and the tables,
 //! in one process under paused time, with a schedule of faults drawn from a
 //! seed: workers crash (task dropped, nothing released), leave gracefully and
-//! join; shards split under load; the lease table's eventually consistent reads
+//! join; a worker's network to the lease table is cut for two to three failover
+//! times (its calls delivered late), or the whole table answers up to 2.5 s late
+//! for 10 s; shards split under load; the lease table's eventually consistent reads
 //! lag up to a second behind its writes throughout, and now and then see a
 //! replica that stopped for two failover times. Invariants are checked as the run goes, and a
 //! failure names the seed, which replays the same run: the schedule, the load
@@ -38,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 use stream_worker::engine::coordinator::{Worker, WorkerConfig};
 use stream_worker::health::Health;
 use stream_worker::leases::memory::{MemoryLeaseStore, ReadLag, Takeover};
-use stream_worker::leases::StoreError;
-use stream_worker::model::{Checkpoint, Lease};
+use stream_worker::leases::{Cas, LeaseStore, Segment, StoreError};
+use stream_worker::model::{Checkpoint, Fleet, Heartbeat, Lease};
 use stream_worker::processor::sink::{BatchWriter, Item, MemoryTable, WriteError};
 use stream_worker::processor::Processor;
 use stream_worker::retrieval::memory::MemoryStream;
@@ -108,6 +110,107 @@ impl BatchWriter for Logged {
     }
 }
 
+/// One worker's way to the lease table. Cut: its calls wait until the network
+/// returns and are then applied, late (a caller that gave up meanwhile sends
+/// nothing). In a brownout of the whole table every call answers late.
+struct Link {
+    store: Arc<MemoryLeaseStore>,
+    cut: tokio::sync::watch::Receiver<bool>,
+    slow: tokio::sync::watch::Receiver<Duration>,
+}
+
+impl Link {
+    async fn pass(&self) {
+        let _ = self.cut.clone().wait_for(|cut| !cut).await;
+        let delay = *self.slow.borrow();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseStore for Link {
+    async fn ensure_table(&self) -> Result<(), StoreError> {
+        self.pass().await;
+        self.store.ensure_table().await
+    }
+    async fn list(&self) -> Result<Vec<Lease>, StoreError> {
+        self.pass().await;
+        self.store.list().await
+    }
+    async fn snapshot(&self, segment: Segment) -> Result<Vec<Lease>, StoreError> {
+        self.pass().await;
+        self.store.snapshot(segment).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Lease>, StoreError> {
+        self.pass().await;
+        self.store.get(key).await
+    }
+    async fn create(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {
+        self.pass().await;
+        self.store.create(lease).await
+    }
+    async fn take_as(&self, lease: &Lease, owner: &str, incarnation: Option<&str>) -> Result<Cas<Lease>, StoreError> {
+        self.pass().await;
+        self.store.take_as(lease, owner, incarnation).await
+    }
+    async fn renew(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError> {
+        self.pass().await;
+        self.store.renew(lease).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<Cas<Lease>, StoreError> {
+        self.pass().await;
+        self.store.release(lease).await
+    }
+    async fn checkpoint(
+        &self,
+        lease: &Lease,
+        checkpoint: &Checkpoint,
+        children: &[String],
+        records: u64,
+    ) -> Result<Cas<Lease>, StoreError> {
+        self.pass().await;
+        self.store.checkpoint(lease, checkpoint, children, records).await
+    }
+    async fn rewind(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Cas<Lease>, StoreError> {
+        self.pass().await;
+        self.store.rewind(lease, checkpoint).await
+    }
+    async fn delete(&self, lease: &Lease) -> Result<Cas<()>, StoreError> {
+        self.pass().await;
+        self.store.delete(lease).await
+    }
+    async fn request_handoff(&self, lease: &Lease, to: &str) -> Result<Cas<Lease>, StoreError> {
+        self.pass().await;
+        self.store.request_handoff(lease, to).await
+    }
+    async fn beat(&self, heartbeat: &Heartbeat, leases: u32, sent_at: &str) -> Result<Cas<Heartbeat>, StoreError> {
+        self.pass().await;
+        self.store.beat(heartbeat, leases, sent_at).await
+    }
+    async fn fleet(&self) -> Result<Fleet, StoreError> {
+        self.pass().await;
+        self.store.fleet().await
+    }
+    async fn mark_dead(&self, heartbeat: &Heartbeat, by: &str) -> Result<Cas<()>, StoreError> {
+        self.pass().await;
+        self.store.mark_dead(heartbeat, by).await
+    }
+    async fn ask(&self, worker_id: &str, incarnation: &str, key: &str) -> Result<(), StoreError> {
+        self.pass().await;
+        self.store.ask(worker_id, incarnation, key).await
+    }
+    async fn set_protocol(&self, from: Option<u32>, to: u32) -> Result<Cas<()>, StoreError> {
+        self.pass().await;
+        self.store.set_protocol(from, to).await
+    }
+    async fn remove_heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), StoreError> {
+        self.pass().await;
+        self.store.remove_heartbeat(heartbeat).await
+    }
+}
+
 struct Sim {
     seed: u64,
     stream: Arc<MemoryStream>,
@@ -115,6 +218,13 @@ struct Sim {
     tweets: Arc<MemoryTable>,
     log: Arc<WriteLog>,
     workers: HashMap<usize, (JoinHandle<Result<(), StoreError>>, CancellationToken)>,
+    /// Each worker's link to the lease table: cut or not.
+    cuts: HashMap<usize, tokio::sync::watch::Sender<bool>>,
+    /// Workers cut off now, or lately (until when they count as not running:
+    /// their leases may be taken meanwhile).
+    cut_until: HashMap<usize, Instant>,
+    /// The whole table's extra latency (a brownout).
+    slow: tokio::sync::watch::Sender<Duration>,
     next_worker: usize,
     next_id: usize,
 }
@@ -129,6 +239,9 @@ impl Sim {
             tweets: Arc::new(MemoryTable::new("tweets", &["Id"])),
             log: Arc::new(WriteLog::default()),
             workers: HashMap::new(),
+            cuts: HashMap::new(),
+            cut_until: HashMap::new(),
+            slow: tokio::sync::watch::Sender::new(Duration::ZERO),
             next_worker: 0,
             next_id: 0,
         };
@@ -154,11 +267,14 @@ impl Sim {
         let mut config = WorkerConfig::new(format!("w{n}"));
         config.consumer.budget = None;
         config.rng_seed = Some(self.seed * 10_000 + n as u64);
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        self.cuts.insert(n, cut);
+        let link = Arc::new(Link { store: self.store.clone(), cut: cut_rx, slow: self.slow.subscribe() });
         let worker = Worker {
             config,
             health: Arc::new(Health::new(Duration::from_secs(3))),
             stream: self.stream.clone(),
-            store: self.store.clone(),
+            store: link,
             processor: Arc::new(Processor::new(tweets, dead, None, Duration::from_secs(86_400))),
         };
         let stop = CancellationToken::new();
@@ -180,8 +296,15 @@ impl Sim {
     }
 
     /// The ids of the workers running now.
+    /// The workers running and reaching the lease table (a worker cut off, and
+    /// for a second after, may lose its leases).
     fn live(&self) -> HashSet<String> {
-        self.workers.keys().map(|n| format!("w{n}")).collect()
+        let now = Instant::now();
+        self.workers
+            .keys()
+            .filter(|n| self.cut_until.get(n).is_none_or(|until| *until <= now))
+            .map(|n| format!("w{n}"))
+            .collect()
     }
 
     fn fail(&self, what: String) -> ! {
@@ -271,7 +394,7 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
     let start = Instant::now();
     // Faults at random moments between 30 s and 150 s; load until 170 s.
     let mut faults: Vec<(Duration, u8)> = (0..workers.max(4))
-        .map(|_| (Duration::from_millis(rng.gen_range(30_000..150_000)), rng.gen_range(0..5)))
+        .map(|_| (Duration::from_millis(rng.gen_range(30_000..150_000)), rng.gen_range(0..7)))
         .collect();
     faults.sort();
     let mut faults = faults.into_iter().peekable();
@@ -280,9 +403,22 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
     let per_tick = shards / 10 + 1;
     let mut splits = 0;
     let mut frozen_until: Option<Duration> = None;
+    let mut brownout_until: Option<Duration> = None;
+    let mut cut_ends: Vec<(Duration, usize)> = Vec::new();
     while start.elapsed() < load_until {
         tokio::time::sleep(TICK).await;
         sim.put(per_tick);
+        if brownout_until.is_some_and(|until| start.elapsed() >= until) {
+            brownout_until = None;
+            sim.slow.send_replace(Duration::ZERO);
+        }
+        cut_ends.retain(|(until, worker)| {
+            let over = start.elapsed() >= *until;
+            if over {
+                sim.cuts[worker].send_replace(false);
+            }
+            !over
+        });
         if frozen_until.is_some_and(|until| start.elapsed() >= until) {
             frozen_until = None;
             sim.store.set_read_lag(Some(ReadLag::UpTo(READ_LAG)), seed);
@@ -318,6 +454,29 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
                     }
                     sim.store.set_read_lag(Some(ReadLag::FrozenAt(Instant::now())), seed);
                     frozen_until = Some(start.elapsed() + FAILOVER * 2);
+                }
+                5 if live.len() > 1 => {
+                    // One worker's network to the lease table is cut for two to
+                    // three failover times (its tweet writes still go through):
+                    // it must stop writing before its leases are taken.
+                    let victim = live[rng.gen_range(0..live.len())];
+                    let span = FAILOVER.mul_f64(rng.gen_range(2.0..3.0));
+                    if std::env::var("SIM_TRACE").is_ok() {
+                        println!("  cut w{victim} off for {span:?}");
+                    }
+                    sim.cuts[&victim].send_replace(true);
+                    cut_ends.push((start.elapsed() + span, victim));
+                    sim.cut_until.insert(victim, Instant::now() + span + Duration::from_secs(1));
+                }
+                6 if brownout_until.is_none() => {
+                    // The whole table answers late for 10 s, less late than the
+                    // fence: nobody may lose a lease for it.
+                    let delay = Duration::from_millis(rng.gen_range(500..2_500));
+                    if std::env::var("SIM_TRACE").is_ok() {
+                        println!("  brownout: every call {delay:?} late for 10 s");
+                    }
+                    sim.slow.send_replace(delay);
+                    brownout_until = Some(start.elapsed() + Duration::from_secs(10));
                 }
                 _ => {
                     let open = sim.stream.open_shards();
