@@ -365,6 +365,12 @@ mod tests {
     /// A DynamoDB stand-in that answers every request with a retryable 500 and
     /// records when each arrived.
     fn failing_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>) {
+        flaky_endpoint(usize::MAX)
+    }
+
+    /// A DynamoDB stand-in that answers its first `failures` requests with a
+    /// retryable 500, and `{}` after; records when each arrived.
+    fn flaky_endpoint(failures: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>) {
         use std::io::{Read as _, Write as _};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -392,10 +398,21 @@ mod tests {
                         }
                     }
                 }
-                seen.lock().unwrap().push(std::time::Instant::now());
-                let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"down"}"#;
+                let answered = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(std::time::Instant::now());
+                    seen.len()
+                };
+                let (status, body) = if answered <= failures {
+                    (
+                        "500 Internal Server Error",
+                        r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"down"}"#,
+                    )
+                } else {
+                    ("200 OK", "{}")
+                };
                 let answer = format!(
-                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/x-amz-json-1.0\r\n\
+                    "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.0\r\n\
                      Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
@@ -403,6 +420,22 @@ mod tests {
             }
         });
         (url, arrivals)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_start_up_check_waits_out_a_service_that_fails_for_a_while() {
+        // Five 500s: more than the SDK's own three attempts, so the check itself
+        // must try again.
+        let (url, arrivals) = flaky_endpoint(5);
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "test"))
+            .endpoint_url(&url)
+            .load()
+            .await;
+        let client = aws_sdk_dynamodb::Client::new(&config);
+        crate::app::check_table(&client, &config, "t").await.unwrap();
+        assert_eq!(arrivals.lock().unwrap().len(), 6);
     }
 
     #[tokio::test(flavor = "multi_thread")]
