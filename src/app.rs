@@ -8,7 +8,7 @@ use aws_config::SdkConfig;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::{classify, root_cause, StartupError, Target};
+use crate::aws::{StartupError, Target};
 use crate::config::{
     ConsumerArgs, DeadLettersCommand, ProduceArgs, RetrievalMode, RewindArgs, RunArgs, Source, StatusArgs,
 };
@@ -40,52 +40,21 @@ fn require_region(config: &SdkConfig, service: &'static str, what: &str) -> anyh
     .into())
 }
 
-/// How long a start-up check waits out a slow or throttled service before it
-/// gives up. A missing resource, refused credentials or nothing answering at the
-/// endpoint fail at once: waiting would not help, and the hint does.
-const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
-
-/// Runs a start-up check's call until it succeeds, fails for good, or
-/// [`STARTUP_PATIENCE`] is spent on throttling and transient errors (timeouts,
-/// 5xx: a service under load, or starting beside the worker).
-async fn check<T, E, F, Fut>(what: &str, target: Target, mut call: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<
-        Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>>,
-    >,
-    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let start = Instant::now();
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let e = match call().await {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        let class = classify(&e);
-        let waiting = matches!(class, crate::aws::ErrorClass::Throttled | crate::aws::ErrorClass::Transient);
-        if !waiting || start.elapsed() + backoff > STARTUP_PATIENCE {
-            return Err(StartupError::from_class(what.to_owned(), &target, class, root_cause(&e)).into());
-        }
-        tracing::warn!(what, error = %root_cause(&e), retry_in = ?backoff, "start-up check failed; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(8));
-    }
-}
-
 /// Checks that the stream exists and is reachable.
 pub async fn check_stream(client: &aws_sdk_kinesis::Client, config: &SdkConfig, stream: &str) -> anyhow::Result<()> {
     let what = format!("kinesis stream '{stream}'");
     require_region(config, "kinesis", &what)?;
-    check(&what, Target::new("kinesis", config), || client.describe_stream_summary().stream_name(stream).send()).await
+    crate::aws::check(&what, Target::new("kinesis", config), || {
+        client.describe_stream_summary().stream_name(stream).send()
+    })
+    .await
 }
 
 /// Checks that a table exists and is reachable.
 pub async fn check_table(client: &aws_sdk_dynamodb::Client, config: &SdkConfig, table: &str) -> anyhow::Result<()> {
     let what = format!("dynamodb table '{table}'");
     require_region(config, "dynamodb", &what)?;
-    check(&what, Target::new("dynamodb", config), || client.describe_table().table_name(table).send()).await
+    crate::aws::check(&what, Target::new("dynamodb", config), || client.describe_table().table_name(table).send()).await
 }
 
 /// How long the lease table may go unanswered before `/readyz` says not ready:

@@ -286,6 +286,40 @@ impl fmt::Display for Target {
     }
 }
 
+/// How long a start-up check waits out a slow or throttled service before it
+/// gives up. A missing resource, refused credentials or nothing answering at the
+/// endpoint fail at once: waiting would not help, and the hint does.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs a start-up check's call until it succeeds, fails for good, or
+/// [`STARTUP_PATIENCE`] is spent on throttling and transient errors (timeouts,
+/// 5xx: a service under load, or starting beside the worker).
+pub async fn check<T, E, F, Fut>(what: &str, target: Target, mut call: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+        Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>>,
+    >,
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    let start = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let e = match call().await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let class = classify(&e);
+        let waiting = matches!(class, ErrorClass::Throttled | ErrorClass::Transient);
+        if !waiting || start.elapsed() + backoff > STARTUP_PATIENCE {
+            return Err(StartupError::from_class(what.to_owned(), &target, class, root_cause(&e)).into());
+        }
+        tracing::warn!(what, error = %root_cause(&e), retry_in = ?backoff, "start-up check failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(8));
+    }
+}
+
 /// A start-up check that failed, as one readable line with a hint.
 #[derive(Debug, thiserror::Error)]
 #[error("{what} ({target}): {problem}\n  hint: {hint}")]
@@ -434,7 +468,8 @@ mod tests {
             .load()
             .await;
         let client = aws_sdk_dynamodb::Client::new(&config);
-        crate::app::check_table(&client, &config, "t").await.unwrap();
+        let target = Target::new("dynamodb", &config);
+        check("dynamodb table 't'", target, || client.describe_table().table_name("t").send()).await.unwrap();
         assert_eq!(arrivals.lock().unwrap().len(), 6);
     }
 
