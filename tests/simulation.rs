@@ -45,7 +45,7 @@ use stream_worker::model::{Checkpoint, Fleet, Heartbeat, Lease};
 use stream_worker::processor::sink::{BatchWriter, Item, MemoryTable, WriteError};
 use stream_worker::processor::Processor;
 use stream_worker::retrieval::memory::MemoryStream;
-use stream_worker::retrieval::StreamClient;
+use stream_worker::retrieval::{Retrieval, StreamClient};
 
 /// The failover time: `stream-worker run`'s default.
 const FAILOVER: Duration = stream_worker::engine::coordinator::DEFAULT_FAILOVER;
@@ -66,6 +66,10 @@ const STEADY: Duration = Duration::from_secs(60);
 /// How far behind the lease table's writes its eventually consistent reads may
 /// be, drawn per read: DynamoDB's replicas are typically within a second.
 const READ_LAG: Duration = Duration::from_secs(1);
+/// How long after a cut or a pause ends the worker may still lose leases
+/// (taken by the rule: its heartbeat stood still): takers whose reads were
+/// frozen (two failover times) act on what they saw when they see anew.
+const FAULT_AFTERMATH: Duration = Duration::from_millis(8_000);
 /// How often the checker looks at the lease table.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -87,11 +91,25 @@ struct Logged {
     store: Arc<MemoryLeaseStore>,
     worker: usize,
     log: Arc<WriteLog>,
+    /// The worker is paused (as by SIGSTOP): a write it makes waits until it
+    /// resumes.
+    paused: tokio::sync::watch::Receiver<bool>,
 }
 
 #[async_trait]
 impl BatchWriter for Logged {
     async fn write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError> {
+        if *self.paused.borrow() {
+            let _ = self.paused.clone().wait_for(|paused| !paused).await;
+            // The write is sent now, on resuming: the DynamoDB client's check
+            // (`aws::dynamodb_client`) refuses an attempt past the caller's fence.
+            if let Some(at) = stream_worker::fence::passed() {
+                return Err(WriteError::Retryable {
+                    class: stream_worker::aws::ErrorClass::Transient,
+                    message: format!("not sent: the lease's fence passed {:?} ago", at.elapsed()),
+                });
+            }
+        }
         let shards: HashSet<String> = items.iter().map(|i| i["ShardId"].as_s().unwrap().clone()).collect();
         let now = Instant::now();
         let me = format!("w{}", self.worker);
@@ -211,6 +229,32 @@ impl LeaseStore for Link {
     }
 }
 
+/// How far a worker's clock may run fast or slow by default: 2 %, two hundred
+/// times a free-running quartz clock's worst (100 ppm) and four times the most
+/// that Linux slews an NTP-disciplined clock (0.5 ‰).
+const DRIFT: f64 = 0.02;
+
+/// `config` as a worker whose clock runs at `rate` (1.01: 1 % fast) keeps it:
+/// the engine measures every span of its coordination (failover time, beats,
+/// fleet reads, fences, take rounds, checkpoints, polls) from these settings on
+/// its own monotonic clock, so a clock that runs fast by 1 % is a worker whose
+/// spans are 1 % shorter in true time. A clock's offset cannot matter: no
+/// instant leaves a worker, and heartbeats are judged by how long the observer
+/// saw them stand still.
+fn on_clock(mut config: WorkerConfig, rate: f64) -> WorkerConfig {
+    let true_time = |span: Duration| span.div_f64(rate);
+    config.failover = true_time(config.failover);
+    config.renewal_failover = true_time(config.renewal_failover);
+    config.shard_sync_interval = true_time(config.shard_sync_interval);
+    config.shutdown_timeout = true_time(config.shutdown_timeout);
+    config.consumer.checkpoint_interval = true_time(config.consumer.checkpoint_interval);
+    if let Retrieval::Polling(polling) = &mut config.consumer.retrieval {
+        polling.poll_interval = true_time(polling.poll_interval);
+        polling.idle_poll_interval = true_time(polling.idle_poll_interval);
+    }
+    config
+}
+
 struct Sim {
     seed: u64,
     stream: Arc<MemoryStream>,
@@ -223,8 +267,12 @@ struct Sim {
     /// Workers cut off now, or lately (until when they count as not running:
     /// their leases may be taken meanwhile).
     cut_until: HashMap<usize, Instant>,
+    /// Each worker paused or not (its lease-table link is cut too).
+    pauses: HashMap<usize, tokio::sync::watch::Sender<bool>>,
     /// The whole table's extra latency (a brownout).
     slow: tokio::sync::watch::Sender<Duration>,
+    /// How far a worker's clock may run fast or slow (`SIM_DRIFT`, a fraction).
+    drift: f64,
     next_worker: usize,
     next_id: usize,
 }
@@ -241,7 +289,9 @@ impl Sim {
             workers: HashMap::new(),
             cuts: HashMap::new(),
             cut_until: HashMap::new(),
+            pauses: HashMap::new(),
             slow: tokio::sync::watch::Sender::new(Duration::ZERO),
+            drift: std::env::var("SIM_DRIFT").ok().and_then(|v| v.parse().ok()).unwrap_or(DRIFT),
             next_worker: 0,
             next_id: 0,
         };
@@ -255,18 +305,23 @@ impl Sim {
     fn start_worker(&mut self) {
         let n = self.next_worker;
         self.next_worker += 1;
+        let (pause, paused) = tokio::sync::watch::channel(false);
+        self.pauses.insert(n, pause);
         let tweets = Arc::new(Logged {
             table: self.tweets.clone(),
             store: self.store.clone(),
             worker: n,
             log: self.log.clone(),
+            paused,
         });
         let dead = Arc::new(MemoryTable::new("dead", &["ShardId", "SequenceNumber"]));
         // `stream-worker run`'s defaults, but for the memory budget (none) and
-        // a seed that replays.
+        // a seed that replays, on a clock of its own.
         let mut config = WorkerConfig::new(format!("w{n}"));
         config.consumer.budget = None;
         config.rng_seed = Some(self.seed * 10_000 + n as u64);
+        let rate = 1.0 + StdRng::seed_from_u64(self.seed * 10_000 + n as u64).gen_range(-self.drift..=self.drift);
+        let config = on_clock(config, rate);
         let (cut, cut_rx) = tokio::sync::watch::channel(false);
         self.cuts.insert(n, cut);
         let link = Arc::new(Link { store: self.store.clone(), cut: cut_rx, slow: self.slow.subscribe() });
@@ -295,9 +350,8 @@ impl Sim {
         (format!("k{i}"), format!(r#"{{"id_str":"{i}","text":"t"}}"#))
     }
 
-    /// The ids of the workers running now.
-    /// The workers running and reaching the lease table (a worker cut off, and
-    /// for a second after, may lose its leases).
+    /// The workers running and reaching the lease table (a worker cut off or
+    /// paused, and for [`FAULT_AFTERMATH`] after, may lose its leases).
     fn live(&self) -> HashSet<String> {
         let now = Instant::now();
         self.workers
@@ -315,6 +369,9 @@ impl Sim {
 /// What the checker keeps between looks at the lease table.
 #[derive(Default)]
 struct Checker {
+    /// The least true time in which a worker may judge a heartbeat dead: the
+    /// failover time on a clock that runs as fast as any may.
+    judged_after: Duration,
     last: HashMap<String, Lease>,
     /// When each lease's counter last moved.
     moved: HashMap<String, Instant>,
@@ -335,12 +392,32 @@ impl Checker {
         now: Instant,
         live: &HashSet<String>,
     ) -> Option<String> {
-        // A running worker loses a lease only by letting it go, or to the worker
-        // it was asked to hand it to: never to a taker misled by a stale read.
         for t in takeovers {
             let was = t.before.owner.as_deref().unwrap_or_default();
-            if live.contains(was) && t.before.handoff_to.as_deref() != Some(t.by.as_str()) {
-                return Some(format!("{}: taken from {was}, running, by {}: {:?}", t.before.key, t.by, t.before));
+            if t.before.handoff_to.as_deref() == Some(t.by.as_str()) {
+                continue; // a handoff asked for
+            }
+            // A lease is taken only from a worker whose heartbeat stood still for
+            // the failover time, as the fastest clock measures it: never from
+            // one that beat, whatever stale read misled the taker.
+            if let Some(beat) = t.owner_beat {
+                let still = t.at.duration_since(beat);
+                if still < self.judged_after {
+                    return Some(format!(
+                        "{}: taken from {was} by {}, {still:?} after {was}'s last beat: {:?}",
+                        t.before.key, t.by, t.before
+                    ));
+                }
+            }
+            // And a running worker that was not cut off or paused lately loses a
+            // lease only by letting it go, or to the worker it was asked to hand
+            // it to: a brownout or frozen reads move no owner.
+            if live.contains(was) {
+                let beat = t.owner_beat.map(|beat| t.at.duration_since(beat));
+                return Some(format!(
+                    "{}: taken from {was}, running, by {} (last beat {beat:?} before): {:?}",
+                    t.before.key, t.by, t.before
+                ));
             }
         }
         let by_key: HashMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
@@ -394,11 +471,11 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
     let start = Instant::now();
     // Faults at random moments between 30 s and 150 s; load until 170 s.
     let mut faults: Vec<(Duration, u8)> = (0..workers.max(4))
-        .map(|_| (Duration::from_millis(rng.gen_range(30_000..150_000)), rng.gen_range(0..7)))
+        .map(|_| (Duration::from_millis(rng.gen_range(30_000..150_000)), rng.gen_range(0..8)))
         .collect();
     faults.sort();
     let mut faults = faults.into_iter().peekable();
-    let mut checker = Checker::default();
+    let mut checker = Checker { judged_after: FAILOVER.div_f64(1.0 + sim.drift), ..Checker::default() };
     let load_until = Duration::from_secs(170);
     let per_tick = shards / 10 + 1;
     let mut splits = 0;
@@ -416,6 +493,7 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
             let over = start.elapsed() >= *until;
             if over {
                 sim.cuts[worker].send_replace(false);
+                sim.pauses[worker].send_replace(false);
             }
             !over
         });
@@ -466,7 +544,23 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
                     }
                     sim.cuts[&victim].send_replace(true);
                     cut_ends.push((start.elapsed() + span, victim));
-                    sim.cut_until.insert(victim, Instant::now() + span + Duration::from_secs(1));
+                    sim.cut_until.insert(victim, Instant::now() + span + FAULT_AFTERMATH);
+                }
+                7 if live.len() > 1 => {
+                    // A worker stops (SIGSTOP, a long GC pause, a frozen VM)
+                    // for one and a half to three failover times, then goes on.
+                    // What it had started is sent on resuming: the fence must
+                    // refuse every write past it (the DynamoDB client's check,
+                    // modelled in `Logged`), and it must rejoin.
+                    let victim = live[rng.gen_range(0..live.len())];
+                    let span = FAILOVER.mul_f64(rng.gen_range(1.5..3.0));
+                    if std::env::var("SIM_TRACE").is_ok() {
+                        println!("  pause w{victim} for {span:?}");
+                    }
+                    sim.cuts[&victim].send_replace(true);
+                    sim.pauses[&victim].send_replace(true);
+                    cut_ends.push((start.elapsed() + span, victim));
+                    sim.cut_until.insert(victim, Instant::now() + span + FAULT_AFTERMATH);
                 }
                 6 if brownout_until.is_none() => {
                     // The whole table answers late for 10 s, less late than the
@@ -636,39 +730,10 @@ async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
     let seed = env("SIM_SEED", 1) as u64;
     let mut sim = Sim::new(seed, workers, shards);
     let per_tick = shards / 10 + 1;
-    // Every shard's lease held by a live worker, within one lease of fair shares.
-    let fair = |sim: &Sim| {
-        let mut held: HashMap<String, usize> = sim.workers.keys().map(|n| (format!("w{n}"), 0)).collect();
-        let mut owned = 0;
-        for l in sim.store.rows() {
-            if let Some(n) = l.owner.and_then(|o| held.get_mut(&o)) {
-                *n += 1;
-                owned += 1;
-            }
-        }
-        owned == shards && held.values().max().unwrap() - held.values().min().unwrap() <= 1
-    };
+    let limit = Duration::from_secs(if strict { 30 } else { 300 });
 
     // Start together: converge, counting owner changes per lease.
-    let start = Instant::now();
-    let mut owners: HashMap<String, (String, usize)> = HashMap::new();
-    while !fair(&sim) {
-        if start.elapsed() > Duration::from_secs(if strict { 60 } else { 300 }) {
-            sim.fail(format!("{workers} × {shards}: not within one lease of fair shares after {:?}", start.elapsed()));
-        }
-        sim.put(per_tick);
-        tokio::time::sleep(TICK).await;
-        for l in sim.store.rows() {
-            let Some(owner) = l.owner else { continue };
-            let entry = owners.entry(l.key).or_insert((owner.clone(), 0));
-            if entry.0 != owner {
-                *entry = (owner, entry.1 + 1);
-            }
-        }
-    }
-    let converged = start.elapsed();
-    let changes = owners.values().map(|(_, n)| *n).max().unwrap_or(0);
-    let mean_changes = owners.values().map(|(_, n)| *n).sum::<usize>() as f64 / shards as f64;
+    let (converged, changes, mean_changes) = settle(&mut sim, shards, limit).await;
     // Drained before the idle minute.
     while sim.tweets.len() < sim.next_id {
         tokio::time::sleep(TICK).await;
@@ -710,7 +775,7 @@ async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
         let (key, data) = sim.next_record();
         sim.stream.put_hashed(shard.hash_range.unwrap().0, &key, data.as_bytes());
     }
-    let limit = Duration::from_secs(if strict { 15 } else { 60 });
+    let recovery_limit = Duration::from_secs(if strict { 15 } else { 60 });
     let mut pending = orphans.clone();
     let mut seen_writes = sim.log.writes.lock().unwrap().len();
     let mut owner_of: HashMap<String, Option<String>> = HashMap::new();
@@ -723,9 +788,9 @@ async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
                 }
             }
         }
-        if killed.elapsed() > limit {
+        if killed.elapsed() > recovery_limit {
             sim.fail(format!(
-                "{} of {} orphaned shards not written again {limit:?} after the crash",
+                "{} of {} orphaned shards not written again {recovery_limit:?} after the crash",
                 pending.len(),
                 orphans.len()
             ));
@@ -747,6 +812,26 @@ async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
         seen_writes = log.len();
     }
     let recovered = killed.elapsed();
+    let _ = settle(&mut sim, shards, limit).await;
+
+    // Scale out by a tenth, then in by a tenth (graceful stops).
+    let tenth = workers.div_ceil(10);
+    for _ in 0..tenth {
+        sim.start_worker();
+    }
+    let (out, out_changes, _) = settle(&mut sim, shards, limit).await;
+    let mut live: Vec<usize> = sim.workers.keys().copied().collect();
+    live.sort();
+    let mut leaving = Vec::new();
+    for n in live.into_iter().skip(1).step_by(10).take(tenth) {
+        let (task, stop) = sim.workers.remove(&n).unwrap();
+        stop.cancel();
+        leaving.push(task);
+    }
+    let (scaled_in, in_changes, _) = settle(&mut sim, shards, limit).await;
+    for task in leaving {
+        task.await.unwrap().unwrap();
+    }
     for (_, (task, stop)) in sim.workers.drain() {
         stop.cancel();
         task.await.unwrap().unwrap();
@@ -755,10 +840,56 @@ async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
         "{workers} workers × {shards} shards, seed {seed}: converged in {:.1} s, owner changes per lease max {changes} \
          (mean {mean_changes:.2}); settled and idle: {reads:.1} read units/s ({scans:.2} scans/s: {segments:.2} of a segment, {consistent:.2} consistent; {gets:.2} GetItems/s), \
          {writes:.1} writes per shard per minute; \
-         {} of {workers} crashed: their {} shards written again within {:.1} s",
+         {} of {workers} crashed: their {} shards written again within {:.1} s; \
+         scale-out by {tenth}: fair in {:.1} s (owner changes per lease max {out_changes}); \
+         scale-in by {tenth}: fair in {:.1} s (max {in_changes})",
         converged.as_secs_f64(),
         victims.len(),
         orphans.len(),
-        recovered.as_secs_f64()
+        recovered.as_secs_f64(),
+        out.as_secs_f64(),
+        scaled_in.as_secs_f64(),
     );
+    if strict && (changes > 1 || out_changes > 1 || in_changes > 1) {
+        sim.fail(format!("a lease changed hands more than once: {changes}, {out_changes}, {in_changes}"));
+    }
+}
+
+/// Puts a light load until every shard's lease is held by a running worker and
+/// the shares are within one lease of fair; returns how long that took and the
+/// owner changes per lease on the way (most, mean).
+async fn settle(sim: &mut Sim, shards: usize, limit: Duration) -> (Duration, usize, f64) {
+    let fair = |sim: &Sim| {
+        let mut held: HashMap<String, usize> = sim.workers.keys().map(|n| (format!("w{n}"), 0)).collect();
+        let mut owned = 0;
+        for l in sim.store.rows() {
+            if let Some(n) = l.owner.and_then(|o| held.get_mut(&o)) {
+                *n += 1;
+                owned += 1;
+            }
+        }
+        owned == shards && held.values().max().unwrap() - held.values().min().unwrap() <= 1
+    };
+    let start = Instant::now();
+    let mut owners: HashMap<String, (Option<String>, usize)> =
+        sim.store.rows().into_iter().map(|l| (l.key, (l.owner, 0))).collect();
+    while !fair(sim) {
+        if start.elapsed() > limit {
+            sim.fail(format!("not within one lease of fair shares after {limit:?}"));
+        }
+        sim.put(shards / 10 + 1);
+        tokio::time::sleep(TICK).await;
+        for l in sim.store.rows() {
+            let Some(owner) = l.owner else { continue };
+            let entry = owners.entry(l.key).or_insert((None, 0));
+            match &entry.0 {
+                Some(was) if *was != owner => *entry = (Some(owner), entry.1 + 1),
+                None => entry.0 = Some(owner),
+                _ => {}
+            }
+        }
+    }
+    let most = owners.values().map(|(_, n)| *n).max().unwrap_or(0);
+    let mean = owners.values().map(|(_, n)| *n).sum::<usize>() as f64 / shards as f64;
+    (start.elapsed(), most, mean)
 }

@@ -34,6 +34,8 @@ pub struct MemoryLeaseStore {
     lag: Mutex<Option<(ReadLag, StdRng)>>,
     /// Every take of a lease that another worker owned, in order: for checkers.
     takeovers: Mutex<Vec<Takeover>>,
+    /// When each heartbeat row was last beaten, by [`Heartbeat::key`].
+    beaten: Mutex<HashMap<String, Instant>>,
     /// While reads lag: each row's versions, oldest first, with when each was
     /// written (`None`: deleted).
     history: Mutex<HashMap<String, Versions>>,
@@ -79,6 +81,11 @@ pub struct Takeover {
     pub before: Lease,
     /// The worker that took it.
     pub by: String,
+    /// When.
+    pub at: Instant,
+    /// When the owner's heartbeat was last written, if the owner beats (and
+    /// did not remove its row on leaving).
+    pub owner_beat: Option<Instant>,
 }
 
 /// A row's versions, oldest first, each with when it was written (`None`:
@@ -310,7 +317,16 @@ impl LeaseStore for MemoryLeaseStore {
         let result = self.cas(lease, false, |row| apply::take(row, owner, incarnation));
         if let (Cas::Done(_), Some(before)) = (&result, before) {
             if before.owner.as_deref().is_some_and(|o| o != owner) {
-                self.takeovers.lock().unwrap().push(Takeover { before, by: owner.to_owned() });
+                let owner_beat = before.owner_incarnation.as_ref().and_then(|incarnation| {
+                    let key = format!("{}#{incarnation}", before.owner.as_deref().unwrap_or_default());
+                    self.beaten.lock().unwrap().get(&key).copied()
+                });
+                self.takeovers.lock().unwrap().push(Takeover {
+                    before,
+                    by: owner.to_owned(),
+                    at: Instant::now(),
+                    owner_beat,
+                });
             }
         }
         Ok(result)
@@ -355,6 +371,7 @@ impl LeaseStore for MemoryLeaseStore {
                 asks.retain(|k| !heartbeat.asks.contains(k));
                 let next = Heartbeat { beat, dead_by: None, asks, ..heartbeat.clone() }.next(leases, sent_at);
                 rows.insert(key.clone(), next.clone());
+                self.beaten.lock().unwrap().insert(key.clone(), Instant::now());
                 Cas::Done(next)
             }
         };
@@ -439,6 +456,7 @@ impl LeaseStore for MemoryLeaseStore {
 
     async fn remove_heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), StoreError> {
         let removed = self.heartbeats.lock().unwrap().remove(&heartbeat.key());
+        self.beaten.lock().unwrap().remove(&heartbeat.key());
         self.record_beats();
         self.charge_write(removed.as_ref().map_or(0, heartbeat_bytes));
         Ok(())

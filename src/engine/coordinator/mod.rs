@@ -55,6 +55,7 @@ use crate::retrieval::{ClosedShards, StreamClient};
 
 mod config;
 mod heartbeat;
+use heartbeat::{Answer, Beats};
 mod renew;
 mod shard_sync;
 mod supervise;
@@ -94,11 +95,11 @@ struct State {
     heartbeat: Heartbeat,
     /// The protocol the worker runs: [`Heartbeat::RENEWALS`] or [`Heartbeat::HEARTBEATS`].
     protocol: u32,
-    /// This incarnation's heartbeat fence: its last answered beat's send plus
-    /// the failover time, less a tenth. Every held lease's fence is bounded by it.
-    beat_fence: Fence,
-    /// Beats sent and not yet answered: when each was sent, as what, and its answer.
-    beats: JoinSet<(Instant, Heartbeat, Result<crate::leases::Cas<Heartbeat>, StoreError>)>,
+    /// The beats, sent by a task of their own; they keep this incarnation's
+    /// fence, which bounds every held lease's.
+    beats: Arc<Beats>,
+    /// The beats' answers, for what they carry (asks, a mark of death).
+    answers: tokio::sync::mpsc::UnboundedReceiver<Answer>,
     consumers: JoinSet<Exit>,
     /// Which shard each consumer task runs, to know whose lease a panic leaves.
     tasks: HashMap<tokio::task::Id, String>,
@@ -136,8 +137,8 @@ struct State {
 impl State {
     /// The moment the loop must be free to let its leases go: the worker's
     /// fence while it holds any.
-    fn fence(&self) -> Option<Instant> {
-        (!self.held.is_empty()).then(|| self.beat_fence.at())
+    fn fence(&self) -> Option<Fence> {
+        (!self.held.is_empty()).then(|| self.beats.fence())
     }
 }
 
@@ -179,12 +180,17 @@ impl Worker {
             None => StdRng::from_entropy(),
         };
         let incarnation = heartbeat::incarnation(&mut rng);
+        let row = Heartbeat { protocol, ..Heartbeat::new(cfg.worker_id.clone(), incarnation.clone()) };
+        // The first beat goes at once; no lease is taken before one is answered.
+        let (beats, answers, beating) =
+            Beats::spawn(self.store.clone(), row.clone(), cfg.failover, cfg.beat_interval());
+        let mut beating = tokio_util::task::AbortOnDropHandle::new(beating);
         let mut state = State {
             held: BTreeMap::new(),
-            heartbeat: Heartbeat { protocol, ..Heartbeat::new(cfg.worker_id.clone(), incarnation.clone()) },
+            heartbeat: row,
             protocol,
-            beat_fence: Fence::new(Instant::now()),
-            beats: JoinSet::new(),
+            beats,
+            answers,
             consumers: JoinSet::new(),
             tasks: HashMap::new(),
             seen: Observations::new(&cfg.worker_id, &incarnation, cfg.failover),
@@ -214,12 +220,9 @@ impl Worker {
         metrics::gauge!(m::PROTOCOL).set(f64::from(protocol));
 
         let mut next_renew = Instant::now() + renew_every;
-        // The first beat before anything else: no lease is taken before one is answered.
-        self.send_beat(&mut state);
-        if let Some(Ok(answer)) = state.beats.join_next().await {
+        if let Some(answer) = state.answers.recv().await {
             self.on_beat(&mut state, answer);
         }
-        let mut next_beat = Instant::now() + cfg.beat_interval();
         // The first take round a fleet read interval after the first beat, just
         // after a fleet read: workers started within about a second see each
         // other's beats and each takes its share, instead of the first taking
@@ -234,25 +237,19 @@ impl Worker {
         let mut next_fleet_read = next_take;
         let mut next_expiry_check = Instant::now() + cfg.failover;
         loop {
-            // In a fixed order, renewals first (keeping leases matters most): with
-            // several branches ready at once the choice must not be random, or a
-            // simulation under paused time could not replay.
+            state.beats.holding(state.held.len());
+            let fence = state.beats.fence().at();
+            // In a fixed order, beats' answers first (keeping leases matters
+            // most): with several branches ready at once the choice must not be
+            // random, or a simulation under paused time could not replay.
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = sleep_until(next_beat) => {
-                    self.send_beat(&mut state);
-                    next_beat = Instant::now() + cfg.beat_interval();
-                }
-                Some(Ok(answer)) = state.beats.join_next() => {
-                    if self.on_beat(&mut state, answer) {
-                        // Failed: try again soon, while the fence still stands.
-                        next_beat = next_beat.min(Instant::now() + cfg.beat_interval() / 4);
+                Some(answer) = state.answers.recv() => self.on_beat(&mut state, answer),
+                _ = sleep_until(fence), if !state.held.is_empty() => {
+                    if self.fenced(&mut state) {
+                        next_take = Instant::now();
                     }
-                }
-                _ = sleep_until(state.beat_fence.at()), if !state.held.is_empty() => {
-                    self.fenced(&mut state);
-                    next_take = Instant::now();
                 }
                 _ = sleep_until(next_renew), if state.protocol == Heartbeat::RENEWALS => {
                     self.renew_all(&mut state).await;
@@ -269,7 +266,6 @@ impl Worker {
                             let wanted = fleet.protocol.unwrap_or(Heartbeat::RENEWALS);
                             if wanted != state.protocol && wanted <= Heartbeat::SPEAKS {
                                 self.switch_protocol(&mut state, wanted).await;
-                                next_beat = Instant::now();
                                 next_renew = Instant::now() + renew_every;
                             }
                             // A worker left (its row removed, or marked dead), or fewer
@@ -390,13 +386,7 @@ impl Worker {
                     self.renew_all(&mut state).await;
                     next_renew += renew_every;
                 }
-                _ = sleep_until(next_beat) => {
-                    self.send_beat(&mut state);
-                    next_beat = Instant::now() + cfg.beat_interval();
-                }
-                Some(Ok(answer)) = state.beats.join_next() => {
-                    self.on_beat(&mut state, answer);
-                }
+                Some(answer) = state.answers.recv() => self.on_beat(&mut state, answer),
                 _ = sleep_until(deadline) => {
                     tracing::warn!(remaining = state.consumers.len(), "shutdown timeout: abandoning unfinished batches (they will be re-read)");
                     state.consumers.abort_all();
@@ -409,8 +399,8 @@ impl Worker {
             .await;
         metrics::gauge!(m::LEASES_HELD).set(0.0);
         // No beat of this process may land after its row is removed.
-        state.beats.abort_all();
-        while state.beats.join_next().await.is_some() {}
+        beating.abort();
+        let _ = (&mut beating).await;
         self.remove_heartbeat(&state).await;
         tracing::info!(worker_id = %cfg.worker_id, "worker stopped");
         Ok(())
@@ -433,16 +423,25 @@ impl Worker {
     /// stopped.
     async fn bounded<T, E: Into<anyhow::Error>>(
         &self,
-        fence: Option<Instant>,
+        fence: Option<Fence>,
         step: impl std::future::Future<Output = Result<T, E>>,
     ) -> anyhow::Result<T> {
-        // Beats do not wait on the loop (they are sent as tasks), so a slow
-        // table may take a third of the renewal failover time here.
+        // Beats do not wait on the loop (a task of their own sends them, and
+        // moves the fence), so a slow table may take a third of the renewal
+        // failover time here.
         let bound = self.config.renewal_failover.max(self.config.failover) / 3;
-        let until = fence.map_or(Instant::now() + bound, |fence| fence.min(Instant::now() + bound));
-        match tokio::time::timeout_at(until, step).await {
-            Ok(result) => result.map_err(Into::into),
-            Err(_) => Err(anyhow::anyhow!("no answer from the lease table within {bound:?} or before the fence")),
+        let bound_at = Instant::now() + bound;
+        let mut step = std::pin::pin!(step);
+        loop {
+            let until = fence.as_ref().map_or(bound_at, |fence| fence.at().min(bound_at));
+            match tokio::time::timeout_at(until, &mut step).await {
+                Ok(result) => return result.map_err(Into::into),
+                // A beat answered meanwhile moved the fence on: go on waiting.
+                Err(_) if Instant::now() < bound_at && fence.as_ref().is_some_and(|fence| !fence.passed()) => {}
+                Err(_) => {
+                    return Err(anyhow::anyhow!("no answer from the lease table within {bound:?} or before the fence"))
+                }
+            }
         }
     }
 }

@@ -27,7 +27,7 @@ impl Worker {
         steal: bool,
     ) -> Result<(), StoreError> {
         let cfg = &self.config;
-        if state.beat_fence.passed() {
+        if state.beats.fence().passed() {
             // No answered beat (yet, or lately): taking would be holding a lease
             // nobody can see kept.
             state.unsettled = true;
@@ -247,7 +247,7 @@ impl Worker {
                         self.store.clone(),
                         cfg.renewal_failover,
                         stop,
-                        &state.beat_fence,
+                        &state.beats.fence(),
                         state.protocol == Heartbeat::RENEWALS,
                     ));
                     self.start_consumer(state, held);
