@@ -877,6 +877,23 @@ async fn settle(sim: &mut Sim, shards: usize, limit: Duration) -> (Duration, usi
         if start.elapsed() > limit {
             sim.fail(format!("not within one lease of fair shares after {limit:?}"));
         }
+        if std::env::var("SIM_TRACE").is_ok() && start.elapsed().as_millis() % 5000 == 0 {
+            let mut held: std::collections::BTreeMap<String, usize> =
+                sim.workers.keys().map(|n| (format!("w{n}"), 0)).collect();
+            let mut free = 0;
+            for l in sim.store.rows() {
+                if l.handoff_to.is_some() {
+                    println!("  {l:?}")
+                }
+                match l.owner.clone().and_then(|o| held.get_mut(&o)) {
+                    Some(n) => *n += 1,
+                    None => {
+                        free += 1;
+                    }
+                }
+            }
+            println!("{:?} settling: {held:?}, {free} free or owned by the gone", start.elapsed());
+        }
         sim.put(shards / 10 + 1);
         tokio::time::sleep(TICK).await;
         for l in sim.store.rows() {

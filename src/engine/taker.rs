@@ -440,6 +440,14 @@ pub fn plan(
         l.owner.is_some() && !held.contains(&l.key) && (seen.is_expired(l, now, config.failover) || seen.is_mine(l))
     });
     let room = if orphans { (2 * target).min(config.max_leases) } else { target };
+    // A lease released for this worker (a handoff it asked for) is its own,
+    // whatever it holds by now: others wait a failover time for it.
+    plan.take = ready
+        .iter()
+        .filter(|l| l.owner.is_none() && l.handoff_to.as_deref() == Some(me) && !held.contains(&l.key))
+        .map(|l| l.key.clone())
+        .collect();
+    let mine = mine + plan.take.len();
     if mine >= room {
         return plan;
     }
@@ -449,7 +457,9 @@ pub fn plan(
     // it has stood unowned for a whole failover time (that worker died).
     let claimable = |l: &Lease| match l.handoff_to.as_deref() {
         None => true,
-        Some(to) => to == me || seen.unchanged_for(l, now) >= config.failover,
+        // Released for this worker: taken above.
+        Some(to) if to == me => l.owner.is_some(),
+        Some(_) => seen.unchanged_for(l, now) >= config.failover,
     };
     let mut expired: Vec<&Lease> = ready
         .iter()
@@ -459,44 +469,94 @@ pub fn plan(
         })
         .collect();
     if !expired.is_empty() {
-        // Workers that see the same fleet and the same free leases take disjoint
-        // parts of them: in key order, each from its rank's part on (the workers
-        // sorted by id). Views that differ overlap a little, not at random.
         expired.sort_by(|a, b| a.key.cmp(&b.key));
-        let rank = load.keys().filter(|w| **w < me).count();
-        let from = rank * expired.len() / workers;
-        expired.rotate_left(from);
-        plan.take = expired.into_iter().take(needed.min(max_takes(ready.len()))).map(|l| l.key.clone()).collect();
-        return plan;
+        let take: Vec<&Lease> = if !orphans && expired.iter().all(|l| l.owner.is_none()) {
+            // Free leases (a fleet starting, workers leaving): the workers short
+            // of their share, as this view sees them, each take their own part
+            // of them, in key order (the workers sorted by id), in proportion to
+            // what each lacks, so that a lease changes hands once and the shares
+            // come out within one of each other. A lease left free for a
+            // failover time (its part's worker took none) is anyone's.
+            let part = my_part(&shares, me, room, expired.len());
+            let stalled = |l: &&Lease| seen.unchanged_for(l, now) >= config.failover;
+            let (mine, others): (Vec<(usize, &Lease)>, Vec<(usize, &Lease)>) =
+                expired.iter().copied().enumerate().partition(|(i, _)| part.contains(i));
+            mine.into_iter().map(|(_, l)| l).chain(others.into_iter().map(|(_, l)| l).filter(stalled)).collect()
+        } else {
+            // A dead worker's leases: the first survivors to see them take them,
+            // each from its rank's part on (the workers sorted by id). Views that
+            // differ overlap a little, not at random.
+            let rank = load.keys().filter(|w| **w < me).count();
+            let from = rank * expired.len() / workers;
+            expired.rotate_left(from);
+            expired
+        };
+        let reserved = plan.take.len();
+        plan.take.extend(take.into_iter().take(needed.min(max_takes(ready.len()))).map(|l| l.key.clone()));
+        if plan.take.len() > reserved {
+            return plan;
+        }
+        // None of them is this worker's to take: it may still steal.
     }
 
-    // Nothing free: steal from the most loaded worker. Leases that changed hands
-    // least since their last checkpoint go first (`ownerSwitchesSinceCheckpoint`),
-    // so that a lease a worker has just stolen is not stolen on from it while the
-    // fleet converges; ties (of workers, then of leases) are broken at random.
-    let least_switched = |leases: &Vec<&Lease>| leases.iter().map(|l| l.owner_switches).min();
-    let mut owners: Vec<(&str, &Vec<&Lease>)> = load.iter().map(|(k, v)| (*k, v)).collect();
-    owners.shuffle(rng);
-    let Some((_, victim)) =
-        owners.into_iter().max_by_key(|(_, leases)| (leases.len(), std::cmp::Reverse(least_switched(leases))))
-    else {
-        return plan;
-    };
-    let count = victim.len();
-    let to_steal = if count > target {
-        needed.min(count - target)
-    } else if count == target && needed > 1 {
-        // e.g. 2/2/0 over 4 shards: without this the newcomer would stay idle.
-        1
-    } else {
-        0
+    // Nothing free: steal from the workers above their share, each down to it,
+    // at most `max_leases_to_steal` from one worker a round. The leases above
+    // the share, the most loaded worker's first, are shared out among the
+    // workers short of theirs (as this view sees them) in proportion to what
+    // each lacks, as free leases are: two thieves do not both bring one worker
+    // below its share, and many thieves empty one heavily loaded worker in a
+    // round. Leases that changed hands least since their last checkpoint go
+    // first (`ownerSwitchesSinceCheckpoint`), so that a lease a worker has just
+    // stolen is not stolen on from it while the fleet converges; ties are
+    // broken at random.
+    let mut victims: Vec<(&str, &Vec<&Lease>)> =
+        load.iter().filter(|(_, leases)| leases.len() > target).map(|(w, leases)| (*w, leases)).collect();
+    victims.sort_by_key(|(w, leases)| (std::cmp::Reverse(leases.len()), *w));
+    let above: Vec<usize> = victims.iter().map(|(_, leases)| leases.len() - target).collect();
+    let part = my_part(&shares, me, target, above.iter().sum());
+    let mut asks: Vec<(&Vec<&Lease>, usize)> = Vec::new();
+    let mut first = 0;
+    for ((_, leases), above) in victims.iter().zip(above) {
+        let overlap = part.end.min(first + above).saturating_sub(part.start.max(first));
+        if overlap > 0 {
+            asks.push((*leases, overlap));
+        }
+        first += above;
     }
-    .min(config.max_leases_to_steal);
-    let mut candidates = victim.clone();
-    candidates.shuffle(rng);
-    candidates.sort_by_key(|l| l.owner_switches);
-    plan.steal = candidates.into_iter().take(to_steal).map(|l| l.key.clone()).collect();
+    if victims.is_empty() && needed > 1 {
+        // Nobody above the share, and this worker short by more than one (2/2/0
+        // over 4 shards): one from a most loaded worker, or it would stay idle.
+        let mut owners: Vec<&Vec<&Lease>> = load.values().filter(|leases| leases.len() == target).collect();
+        owners.shuffle(rng);
+        asks.extend(owners.into_iter().take(1).map(|leases| (leases, 1)));
+    }
+    for (victim, count) in asks {
+        let room = needed - plan.steal.len();
+        let mut candidates = victim.clone();
+        candidates.shuffle(rng);
+        candidates.sort_by_key(|l| l.owner_switches);
+        let count = count.min(config.max_leases_to_steal).min(room);
+        plan.steal.extend(candidates.into_iter().take(count).map(|l| l.key.clone()));
+    }
     plan
+}
+
+/// This worker's part of `items` things to share out (free leases, leases above
+/// the share) among the workers short of `room`: in the order of their ids, in
+/// proportion to what each lacks (all of it, if there is enough for everyone).
+/// Workers that see the same shares get disjoint parts that cover everything.
+fn my_part(
+    shares: &std::collections::BTreeMap<&str, usize>,
+    me: &str,
+    room: usize,
+    items: usize,
+) -> std::ops::Range<usize> {
+    let lacking = |share: &usize| room.saturating_sub(*share);
+    let before: usize = shares.range(..me).map(|(_, share)| lacking(share)).sum();
+    let total: usize = shares.values().map(lacking).sum();
+    let mine = shares.get(me).map_or(0, lacking);
+    let n = total.max(items).max(1);
+    before * items / n..(before + mine) * items / n
 }
 
 /// The most free or expired leases one take round takes: a tenth of the ready
@@ -714,8 +774,10 @@ mod tests {
         let mut seen = Observations::new("a", "a-1", Duration::from_secs(3));
         seen.observe(&leases, t0);
         seen.observe_fleet(&fleet(vec![beat("a", 2), beat("b", 2), beat("c", 1)]), t0, FAILOVER);
+        // Its part: 3 × 3 lacking for 8 leases, a's 3 of them scaled down to 2
+        // (b's part is 3, c's the last 3).
         let p = plan("a", &HashSet::new(), &leases, &seen, t0, &CONFIG, &mut rng());
-        assert_eq!((p.workers, p.target, p.take.len()), (3, 3, 3), "{p:?}");
+        assert_eq!((p.workers, p.target, p.take.len()), (3, 3, 2), "{p:?}");
         assert!(!p.balanced);
 
         // A row marked dead, or whose beat stood still for the heartbeat
@@ -741,10 +803,58 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn workers_left_behind_share_the_freed_leases_in_disjoint_parts() {
+        // 18 workers hold 10 each (180 leases); 20 more are free (two left).
+        // Each takes its own part, and together they take every free lease
+        // exactly once, 1 or 2 each: 11 or 12, within one of each other.
+        let workers: Vec<String> = (0..18).map(|n| format!("w{n:02}")).collect();
+        let owners: Vec<Option<&str>> = (0..200).map(|i| (i < 180).then(|| workers[i / 10].as_str())).collect();
+        let leases = table(&owners);
+        let mut seen = Observations::default();
+        let now = Instant::now();
+        seen.observe(&leases, now);
+        let mut taken: Vec<String> = Vec::new();
+        for me in &workers {
+            let p = plan(me, &held_by(&leases, me), &leases, &seen, now, &CONFIG, &mut rng());
+            assert!((1..=2).contains(&p.take.len()) && p.steal.is_empty(), "{me}: {p:?}");
+            taken.extend(p.take);
+        }
+        let distinct: HashSet<&String> = taken.iter().collect();
+        assert_eq!((taken.len(), distinct.len()), (20, 20), "{taken:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn newcomers_steal_from_disjoint_victims_down_to_the_share() {
+        // 8 workers hold 10 each; two newcomers (share 8) ask the eight, each
+        // its own four, two from each: nobody is brought below the share.
+        let workers: Vec<String> = (0..8).map(|n| format!("w{n}")).collect();
+        let owners: Vec<Option<&str>> = (0..80).map(|i| Some(workers[i / 10].as_str())).collect();
+        let leases = table(&owners);
+        let now = Instant::now();
+        let beat = |id: &str| Heartbeat { protocol: 2, beat: 1, ..Heartbeat::new(id, format!("{id}-1")) };
+        let rows: Vec<Heartbeat> = workers.iter().map(|w| beat(w)).chain([beat("x1"), beat("x2")]).collect();
+        let mut asked: HashMap<String, usize> = HashMap::new();
+        for me in ["x1", "x2"] {
+            let mut seen = Observations::new(me, &format!("{me}-1"), FAILOVER);
+            seen.observe(&leases, now);
+            seen.observe_fleet(&Fleet { protocol: Some(2), workers: rows.clone() }, now, FAILOVER);
+            let p = plan(me, &HashSet::new(), &leases, &seen, now, &CONFIG, &mut rng());
+            assert_eq!((p.target, p.steal.len()), (8, 8), "{me}: {p:?}");
+            for key in &p.steal {
+                let owner = leases.iter().find(|l| &l.key == key).unwrap().owner.clone().unwrap();
+                *asked.entry(owner).or_default() += 1;
+            }
+        }
+        assert_eq!(asked.len(), 8, "{asked:?}");
+        assert!(asked.values().all(|n| *n == 2), "{asked:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_newcomer_steals_leases_that_have_not_just_changed_hands() {
         // A fleet starting: c took 6 leases and b 2, then b stole shard-0 and
-        // shard-1 from c (4/4). The newcomer a steals its share without moving
-        // either of them a second time, whatever the draw.
+        // shard-1 from c (4/4). The newcomer a asks each for one (down to the
+        // share of 3) without moving either of them a second time, whatever the
+        // draw.
         let mut leases =
             table(&[Some("b"), Some("b"), Some("c"), Some("c"), Some("c"), Some("c"), Some("b"), Some("b")]);
         for l in &mut leases {
@@ -756,11 +866,13 @@ mod tests {
         let mut victims = HashSet::new();
         for seed in 0..200 {
             let p = plan("a", &HashSet::new(), &leases, &seen, now, &CONFIG, &mut StdRng::seed_from_u64(seed));
-            assert_eq!((p.target, p.steal.len()), (3, 1), "{p:?}");
+            assert_eq!((p.target, p.steal.len()), (3, 2), "{p:?}");
             assert!(!p.steal.contains(&"shard-0".to_owned()) && !p.steal.contains(&"shard-1".to_owned()), "{p:?}");
-            victims.insert(leases.iter().find(|l| l.key == p.steal[0]).unwrap().owner.clone().unwrap());
+            let owners: HashSet<_> =
+                p.steal.iter().map(|k| leases.iter().find(|l| &l.key == k).unwrap().owner.clone().unwrap()).collect();
+            victims.extend(owners.iter().cloned());
+            assert_eq!(owners.len(), 2, "one from each: {p:?}");
         }
-        // Both equally loaded workers are still stolen from.
         assert_eq!(victims.len(), 2, "{victims:?}");
     }
 

@@ -275,6 +275,13 @@ impl Worker {
                             if change.left || beating < state.workers {
                                 next_take = now;
                             }
+                            // A worker holds two leases more than this one (the
+                            // beats tell how many each holds): a take round, to
+                            // take or steal, rather than at the settled pace.
+                            let most = fleet.workers.iter().filter(|w| w.dead_by.is_none()).map(|w| w.leases as usize).max();
+                            if most.is_some_and(|most| most >= state.held.len() + 2) {
+                                next_take = next_take.min(now + quick_take_every);
+                            }
                             next_expiry_check = state.seen.next_beat_expiry(now).unwrap_or(now + cfg.failover);
                             if self.new_deaths(&mut state, now) {
                                 next_take = now;
