@@ -687,6 +687,7 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
 
 #[tokio::test(start_paused = true)]
 async fn seeded_runs_with_random_faults_keep_every_invariant() {
+    log_if_asked();
     let (workers, shards, seeds) = (env("SIM_WORKERS", 20), env("SIM_SHARDS", 200), env("SIM_SEEDS", 10));
     let first = env("SIM_SEED", 1) as u64;
     for seed in first..first + seeds as u64 {
@@ -704,14 +705,8 @@ async fn a_seed_replays_the_same_run() {
     assert_ne!(first, other, "another seed, another run");
 }
 
-/// Issue #10's scenarios, in one run: the fleet starts together and converges
-/// (how long, and how often a lease changes hands on the way), stays settled for
-/// a minute (what the lease table costs then), and loses a tenth of its workers
-/// to crashes (how long until each orphaned shard is written again by a live
-/// worker). A light load runs throughout. CI runs 20 × 200; larger with
-/// `SIM_WORKERS` and `SIM_SHARDS`. Bounds are the issue's with `SIM_STRICT=1`.
-#[tokio::test(start_paused = true)]
-async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
+/// `SIM_LOG=1`: the workers' debug logs, stamped with simulated time.
+fn log_if_asked() {
     if std::env::var("SIM_LOG").is_ok() {
         struct SimTime(Instant);
         impl tracing_subscriber::fmt::time::FormatTime for SimTime {
@@ -725,6 +720,17 @@ async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
             .with_ansi(false)
             .try_init();
     }
+}
+
+/// Issue #10's scenarios, in one run: the fleet starts together and converges
+/// (how long, and how often a lease changes hands on the way), stays settled for
+/// a minute (what the lease table costs then), and loses a tenth of its workers
+/// to crashes (how long until each orphaned shard is written again by a live
+/// worker). A light load runs throughout. CI runs 20 × 200; larger with
+/// `SIM_WORKERS` and `SIM_SHARDS`. Bounds are the issue's with `SIM_STRICT=1`.
+#[tokio::test(start_paused = true)]
+async fn a_fleet_starts_together_settles_and_loses_a_tenth() {
+    log_if_asked();
     let (workers, shards) = (env("SIM_WORKERS", 20), env("SIM_SHARDS", 200));
     let strict = std::env::var("SIM_STRICT").is_ok();
     let seed = env("SIM_SEED", 1) as u64;

@@ -436,15 +436,18 @@ pub fn plan(
     // share, so that the first survivors to see them expire take them all, and
     // balancing spreads them later. Free leases (a fleet starting, a release)
     // only up to its share, which keeps a starting fleet from converging by steals.
-    let orphans = ready.iter().any(|l| {
-        l.owner.is_some() && !held.contains(&l.key) && (seen.is_expired(l, now, config.failover) || seen.is_mine(l))
-    });
+    let orphans =
+        ready.iter().any(|l| l.owner.is_some() && !held.contains(&l.key) && seen.is_expired(l, now, config.failover));
     let room = if orphans { (2 * target).min(config.max_leases) } else { target };
     // A lease released for this worker (a handoff it asked for) is its own,
-    // whatever it holds by now: others wait a failover time for it.
+    // whatever it holds by now: others wait a failover time for it. So is a
+    // lease that still names this incarnation (let go when its fence passed):
+    // nobody else may take it while this worker beats, and a thief's handoff
+    // request for it would wait for a consumer that is not running.
     plan.take = ready
         .iter()
-        .filter(|l| l.owner.is_none() && l.handoff_to.as_deref() == Some(me) && !held.contains(&l.key))
+        .filter(|l| !held.contains(&l.key))
+        .filter(|l| (l.owner.is_none() && l.handoff_to.as_deref() == Some(me)) || seen.is_mine(l))
         .map(|l| l.key.clone())
         .collect();
     let mine = mine + plan.take.len();
@@ -464,9 +467,7 @@ pub fn plan(
     let mut expired: Vec<&Lease> = ready
         .iter()
         .copied()
-        .filter(|l| {
-            !held.contains(&l.key) && (seen.is_expired(l, now, config.failover) || seen.is_mine(l)) && claimable(l)
-        })
+        .filter(|l| !held.contains(&l.key) && seen.is_expired(l, now, config.failover) && claimable(l))
         .collect();
     if !expired.is_empty() {
         expired.sort_by(|a, b| a.key.cmp(&b.key));

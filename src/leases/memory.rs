@@ -36,6 +36,8 @@ pub struct MemoryLeaseStore {
     takeovers: Mutex<Vec<Takeover>>,
     /// When each heartbeat row was last beaten, by [`Heartbeat::key`].
     beaten: Mutex<HashMap<String, Instant>>,
+    /// How long every read (scan, GetItem, the fleet's Query) takes to answer.
+    read_delay: Mutex<Duration>,
     /// While reads lag: each row's versions, oldest first, with when each was
     /// written (`None`: deleted).
     history: Mutex<HashMap<String, Versions>>,
@@ -219,6 +221,24 @@ impl MemoryLeaseStore {
         self.rows.lock().unwrap().values().cloned().collect()
     }
 
+    /// Makes every read (scans, GetItem, the fleet's heartbeats) answer `delay`
+    /// late from now on; writes answer at once.
+    pub fn set_read_delay(&self, delay: Duration) {
+        *self.read_delay.lock().unwrap() = delay;
+    }
+
+    async fn read_delay(&self) {
+        let delay = *self.read_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// The heartbeat rows, read without a charge (for tests that watch them).
+    pub fn heartbeat_rows(&self) -> Vec<Heartbeat> {
+        self.heartbeats.lock().unwrap().values().cloned().collect()
+    }
+
     /// The takes of leases another worker owned since the last call, in order.
     pub fn drain_takeovers(&self) -> Vec<Takeover> {
         std::mem::take(&mut *self.takeovers.lock().unwrap())
@@ -281,14 +301,17 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn list(&self) -> Result<Vec<Lease>, StoreError> {
+        self.read_delay().await;
         Ok(self.scan(1.0, Segment::WHOLE))
     }
 
     async fn snapshot(&self, segment: Segment) -> Result<Vec<Lease>, StoreError> {
+        self.read_delay().await;
         Ok(self.scan(0.5, segment))
     }
 
     async fn get(&self, key: &str) -> Result<Option<Lease>, StoreError> {
+        self.read_delay().await;
         let row = if self.lag.lock().unwrap().is_some() {
             self.visible_rows().into_iter().find(|l| l.key == key)
         } else {
@@ -383,6 +406,7 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn fleet(&self) -> Result<Fleet, StoreError> {
+        self.read_delay().await;
         let workers: Vec<Heartbeat> = match self.view() {
             None => self.heartbeats.lock().unwrap().values().cloned().collect(),
             Some(view) => {

@@ -692,6 +692,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn beats_go_out_on_time_while_the_loop_waits_on_slow_reads() {
+        // Every read answers 3 s late (a brownout of reads): fleet reads and take
+        // rounds hold the loop for 3 s at a time. The beats, every 1.5 s at the
+        // default failover time, must not wait for them, or the heartbeat stands
+        // still past the fence and every lease is let go.
+        let fleet = Fleet::new(4);
+        fleet.put(40);
+        let (a, stop_a) = fleet.start_config(WorkerConfig::new("a"));
+        fleet.until("a holds every lease", |o, rows| holds(o, "a", 4) && rows == 40).await;
+        fleet.store.set_read_delay(Duration::from_secs(3));
+        let beat = || fleet.store.heartbeat_rows().iter().map(|h| h.beat).max().unwrap();
+        let interval = WorkerConfig::new("a").beat_interval();
+        let (mut last, mut moved, start) = (beat(), Instant::now(), Instant::now());
+        let mut beats = 0;
+        while start.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if beat() != last {
+                (last, moved, beats) = (beat(), Instant::now(), beats + 1);
+            }
+            let still = moved.elapsed();
+            assert!(
+                still <= interval + Duration::from_millis(100),
+                "no beat for {still:?} (a beat every {interval:?})"
+            );
+        }
+        assert!(beats >= 12, "{beats} beats in 20 s");
+        fleet.store.set_read_delay(Duration::ZERO);
+        fleet.put(20);
+        fleet.until("the new records written", |o, rows| holds(o, "a", 4) && rows == 60).await;
+        stop_a.cancel();
+        a.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_crashed_workers_leases_are_taken_after_the_failover_time_and_not_before() {
         let fleet = Fleet::new(4);
         fleet.put(40);

@@ -87,9 +87,19 @@ impl Worker {
         let me = cfg.worker_id.as_str();
         let mut overdue = Vec::new();
         let mut released = Vec::new();
+        let seen = &state.seen;
         state.asked.retain(|key, asked_at| match by_key.get(key.as_str()) {
             Some(l) if l.handoff_to.as_deref() == Some(me) && l.owner.as_deref().is_some_and(|o| o != me) => {
-                if now.duration_since(*asked_at) >= cfg.renewal_failover {
+                // An owner that beats (protocol 2) is never taken from: marking
+                // it dead would leave it writing until its fence. It hands the
+                // lease over when its consumer can; this worker stops waiting.
+                let beats = matches!(seen.to_mark(l), Some(heartbeat) if heartbeat.beat > 0);
+                if beats
+                    && !seen.is_expired(l, now, cfg.failover)
+                    && now.duration_since(*asked_at) >= cfg.renewal_failover
+                {
+                    false
+                } else if now.duration_since(*asked_at) >= cfg.renewal_failover {
                     overdue.push(key.clone());
                     false
                 } else {
