@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use stream_worker::engine::coordinator::{Worker, WorkerConfig};
 use stream_worker::health::Health;
-use stream_worker::leases::memory::{MemoryLeaseStore, ReadLag, Takeover};
+use stream_worker::leases::memory::{Mark, MemoryLeaseStore, ReadLag, Takeover};
 use stream_worker::leases::{Cas, LeaseStore, Segment, StoreError};
 use stream_worker::model::{Checkpoint, Fleet, Heartbeat, Lease};
 use stream_worker::processor::sink::{BatchWriter, Item, MemoryTable, WriteError};
@@ -372,6 +372,8 @@ struct Checker {
     /// The least true time in which a worker may judge a heartbeat dead: the
     /// failover time on a clock that runs as fast as any may.
     judged_after: Duration,
+    /// The incarnations marked dead so far (`worker#incarnation`).
+    dead: HashSet<String>,
     last: HashMap<String, Lease>,
     /// When each lease's counter last moved.
     moved: HashMap<String, Instant>,
@@ -388,10 +390,26 @@ impl Checker {
     fn look(
         &mut self,
         leases: &[Lease],
-        takeovers: &[Takeover],
+        (marks, takeovers): (&[Mark], &[Takeover]),
         now: Instant,
         live: &HashSet<String>,
     ) -> Option<String> {
+        // A worker is marked dead only once its heartbeat stood still for the
+        // failover time, as the fastest clock measures it, and never while it
+        // runs and reaches the table (a brownout or frozen reads mark no one).
+        for m in marks {
+            let who = format!("{}#{}", m.worker_id, m.incarnation);
+            if let Some(beat) = m.last_beat {
+                let still = m.at.duration_since(beat);
+                if still < self.judged_after {
+                    return Some(format!("{who} marked dead by {}, {still:?} after its last beat", m.by));
+                }
+            }
+            if live.contains(&m.worker_id) {
+                return Some(format!("{who} marked dead by {} while running", m.by));
+            }
+            self.dead.insert(who);
+        }
         for t in takeovers {
             let was = t.before.owner.as_deref().unwrap_or_default();
             if t.before.handoff_to.as_deref() == Some(t.by.as_str()) {
@@ -411,8 +429,11 @@ impl Checker {
             }
             // And a running worker that was not cut off or paused lately loses a
             // lease only by letting it go, or to the worker it was asked to hand
-            // it to: a brownout or frozen reads move no owner.
-            if live.contains(was) {
+            // it to: a brownout or frozen reads move no owner. (A lease naming an
+            // incarnation marked dead, rightly as checked above, may go at any
+            // time: its worker runs as a new one.)
+            let incarnation = format!("{was}#{}", t.before.owner_incarnation.as_deref().unwrap_or_default());
+            if live.contains(was) && !self.dead.contains(&incarnation) {
                 let beat = t.owner_beat.map(|beat| t.at.duration_since(beat));
                 return Some(format!(
                     "{}: taken from {was}, running, by {} (last beat {beat:?} before): {:?}",
@@ -581,9 +602,12 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
                 }
             }
         }
-        if let Some(violation) =
-            checker.look(&sim.store.rows(), &sim.store.drain_takeovers(), Instant::now(), &sim.live())
-        {
+        if let Some(violation) = checker.look(
+            &sim.store.rows(),
+            (&sim.store.drain_marks(), &sim.store.drain_takeovers()),
+            Instant::now(),
+            &sim.live(),
+        ) {
             let mut live: Vec<usize> = sim.workers.keys().copied().collect();
             live.sort();
             sim.fail(format!("at {:?}: {violation}; live workers {live:?}", start.elapsed()));
@@ -597,9 +621,12 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
             sim.fail(format!("{} of {put} records written a minute after the load ended", sim.tweets.len()));
         }
         tokio::time::sleep(TICK).await;
-        if let Some(violation) =
-            checker.look(&sim.store.rows(), &sim.store.drain_takeovers(), Instant::now(), &sim.live())
-        {
+        if let Some(violation) = checker.look(
+            &sim.store.rows(),
+            (&sim.store.drain_marks(), &sim.store.drain_takeovers()),
+            Instant::now(),
+            &sim.live(),
+        ) {
             let mut live: Vec<usize> = sim.workers.keys().copied().collect();
             live.sort();
             sim.fail(format!("at {:?}: {violation}; live workers {live:?}", start.elapsed()));

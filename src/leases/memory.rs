@@ -36,6 +36,8 @@ pub struct MemoryLeaseStore {
     takeovers: Mutex<Vec<Takeover>>,
     /// When each heartbeat row was last beaten, by [`Heartbeat::key`].
     beaten: Mutex<HashMap<String, Instant>>,
+    /// Every heartbeat row marked dead, in order: for checkers.
+    marks: Mutex<Vec<Mark>>,
     /// How long every read (scan, GetItem, the fleet's Query) takes to answer.
     read_delay: Mutex<Duration>,
     /// While reads lag: each row's versions, oldest first, with when each was
@@ -88,6 +90,21 @@ pub struct Takeover {
     /// When the owner's heartbeat was last written, if the owner beats (and
     /// did not remove its row on leaving).
     pub owner_beat: Option<Instant>,
+}
+
+/// A heartbeat row marked dead (the first mark of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// The row's worker.
+    pub worker_id: String,
+    /// The row's incarnation.
+    pub incarnation: String,
+    /// The worker that marked it.
+    pub by: String,
+    /// When.
+    pub at: Instant,
+    /// When the row was last beaten, if it ever was.
+    pub last_beat: Option<Instant>,
 }
 
 /// A row's versions, oldest first, each with when it was written (`None`:
@@ -237,6 +254,11 @@ impl MemoryLeaseStore {
     /// The heartbeat rows, read without a charge (for tests that watch them).
     pub fn heartbeat_rows(&self) -> Vec<Heartbeat> {
         self.heartbeats.lock().unwrap().values().cloned().collect()
+    }
+
+    /// The heartbeat rows marked dead since the last call, in order.
+    pub fn drain_marks(&self) -> Vec<Mark> {
+        std::mem::take(&mut *self.marks.lock().unwrap())
     }
 
     /// The takes of leases another worker owned since the last call, in order.
@@ -430,6 +452,13 @@ impl LeaseStore for MemoryLeaseStore {
             Some(row) if row.beat == heartbeat.beat => {
                 let before = heartbeat_bytes(row);
                 row.dead_by = Some(by.to_owned());
+                self.marks.lock().unwrap().push(Mark {
+                    worker_id: row.worker_id.clone(),
+                    incarnation: row.incarnation.clone(),
+                    by: by.to_owned(),
+                    at: Instant::now(),
+                    last_beat: self.beaten.lock().unwrap().get(&key).copied(),
+                });
                 (before.max(heartbeat_bytes(row)), Cas::Done(()))
             }
             Some(row) => (heartbeat_bytes(row), Cas::Lost),

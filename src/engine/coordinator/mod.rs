@@ -27,8 +27,9 @@
 //! Steals are graceful: the taker marks the lease (`handoffTo`), the owner sees
 //! the mark at its next renewal, finishes its batch, checkpoints and releases.
 //! The taker watches that one lease (a GetItem every second, not a scan) and
-//! takes it as soon as it is released. If the owner has not released after one
-//! failover time, the taker takes it.
+//! takes it as soon as it is released. If the owner has not released after the
+//! renewal failover time, the taker takes it over, unless the owner beats
+//! (protocol 2): then it stops waiting, and the owner hands it over when it can.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
