@@ -910,7 +910,7 @@ async fn settle(sim: &mut Sim, shards: usize, limit: Duration) -> (Duration, usi
         if start.elapsed() > limit {
             sim.fail(format!("not within one lease of fair shares after {limit:?}"));
         }
-        if std::env::var("SIM_TRACE").is_ok() && start.elapsed().as_millis() % 5000 == 0 {
+        if std::env::var("SIM_TRACE").is_ok() && start.elapsed().as_millis().is_multiple_of(5000) {
             let mut held: std::collections::BTreeMap<String, usize> =
                 sim.workers.keys().map(|n| (format!("w{n}"), 0)).collect();
             let mut free = 0;

@@ -480,9 +480,16 @@ pub fn plan(
             // failover time (its part's worker took none) is anyone's.
             let part = my_part(&shares, me, room, expired.len());
             let stalled = |l: &&Lease| seen.unchanged_for(l, now) >= config.failover;
-            let (mine, others): (Vec<(usize, &Lease)>, Vec<(usize, &Lease)>) =
-                expired.iter().copied().enumerate().partition(|(i, _)| part.contains(i));
-            mine.into_iter().map(|(_, l)| l).chain(others.into_iter().map(|(_, l)| l).filter(stalled)).collect()
+            let (mut mine, mut stalled_elsewhere) = (Vec::new(), Vec::new());
+            for (i, lease) in expired.iter().copied().enumerate() {
+                if part.contains(&i) {
+                    mine.push(lease);
+                } else if stalled(&lease) {
+                    stalled_elsewhere.push(lease);
+                }
+            }
+            mine.extend(stalled_elsewhere);
+            mine
         } else {
             // A dead worker's leases: the first survivors to see them take them,
             // each from its rank's part on (the workers sorted by id). Views that
