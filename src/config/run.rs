@@ -71,7 +71,8 @@ pub struct RunArgs {
     #[arg(long, env = "STREAM_WORKER_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
 
-    /// Most leases stolen from a more loaded replica per take round
+    /// Most leases asked of any one more loaded replica per take round (several may
+    /// be asked in a round, each down to the fair share)
     #[arg(long, env = "STREAM_WORKER_MAX_LEASES_TO_STEAL", default_value_t = 2)]
     pub max_leases_to_steal: usize,
 

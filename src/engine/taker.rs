@@ -281,7 +281,7 @@ pub struct TakerConfig {
     pub failover: Duration,
     /// No more than this many leases per worker.
     pub max_leases: usize,
-    /// No more than this many steals per take round.
+    /// No more than this many leases asked of one worker per take round.
     pub max_leases_to_steal: usize,
 }
 

@@ -58,8 +58,9 @@ pub struct WorkerConfig {
     /// Most leases this worker holds (`--max-leases`); default `usize::MAX`, no
     /// limit.
     pub max_leases: usize,
-    /// Most leases asked from a more loaded worker per take round
-    /// (`--max-leases-to-steal`, default 2). A steal is a graceful handoff.
+    /// Most leases asked of any one more loaded worker per take round
+    /// (`--max-leases-to-steal`, default 2); several workers may be asked in a
+    /// round, each down to the fair share. A steal is a graceful handoff.
     pub max_leases_to_steal: usize,
     /// How often the shard list is read again to create leases for new shards
     /// (`--shard-sync-interval`, default 60 s). A shard end also creates the
