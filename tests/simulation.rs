@@ -554,32 +554,25 @@ async fn run(seed: u64, workers: usize, shards: usize) -> (String, u64) {
                     sim.store.set_read_lag(Some(ReadLag::FrozenAt(Instant::now())), seed);
                     frozen_until = Some(start.elapsed() + FAILOVER * 2);
                 }
-                5 if live.len() > 1 => {
-                    // One worker's network to the lease table is cut for two to
-                    // three failover times (its tweet writes still go through):
-                    // it must stop writing before its leases are taken.
-                    let victim = live[rng.gen_range(0..live.len())];
-                    let span = FAILOVER.mul_f64(rng.gen_range(2.0..3.0));
-                    if std::env::var("SIM_TRACE").is_ok() {
-                        println!("  cut w{victim} off for {span:?}");
-                    }
-                    sim.cuts[&victim].send_replace(true);
-                    cut_ends.push((start.elapsed() + span, victim));
-                    sim.cut_until.insert(victim, Instant::now() + span + FAULT_AFTERMATH);
-                }
-                7 if live.len() > 1 => {
-                    // A worker stops (SIGSTOP, a long GC pause, a frozen VM)
-                    // for one and a half to three failover times, then goes on.
-                    // What it had started is sent on resuming: the fence must
+                5 | 7 if live.len() > 1 => {
+                    // 5: one worker's network to the lease table is cut for two
+                    // to three failover times (its tweet writes still go
+                    // through). 7: a worker stops (SIGSTOP, a long GC pause, a
+                    // frozen VM) for one and a half to three, then goes on; what
+                    // it had started is sent on resuming, and the fence must
                     // refuse every write past it (the DynamoDB client's check,
-                    // modelled in `Logged`), and it must rejoin.
+                    // modelled in `Logged`). Either way it must stop writing
+                    // before its leases are taken, and rejoin.
+                    let pause = kind == 7;
                     let victim = live[rng.gen_range(0..live.len())];
-                    let span = FAILOVER.mul_f64(rng.gen_range(1.5..3.0));
+                    let span = FAILOVER.mul_f64(rng.gen_range(if pause { 1.5..3.0 } else { 2.0..3.0 }));
                     if std::env::var("SIM_TRACE").is_ok() {
-                        println!("  pause w{victim} for {span:?}");
+                        println!("  {} w{victim} for {span:?}", if pause { "pause" } else { "cut off" });
                     }
                     sim.cuts[&victim].send_replace(true);
-                    sim.pauses[&victim].send_replace(true);
+                    if pause {
+                        sim.pauses[&victim].send_replace(true);
+                    }
                     cut_ends.push((start.elapsed() + span, victim));
                     sim.cut_until.insert(victim, Instant::now() + span + FAULT_AFTERMATH);
                 }
