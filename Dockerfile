@@ -11,6 +11,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY .cargo ./.cargo
 COPY src ./src
 COPY benches ./benches
 # What `stream-worker --version` names: the context has no .git (deploy/deploy.sh passes it).

@@ -59,7 +59,7 @@
 //!
 //! | layer | modules | what |
 //! |---|---|---|
-//! | 6 CLI | [`config`], [`app`] | flags and their env twins; per-command handlers that wire the layers below |
+//! | 6 CLI | [`config`], [`app`], [`cli`] | flags and their env twins; per-command handlers that wire the layers below; the binaries' bodies |
 //! | 5 operations | [`status`], [`dead_letters`], [`rewind`], [`protocol`], [`lambda`] | operator commands; the Lambda adapter |
 //! | 4 applications | [`processor`], [`producer`] | the tweet pipeline (the engine's first [`engine::RecordProcessor`]); sources → PutRecords |
 //! | 3 engine | [`engine`] | worker loop, take / renew / supervise, per-shard consumer, memory budget; knows no tweet |
@@ -67,7 +67,8 @@
 //! | 1 plumbing | [`aws`], [`fence`], [`kpl`], [`retry`], [`metrics`], [`health`], [`shutdown`], [`http`] | the SDK's config and errors, the write fence, the KPL format, backoff, metric names, plain local HTTP |
 //! | 0 model | [`model`] | pure values: records, positions, checkpoints, leases |
 //!
-//! `src/main.rs` and `src/bin/lambda.rs` are the entry points above them all.
+//! `src/main.rs` and `src/bin/lambda.rs` are the entry points above them all:
+//! each chooses the allocator and calls its body in [`cli`].
 //!
 //! # Features
 //!
@@ -111,12 +112,15 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("lambda", 5),
     ("config", 6),
     ("app", 6),
+    ("cli", 6),
 ];
 
 #[cfg(feature = "cli")]
 pub mod app;
 #[warn(missing_docs)]
 pub mod aws;
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "cli")]
 pub mod config;
 #[cfg(feature = "cli")]
