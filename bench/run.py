@@ -466,7 +466,7 @@ def bench_fleet():
         if line.startswith(("converged", "failover", "rolling restart")):
             print("  " + line[:160], flush=True)
     ok = out.returncode == 0
-    report("failover, handoff, convergence (tests/fleet.rs, release build)", "see lines above",
+    report("failover, handoff, convergence (tests/e2e/fleet.rs, release build)", "see lines above",
            "≤ 5 s (fan-out 10 s), ≤ 3 s, ≤ 30 s", ok)
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The upgrade and the rollback against the last release before protocol 2:
-# builds c641ca1 (once, into .local/upgrade/), then runs tests/upgrade.rs with
+# builds c641ca1 (once, into .local/upgrade/), then runs tests/e2e/upgrade.rs with
 # its binary as the older workers (STREAM_WORKER_OLD_BIN), on emulators this
 # script starts. CI runs the same test with this build as the older workers
 # (the fleet held at protocol 1); this adds the refusal beside a worker that
@@ -27,4 +27,4 @@ export EMULATORS_RUN_DIR="$repo/.local/upgrade-run"
 mkdir -p "$EMULATORS_RUN_DIR"
 trap 'deploy/local/emulators.sh stop' EXIT
 eval "$(deploy/local/emulators.sh start)"
-STREAM_WORKER_OLD_BIN="$old" cargo test --release --locked --test upgrade -- --nocapture
+STREAM_WORKER_OLD_BIN="$old" cargo test --release --locked --test e2e upgrade:: -- --nocapture

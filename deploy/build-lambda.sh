@@ -9,7 +9,7 @@
 # reports through /error), `strip --strip-debug` of a copy, and a zip. Cargo builds for this machine's target, so
 # the machine must be x86_64 Linux with glibc; the binary's highest GLIBC_
 # symbol version must be <= 2.34 (Amazon Linux 2023), which
-# tests/lambda_package.rs checks. For arm64 (Graviton), build on an arm64 Linux
+# tests/e2e/lambda_package.rs checks. For arm64 (Graviton), build on an arm64 Linux
 # machine (or with a toolchain that has aarch64-unknown-linux-gnu) and set
 # `Architectures: [arm64]` on the function.
 #

@@ -5,7 +5,7 @@
 # the deploy suite (template, scripts, image, manifests), stops the emulators.
 #
 #   deploy/local/test.sh                 # all tests
-#   deploy/local/test.sh --test worker   # extra arguments go to `cargo nextest run` (the deploy suite is skipped)
+#   deploy/local/test.sh --test e2e worker::   # extra arguments go to `cargo nextest run` (the deploy suite is skipped)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
@@ -39,15 +39,18 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   fi
 fi
 
-# A run folder of its own, so that the suite never touches a running demo.
+# Run folders of its own, so that the suite never touches a running demo: the
+# timing lane's emulators (also those of a run with arguments) and the bulk lane's
+# (see the end of this script).
 export EMULATORS_RUN_DIR="$repo/.local/test-run"
-trap 'deploy/local/emulators.sh stop' EXIT
+bulk_run="$repo/.local/test-run-bulk"
+trap 'deploy/local/emulators.sh stop; EMULATORS_RUN_DIR=$bulk_run deploy/local/emulators.sh stop' EXIT
 eval "$(deploy/local/emulators.sh start)"
 
 # The release builds: the worker as the Dockerfile builds it, and the Lambda zip
-# (tests/lambda_package.rs checks it; the deploy suite deploys it to moto).
+# (tests/e2e/lambda_package.rs checks it; the deploy suite deploys it to moto).
 cargo build --release --locked --bin stream-worker
-# The engine's example application (tests/example_archive.rs runs it).
+# The engine's example application (tests/e2e/example_archive.rs runs it).
 cargo build --release --locked --examples
 # A crate that depends on the engine alone (default-features = false) compiles
 # none of the binaries' crates.
@@ -64,9 +67,33 @@ export STREAM_WORKER_LAMBDA_ZIP
 # In the release profile: the tests share the dependencies just built, and the
 # end-to-end tests run the binaries users run (their rate and CPU figures mean
 # something only for an optimized build).
-cargo nextest run --release --locked --all-targets --no-fail-fast "$@"
-if [ "$#" -eq 0 ]; then
-  # The crate documentation's example compiles (nextest runs no doctests).
-  cargo test --release --locked --doc
-  deploy/tests/run.sh -q
+if [ "$#" -gt 0 ]; then
+  cargo nextest run --release --locked --all-targets --no-fail-fast "$@"
+  exit
+fi
+cargo nextest run --release --locked --all-targets --no-run
+
+# Two lanes at once (.config/nextest.toml says why). The timing lane: the tests
+# whose subject is a time or a rate, one at a time, on the emulators started
+# above. The bulk lane: every other test four at once, the doctests and the
+# deploy suite, on emulators of its own, all under nice, so that the timing
+# lane's processes are never short of a core.
+timing_log="$EMULATORS_RUN_DIR/timing-lane.log"
+cargo nextest run --release --locked --all-targets --no-fail-fast -E 'group(timing)' >"$timing_log" 2>&1 &
+timing_lane=$!
+bulk_env=$(EMULATORS_RUN_DIR="$bulk_run" nice -n "${STREAM_WORKER_TEST_NICE:-5}" deploy/local/emulators.sh start)
+failed=()
+bulk() { # what to run, under nice, against the bulk lane's emulators
+  (eval "$bulk_env"; exec nice -n "${STREAM_WORKER_TEST_NICE:-5}" "$@") || failed+=("$*")
+}
+bulk cargo nextest run --release --locked --all-targets --no-fail-fast -E 'not group(timing)' --test-threads "${STREAM_WORKER_TEST_THREADS:-2}"
+# The crate documentation's example compiles (nextest runs no doctests).
+bulk cargo test --release --locked --doc
+bulk deploy/tests/run.sh -q
+wait "$timing_lane" || failed+=("the timing lane (its output follows)")
+echo "test.sh: the timing lane's tests (-E 'group(timing)'):"
+cat "$timing_log"
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf 'test.sh: failed: %s\n' "${failed[@]}" >&2
+  exit 1
 fi

@@ -45,7 +45,7 @@ pub struct StoreError(pub String);
 /// The lease table, and the fleet's heartbeat table beside it.
 ///
 /// Contract, for every implementation (checked by the conformance suite in
-/// `tests/conformance.rs` against both):
+/// `tests/e2e/conformance.rs` against both):
 /// - `create` inserts only if no row has the key.
 /// - `take`, `renew`, `release`, `checkpoint`, `request_handoff` and `delete` apply
 ///   only if the stored `leaseCounter` equals the given lease's counter (and, for

@@ -1,5 +1,5 @@
 //! In-memory twin of a Kinesis stream, for fast tests of the consumer, the
-//! coordinator and the fleet under controlled time. `tests/conformance.rs`
+//! coordinator and the fleet under controlled time. `tests/e2e/conformance.rs`
 //! runs one conformance suite against it and against the Kinesis emulator, so
 //! that the twin keeps to the contract of [`StreamClient`].
 //!

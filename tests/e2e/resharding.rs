@@ -3,7 +3,7 @@
 //! record is written, and for each partition key the rows of a child shard are
 //! written after all the rows of its parents.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! `bootstrap` that runs on Amazon Linux 2023 (glibc 2.34). And a cold start
 //! that cannot work reports why to the Runtime API instead of hanging.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! The reconnect schedule itself is checked under paused time in
 //! `src/producer/mod.rs`; here the waits are real but short.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};

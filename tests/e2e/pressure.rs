@@ -3,7 +3,7 @@
 //! table does (items beyond it come back in `UnprocessedItems`; a call with
 //! none admitted is throttled).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

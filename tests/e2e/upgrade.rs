@@ -7,7 +7,7 @@
 //! runs this test with it. Without it they run this build with the fleet held
 //! at protocol 1, which CI runs: the switch both ways, but not the refusal.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! read by that library as exactly the tweets put; a worker killed inside an
 //! aggregate resumes inside it; a split during aggregated load loses nothing.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //! - `StreamClient`: the in-memory stream and Kinesis: order, positions, the end
 //!   of a closed shard and its children, resharding.
 
-mod common;
+use crate::common;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;

@@ -3,7 +3,7 @@
 //! /readyz follows DynamoDB while /healthz stays up; logs are structured and
 //! never show credentials.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::Write;

@@ -1,7 +1,7 @@
 //! A lease table written by a Java KCL 2.x application is adopted: the fleet
 //! resumes from its checkpoints, sentinels included. And `status` reports it.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;

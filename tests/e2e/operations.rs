@@ -2,7 +2,7 @@
 //! cause is fixed, rewinding checkpoints under a running fleet, and watching
 //! the leases live.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read as _;

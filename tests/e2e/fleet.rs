@@ -3,7 +3,7 @@
 //! coordination protocols. Records are checked against the ids put.
 //! The tests of this file run one at a time: their timings are the subject.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! processing within the failover time, and never overwrites the checkpoints of
 //! the worker that took over — not even with its stalled requests.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

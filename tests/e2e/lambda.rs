@@ -3,7 +3,7 @@
 //! event source mapping (`deploy/local/esm.py`), out-of-time invocations while
 //! DynamoDB is cut off, parity with the worker, and the switch between paths.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};

@@ -3,7 +3,7 @@
 //! every tweet put must still be a row, exactly, and the worker must stop
 //! cleanly. The proxies' counters prove each fault really happened.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! `stream-worker run` end to end: the real binary on the local emulators.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! (Drain, kill -9, SIGTERM, resharding, balancing, failover and the switch
 //! from polling run in both modes in `worker.rs`, `resharding.rs`, `fleet.rs`.)
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Start-up errors: one readable line naming what and where, with a hint, and a
 //! non-zero exit. And the harness's own message when the emulators are absent.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

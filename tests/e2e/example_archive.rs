@@ -3,7 +3,7 @@
 //! it drains a stream into files rotated by size, resumes after kill -9 from
 //! its checkpoints, and loses nothing.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
