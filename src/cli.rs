@@ -6,7 +6,6 @@
 //! from a binary, the whole engine was compiled again for each binary. Here it
 //! is compiled once, and the binaries only choose the allocator and link.
 
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +16,9 @@ use crate::health::Health;
 use crate::telemetry::Serves;
 use crate::{app, shutdown, telemetry};
 
-/// `stream-worker`: parses the command line, runs the command, and returns its
-/// exit code (1 after printing the error, with its hint, to stderr).
-pub fn main() -> ExitCode {
+/// `stream-worker`: parses the command line and runs the command; on an error
+/// it prints it, with its hint, to stderr and exits with 1.
+pub fn main() {
     let cli = Cli::parse();
     // One thread for every command. The producer's source and put loop hand
     // every record to each other, and across threads each handoff was a futex
@@ -28,12 +27,11 @@ pub fn main() -> ExitCode {
     // second thread it paid more in wake-ups and stolen tasks than it gained.
     // One replica uses one core; scale out = add replicas.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-    match runtime.expect("cannot start the tokio runtime").block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+    if let Err(e) = runtime.expect("cannot start the tokio runtime").block_on(run(cli)) {
+        eprintln!("error: {e:#}");
+        // At once, as before: a blocking read (the producer's stdin, a file)
+        // may still be waiting, and dropping the runtime would wait for it.
+        std::process::exit(1);
     }
 }
 
