@@ -57,7 +57,8 @@ pub fn dynamodb_client(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Clie
 #[derive(Debug)]
 struct FenceCheck;
 
-/// The error of an attempt refused by [`FenceCheck`]: the SDK does not retry it.
+/// The error of an attempt refused by the worker's DynamoDB client for starting
+/// past its task's fence: the SDK does not retry it.
 #[derive(Debug, thiserror::Error)]
 #[error("not sent: the lease's fence passed {0:?} ago (another worker may hold it now)")]
 pub struct PastFence(pub Duration);
@@ -292,7 +293,7 @@ impl fmt::Display for Target {
 const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Runs a start-up check's call until it succeeds, fails for good, or
-/// [`STARTUP_PATIENCE`] is spent on throttling and transient errors (timeouts,
+/// 60 s (`STARTUP_PATIENCE`) are spent on throttling and transient errors (timeouts,
 /// 5xx: a service under load, or starting beside the worker).
 pub async fn check<T, E, F, Fut>(what: &str, target: Target, mut call: F) -> anyhow::Result<()>
 where

@@ -21,7 +21,7 @@ pub enum FleetCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct FleetArgs {
-    /// Lease table of the fleet (its heartbeats are in <lease table>-workers)
+    /// Lease table of the fleet (its heartbeats are in the table of its name + "-workers")
     #[arg(long, env = "STREAM_WORKER_LEASE_TABLE", default_value = DEFAULT_LEASE_TABLE)]
     pub lease_table: String,
 
