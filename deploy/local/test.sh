@@ -87,8 +87,10 @@ bulk() { # what to run, under nice, against the bulk lane's emulators
   (eval "$bulk_env"; exec nice -n "${STREAM_WORKER_TEST_NICE:-5}" "$@") || failed+=("$*")
 }
 bulk cargo nextest run --release --locked --all-targets --no-fail-fast -E 'not group(timing)' --test-threads "${STREAM_WORKER_TEST_THREADS:-2}"
-# The crate documentation's example compiles (nextest runs no doctests).
+# The crate documentation's example compiles (nextest runs no doctests), and
+# the documentation builds without a warning (a broken or private link).
 bulk cargo test --release --locked --doc
+bulk env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
 bulk deploy/tests/run.sh -q
 wait "$timing_lane" || failed+=("the timing lane (its output follows)")
 echo "test.sh: the timing lane's tests (-E 'group(timing)'):"
