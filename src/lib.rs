@@ -79,7 +79,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `cli` | the `stream-worker` binary's modules: [`config`], [`app`], the operator commands, [`telemetry`] (logs, `/metrics`, `/readyz`) |
+//! | `cli` | the `stream-worker` binary's modules: [`config`], [`app`], [`cli`] (the binaries' bodies), the operator commands, [`telemetry`] (logs, `/metrics`, `/readyz`) |
 //! | `producer` | [`producer`]: file, synthetic and X API sources → PutRecords |
 //! | `lambda` | [`lambda`], the Lambda adapter, and the `stream-worker-lambda` function |
 //! | `jemalloc` | jemalloc as the binaries' allocator |

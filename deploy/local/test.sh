@@ -75,11 +75,21 @@ cargo nextest run --release --locked --all-targets --no-run
 
 # Two lanes at once (.config/nextest.toml says why). The timing lane: the tests
 # whose subject is a time or a rate, one at a time, on the emulators started
-# above. The bulk lane: every other test four at once, the doctests and the
-# deploy suite, on emulators of its own, all under nice, so that the timing
-# lane's processes are never short of a core.
+# above; then the doctests and the documentation (its compiles would otherwise
+# come after the bulk lane's tests). The bulk lane: every other test two at
+# once, then the deploy suite, on emulators of its own, all under nice, so that
+# the timing lane's processes are never short of a core.
 timing_log="$EMULATORS_RUN_DIR/timing-lane.log"
-cargo nextest run --release --locked --all-targets --no-fail-fast -E 'group(timing)' >"$timing_log" 2>&1 &
+timing_lane() {
+  local failed=0
+  cargo nextest run --release --locked --all-targets --no-fail-fast -E 'group(timing)' || failed=1
+  # The crate documentation's example compiles (nextest runs no doctests), and
+  # the documentation builds without a warning (a broken or private link).
+  cargo test --release --locked --doc || failed=1
+  RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked || failed=1
+  return "$failed"
+}
+timing_lane >"$timing_log" 2>&1 &
 timing_lane=$!
 bulk_env=$(EMULATORS_RUN_DIR="$bulk_run" nice -n "${STREAM_WORKER_TEST_NICE:-5}" deploy/local/emulators.sh start)
 failed=()
@@ -87,13 +97,9 @@ bulk() { # what to run, under nice, against the bulk lane's emulators
   (eval "$bulk_env"; exec nice -n "${STREAM_WORKER_TEST_NICE:-5}" "$@") || failed+=("$*")
 }
 bulk cargo nextest run --release --locked --all-targets --no-fail-fast -E 'not group(timing)' --test-threads "${STREAM_WORKER_TEST_THREADS:-2}"
-# The crate documentation's example compiles (nextest runs no doctests), and
-# the documentation builds without a warning (a broken or private link).
-bulk cargo test --release --locked --doc
-bulk env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
 bulk deploy/tests/run.sh -q
-wait "$timing_lane" || failed+=("the timing lane (its output follows)")
-echo "test.sh: the timing lane's tests (-E 'group(timing)'):"
+wait "$timing_lane" || failed+=("the timing lane: its tests, the doctests or cargo doc (its output follows)")
+echo "test.sh: the timing lane (-E 'group(timing)', the doctests, cargo doc):"
 cat "$timing_log"
 if [ "${#failed[@]}" -gt 0 ]; then
   printf 'test.sh: failed: %s\n' "${failed[@]}" >&2
